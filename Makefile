@@ -1,0 +1,70 @@
+# ESCAPE — moving-target defense for Linux containers.
+# Every target that needs system packages calls `deps` first, so a fresh
+# Debian 12 machine needs nothing but this repository and root.
+
+GO      ?= go
+PREFIX  ?= /opt/escape
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Integration tests share one lab and run containers; two packages at a
+# time keeps a 2-core machine responsive.
+TESTFLAGS ?= -count=1 -p 2 -timeout 40m
+
+export PATH := $(PREFIX)/bin:$(PATH)
+
+.PHONY: all build deps generate test test-unit bench fuzz lab-up lab-down lab-status demo doctor clean
+
+all: build
+
+## deps: install every system dependency (idempotent; seconds when installed)
+deps:
+	ESCAPE_PREFIX=$(PREFIX) tools/deps.sh
+
+## build: build the binaries into bin/ (needs no clang: bpf2go output is committed)
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+## generate: rebuild the BPF objects and Go bindings from bpf/*.c
+generate: deps
+	$(GO) generate ./bpf/...
+
+## test: unit tests plus the privileged integration tests (BPF, containerd, CRIU, netns), for real
+test: deps build
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+	bin/escape-lab down
+
+## test-unit: only the tests that need no root and no lab
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+## fuzz: run every fuzz target briefly (FUZZTIME per target)
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+## bench: the benchmarks behind BENCHMARKS.md
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bags/... ./model/... | tee out/bench-go.txt
+
+## doctor: preflight checks with remedies
+doctor: build
+	bin/escape-sensor doctor
+
+lab-up: deps build
+	bin/escape-lab up --hosts 3
+lab-down: build
+	bin/escape-lab down
+lab-status: build
+	bin/escape-lab status
+
+## demo: ESCAPE's main job on the local lab (see README)
+demo: deps build
+	tools/demo.sh
+
+clean:
+	rm -rf bin out

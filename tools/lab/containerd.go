@@ -1,0 +1,167 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+)
+
+// containerdConfig is a minimal containerd 2 configuration for one lab
+// host. CRI is disabled: the lab drives containerd through its Go client,
+// and CRI would want CNI plugins the lab does not install.
+func containerdConfig(h Host) string {
+	return fmt.Sprintf(`version = 3
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+`, h.RootDir, h.StateDir, h.Containerd, h.Containerd+".ttrpc")
+}
+
+// startContainerd launches the host's containerd inside its network
+// namespace. nsenter switches only the network namespace: `ip netns exec`
+// would also unshare the mount namespace, hiding the daemon's snapshot
+// mounts from the rest of the machine (and from `escape-lab down`).
+// The daemon gets its own session so it outlives the caller.
+func startContainerd(ctx context.Context, h Host, prefix string) error {
+	cfg := filepath.Join(filepath.Dir(h.PIDFile), "config.toml")
+	if err := writeFileAtomic(cfg, []byte(containerdConfig(h)), 0o644); err != nil {
+		return fmt.Errorf("write containerd config for %s: %w", h.Name, err)
+	}
+	logf, err := os.OpenFile(h.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open containerd log for %s: %w", h.Name, err)
+	}
+	defer logf.Close()
+
+	bin := filepath.Join(prefix, "bin")
+	cmd := exec.Command("nsenter", "--net="+filepath.Join(netnsDir, h.Netns), "--",
+		filepath.Join(bin, "containerd"), "--config", cfg)
+	// runc looks criu up on PATH and containerd finds its shim there: the
+	// private prefix comes first so the CRIU 4.2 wrapper wins.
+	cmd.Env = []string{"PATH=" + bin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start containerd for %s: %w", h.Name, err)
+	}
+	pid := cmd.Process.Pid
+	if err := writeFileAtomic(h.PIDFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write pid file for %s: %w", h.Name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("containerd for %s exited at start (%v); last log lines:\n%s", h.Name, err, tail(h.LogFile, 15))
+		case <-deadline.C:
+			return fmt.Errorf("containerd for %s not serving on %s after 30s; last log lines:\n%s", h.Name, h.Containerd, tail(h.LogFile, 15))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if _, err := containerdVersion(ctx, h.Containerd); err == nil {
+				return nil
+			}
+		}
+	}
+}
+
+// containerdVersion asks the daemon at socket for its version.
+func containerdVersion(ctx context.Context, socket string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := containerd.New(socket, containerd.WithTimeout(time.Second))
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	v, err := c.Version(ctx)
+	if err != nil {
+		return "", err
+	}
+	return v.Version, nil
+}
+
+// stopProcess sends SIGTERM, waits up to grace, then SIGKILLs.
+func stopProcess(pid int, grace time.Duration) {
+	if pid <= 1 {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !alive(pid) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 100 && alive(pid); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name, which may hold spaces.
+	s := string(data)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+func readPID(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return 0, errors.New("bad pid file " + path)
+	}
+	return pid, nil
+}
+
+// tail returns the last n lines of a file, for error messages.
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,320 @@
+package lab_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/vishvananda/netlink"
+
+	"github.com/escape-mtd/escape/tools/doctor"
+	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
+)
+
+// machineState is what the lab called name may leave behind, read from
+// the machine itself rather than from the lab's own bookkeeping. Links are
+// those of the root namespace, which no lab may touch.
+type machineState struct {
+	netns, links, mounts []string
+	procs                map[int]string
+}
+
+func snapshot(t *testing.T, name string) machineState {
+	t.Helper()
+	var s machineState
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), name+"-") {
+			s.netns = append(s.netns, e.Name())
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatalf("list links: %v", err)
+	}
+	for _, l := range links {
+		s.links = append(s.links, l.Attrs().Name)
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		// Other labs (the shared one) may come and go meanwhile: only
+		// this lab's mounts and namespaces count.
+		if f := strings.Fields(line); len(f) > 4 && (strings.Contains(f[4], "/"+name+"-lab") || strings.Contains(f[4], "/netns/"+name+"-")) {
+			s.mounts = append(s.mounts, f[4])
+		}
+	}
+	s.procs = map[int]string{}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && bytes.Contains(cmd, []byte(name+"-lab")) {
+			s.procs[pid] = string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
+		}
+	}
+	slices.Sort(s.netns)
+	slices.Sort(s.links)
+	slices.Sort(s.mounts)
+	return s
+}
+
+// added lists what is in after but not in before, for any slice.
+func added(before, after []string) []string {
+	var out []string
+	for _, a := range after {
+		if !slices.Contains(before, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// TestLabLifecycle builds a lab of its own (its own name, so it never
+// touches the shared lab other tests use), runs a container in it, tears
+// it down, and compares the machine before and after.
+func TestLabLifecycle(t *testing.T) {
+	if reason := doctor.LabUnavailable(context.Background()); reason != "" {
+		t.Skipf("lab unavailable: %s", reason)
+	}
+	const name = "escapelc"
+	opts := []lab.Option{lab.WithName(name), lab.WithHosts(2), lab.WithSharedSize("256m")}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	_ = lab.Down(ctx, opts...) // a previous crashed run
+	before := snapshot(t, name)
+
+	// Concurrent ups are serialized: both succeed and agree on the lab.
+	var wg sync.WaitGroup
+	invs := make([]*lab.Inventory, 2)
+	errs := make([]error, 2)
+	for i := range invs {
+		wg.Add(1)
+		go func() { defer wg.Done(); invs[i], errs[i] = lab.Up(ctx, opts...) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("up #%d: %v", i, err)
+		}
+	}
+	if invs[0].Hosts[1].Containerd != invs[1].Hosts[1].Containerd {
+		t.Fatalf("concurrent ups built different labs")
+	}
+	inv := invs[0]
+	if st := lab.GetStatus(ctx, opts...); !st.Healthy() || len(st.Hosts) != 2 {
+		t.Fatalf("status after up: %+v", st)
+	}
+	runCounter(ctx, t, inv, inv.Hosts[0], "lifecycle")
+
+	during := snapshot(t, name)
+	if len(added(before.netns, during.netns)) < 4 || len(added(before.mounts, during.mounts)) == 0 || len(during.procs) < 2 {
+		t.Fatalf("the lab left no trace while up (netns %v, mounts %v, procs %v): the before/after check would prove nothing",
+			added(before.netns, during.netns), added(before.mounts, during.mounts), during.procs)
+	}
+	if left := lab.Leftovers(opts...); len(left) == 0 {
+		t.Fatal("Leftovers reports nothing while the lab is up")
+	}
+
+	if err := lab.Down(ctx, opts...); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	after := snapshot(t, name)
+	if a := added(before.netns, after.netns); len(a) > 0 {
+		t.Errorf("namespaces left: %v", a)
+	}
+	if a := added(before.links, after.links); len(a) > 0 {
+		t.Errorf("links left in the root namespace: %v", a)
+	}
+	if a := added(before.mounts, after.mounts); len(a) > 0 {
+		t.Errorf("mounts left: %v", a)
+	}
+	if len(after.procs) > 0 {
+		t.Errorf("processes left: %v", after.procs)
+	}
+	if left := lab.Leftovers(opts...); len(left) > 0 {
+		t.Errorf("Leftovers after down: %v", left)
+	}
+}
+
+// TestDownAfterCrashedUp simulates an up that died half way: a daemon
+// killed and the inventory never written. Down must still clean up.
+func TestDownAfterCrashedUp(t *testing.T) {
+	if reason := doctor.LabUnavailable(context.Background()); reason != "" {
+		t.Skipf("lab unavailable: %s", reason)
+	}
+	const name = "escapecr"
+	opts := []lab.Option{lab.WithName(name), lab.WithHosts(2), lab.WithSharedSize("64m")}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	inv, err := lab.Up(ctx, opts...)
+	if err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	pid, err := os.ReadFile(inv.Hosts[0].PIDFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+	if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill containerd %d: %v", p, err)
+	}
+	if err := os.Remove(lab.InventoryPath(inv.Root)); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Down(ctx, opts...); err != nil {
+		t.Fatalf("down after a crashed up: %v", err)
+	}
+	if left := lab.Leftovers(opts...); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// runCounter starts a busybox container on host that counts in a file,
+// and returns its container and task. The counter proves later whether a
+// restored process went on from its saved state or started over.
+func runCounter(ctx context.Context, t *testing.T, inv *lab.Inventory, host lab.Host, id string) (*containerd.Client, containerd.Container, containerd.Task) {
+	t.Helper()
+	c, err := containerd.New(host.Containerd)
+	if err != nil {
+		t.Fatalf("connect %s: %v", host.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx = namespaces.WithNamespace(ctx, inv.Namespace)
+	if old, err := c.LoadContainer(ctx, id); err == nil { // a previous failed run
+		if task, err := old.Task(ctx, nil); err == nil {
+			task.Delete(ctx, containerd.WithProcessKill)
+		}
+		old.Delete(ctx, containerd.WithSnapshotCleanup)
+	}
+	img, err := c.GetImage(ctx, inv.Images["busybox"].Ref)
+	if err != nil {
+		t.Fatalf("image on %s: %v", host.Name, err)
+	}
+	ctr, err := c.NewContainer(ctx, id,
+		containerd.WithNewSnapshot(id+"-snap", img),
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithCgroup(inv.CgroupsPath(host.Name, id)),
+			oci.WithProcessArgs("/bin/sh", "-c", `i=0; while true; do i=$((i+1)); echo $i > /tmp/c.tmp; mv /tmp/c.tmp /tmp/counter; sleep 0.05; done`)))
+	if err != nil {
+		t.Fatalf("create container on %s: %v", host.Name, err)
+	}
+	t.Cleanup(func() {
+		cctx := namespaces.WithNamespace(context.Background(), inv.Namespace)
+		if task, err := ctr.Task(cctx, nil); err == nil {
+			task.Delete(cctx, containerd.WithProcessKill)
+		}
+		ctr.Delete(cctx, containerd.WithSnapshotCleanup)
+	})
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatalf("create task: %v", err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatalf("start task: %v", err)
+	}
+	return c, ctr, task
+}
+
+func readCounter(ctx context.Context, t *testing.T, task containerd.Task, execID string) int {
+	t.Helper()
+	var out bytes.Buffer
+	spec, err := task.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pspec := *spec.Process
+	pspec.Args = []string{"/bin/cat", "/tmp/counter"}
+	p, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	if err != nil {
+		t.Fatalf("exec cat: %v", err)
+	}
+	defer p.Delete(ctx)
+	ch, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatalf("start exec: %v", err)
+	}
+	es := <-ch
+	p.IO().Wait() // the output is only complete once the copy loops end
+	if es.ExitCode() != 0 {
+		t.Fatalf("cat /tmp/counter exited %d: %s", es.ExitCode(), out.String())
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("counter reads %q: %v", out.String(), err)
+	}
+	return n
+}
+
+// TestCheckpointRestoreOnHost checkpoints a container on one lab host into
+// shared storage, which stops it, and restores it on the same host from
+// there: the process must go on from its saved state.
+func TestCheckpointRestoreOnHost(t *testing.T) {
+	inv := labtest.Ensure(t)
+	host := inv.Hosts[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, ctr, task := runCounter(ctx, t, inv, host, "cr-counter")
+	ctx = namespaces.WithNamespace(ctx, inv.Namespace)
+	time.Sleep(2 * time.Second)
+
+	dir := filepath.Join(inv.Shared, "checkpoints", "lab-test", "cr-counter")
+	os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(dir)) })
+	before := readCounter(ctx, t, task, "before")
+	if before < 10 {
+		t.Fatalf("counter only reached %d before the checkpoint", before)
+	}
+	if _, err := task.Checkpoint(ctx, containerd.WithCheckpointImagePath(dir), func(ci *containerd.CheckpointTaskInfo) error {
+		ci.Options.(*options.CheckpointOptions).Exit = true
+		return nil
+	}); err != nil {
+		t.Fatalf("checkpoint on %s: %v", host.Name, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err != nil {
+		t.Fatalf("no CRIU image in shared storage: %v", err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil || st.Status != containerd.Stopped {
+		t.Fatalf("task after checkpoint with exit: %v %v", st.Status, err)
+	}
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatalf("delete checkpointed task: %v", err)
+	}
+
+	restored, err := ctr.NewTask(ctx, cio.NullIO, containerd.WithRestoreImagePath(dir))
+	if err != nil {
+		t.Fatalf("restore on %s: %v", host.Name, err)
+	}
+	if err := restored.Start(ctx); err != nil {
+		t.Fatalf("start restored task: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	after := readCounter(ctx, t, restored, "after")
+	if after <= before {
+		t.Fatalf("restored process started over: counter %d before the checkpoint, %d after the restore", before, after)
+	}
+	_ = c
+}
