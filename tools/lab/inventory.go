@@ -25,18 +25,18 @@ type Inventory struct {
 	Shared string `json:"shared"`
 	// Subnet is the one L2 subnet of the fabric; ServiceRange is the part of
 	// it reserved for container (service) addresses, allocated by the plane.
-	Subnet       netip.Prefix      `json:"subnet"`
-	ServiceRange netip.Prefix      `json:"service_range"`
-	Fabric       Fabric            `json:"fabric"`
-	Client       Endpoint          `json:"client"`
-	Hosts        []Host            `json:"hosts"`
-	Images       map[string]Image  `json:"images"`
-	Namespace    string            `json:"containerd_namespace"`
+	Subnet       netip.Prefix     `json:"subnet"`
+	ServiceRange netip.Prefix     `json:"service_range"`
+	Fabric       Fabric           `json:"fabric"`
+	Client       Endpoint         `json:"client"`
+	Hosts        []Host           `json:"hosts"`
+	Images       map[string]Image `json:"images"`
+	Namespace    string           `json:"containerd_namespace"`
 	// NetnsPrefix must start the name of every network namespace created
 	// inside the lab; CgroupParent is the cgroup subtree for its containers
 	// ("/<CgroupParent>/<host>/<container>"). Down sweeps both.
-	NetnsPrefix  string `json:"netns_prefix"`
-	CgroupParent string `json:"cgroup_parent"`
+	NetnsPrefix  string            `json:"netns_prefix"`
+	CgroupParent string            `json:"cgroup_parent"`
 	Extra        map[string]string `json:"extra,omitempty"`
 }
 

@@ -41,9 +41,9 @@ var (
 
 type config struct {
 	name, root, runDir, prefix string
-	hosts                int
-	sharedSize           string
-	log                  *zap.Logger
+	hosts                      int
+	sharedSize                 string
+	log                        *zap.Logger
 }
 
 // Option configures Up, Down and Status.
