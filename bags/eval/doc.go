@@ -1,0 +1,12 @@
+// Package eval measures the BoSC engine on ADFA-LD: it trains on
+// Training_Data_Master, scores Validation (normal) and Attack traces with the
+// papers' rule and with the improvements described in docs/bosc.md, and
+// reports ROC AUC, detection at fixed false-positive rates, a held-out
+// threshold choice, a window/epoch/threshold sweep, and ROC and heat-map
+// figures.
+//
+// Thresholds are chosen on normal data only: the validation traces are split
+// deterministically (even/odd position in name order) into a selection half,
+// on which thresholds are set, and a reporting half, on which false-positive
+// rates are reported. Attack traces are only ever scored.
+package eval

@@ -1,0 +1,250 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config selects what Run measures.
+type Config struct {
+	Root       string  // ADFA-LD root (Training_Data_Master, ...)
+	Window     int     // W of the main comparison (papers: 10)
+	Epoch      int     // E of the papers' rule in the main comparison
+	TargetFPR  float64 // FPR target for choosing thresholds on the selection half
+	Windows    []int   // window sweep
+	Epochs     []int   // epoch sweep (papers: 1000..4000 step 500)
+	Thresholds []int   // threshold sweep (papers: 10..100 step 10)
+	Log        *zap.Logger
+}
+
+// DefaultConfig is the papers' grid plus a window sweep.
+func DefaultConfig(root string) Config {
+	c := Config{Root: root, Window: 10, Epoch: 1000, TargetFPR: 0.05, Windows: []int{2, 4, 6, 8, 10, 12, 16}}
+	for e := 1000; e <= 4000; e += 500 {
+		c.Epochs = append(c.Epochs, e)
+	}
+	for t := 10; t <= 100; t += 10 {
+		c.Thresholds = append(c.Thresholds, t)
+	}
+	return c
+}
+
+// Variant is one scoring rule.
+type Variant struct {
+	Name, Help string
+	Score      func(Scores) float64
+	Extended   bool // trained on Training + validation selection half
+}
+
+// Variants are the papers' BoSC and the improvements, in report order.
+var Variants = []Variant{
+	{Name: "bosc-epoch", Help: "papers' rule: max mismatches in one epoch (> T flags)", Score: func(s Scores) float64 { return s.EpochMax }},
+	{Name: "bosc-frac", Help: "share of windows with an unseen bag", Score: func(s Scores) float64 { return s.Frac }},
+	{Name: "freq-weighted", Help: "mean window surprisal -log((f+1)/(N+1)), normalised", Score: func(s Scores) float64 { return s.Surprisal }},
+	{Name: "rare-bag", Help: "share of windows whose bag was seen at most once", Score: func(s Scores) float64 { return s.Rare }},
+	{Name: "burst", Help: "max share of unseen windows in 50 consecutive windows", Score: func(s Scores) float64 { return s.BurstFrac }},
+	{Name: "stide-6", Help: "reference: share of unseen 6-grams", Score: func(s Scores) float64 { return s.Stide }},
+	{Name: "bosc+6gram", Help: "mean of bosc-frac and the 6-gram channel", Score: func(s Scores) float64 { return (s.Frac + s.Stide) / 2 }},
+	{Name: "freq+6gram", Help: "mean of freq-weighted and the 6-gram channel", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }},
+	{Name: "bosc-frac+valA", Help: "bosc-frac, database also fed a quarter of validation (A1)", Score: func(s Scores) float64 { return s.Frac }, Extended: true},
+	{Name: "freq+6gram+valA", Help: "freq+6gram, database also fed a quarter of validation (A1)", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }, Extended: true},
+}
+
+// VariantResult is one variant's numbers on the reporting half vs attacks.
+type VariantResult struct {
+	Name, Help      string
+	AUC             float64
+	DR1, DR5, DR10  float64            // ROC read at 1/5/10% FPR on the reporting half
+	Threshold       float64            // chosen on the selection half at TargetFPR
+	HeldFPR, HeldDR float64            // that threshold applied to reporting half / attacks
+	FamilyDR        map[string]float64 // HeldDR per attack family
+	ROC             []ROCPoint
+}
+
+// SweepCell is the papers' rule at one (epoch, threshold).
+type SweepCell struct {
+	Epoch, Threshold int
+	DR, FPR          float64 // attacks, reporting half
+}
+
+// WindowRow is the window sweep at one W.
+type WindowRow struct {
+	W                       int
+	Bags                    int
+	AUCFrac, AUCFreq6       float64
+	HeldDRFrac, HeldFPRFrac float64
+}
+
+// Report is everything Run measured.
+type Report struct {
+	Config                  Config
+	Train, Sel, Rep, Attack int
+	Calls                   [3]int // training, validation, attack calls
+	Bags                    int
+	ShortTraces             int // traces shorter than W (no window)
+	Variants                []VariantResult
+	PaperT                  int     // threshold picked from the papers' grid on the selection half
+	PaperDR, PaperFPR       float64 // at PaperT
+	Sweep                   []SweepCell
+	Windows                 []WindowRow
+	Elapsed                 time.Duration
+}
+
+func scoreAll(m *Model, ts []Trace) []Scores {
+	out := make([]Scores, len(ts))
+	for i, t := range ts {
+		out[i] = m.Score(t.Calls)
+	}
+	return out
+}
+
+func pick(ss []Scores, f func(Scores) float64) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = f(s)
+	}
+	return out
+}
+
+// Run performs the whole evaluation.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	start := time.Now()
+	log := cfg.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	d, err := LoadADFA(ctx, cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	sel, rep := d.Split()
+	r := &Report{Config: cfg, Train: len(d.Train), Sel: len(sel), Rep: len(rep), Attack: len(d.Attack)}
+	for i, set := range [][]Trace{d.Train, d.Valid, d.Attack} {
+		for _, t := range set {
+			r.Calls[i] += len(t.Calls)
+		}
+	}
+	log.Info("loaded ADFA-LD", zap.Int("train", r.Train), zap.Int("valid", len(d.Valid)), zap.Int("attack", r.Attack))
+
+	base, err := TrainModel(ctx, d.Train, cfg.Window, cfg.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	// The extended regime feeds half of the selection half (A1) to the
+	// database as extra normal data and chooses thresholds on the other half
+	// (A2), so the reporting half and the attacks stay unseen.
+	var a1, a2 []Trace
+	for i, t := range sel {
+		if i%2 == 0 {
+			a1 = append(a1, t)
+		} else {
+			a2 = append(a2, t)
+		}
+	}
+	ext, err := TrainModel(ctx, append(append([]Trace(nil), d.Train...), a1...), cfg.Window, cfg.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	r.Bags = base.Prof.Stats().Bags
+	for _, set := range [][]Trace{rep, d.Attack} {
+		for _, t := range set {
+			if len(t.Calls) < cfg.Window {
+				r.ShortTraces++
+			}
+		}
+	}
+	bs, br, ba := scoreAll(base, sel), scoreAll(base, rep), scoreAll(base, d.Attack)
+	es, er, ea := scoreAll(ext, a2), scoreAll(ext, rep), scoreAll(ext, d.Attack)
+	for _, v := range Variants {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s, n, a := bs, br, ba
+		if v.Extended {
+			s, n, a = es, er, ea
+		}
+		r.Variants = append(r.Variants, evalVariant(v, d.Attack, pick(s, v.Score), pick(n, v.Score), pick(a, v.Score), cfg.TargetFPR))
+	}
+
+	// Papers' rule: pick T from the grid on the selection half.
+	selEp, repEp, attEp := pick(bs, Variants[0].Score), pick(br, Variants[0].Score), pick(ba, Variants[0].Score)
+	r.PaperT = cfg.Thresholds[len(cfg.Thresholds)-1]
+	for _, t := range cfg.Thresholds {
+		if Rate(selEp, float64(t)) <= cfg.TargetFPR {
+			r.PaperT = t
+			break
+		}
+	}
+	r.PaperDR, r.PaperFPR = Rate(attEp, float64(r.PaperT)), Rate(repEp, float64(r.PaperT))
+
+	for _, e := range cfg.Epochs {
+		nr, at := epochScores(base, rep, e), epochScores(base, d.Attack, e)
+		for _, t := range cfg.Thresholds {
+			r.Sweep = append(r.Sweep, SweepCell{Epoch: e, Threshold: t, DR: Rate(at, float64(t)), FPR: Rate(nr, float64(t))})
+		}
+	}
+	for _, w := range cfg.Windows {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		m, err := TrainModel(ctx, d.Train, w, cfg.Epoch)
+		if err != nil {
+			return nil, err
+		}
+		s, n, a := scoreAll(m, sel), scoreAll(m, rep), scoreAll(m, d.Attack)
+		frac := func(x Scores) float64 { return x.Frac }
+		f6 := Variants[7].Score
+		th := ThresholdAtFPR(pick(s, frac), cfg.TargetFPR)
+		r.Windows = append(r.Windows, WindowRow{W: w, Bags: m.Prof.Stats().Bags,
+			AUCFrac: AUC(pick(n, frac), pick(a, frac)), AUCFreq6: AUC(pick(n, f6), pick(a, f6)),
+			HeldDRFrac: Rate(pick(a, frac), th), HeldFPRFrac: Rate(pick(n, frac), th)})
+		log.Info("window sweep", zap.Int("w", w), zap.Float64("auc_frac", r.Windows[len(r.Windows)-1].AUCFrac))
+	}
+	r.Elapsed = time.Since(start)
+	return r, nil
+}
+
+func epochScores(m *Model, ts []Trace, e int) []float64 {
+	out := make([]float64, len(ts))
+	for i, t := range ts {
+		mx, _, _ := m.EpochMax(t.Calls, e)
+		out[i] = float64(mx)
+	}
+	return out
+}
+
+func evalVariant(v Variant, attacks []Trace, sel, rep, att []float64, target float64) VariantResult {
+	th := ThresholdAtFPR(sel, target)
+	res := VariantResult{Name: v.Name, Help: v.Help, AUC: AUC(rep, att),
+		DR1: DRAtFPR(rep, att, 0.01), DR5: DRAtFPR(rep, att, 0.05), DR10: DRAtFPR(rep, att, 0.10),
+		Threshold: th, HeldFPR: Rate(rep, th), HeldDR: Rate(att, th), ROC: ROC(rep, att),
+		FamilyDR: map[string]float64{}}
+	fam := map[string][2]int{}
+	for i, t := range attacks {
+		c := fam[t.Family]
+		c[1]++
+		if att[i] > th {
+			c[0]++
+		}
+		fam[t.Family] = c
+	}
+	names := make([]string, 0, len(fam))
+	for n := range fam {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		res.FamilyDR[n] = float64(fam[n][0]) / float64(fam[n][1])
+	}
+	return res
+}
+
+// String renders the headline numbers for logs and tests.
+func (v VariantResult) String() string {
+	return fmt.Sprintf("%-16s AUC %.3f  DR@1%% %.1f%%  DR@5%% %.1f%%  DR@10%% %.1f%%  held-out: DR %.1f%% FPR %.1f%%",
+		v.Name, v.AUC, 100*v.DR1, 100*v.DR5, 100*v.DR10, 100*v.HeldDR, 100*v.HeldFPR)
+}

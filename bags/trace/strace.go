@@ -1,0 +1,175 @@
+package trace
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/escape-mtd/escape/bags/syscalls"
+)
+
+// StraceReader reads `strace -f` output, with or without -o, -t/-tt/-ttt:
+//
+//	[pid  1234] 12:00:01.123456 openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 3
+//	1234  1700000000.123456 read(3, <unfinished ...>
+//	1234  <... read resumed>"root:x:0:0"..., 4096) = 1234
+//	--- SIGCHLD {si_signo=SIGCHLD, ...} ---
+//	+++ exited with 0 +++
+//
+// A call counts once, at its start (a line `name(`); `<... resumed>` halves,
+// signals, exits and `strace:` notes are counted in Stats.NonSyscall.
+// TS is ns since the Unix epoch for -ttt, since midnight for -t/-tt.
+type StraceReader struct {
+	l     *lines
+	o     options
+	meta  Meta
+	stats Stats
+}
+
+// NewStraceReader reads strace output (arch x86_64 unless WithArch).
+func NewStraceReader(r io.Reader, opts ...Option) *StraceReader {
+	o := buildOptions(syscalls.X86_64, opts)
+	return &StraceReader{l: newLines(r, o.maxLine), o: o, meta: Meta{Arch: o.arch}}
+}
+
+// Meta reports the stream's arch.
+func (s *StraceReader) Meta() Meta { return s.meta }
+
+// Stats reports counters so far.
+func (s *StraceReader) Stats() Stats { return s.stats }
+
+// Next returns the next call.
+func (s *StraceReader) Next() (Event, error) {
+	for {
+		line, err := s.l.next()
+		if err == io.EOF {
+			if s.stats.Events == 0 {
+				return Event{}, fmt.Errorf("strace: %d lines: %w", s.l.line, ErrEmpty)
+			}
+			return Event{}, io.EOF
+		}
+		s.stats.Lines++
+		if err == nil {
+			var ev Event
+			var ok bool
+			ev, ok, err = s.parse(line)
+			if err == nil && ok {
+				s.stats.Events++
+				return ev, nil
+			}
+		}
+		if err != nil {
+			if s.o.lenient && skippable(err) {
+				s.stats.Skipped++
+				continue
+			}
+			return Event{}, fmt.Errorf("strace: %w", err)
+		}
+	}
+}
+
+func cutSpace(b []byte) []byte { return bytes.TrimLeft(b, " \t") }
+
+// word splits the leading non-space word off b.
+func word(b []byte) (w, rest []byte) {
+	i := 0
+	for i < len(b) && b[i] != ' ' && b[i] != '\t' {
+		i++
+	}
+	return b[:i], cutSpace(b[i:])
+}
+
+func allDigits(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *StraceReader) parse(line []byte) (Event, bool, error) {
+	b := cutSpace(line)
+	var ev Event
+	if len(b) == 0 || bytes.HasPrefix(b, []byte("strace: ")) {
+		s.stats.NonSyscall++
+		return ev, false, nil
+	}
+	// Optional pid: "[pid  1234]" or a bare number.
+	if bytes.HasPrefix(b, []byte("[pid")) {
+		end := bytes.IndexByte(b, ']')
+		if end < 0 {
+			return ev, false, fmt.Errorf("line %d: unterminated [pid: %w", s.l.line, ErrSyntax)
+		}
+		tid, err := strconv.ParseUint(string(bytes.TrimSpace(b[4:end])), 10, 32)
+		if err != nil {
+			return ev, false, fmt.Errorf("line %d: bad pid: %w", s.l.line, ErrSyntax)
+		}
+		ev.TID, b = uint32(tid), cutSpace(b[end+1:])
+	} else if w, rest := word(b); allDigits(w) && len(rest) > 0 {
+		tid, ok := atou(w, 32)
+		if !ok {
+			return ev, false, fmt.Errorf("line %d: bad pid: %w", s.l.line, ErrSyntax)
+		}
+		ev.TID, b = uint32(tid), rest
+	}
+	// Optional timestamp: HH:MM:SS[.frac] or seconds.frac.
+	if w, rest := word(b); len(w) > 0 && w[0] >= '0' && w[0] <= '9' && len(rest) > 0 {
+		ts, ok := parseStraceTime(w)
+		if !ok {
+			return ev, false, fmt.Errorf("line %d: bad timestamp %q: %w", s.l.line, w, ErrSyntax)
+		}
+		ev.TS, b = ts, rest
+	}
+	if bytes.HasPrefix(b, []byte("<...")) || bytes.HasPrefix(b, []byte("---")) || bytes.HasPrefix(b, []byte("+++")) {
+		s.stats.NonSyscall++
+		return ev, false, nil
+	}
+	i := 0
+	for i < len(b) && (b[i] == '_' || b[i] >= 'a' && b[i] <= 'z' || b[i] >= '0' && b[i] <= '9') {
+		i++
+	}
+	if i == 0 || i == len(b) || b[i] != '(' {
+		return ev, false, fmt.Errorf("line %d: want `name(args) = ret`: %w", s.l.line, ErrSyntax)
+	}
+	nr, known := s.o.arch.Number(string(b[:i]))
+	name := b[:i]
+	nr, keep, err := s.o.resolve(&s.stats, nr, known, func() string { return string(name) }, s.l.line)
+	if err != nil || !keep {
+		return ev, false, err
+	}
+	ev.Nr = nr
+	return ev, true, nil
+}
+
+// parseStraceTime parses -t/-tt (HH:MM:SS[.us], ns since midnight) and -ttt
+// (seconds.us since the epoch) stamps.
+func parseStraceTime(w []byte) (int64, bool) {
+	var secs int64
+	if bytes.Count(w, []byte(":")) == 2 {
+		parts := bytes.SplitN(w, []byte(":"), 3)
+		h, e1 := strconv.ParseUint(string(parts[0]), 10, 8)
+		m, e2 := strconv.ParseUint(string(parts[1]), 10, 8)
+		if e1 != nil || e2 != nil || h > 23 || m > 59 {
+			return 0, false
+		}
+		secs, w = int64(h*3600+m*60), parts[2]
+	}
+	whole, frac, _ := bytes.Cut(w, []byte("."))
+	sec, err := strconv.ParseUint(string(whole), 10, 40)
+	if err != nil || len(frac) > 9 || (len(frac) > 0 && !allDigits(frac)) {
+		return 0, false
+	}
+	ns := int64(0)
+	for i := 0; i < 9; i++ {
+		ns *= 10
+		if i < len(frac) {
+			ns += int64(frac[i] - '0')
+		}
+	}
+	return (secs+int64(sec))*1e9 + ns, true
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/escape-mtd/escape/bags/eval"
+	"github.com/spf13/cobra"
+)
+
+func newEvalCmd() *cobra.Command {
+	var root, figs, md string
+	var window, epoch int
+	var target float64
+	var windows []int
+	var verbose bool
+	c := &cobra.Command{
+		Use:   "eval [flags]",
+		Short: "Evaluate BoSC and its improvements on ADFA-LD (ROC, DR at FPR, sweeps, figures)",
+		Long: `eval trains on Training_Data_Master, chooses thresholds on half of the
+validation traces (A), and reports false positives on the other half (B) and
+detection on Attack_Data_Master: ROC AUC, DR at 1/5/10% FPR, the held-out
+threshold's DR/FPR, the papers' epoch x threshold grid and a window sweep.
+Figures (PNG+SVG) go to --figures.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			log := offlineLogger(verbose)
+			defer log.Sync()
+			cfg := eval.DefaultConfig(root)
+			cfg.Window, cfg.Epoch, cfg.TargetFPR, cfg.Log = window, epoch, target, log
+			if len(windows) > 0 {
+				cfg.Windows = windows
+			}
+			r, err := eval.Run(c.Context(), cfg)
+			if err != nil {
+				return fmt.Errorf("eval: %w", err)
+			}
+			if figs != "" {
+				if err := os.MkdirAll(figs, 0o755); err != nil {
+					return fmt.Errorf("eval: %w", err)
+				}
+				if err := eval.WriteFigures(r, figs); err != nil {
+					return fmt.Errorf("eval: %w", err)
+				}
+				log.Info("figures written: " + filepath.Join(figs, "{roc,sweep_dr,sweep_fpr,window_auc}.{png,svg}"))
+			}
+			if md != "" {
+				f, err := os.Create(md)
+				if err != nil {
+					return fmt.Errorf("eval: %w", err)
+				}
+				werr := r.WriteMarkdown(f)
+				if cerr := f.Close(); werr == nil {
+					werr = cerr
+				}
+				if werr != nil {
+					return fmt.Errorf("eval: write %s: %w", md, werr)
+				}
+			}
+			return r.WriteMarkdown(c.OutOrStdout())
+		},
+	}
+	c.Flags().StringVar(&root, "adfa", "../shared/datasets/adfa-ld", "ADFA-LD root")
+	c.Flags().StringVar(&figs, "figures", "docs/figures/bosc", "directory for PNG+SVG figures (empty: none)")
+	c.Flags().StringVar(&md, "markdown", "", "also write the tables to this file")
+	c.Flags().IntVarP(&window, "window", "w", 10, "window size of the main comparison")
+	c.Flags().IntVarP(&epoch, "epoch", "e", 1000, "epoch length of the papers' rule in the main comparison")
+	c.Flags().Float64Var(&target, "target-fpr", 0.05, "FPR target for thresholds chosen on validation A")
+	c.Flags().IntSliceVar(&windows, "windows", nil, "window sizes to sweep (default 2,4,6,8,10,12,16)")
+	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	return c
+}
