@@ -76,6 +76,7 @@ type Scores struct {
 	Rare       float64 // share of windows whose bag was seen at most once
 	BurstFrac  float64 // max share of unseen windows in any Burst consecutive windows
 	Stide      float64 // share of unseen NGram-grams
+	KNN        float64 // knn-bosc: cosine distance to the nearest reference traces (filled by Run)
 }
 
 // EpochMax runs the engine's detection path on one trace: Windower epochs of

@@ -46,15 +46,25 @@ var lineColors = []color.RGBA{
 	{145, 30, 180, 255}, {70, 240, 240, 255}, {240, 50, 230, 255}, {128, 128, 0, 255}, {0, 0, 128, 255},
 }
 
+// rocShown are the variants drawn in roc.*: the papers' pure BoSC, the
+// n-gram reference and the main improvements (all are in the tables).
+var rocShown = map[string]bool{"bosc-epoch": true, "bosc-frac": true, "stide-6": true, "knn-bosc": true,
+	"bosc-frac+A-loo": true, "knn-bosc+A-loo": true, "rank(6gram,knn)+A-loo": true}
+
 func rocPlot(r *Report, dir string) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("ADFA-LD ROC, W=%d (validation B vs attacks)", r.Config.Window)
+	p.Title.Text = fmt.Sprintf("ADFA-LD ROC, W=%d (validation B vs held-out attacks)", r.Config.Window)
 	p.X.Label.Text = "false-positive rate"
 	p.Y.Label.Text = "detection rate"
 	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
 	p.Legend.Top, p.Legend.Left = false, false
 	p.Legend.YOffs = vg.Points(30)
-	for i, v := range r.Variants {
+	i := -1
+	for _, v := range r.Variants {
+		if !rocShown[v.Name] {
+			continue
+		}
+		i++
 		pts := make(plotter.XYs, len(v.ROC))
 		for j, q := range v.ROC {
 			pts[j].X, pts[j].Y = q.FPR, q.TPR

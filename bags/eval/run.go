@@ -3,7 +3,10 @@ package eval
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +18,8 @@ type Config struct {
 	Window     int     // W of the main comparison (papers: 10)
 	Epoch      int     // E of the papers' rule in the main comparison
 	TargetFPR  float64 // FPR target for choosing thresholds on the selection half
+	KNN        int     // neighbours of the knn-bosc scorer
+	DevRuns    int     // attack runs 1..DevRuns of each family are the selection (dev) subset
 	Windows    []int   // window sweep
 	Epochs     []int   // epoch sweep (papers: 1000..4000 step 500)
 	Thresholds []int   // threshold sweep (papers: 10..100 step 10)
@@ -23,7 +28,7 @@ type Config struct {
 
 // DefaultConfig is the papers' grid plus a window sweep.
 func DefaultConfig(root string) Config {
-	c := Config{Root: root, Window: 10, Epoch: 1000, TargetFPR: 0.05, Windows: []int{2, 4, 6, 8, 10, 12, 16}}
+	c := Config{Root: root, Window: 10, Epoch: 1000, TargetFPR: 0.05, KNN: 1, DevRuns: 5, Windows: []int{2, 4, 6, 8, 10, 12, 16}}
 	for e := 1000; e <= 4000; e += 500 {
 		c.Epochs = append(c.Epochs, e)
 	}
@@ -33,30 +38,61 @@ func DefaultConfig(root string) Config {
 	return c
 }
 
+// Regime is the normal data a variant's database holds and where its
+// threshold is chosen.
+type Regime int
+
+const (
+	// Base: database = Training_Data_Master; threshold on validation A.
+	Base Regime = iota
+	// ExtA1: database also fed A1 (even positions of A); threshold on A2.
+	ExtA1
+	// LOOA: database = training + all of A; threshold on A scored
+	// leave-one-out (each A trace against the database without itself).
+	LOOA
+)
+
 // Variant is one scoring rule.
 type Variant struct {
 	Name, Help string
 	Score      func(Scores) float64
-	Extended   bool // trained on Training + validation selection half
+	Regime     Regime
+	// Rank, when set, replaces Score by the mean of the channels' empirical
+	// CDFs, each fitted on the variant's normal selection scores only.
+	Rank []func(Scores) float64
 }
+
+func frac(s Scores) float64  { return s.Frac }
+func stide(s Scores) float64 { return s.Stide }
+func knn(s Scores) float64   { return s.KNN }
 
 // Variants are the papers' BoSC and the improvements, in report order.
 var Variants = []Variant{
 	{Name: "bosc-epoch", Help: "papers' rule: max mismatches in one epoch (> T flags)", Score: func(s Scores) float64 { return s.EpochMax }},
-	{Name: "bosc-frac", Help: "share of windows with an unseen bag", Score: func(s Scores) float64 { return s.Frac }},
+	{Name: "bosc-frac", Help: "share of windows with an unseen bag", Score: frac},
 	{Name: "freq-weighted", Help: "mean window surprisal -log((f+1)/(N+1)), normalised", Score: func(s Scores) float64 { return s.Surprisal }},
 	{Name: "rare-bag", Help: "share of windows whose bag was seen at most once", Score: func(s Scores) float64 { return s.Rare }},
 	{Name: "burst", Help: "max share of unseen windows in 50 consecutive windows", Score: func(s Scores) float64 { return s.BurstFrac }},
-	{Name: "stide-6", Help: "reference: share of unseen 6-grams", Score: func(s Scores) float64 { return s.Stide }},
+	{Name: "stide-6", Help: "reference: share of unseen 6-grams", Score: stide},
 	{Name: "bosc+6gram", Help: "mean of bosc-frac and the 6-gram channel", Score: func(s Scores) float64 { return (s.Frac + s.Stide) / 2 }},
 	{Name: "freq+6gram", Help: "mean of freq-weighted and the 6-gram channel", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }},
-	{Name: "bosc-frac+valA", Help: "bosc-frac, database also fed a quarter of validation (A1)", Score: func(s Scores) float64 { return s.Frac }, Extended: true},
-	{Name: "freq+6gram+valA", Help: "freq+6gram, database also fed a quarter of validation (A1)", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }, Extended: true},
+	{Name: "knn-bosc", Help: "cosine distance of the trace's TF-IDF bag counts to the nearest training trace", Score: knn},
+	{Name: "bosc-frac+valA", Help: "bosc-frac, database also fed a quarter of validation (A1)", Score: frac, Regime: ExtA1},
+	{Name: "freq+6gram+valA", Help: "freq+6gram, database also fed a quarter of validation (A1)", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }, Regime: ExtA1},
+	{Name: "knn-bosc+valA", Help: "knn-bosc, reference traces also A1", Score: knn, Regime: ExtA1},
+	{Name: "bosc-frac+A-loo", Help: "bosc-frac, database = training + all of A, A scored leave-one-out", Score: frac, Regime: LOOA},
+	{Name: "stide-6+A-loo", Help: "stide-6, same regime", Score: stide, Regime: LOOA},
+	{Name: "knn-bosc+A-loo", Help: "knn-bosc, references = training + all of A, A scored leave-one-out", Score: knn, Regime: LOOA},
+	{Name: "rank(6gram,knn)+A-loo", Help: "mean normal-data CDF of stide-6 and knn-bosc", Regime: LOOA, Rank: []func(Scores) float64{stide, knn}},
+	{Name: "rank(bosc,6gram,knn)+A-loo", Help: "mean normal-data CDF of bosc-frac, stide-6 and knn-bosc", Regime: LOOA, Rank: []func(Scores) float64{frac, stide, knn}},
 }
 
-// VariantResult is one variant's numbers on the reporting half vs attacks.
+// VariantResult is one variant's numbers on the reporting half vs the
+// held-out attacks (runs > DevRuns).
 type VariantResult struct {
 	Name, Help      string
+	DevAUC, DevDR5  float64 // selection data: normal selection scores vs dev attacks (runs <= DevRuns)
+	AUCAll          float64 // reporting half vs all attacks (continuity with older reports)
 	AUC             float64
 	DR1, DR5, DR10  float64            // ROC read at 1/5/10% FPR on the reporting half
 	Threshold       float64            // chosen on the selection half at TargetFPR
@@ -83,6 +119,7 @@ type WindowRow struct {
 type Report struct {
 	Config                  Config
 	Train, Sel, Rep, Attack int
+	Dev, Held               int    // attack traces in runs <= DevRuns / the rest
 	Calls                   [3]int // training, validation, attack calls
 	Bags                    int
 	ShortTraces             int // traces shorter than W (no window)
@@ -157,21 +194,70 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 	}
-	bs, br, ba := scoreAll(base, sel), scoreAll(base, rep), scoreAll(base, d.Attack)
-	es, er, ea := scoreAll(ext, a2), scoreAll(ext, rep), scoreAll(ext, d.Attack)
+	dev, held := splitAttacks(d.Attack, cfg.DevRuns)
+	r.Dev, r.Held = len(dev), len(held)
+	k := cfg.KNN
+	if k <= 0 {
+		k = 1
+	}
+	// Scores per regime: [selection normals, reporting half, attacks].
+	var sets [3][3][]Scores
+	withKNN := func(ss []Scores, m *KNN, ts []Trace, self int) []Scores {
+		for i, t := range ts {
+			ex := -1
+			if self >= 0 {
+				ex = self + i
+			}
+			ss[i].KNN = m.Score(t.Calls, ex)
+		}
+		return ss
+	}
+	kb := NewKNN(d.Train, cfg.Window, k, false)
+	sets[Base] = [3][]Scores{withKNN(scoreAll(base, sel), kb, sel, -1), withKNN(scoreAll(base, rep), kb, rep, -1), withKNN(scoreAll(base, d.Attack), kb, d.Attack, -1)}
+	ke := NewKNN(append(append([]Trace(nil), d.Train...), a1...), cfg.Window, k, false)
+	sets[ExtA1] = [3][]Scores{withKNN(scoreAll(ext, a2), ke, a2, -1), withKNN(scoreAll(ext, rep), ke, rep, -1), withKNN(scoreAll(ext, d.Attack), ke, d.Attack, -1)}
+	all := append(append([]Trace(nil), d.Train...), sel...)
+	loo, kl := NewRefDB(all, cfg.Window), NewKNN(all, cfg.Window, k, false)
+	looScores := func(ts []Trace, self bool) []Scores {
+		out := make([]Scores, len(ts))
+		for i, t := range ts {
+			out[i] = loo.Score(t.Calls, self)
+		}
+		return out
+	}
+	sets[LOOA] = [3][]Scores{withKNN(looScores(sel, true), kl, sel, len(d.Train)), withKNN(looScores(rep, false), kl, rep, -1), withKNN(looScores(d.Attack, false), kl, d.Attack, -1)}
+	isDev := make([]bool, len(d.Attack))
+	for i, t := range d.Attack {
+		isDev[i] = attackRun(t) <= cfg.DevRuns
+	}
 	for _, v := range Variants {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		s, n, a := bs, br, ba
-		if v.Extended {
-			s, n, a = es, er, ea
+		ss := sets[v.Regime]
+		f := v.Score
+		if len(v.Rank) > 0 {
+			f = rankScore(v.Rank, ss[0])
 		}
-		r.Variants = append(r.Variants, evalVariant(v, d.Attack, pick(s, v.Score), pick(n, v.Score), pick(a, v.Score), cfg.TargetFPR))
+		s, n, a := pick(ss[0], f), pick(ss[1], f), pick(ss[2], f)
+		var ad, ah []float64
+		for i, x := range a {
+			if isDev[i] {
+				ad = append(ad, x)
+			} else {
+				ah = append(ah, x)
+			}
+		}
+		res := evalVariant(v, held, s, n, ah, cfg.TargetFPR)
+		res.AUCAll = AUC(n, a)
+		res.DevAUC, res.DevDR5 = AUC(s, ad), Rate(ad, ThresholdAtFPR(s, cfg.TargetFPR))
+		r.Variants = append(r.Variants, res)
+		log.Info("variant", zap.String("result", res.String()))
 	}
 
 	// Papers' rule: pick T from the grid on the selection half.
-	selEp, repEp, attEp := pick(bs, Variants[0].Score), pick(br, Variants[0].Score), pick(ba, Variants[0].Score)
+	epochMax := func(s Scores) float64 { return s.EpochMax }
+	selEp, repEp, attEp := pick(sets[Base][0], epochMax), pick(sets[Base][1], epochMax), pick(sets[Base][2], epochMax)
 	r.PaperT = cfg.Thresholds[len(cfg.Thresholds)-1]
 	for _, t := range cfg.Thresholds {
 		if Rate(selEp, float64(t)) <= cfg.TargetFPR {
@@ -196,8 +282,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 		s, n, a := scoreAll(m, sel), scoreAll(m, rep), scoreAll(m, d.Attack)
-		frac := func(x Scores) float64 { return x.Frac }
-		f6 := Variants[7].Score
+		f6 := func(x Scores) float64 { return (x.Surprisal + x.Stide) / 2 }
 		th := ThresholdAtFPR(pick(s, frac), cfg.TargetFPR)
 		r.Windows = append(r.Windows, WindowRow{W: w, Bags: m.Prof.Stats().Bags,
 			AUCFrac: AUC(pick(n, frac), pick(a, frac)), AUCFreq6: AUC(pick(n, f6), pick(a, f6)),
@@ -247,4 +332,44 @@ func evalVariant(v Variant, attacks []Trace, sel, rep, att []float64, target flo
 func (v VariantResult) String() string {
 	return fmt.Sprintf("%-16s AUC %.3f  DR@1%% %.1f%%  DR@5%% %.1f%%  DR@10%% %.1f%%  held-out: DR %.1f%% FPR %.1f%%",
 		v.Name, v.AUC, 100*v.DR1, 100*v.DR5, 100*v.DR10, 100*v.HeldDR, 100*v.HeldFPR)
+}
+
+// attackRun is the run number of an attack trace (Adduser_3/... → 3), 0 when
+// the folder name carries none.
+func attackRun(t Trace) int {
+	dir := filepath.Base(filepath.Dir(t.Name))
+	n, _ := strconv.Atoi(dir[strings.LastIndexByte(dir, '_')+1:])
+	return n
+}
+
+// splitAttacks separates the dev attacks (runs 1..devRuns of each family),
+// the only attacks model selection may look at, from the held-out rest.
+func splitAttacks(ts []Trace, devRuns int) (dev, held []Trace) {
+	for _, t := range ts {
+		if attackRun(t) <= devRuns {
+			dev = append(dev, t)
+		} else {
+			held = append(held, t)
+		}
+	}
+	return dev, held
+}
+
+// rankScore combines channels by the mean of their empirical CDFs, each
+// fitted on the normal selection scores only (no attack data): a trace's
+// combined score is the average share of normal traces it out-scores.
+func rankScore(chs []func(Scores) float64, normal []Scores) func(Scores) float64 {
+	cdfs := make([][]float64, len(chs))
+	for i, f := range chs {
+		cdfs[i] = pick(normal, f)
+		sort.Float64s(cdfs[i])
+	}
+	return func(s Scores) float64 {
+		var v float64
+		for i, f := range chs {
+			x, c := f(s), cdfs[i]
+			v += float64(sort.Search(len(c), func(j int) bool { return c[j] > x })) / float64(len(c))
+		}
+		return v / float64(len(chs))
+	}
 }
