@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Shared definitions of ESCAPE's BPF programs. A small header instead of a
+ * multi-megabyte vmlinux.h: the programs read no kernel structure (tp_btf
+ * hands the syscall number over as an argument), so the UAPI headers suffice.
+ * The record layouts below are mirrored in Go by bpf2go (-type ...).
+ */
+#ifndef ESCAPE_BPF_H
+#define ESCAPE_BPF_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+struct pt_regs; /* only passed through, never dereferenced */
+
+/*
+ * The few kernel types the sensor reads, CO-RE style: only the fields used,
+ * relocated against the running kernel's BTF at load time.
+ */
+struct cgroup;
+struct css_set {
+	struct cgroup *dfl_cgrp; /* the task's cgroup in the cgroup2 hierarchy */
+} __attribute__((preserve_access_index));
+struct task_struct {
+	struct css_set *cgroups;
+} __attribute__((preserve_access_index));
+
+/* Not in the UAPI headers of older distributions (Linux 6.2+). */
+#define MAP_TYPE_CGRP_STORAGE 32
+
+#define MAX_WINDOW 16    /* bags.MaxWindow */
+#define MAX_EPOCH 4096   /* largest epoch length E (the papers use 1,000-4,000) */
+#define NR_KEYS 512      /* syscall numbers 0..510 keep their own key... */
+#define NR_UNKNOWN_KEY (NR_KEYS - 1) /* ...every other number shares this one */
+#define NR_UNKNOWN 0xFFFE /* bags.Unknown: the number shipped for them */
+#define SEEN_SLOTS 4096  /* direct-mapped cache of bag hashes already shipped */
+
+#define CLOCK_MONOTONIC 1
+
+/* Ring-buffer record kinds (first field of every record). */
+enum rec_kind {
+	REC_EPOCH = 1,  /* struct epoch_hdr followed by windows x __u64 bag hashes */
+	REC_NEWBAG = 2, /* struct newbag: the exact window of a hash not shipped before */
+	REC_CALL = 3,   /* struct call_rec: one call (streaming/recording program) */
+};
+
+/* Epoch flags. */
+#define EPOCH_FLUSHED 1 /* closed by the idle timer before E calls */
+
+struct epoch_hdr {
+	__u32 kind;
+	__u32 slot;    /* state slot of the container */
+	__u32 gen;     /* slot generation: tells a reused slot from its previous owner */
+	__u32 seq;     /* epoch number within this slot generation */
+	__u32 calls;   /* calls in the epoch (E unless flushed) */
+	__u32 windows; /* hashes that follow */
+	__u32 flags;
+	__u32 drops;   /* cumulative failed ring-buffer outputs of this slot */
+	__u64 total;   /* cumulative calls of this slot */
+};
+
+struct newbag {
+	__u32 kind;
+	__u32 slot;
+	__u32 gen;
+	__u32 w;                 /* window size: win[0..w) are meaningful */
+	__u64 hash;              /* sum of keys[] of the window's calls */
+	__u16 win[MAX_WINDOW];   /* the window, ring order (only the multiset matters) */
+};
+
+struct call_rec {
+	__u32 kind;
+	__u16 nr;   /* syscall number after the NR_UNKNOWN folding */
+	__u16 pad;
+	__u32 tid;
+	__u32 pad2;
+	__u64 ts;   /* bpf_ktime_get_ns() */
+	__u64 cgid;
+};
+
+/* Hooks are restricted to x86_64 numbers; bags.Unknown folding below. */
+/* nr_of folds a raw syscall id to what a bag holds: 0..510 as is, every
+ * negative, huge or x32-flagged id to bags.Unknown. */
+static __always_inline __u16 nr_of(long id)
+{
+	if (id >= 0 && id < NR_UNKNOWN_KEY)
+		return (__u16)id;
+	return NR_UNKNOWN;
+}
+
+static __always_inline __u32 key_of(__u16 nr)
+{
+	return nr < NR_UNKNOWN_KEY ? nr : NR_UNKNOWN_KEY;
+}
+
+#endif

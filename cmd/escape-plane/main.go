@@ -1,0 +1,224 @@
+// Command escape-plane is ESCAPE's control plane: `serve` runs it; the
+// other commands are operator commands that talk to a running plane over
+// its root-only unix socket.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/escape-mtd/escape/plane"
+	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+)
+
+var version = "dev"
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "escape-plane:", err)
+		os.Exit(1)
+	}
+}
+
+type globals struct {
+	socket  string
+	timeout time.Duration
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "escape-plane",
+		Short:         "ESCAPE control plane: safe checkpoints, rollback, live migration",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.socket, "socket", plane.DefaultConfig().Socket, "plane API socket")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 5*time.Minute, "how long an operator command may take")
+	root.AddCommand(serveCmd(), statusCmd(g), checkpointCmd(g), rollbackCmd(g), migrateCmd(g), drainCmd(g), undrainCmd(g),
+		flagCmd(g), deployCmd(g), removeCmd(g), reportCmd(g))
+	return root
+}
+
+func serveCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the plane: recover, deploy configured containers, take safe checkpoints, answer the API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := plane.DefaultConfig()
+			if cfgPath != "" {
+				var err error
+				if cfg, err = plane.LoadConfig(cfgPath); err != nil {
+					return err
+				}
+			}
+			if s := cmd.Flag("socket"); s.Changed {
+				cfg.Socket = s.Value.String()
+			}
+			log, err := zap.NewProduction()
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			inv, err := lab.LoadInventory(ctx, cfg.LabRoot)
+			if err != nil {
+				return err
+			}
+			p, err := plane.New(cfg, plane.EnvironmentFromLab(inv), plane.WithLogger(log))
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			l, err := plane.Listen(cfg.Socket)
+			if err != nil {
+				return err
+			}
+			if err := p.Start(ctx); err != nil {
+				log.Error("start: some work could not be settled", zap.Error(err))
+			}
+			log.Info("plane serving", zap.String("socket", cfg.Socket), zap.String("version", version))
+			errc := make(chan error, 1)
+			go func() { errc <- plane.NewAPI(p).Serve(ctx, l) }()
+			if err := p.Run(ctx); err != nil {
+				return err
+			}
+			return <-errc
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML configuration (see docs/plane.md)")
+	return cmd
+}
+
+func (g *globals) call(cmd *cobra.Command, method, route string, in any) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+	defer cancel()
+	var out json.RawMessage
+	err := plane.NewClient(g.socket).Do(ctx, method, route, in, &out)
+	if err != nil {
+		return err
+	}
+	var pretty any
+	if json.Unmarshal(out, &pretty) == nil {
+		b, _ := json.MarshalIndent(pretty, "", "  ")
+		fmt.Fprintln(cmd.OutOrStdout(), string(b))
+	}
+	return nil
+}
+
+func statusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "status", Short: "Show containers, hosts and unsettled migrations", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return g.call(cmd, "GET", "/v1/status", nil) }}
+}
+
+func checkpointCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{Use: "checkpoint CONTAINER", Short: "Take a safe checkpoint now (refused unless recent epochs are clean, or --force)",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return g.call(cmd, "POST", "/v1/checkpoint", plane.ContainerRequest{Container: a[0], Force: force})
+		}}
+	cmd.Flags().BoolVar(&force, "force", false, "checkpoint even if recent epochs are not all clean (recorded as forced)")
+	return cmd
+}
+
+func rollbackCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "rollback CONTAINER", Short: "Restore the container from its last safe checkpoint", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return g.call(cmd, "POST", "/v1/rollback", plane.ContainerRequest{Container: a[0]})
+		}}
+}
+
+func migrateCmd(g *globals) *cobra.Command {
+	var to string
+	cmd := &cobra.Command{Use: "migrate CONTAINER [--to HOST]", Short: "Live-migrate the container (the model picks the host unless --to)",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return g.call(cmd, "POST", "/v1/migrate", plane.ContainerRequest{Container: a[0], To: to})
+		}}
+	cmd.Flags().StringVar(&to, "to", "", "destination host")
+	return cmd
+}
+
+func drainCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "drain HOST", Short: "Move every container off HOST and keep new ones away", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return g.call(cmd, "POST", "/v1/drain", plane.HostRequest{Host: a[0]})
+		}}
+}
+
+func undrainCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "undrain HOST", Short: "Let HOST receive containers again", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return g.call(cmd, "POST", "/v1/undrain", plane.HostRequest{Host: a[0]})
+		}}
+}
+
+func flagCmd(g *globals) *cobra.Command {
+	var compromised, clean bool
+	var reason string
+	cmd := &cobra.Command{Use: "flag HOST --compromised|--clean", Short: "Flag HOST as compromised (never a destination) or clean",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if compromised == clean {
+				return errors.New("give exactly one of --compromised or --clean")
+			}
+			return g.call(cmd, "POST", "/v1/flag", plane.HostRequest{Host: a[0], Compromised: &compromised, Reason: reason})
+		}}
+	cmd.Flags().BoolVar(&compromised, "compromised", false, "flag the host compromised")
+	cmd.Flags().BoolVar(&clean, "clean", false, "clear the flag")
+	cmd.Flags().StringVar(&reason, "reason", "operator", "why (recorded in the audit log)")
+	return cmd
+}
+
+func deployCmd(g *globals) *cobra.Command {
+	var cc plane.ContainerConfig
+	var labels map[string]string
+	cmd := &cobra.Command{Use: "deploy ID --image IMAGE [--host H] [--ip IP] -- ARGS...", Short: "Put a new container under protection",
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			cc.ID, cc.Args, cc.Labels = a[0], a[1:], labels
+			return g.call(cmd, "POST", "/v1/deploy", cc)
+		}}
+	cmd.Flags().StringVar(&cc.Image, "image", "", "lab image name or absolute rootfs path")
+	cmd.Flags().StringVar(&cc.Host, "host", "", "host (default: the least loaded eligible one)")
+	cmd.Flags().StringVar(&cc.IP, "ip", "", "service address (default: allocated)")
+	cmd.Flags().StringVar(&cc.Memory, "memory", "", "memory limit, e.g. 64MiB")
+	cmd.Flags().StringToStringVar(&labels, "label", nil, "labels, including escape.mtd/ policy keys")
+	return cmd
+}
+
+func removeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "remove CONTAINER", Short: "Stop protecting the container and delete it", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return g.call(cmd, "POST", "/v1/remove", plane.ContainerRequest{Container: a[0]})
+		}}
+}
+
+func reportCmd(g *globals) *cobra.Command {
+	var r plane.Report
+	cmd := &cobra.Command{Use: "report CONTAINER --epoch N [--anomalous]", Short: "Send a sensor report by hand (as a sensor would)",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			r.Container = a[0]
+			r.Time = time.Now().UTC()
+			return g.call(cmd, "POST", "/v1/reports", r)
+		}}
+	cmd.Flags().Uint64Var(&r.Epoch, "epoch", 0, "epoch number (strictly increasing per container)")
+	cmd.Flags().BoolVar(&r.Anomalous, "anomalous", false, "the epoch was anomalous")
+	cmd.Flags().IntVar(&r.Mismatches, "mismatches", 0, "mismatch count")
+	cmd.Flags().IntVar(&r.Threshold, "threshold", 0, "detection threshold")
+	return cmd
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/sensor"
+	"github.com/escape-mtd/escape/sensor/control"
+	"github.com/escape-mtd/escape/sensor/discovery"
+	"github.com/escape-mtd/escape/tools/lab"
+)
+
+func newRunCmd() *cobra.Command {
+	c := &runConfig{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the per-host sensor daemon: in-kernel bags, JSON events, /metrics, control socket",
+		Long: `run loads the eBPF sensor, watches the containers that containerd reports
+(every lab host with --lab, or explicit --containerd host=socket endpoints),
+trains each container identity's profile for --learn-epochs epochs and then
+scores every epoch. Events are JSON lines (see docs/sensor.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDaemon(ctx, c, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&c.window, "window", bags.DefaultWindow, "window size W (1..16)")
+	f.IntVar(&c.epoch, "epoch", bags.DefaultEpoch, "epoch length E in calls (W..4096)")
+	f.DurationVar(&c.flush, "flush", 5*time.Second, "close an epoch this long after its first call (0: never)")
+	f.IntVar(&c.maxContainers, "max-containers", 128, "containers watched at once (~100 KiB of kernel memory each)")
+	f.IntVar(&c.ringSize, "ring-size", 4<<20, "ring buffer bytes (power of two)")
+	f.IntVar(&c.learnEpochs, "learn-epochs", 30, "clean epochs that train a new identity before detection")
+	f.Uint64Var(&c.threshold, "threshold", bags.DefaultThreshold, "mismatches per epoch above which it is anomalous")
+	f.BoolVar(&c.epochEvents, "epoch-events", false, "emit a summary event for every epoch")
+	f.StringVar(&c.profiles, "profiles", "/var/lib/escape-sensor/profiles", "profile directory (shared: migrated containers keep theirs); empty: memory only")
+	f.StringSliceVar(&c.sinks, "events", []string{"stdout"}, "event targets: stdout, file:PATH, http(s)://URL (repeatable)")
+	f.Int64Var(&c.fileMax, "events-max-size", 64<<20, "rotate the event file past this many bytes")
+	f.IntVar(&c.fileKeep, "events-keep", 5, "rotated event files kept")
+	f.StringVar(&c.listen, "listen", "127.0.0.1:9464", "loopback address for /metrics and /healthz (empty: off)")
+	f.StringVar(&c.control, "control", control.DefaultPath, "control socket for `top` (root only)")
+	f.StringVar(&c.labRoot, "lab", "", "watch every host of the lab rooted here (e.g. /var/lib/escape-lab)")
+	f.StringVar(&c.namespace, "namespace", "escape", "containerd namespace to watch")
+	f.StringSliceVar(&c.containerd, "containerd", nil, "containerd endpoint host=/path/to.sock (repeatable)")
+	f.StringSliceVar(&c.cgroups, "cgroup", nil, "also watch this cgroup2 directory (no containerd; repeatable)")
+	f.StringVar(&c.host, "host", "", "sensor name in events (default: hostname)")
+	return cmd
+}
+
+func newLogger() (*zap.Logger, error) {
+	cfg := zap.NewProductionConfig()
+	cfg.OutputPaths, cfg.ErrorOutputPaths = []string{"stderr"}, []string{"stderr"}
+	return cfg.Build()
+}
+
+func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (int, error) }) error {
+	log, err := newLogger()
+	if err != nil {
+		return fmt.Errorf("logger: %w", err)
+	}
+	defer log.Sync() //nolint:errcheck
+	if c.host == "" {
+		c.host, _ = os.Hostname()
+	}
+	// The kernel's per-program run time and count; off by default because
+	// it costs two clock reads per run.
+	if st, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+		log.Warn("cannot enable BPF run-time statistics", zap.Error(err))
+	} else {
+		defer st.Close()
+	}
+	root, err := sensor.UnifiedRoot()
+	if err != nil {
+		return err
+	}
+	endpoints, err := endpointsOf(ctx, c)
+	if err != nil {
+		return err
+	}
+	sinks, err := c.openSinks(out, log)
+	if err != nil {
+		return err
+	}
+	defer sinks.Close()
+	probe, err := sensor.LoadProbe(c.probeOptions(log)...)
+	if err != nil {
+		return err
+	}
+	defer probe.Close()
+	mon, err := sensor.NewMonitor(probe, sinks, sensor.WithHost(c.host), sensor.WithLearnEpochs(c.learnEpochs),
+		sensor.WithThreshold(c.threshold), sensor.WithEpochEvents(c.epochEvents), sensor.WithProfileDir(c.profiles),
+		sensor.WithMonitorLogger(log))
+	if err != nil {
+		return err
+	}
+	ctl, err := control.Listen(c.control, mon, c.host, log)
+	if err != nil {
+		return err
+	}
+	var alive atomic.Bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		alive.Store(true)
+		defer alive.Store(false)
+		return mon.Run(gctx)
+	})
+	g.Go(func() error { return ctl.Serve(gctx) })
+	if c.listen != "" {
+		srv, err := metricsServer(c.listen, mon, probe, &alive)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return serveHTTP(gctx, srv) })
+	}
+	for _, ep := range endpoints {
+		w, err := discovery.NewWatcher(ep, root, mon, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return w.Run(gctx) })
+	}
+	for _, dir := range c.cgroups {
+		id, err := sensor.CgroupID(dir)
+		if err != nil {
+			return err
+		}
+		// Identity cgroup/<path below the cgroup2 root>, e.g. cgroup/escape/h1/web.
+		rel, err := filepath.Rel(root, dir)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return fmt.Errorf("--cgroup %s: not under the cgroup2 root %s", dir, root)
+		}
+		ctr := sensor.Container{ID: rel, Namespace: "cgroup", Host: c.host, CgroupID: id, CgroupPath: dir}
+		if err := mon.Add(ctx, ctr); err != nil {
+			return err
+		}
+	}
+	log.Info("sensor daemon up", zap.Int("endpoints", len(endpoints)), zap.String("control", c.control),
+		zap.String("listen", c.listen))
+	return g.Wait()
+}
+
+// endpointsOf lists the containerd daemons to follow.
+func endpointsOf(ctx context.Context, c *runConfig) ([]discovery.Endpoint, error) {
+	var eps []discovery.Endpoint
+	if c.labRoot != "" {
+		inv, err := lab.LoadInventory(ctx, c.labRoot)
+		if err != nil {
+			return nil, fmt.Errorf("--lab: %w", err)
+		}
+		for _, h := range inv.Hosts {
+			eps = append(eps, discovery.Endpoint{Host: h.Name, Address: h.Containerd, Namespace: inv.Namespace})
+		}
+	}
+	for _, s := range c.containerd {
+		h, a, _ := strings.Cut(s, "=")
+		eps = append(eps, discovery.Endpoint{Host: h, Address: a, Namespace: c.namespace})
+	}
+	return eps, nil
+}
+
+func metricsServer(addr string, mon *sensor.Monitor, p *sensor.Probe, alive *atomic.Bool) (*http.Server, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(sensor.NewMetrics(mon, map[string]*ebpf.Program{"escape_enter": p.Program()})); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !alive.Load() {
+			http.Error(w, "collector not running", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ok %d watched\n", p.Watched())
+	})
+	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}, nil
+}
+
+func serveHTTP(ctx context.Context, srv *http.Server) error {
+	ln, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics server: %w", err)
+	}
+	return nil
+}

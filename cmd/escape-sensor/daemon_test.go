@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/escape-mtd/escape/sensor"
+)
+
+// busyCgroup makes a cgroup2 directory running a busy shell loop.
+func busyCgroup(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("daemon test: needs root (BPF, cgroups)")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		t.Skip("daemon test: no kernel BTF")
+	}
+	root, err := sensor.UnifiedRoot()
+	if err != nil {
+		t.Skip("daemon test: no cgroup2 mount")
+	}
+	dir := filepath.Join(root, fmt.Sprintf("escape-dtest-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("/bin/sh", "-c", "while :; do cat /proc/self/stat > /dev/null; done")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd()), Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+		cmd.Wait()
+		for i := 0; i < 100 && os.Remove(dir) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	return dir
+}
+
+// The daemon end to end: events to a rotated file, /healthz and /metrics on
+// loopback, and top rendering its rows through the control socket.
+func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
+	dir := busyCgroup(t)
+	tmp := t.TempDir()
+	evFile := filepath.Join(tmp, "events.jsonl")
+	port := 20000 + os.Getpid()%20000
+	c := &runConfig{window: 10, epoch: 500, flush: time.Second, maxContainers: 8, ringSize: 1 << 20,
+		learnEpochs: 2, threshold: 10, epochEvents: true, profiles: filepath.Join(tmp, "profiles"),
+		sinks: []string{"file:" + evFile}, fileMax: 1 << 20, fileKeep: 2,
+		listen: fmt.Sprintf("127.0.0.1:%d", port), control: filepath.Join(tmp, "run", "ctl.sock"),
+		cgroups: []string{dir}, host: "test"}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runDaemon(ctx, c, io.Discard) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	}()
+	waitUntil(t, func() bool {
+		b, _ := os.ReadFile(evFile)
+		return bytes.Contains(b, []byte(`"type":"watched"`)) && bytes.Count(b, []byte(`"type":"epoch"`)) >= 3
+	})
+	get := func(path string) string {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s %s", path, resp.Status, b)
+		}
+		return string(b)
+	}
+	if h := get("/healthz"); !strings.HasPrefix(h, "ok 1 watched") {
+		t.Errorf("healthz %q", h)
+	}
+	m := get("/metrics")
+	for _, want := range []string{"escape_sensor_syscalls_total{", "escape_sensor_epochs_total{",
+		`escape_sensor_bpf_run_count_total{program="escape_enter"}`, "escape_sensor_profile_bags{",
+		"escape_sensor_drops_total{", "escape_sensor_watched_containers 1"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	var out bytes.Buffer
+	if err := runTop(ctx, c.control, 'r', true, 300*time.Millisecond, 80, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[2], "cgroup/") {
+		t.Fatalf("top:\n%s", out.String())
+	}
+	for _, l := range lines {
+		if len(l) > 79 {
+			t.Errorf("top line of %d columns", len(l))
+		}
+	}
+	f := strings.Fields(lines[2])
+	if f[2] != sensor.StateLearning && f[2] != sensor.StateWatching && f[2] != sensor.StateAnomalous {
+		t.Errorf("top state %q in %q", f[2], lines[2])
+	}
+	if f[3] == "0" {
+		t.Errorf("top shows no call rate for a busy container: %q", lines[2])
+	}
+}
+
+func TestRunConfigRejectsGarbage(t *testing.T) {
+	base := runConfig{threshold: 10, sinks: []string{"stdout"}, listen: "127.0.0.1:9464"}
+	for _, mod := range []func(*runConfig){
+		func(c *runConfig) { c.listen = "0.0.0.0:9464" },
+		func(c *runConfig) { c.listen = "example.com:80" },
+		func(c *runConfig) { c.listen = "garbage" },
+		func(c *runConfig) { c.threshold = 0 },
+		func(c *runConfig) { c.sinks = nil },
+		func(c *runConfig) { c.containerd = []string{"h1"} },
+	} {
+		c := base
+		mod(&c)
+		if err := c.validate(); err == nil {
+			t.Errorf("accepted %+v", c)
+		}
+	}
+	c := base
+	c.sinks = []string{"gopher://x"}
+	if _, err := c.openSinks(io.Discard, nil); err == nil {
+		t.Error("bad sink accepted")
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 20s")
+}

@@ -1,0 +1,539 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/escape-mtd/escape/arp"
+	"go.uber.org/zap"
+)
+
+// Step is one step of a migration, in the order they run.
+type Step int
+
+const (
+	StepNone         Step = iota
+	StepCheckpoint        // 1: dump on the source, which stops it
+	StepPrepare           // 2: namespace and interface (same MAC) on the destination
+	StepMoveAddress       // 3: the address leaves the source, joins the destination
+	StepRestore           // 4: restore on the destination from shared storage
+	StepAnnounce          // 5: gratuitous ARP from the destination
+	StepRemoveSource      // 6: delete the source copy
+)
+
+var stepNames = [...]string{"none", "checkpoint", "prepare", "move-address", "restore", "announce", "remove-source"}
+
+func (s Step) String() string {
+	if s >= 0 && int(s) < len(stepNames) {
+		return stepNames[s]
+	}
+	return "step(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Phase says what a journalled migration was doing.
+type Phase string
+
+const (
+	PhaseForward       Phase = "forward"        // running steps 1..6
+	PhaseUndo          Phase = "undo"           // going back to the source
+	PhaseCleanupSource Phase = "cleanup-source" // migrated; the source copy still to delete
+	PhaseCleanupDest   Phase = "cleanup-dest"   // reverted; leftovers on the destination to delete
+)
+
+// Record is a migration's journal entry, written before and after every
+// step so that a restarted plane can finish or undo it.
+type Record struct {
+	ID      string    `json:"id"`
+	Spec    Spec      `json:"spec"`
+	Source  string    `json:"source"`
+	Dest    string    `json:"dest"`
+	Image   string    `json:"image"`
+	Done    Step      `json:"done"`
+	Phase   Phase     `json:"phase"`
+	Started time.Time `json:"started"`
+	Updated time.Time `json:"updated"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// Journal persists migration records, one per container.
+type Journal interface {
+	PutMigration(ctx context.Context, r Record) error
+	Migrations(ctx context.Context) ([]Record, error)
+	DeleteMigration(ctx context.Context, container string) error
+}
+
+// Event is passed to a Hook before each step and each undo action.
+type Event struct {
+	Step   Step
+	Undo   bool
+	Record Record
+}
+
+// Hook runs before every step (and undo of a step). An error it returns
+// fails that step; tests use it to inject real faults at exact points.
+type Hook func(ctx context.Context, ev Event) error
+
+// Outcome is how a migration ended.
+type Outcome string
+
+const (
+	Migrated Outcome = "migrated" // running on the destination
+	Reverted Outcome = "reverted" // running on the source again
+	Stuck    Outcome = "stuck"    // neither could be confirmed; journal kept
+)
+
+// Timing is how long one step (or its undo) took.
+type Timing struct {
+	Step     Step          `json:"step"`
+	Undo     bool          `json:"undo,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+	Err      string        `json:"error,omitempty"`
+}
+
+// Result reports a migration (or a recovery).
+type Result struct {
+	Record  Record   `json:"record"`
+	Outcome Outcome  `json:"outcome"`
+	Steps   []Timing `json:"steps"`
+	// Frozen is the time from the start of the dump to the restored task's
+	// start on the destination.
+	Frozen time.Duration `json:"frozen_ns"`
+	// Pending is set when the outcome is final but cleanup remains (kept
+	// in the journal for Recover).
+	Pending string `json:"pending,omitempty"`
+}
+
+// Migrator runs migrations between hosts of a Runtime.
+type Migrator struct {
+	rt        *Runtime
+	j         Journal
+	root      string
+	log       *zap.Logger
+	hook      Hook
+	timeout   time.Duration
+	probe     time.Duration
+	repeats   int
+	interval  time.Duration
+	preflight time.Duration
+	now       func() time.Time
+}
+
+// Option tunes a Migrator.
+type Option func(*Migrator)
+
+// WithLogger sets the logger.
+func WithLogger(l *zap.Logger) Option { return func(m *Migrator) { m.log = l } }
+
+// WithHook installs a fault-injection hook.
+func WithHook(h Hook) Option { return func(m *Migrator) { m.hook = h } }
+
+// WithStepTimeout bounds each step (default 2 min).
+func WithStepTimeout(d time.Duration) Option { return func(m *Migrator) { m.timeout = d } }
+
+// WithProbe sets how long step 3 listens for another owner of the address
+// before taking it (default 50 ms: the container is frozen by then; 0
+// disables the probe).
+func WithProbe(d time.Duration) Option { return func(m *Migrator) { m.probe = d } }
+
+// WithPreflight sets how long the destination host listens for a stranger
+// owning the address before the dump (default 200 ms; 0 disables).
+func WithPreflight(d time.Duration) Option { return func(m *Migrator) { m.preflight = d } }
+
+// WithAnnounce sets the gratuitous ARP rounds and their interval (default
+// 3 rounds, 1.1 s apart).
+func WithAnnounce(rounds int, interval time.Duration) Option {
+	return func(m *Migrator) { m.repeats, m.interval = rounds, interval }
+}
+
+// New returns a migrator that keeps dumps under root (on shared storage)
+// and its journal in j.
+func New(rt *Runtime, j Journal, root string, opts ...Option) (*Migrator, error) {
+	if rt == nil || j == nil {
+		return nil, errors.New("migrator: runtime and journal are required")
+	}
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("migrator: checkpoint root %q must be absolute", root)
+	}
+	m := &Migrator{rt: rt, j: j, root: root, log: zap.NewNop(), timeout: 2 * time.Minute,
+		probe: 50 * time.Millisecond, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, now: time.Now}
+	for _, o := range opts {
+		o(m)
+	}
+	return m, nil
+}
+
+// run is one migration in flight.
+type run struct {
+	m   *Migrator
+	rec Record
+	res Result
+}
+
+func (r *run) save(ctx context.Context) error {
+	r.rec.Updated = r.m.now()
+	if err := r.m.j.PutMigration(context.WithoutCancel(ctx), r.rec); err != nil {
+		return fmt.Errorf("journal migration %s: %w", r.rec.ID, err)
+	}
+	return nil
+}
+
+func (r *run) do(ctx context.Context, step Step, undo bool, fn func(context.Context) error) error {
+	sctx, cancel := context.WithTimeout(ctx, r.m.timeout)
+	defer cancel()
+	start := time.Now()
+	var err error
+	if r.m.hook != nil {
+		err = r.m.hook(sctx, Event{Step: step, Undo: undo, Record: r.rec})
+	}
+	if err == nil {
+		err = fn(sctx)
+	}
+	t := Timing{Step: step, Undo: undo, Duration: time.Since(start)}
+	if err != nil {
+		t.Err = err.Error()
+	}
+	r.res.Steps = append(r.res.Steps, t)
+	r.m.log.Info("migration step", zap.String("container", r.rec.Spec.ID), zap.String("migration", r.rec.ID),
+		zap.Stringer("step", step), zap.Bool("undo", undo), zap.Duration("took", t.Duration), zap.Error(err))
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", map[bool]string{false: "step", true: "undo"}[undo], step, err)
+	}
+	return nil
+}
+
+// Migrate moves the container described by spec from source to dest. On
+// any failure before the destination copy is confirmed, every completed step
+// is undone and the container runs on the source again (Outcome Reverted,
+// with the error). The journal holds the migration until it is settled.
+func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) (Result, error) {
+	if err := spec.Validate(); err != nil {
+		return Result{}, err
+	}
+	if source == dest {
+		return Result{}, fmt.Errorf("migrate %s: source and destination are both %s", spec.ID, source)
+	}
+	recs, err := m.j.Migrations(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("migrate %s: %w", spec.ID, err)
+	}
+	for _, r := range recs {
+		if r.Spec.ID == spec.ID {
+			return Result{}, fmt.Errorf("migrate %s: migration %s (%s) is unsettled; recover it first", spec.ID, r.ID, r.Phase)
+		}
+	}
+	if st, err := m.rt.State(ctx, source, spec.ID); err != nil {
+		return Result{}, fmt.Errorf("migrate %s: %w", spec.ID, err)
+	} else if st != Running {
+		return Result{}, fmt.Errorf("migrate %s: not running on %s (%s)", spec.ID, source, st)
+	}
+	now := m.now()
+	id := now.UTC().Format("20060102T150405.000000000")
+	r := &run{m: m, rec: Record{ID: id, Spec: spec, Source: source, Dest: dest,
+		Image: imageDir(m.root, spec.ID, id), Phase: PhaseForward, Started: now}}
+	r.res.Record = r.rec
+	if err := r.save(ctx); err != nil {
+		return r.res, err
+	}
+	srcEP, dstEP := CtEndpoint(source, spec.ID), CtEndpoint(dest, spec.ID)
+	frozenStart := time.Now()
+	steps := []struct {
+		step Step
+		fn   func(context.Context) error
+	}{
+		{StepCheckpoint, func(ctx context.Context) error {
+			if err := m.rt.Ping(ctx, dest); err != nil {
+				return fmt.Errorf("destination unreachable: %w", err)
+			}
+			// Before freezing anything: does a stranger already answer for
+			// the address on the destination's segment? Probed from the
+			// destination host's own interface, ignoring the container's MAC.
+			if m.preflight > 0 {
+				if err := m.preflightProbe(ctx, dest, spec); err != nil {
+					return err
+				}
+			}
+			frozenStart = time.Now()
+			if err := m.rt.Checkpoint(ctx, source, spec.ID, r.rec.Image, Exit(), WithWorkDir(r.rec.Image+".work")); err != nil {
+				return err
+			}
+			_, err := VerifyImage(r.rec.Image)
+			return err
+		}},
+		{StepPrepare, func(ctx context.Context) error {
+			st, err := m.rt.State(ctx, dest, spec.ID)
+			if err != nil {
+				return err
+			}
+			switch st {
+			case Absent:
+			case Running, Paused:
+				return fmt.Errorf("a live copy of %s already runs on %s", spec.ID, dest)
+			default:
+				if err := m.rt.Remove(ctx, dest, spec.ID); err != nil {
+					return fmt.Errorf("remove leftover on destination: %w", err)
+				}
+			}
+			return m.rt.PrepareNetwork(dest, spec, false)
+		}},
+		{StepMoveAddress, func(ctx context.Context) error {
+			var o []arp.Option
+			if m.probe > 0 {
+				o = append(o, arp.WithProbe(m.probe))
+			}
+			return arp.MoveAddress(ctx, spec.IP, srcEP, dstEP, o...)
+		}},
+		{StepRestore, func(ctx context.Context) error {
+			if err := m.rt.Restore(ctx, dest, spec, r.rec.Image, Fresh(), RestoreWorkDir(r.rec.Image+".restore-"+dest)); err != nil {
+				return err
+			}
+			r.res.Frozen = time.Since(frozenStart)
+			st, err := m.rt.State(ctx, dest, spec.ID)
+			if err != nil {
+				return err
+			}
+			if st != Running {
+				return fmt.Errorf("restored copy on %s is %s", dest, st)
+			}
+			return nil
+		}},
+		{StepAnnounce, func(ctx context.Context) error { return m.announce(ctx, dstEP, spec) }},
+	}
+	for _, s := range steps {
+		if err := r.do(ctx, s.step, false, s.fn); err != nil {
+			r.rec.Error = err.Error()
+			return r.revert(ctx, err)
+		}
+		r.rec.Done = s.step
+		if err := r.save(ctx); err != nil {
+			// The journal is the only way to recover from a crash: without
+			// it, do not go further.
+			return r.revert(ctx, err)
+		}
+	}
+	return r.finish(ctx)
+}
+
+func (m *Migrator) preflightProbe(ctx context.Context, dest string, spec Spec) error {
+	h, ok := m.rt.host(dest)
+	if !ok {
+		return fmt.Errorf("unknown host %q", dest)
+	}
+	mac, err := net.ParseMAC(spec.MAC)
+	if err != nil {
+		return err
+	}
+	other, taken, err := arp.Probe(ctx, arp.Endpoint{Netns: h.Netns, Link: h.Bridge}, spec.IP.Addr(), m.preflight, arp.WithIgnore(mac))
+	if err != nil {
+		return fmt.Errorf("preflight probe: %w", err)
+	}
+	if taken {
+		return fmt.Errorf("preflight probe: %w: %v answers from %v", arp.ErrAddressTaken, spec.IP.Addr(), other)
+	}
+	return nil
+}
+
+func (m *Migrator) announce(ctx context.Context, ep arp.Endpoint, spec Spec) error {
+	// Later rounds outlive the step; they stop by themselves.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(m.repeats+1)*m.interval)
+	a, err := arp.Announce(actx, ep, spec.IP.Addr(), arp.WithRepeats(m.repeats), arp.WithInterval(m.interval), arp.WithLogger(m.log))
+	if err != nil {
+		cancel()
+		return err
+	}
+	go func() { _ = a.Wait(); cancel() }()
+	return nil
+}
+
+// finish runs step 6: the destination copy is live, so from here on the
+// migration only goes forward.
+func (r *run) finish(ctx context.Context) (Result, error) {
+	m := r.m
+	r.rec.Phase = PhaseCleanupSource
+	if err := r.save(ctx); err != nil {
+		m.log.Error("journal", zap.Error(err))
+	}
+	err := r.do(ctx, StepRemoveSource, false, func(ctx context.Context) error {
+		return m.rt.Remove(ctx, r.rec.Source, r.rec.Spec.ID)
+	})
+	r.res.Outcome = Migrated
+	if err != nil {
+		r.rec.Error = err.Error()
+		r.res.Pending = "source copy not removed yet (its address is gone): " + err.Error()
+		_ = r.save(ctx)
+		r.res.Record = r.rec
+		return r.res, nil
+	}
+	r.rec.Done = StepRemoveSource
+	r.res.Record = r.rec
+	m.dropImage(r.rec)
+	if err := m.j.DeleteMigration(context.WithoutCancel(ctx), r.rec.Spec.ID); err != nil {
+		return r.res, fmt.Errorf("migration %s done but journal not cleared: %w", r.rec.ID, err)
+	}
+	return r.res, nil
+}
+
+func (m *Migrator) dropImage(rec Record) {
+	for _, p := range []string{rec.Image, rec.Image + ".work", rec.Image + ".restore-" + rec.Dest, rec.Image + ".restore-" + rec.Source} {
+		if err := os.RemoveAll(p); err != nil {
+			m.log.Warn("remove migration image", zap.String("path", p), zap.Error(err))
+		}
+	}
+}
+
+// revert undoes a failed migration and reports the cause.
+func (r *run) revert(ctx context.Context, cause error) (Result, error) {
+	res, err := r.undo(ctx)
+	if err != nil {
+		return res, fmt.Errorf("migrate %s %s->%s: %w; undo failed: %v", r.rec.Spec.ID, r.rec.Source, r.rec.Dest, cause, err)
+	}
+	return res, fmt.Errorf("migrate %s %s->%s (reverted to %s): %w", r.rec.Spec.ID, r.rec.Source, r.rec.Dest, r.rec.Source, cause)
+}
+
+// undo brings the container back to the source: the destination copy is
+// killed first, the address returns, and the source is restored from the
+// dump if it is not running. Dead destinations cannot stop this: the
+// address is local netlink state, so a destination copy that could not be
+// killed is fenced off it, and its removal is left in the journal.
+func (r *run) undo(ctx context.Context) (Result, error) {
+	m := r.m
+	ctx = context.WithoutCancel(ctx)
+	r.rec.Phase = PhaseUndo
+	if err := r.save(ctx); err != nil {
+		m.log.Error("journal", zap.Error(err))
+	}
+	id, src, dst := r.rec.Spec.ID, r.rec.Source, r.rec.Dest
+	srcEP, dstEP := CtEndpoint(src, id), CtEndpoint(dst, id)
+	var pending []error
+
+	destTouched := r.rec.Done >= StepCheckpoint
+	// The address goes back first: a destination copy without it cannot
+	// answer, and the FIN/RST its killed sockets would send has no route.
+	err := r.do(ctx, StepMoveAddress, true, func(ctx context.Context) error {
+		if arp.NetnsExists(dstEP.Netns) {
+			if has, err := arp.HasAddress(dstEP, r.rec.Spec.IP); err == nil && has {
+				return arp.MoveAddress(ctx, r.rec.Spec.IP, dstEP, srcEP)
+			}
+		}
+		return arp.AddAddress(srcEP, r.rec.Spec.IP)
+	})
+	if err != nil {
+		r.res.Outcome = Stuck
+		r.res.Record = r.rec
+		return r.res, err
+	}
+	if destTouched {
+		if err := r.do(ctx, StepRestore, true, func(ctx context.Context) error { return m.rt.Kill(ctx, dst, id) }); err != nil {
+			pending = append(pending, err)
+		}
+	}
+	if destTouched {
+		if err := r.do(ctx, StepPrepare, true, func(ctx context.Context) error { return m.rt.Remove(ctx, dst, id) }); err != nil {
+			pending = append(pending, err)
+			// At least take the destination's interface off the segment.
+			_ = m.rt.RemoveNetwork(dst, id)
+		}
+	}
+	err = r.do(ctx, StepCheckpoint, true, func(ctx context.Context) error {
+		st, err := m.rt.State(ctx, src, id)
+		if err != nil {
+			return err
+		}
+		if st == Running {
+			return nil // the dump failed and left it running
+		}
+		if _, err := VerifyImage(r.rec.Image); err != nil {
+			return fmt.Errorf("source stopped and no usable dump: %w", err)
+		}
+		return m.rt.Restore(ctx, src, r.rec.Spec, r.rec.Image, RestoreWorkDir(r.rec.Image+".restore-"+src))
+	})
+	if err != nil {
+		r.res.Outcome = Stuck
+		r.rec.Error = err.Error()
+		_ = r.save(ctx)
+		r.res.Record = r.rec
+		return r.res, err
+	}
+	if err := r.do(ctx, StepAnnounce, true, func(ctx context.Context) error { return m.announce(ctx, srcEP, r.rec.Spec) }); err != nil {
+		m.log.Warn("announce after undo", zap.Error(err))
+	}
+	r.res.Outcome = Reverted
+	m.dropImage(r.rec)
+	if len(pending) > 0 {
+		r.rec.Phase = PhaseCleanupDest
+		r.res.Pending = "destination leftovers: " + errors.Join(pending...).Error()
+		r.res.Record = r.rec
+		return r.res, r.save(ctx)
+	}
+	r.res.Record = r.rec
+	return r.res, m.j.DeleteMigration(ctx, id)
+}
+
+// Recover settles every journalled migration, as a restarted plane must:
+// one whose destination copy is live (restored and holding the address)
+// is finished; any other is undone. Pending cleanups are retried.
+func (m *Migrator) Recover(ctx context.Context) ([]Result, error) {
+	recs, err := m.j.Migrations(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("recover migrations: %w", err)
+	}
+	var out []Result
+	var errs []error
+	for _, rec := range recs {
+		res, err := m.recoverOne(ctx, rec)
+		out = append(out, res)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("recover migration %s of %s: %w", rec.ID, rec.Spec.ID, err))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func (m *Migrator) recoverOne(ctx context.Context, rec Record) (Result, error) {
+	r := &run{m: m, rec: rec, res: Result{Record: rec}}
+	id := rec.Spec.ID
+	m.log.Info("recovering migration", zap.String("container", id), zap.String("migration", rec.ID),
+		zap.String("phase", string(rec.Phase)), zap.Stringer("done", rec.Done))
+	switch rec.Phase {
+	case PhaseCleanupSource:
+		return r.finish(ctx)
+	case PhaseCleanupDest:
+		if err := m.rt.Remove(ctx, rec.Dest, id); err != nil {
+			return r.res, err
+		}
+		r.res.Outcome = Reverted
+		return r.res, m.j.DeleteMigration(ctx, id)
+	}
+	// A dump in progress pauses the task; let it settle.
+	for i := 0; i < 50; i++ {
+		st, err := m.rt.State(ctx, rec.Source, id)
+		if err != nil || st != Paused {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if rec.Phase == PhaseForward && rec.Done >= StepMoveAddress {
+		st, err := m.rt.State(ctx, rec.Dest, id)
+		has, herr := arp.HasAddress(CtEndpoint(rec.Dest, id), rec.Spec.IP)
+		if err == nil && herr == nil && st == Running && has {
+			if err := r.do(ctx, StepAnnounce, false, func(ctx context.Context) error {
+				return m.announce(ctx, CtEndpoint(rec.Dest, id), rec.Spec)
+			}); err != nil {
+				m.log.Warn("announce during recovery", zap.Error(err))
+			}
+			r.rec.Done = StepAnnounce
+			return r.finish(ctx)
+		}
+	}
+	// Undo treats every step as possibly done: the crash may have come
+	// between a step and its journal entry.
+	if r.rec.Done < StepCheckpoint {
+		r.rec.Done = StepCheckpoint
+	}
+	return r.undo(ctx)
+}

@@ -1,0 +1,245 @@
+package plane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/escape-mtd/escape/migrate"
+	"go.uber.org/zap"
+)
+
+// ErrNotSafe means the container's recent epochs are not all clean, so a
+// checkpoint now could capture a compromised state.
+var ErrNotSafe = errors.New("recent epochs not clean")
+
+// ErrNoCheckpoint means there is no verified checkpoint to roll back to.
+var ErrNoCheckpoint = errors.New("no verified safe checkpoint")
+
+const metaFile = "escape-checkpoint.json"
+
+// Checkpoint takes a safe checkpoint of a container while it keeps
+// running. Unless force, it refuses when the last policy.CleanEpochs epochs
+// are not all clean. The dump is written to shared storage, verified, its
+// metadata written atomically beside it, and only then are checkpoints
+// beyond the retention pruned.
+func (p *Plane) Checkpoint(ctx context.Context, id string, force bool, actor string) (CheckpointRecord, error) {
+	unlock, err := p.lock(ctx, id)
+	if err != nil {
+		return CheckpointRecord{}, err
+	}
+	defer unlock()
+	return p.checkpointLocked(ctx, id, force, actor)
+}
+
+func (p *Plane) checkpointLocked(ctx context.Context, id string, force bool, actor string) (CheckpointRecord, error) {
+	c, err := p.store.Container(id)
+	if err != nil {
+		return CheckpointRecord{}, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	ep, err := p.store.Epoch(id)
+	if err != nil {
+		return CheckpointRecord{}, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	if !force && ep.CleanStreak < c.Policy.CleanEpochs {
+		err := fmt.Errorf("checkpoint %s: %w: %d clean in a row, policy wants %d", id, ErrNotSafe, ep.CleanStreak, c.Policy.CleanEpochs)
+		p.event(AuditEvent{Kind: "decision", Container: id, Host: c.Host, Action: "checkpoint", Decision: "skip", Actor: actor,
+			Reasons: []string{err.Error()}, Outcome: "refused"})
+		return CheckpointRecord{}, err
+	}
+	seq, err := p.store.NextCheckpointSeq(id)
+	if err != nil {
+		return CheckpointRecord{}, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	dir := filepath.Join(p.checkpointRoot(), id, fmt.Sprintf("%06d-e%d", seq, ep.LastEpoch))
+	work := dir + ".work"
+	start := time.Now()
+	err = p.rt.Checkpoint(ctx, c.Host, id, dir, migrate.WithWorkDir(work))
+	took := time.Since(start)
+	var size int64
+	if err == nil {
+		size, err = migrate.VerifyImage(dir)
+	}
+	rec := CheckpointRecord{Container: id, Seq: seq, Dir: dir, Host: c.Host, SafeEpoch: ep.LastEpoch,
+		Created: p.now(), Bytes: size, Took: Duration(took), Forced: force}
+	if err == nil {
+		var b []byte
+		if b, err = json.MarshalIndent(rec, "", "  "); err == nil {
+			err = writeFileAtomic(filepath.Join(dir, metaFile), b, 0o600)
+		}
+	}
+	if err == nil {
+		err = p.store.AddCheckpoint(rec)
+	}
+	_ = os.RemoveAll(work)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		p.event(AuditEvent{Kind: "action", Action: "checkpoint", Container: id, Host: c.Host, Actor: actor, Outcome: "failed",
+			Error: err.Error(), Duration: ms(took)})
+		return CheckpointRecord{}, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	p.event(AuditEvent{Kind: "action", Action: "checkpoint", Container: id, Host: c.Host, Actor: actor, Outcome: "ok",
+		Duration: ms(took), Details: map[string]any{"seq": seq, "safe_epoch": ep.LastEpoch, "bytes": size, "forced": force}})
+	p.prune(id, c.Policy.Retain)
+	return rec, nil
+}
+
+// prune deletes checkpoints beyond the newest `keep` ones. It runs only
+// after a newer checkpoint was verified and recorded.
+func (p *Plane) prune(id string, keep int) {
+	cks, err := p.store.Checkpoints(id)
+	if err != nil {
+		p.log.Error("prune", zap.String("container", id), zap.Error(err))
+		return
+	}
+	for len(cks) > keep {
+		old := cks[0]
+		cks = cks[1:]
+		if err := p.store.DeleteCheckpoint(id, old.Seq); err != nil {
+			p.log.Error("prune", zap.Error(err))
+			return
+		}
+		if err := os.RemoveAll(old.Dir); err != nil {
+			p.log.Warn("prune dir", zap.String("dir", old.Dir), zap.Error(err))
+		}
+		p.event(AuditEvent{Kind: "action", Action: "prune-checkpoint", Container: id, Outcome: "ok",
+			Details: map[string]any{"seq": old.Seq, "safe_epoch": old.SafeEpoch}})
+	}
+}
+
+// sweepCheckpoints removes checkpoint directories no record points at:
+// dumps interrupted by a crash before they were verified and recorded.
+func (p *Plane) sweepCheckpoints() {
+	cs, err := p.store.Containers()
+	if err != nil {
+		return
+	}
+	for _, c := range cs {
+		cks, err := p.store.Checkpoints(c.Spec.ID)
+		if err != nil {
+			continue
+		}
+		known := map[string]bool{}
+		for _, ck := range cks {
+			known[ck.Dir] = true
+		}
+		dir := filepath.Join(p.checkpointRoot(), c.Spec.ID)
+		es, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range es {
+			path := filepath.Join(dir, e.Name())
+			if known[path] || strings.HasPrefix(e.Name(), "migration-") {
+				continue
+			}
+			p.log.Info("sweeping unrecorded checkpoint directory", zap.String("dir", path))
+			_ = os.RemoveAll(path)
+		}
+	}
+}
+
+// latestCheckpoint returns the newest checkpoint whose image still verifies.
+func (p *Plane) latestCheckpoint(id string) (CheckpointRecord, error) {
+	cks, err := p.store.Checkpoints(id)
+	if err != nil {
+		return CheckpointRecord{}, err
+	}
+	for i := len(cks) - 1; i >= 0; i-- {
+		if _, err := migrate.VerifyImage(cks[i].Dir); err == nil {
+			return cks[i], nil
+		} else {
+			p.log.Warn("checkpoint no longer verifies", zap.String("dir", cks[i].Dir), zap.Error(err))
+		}
+	}
+	return CheckpointRecord{}, fmt.Errorf("%s: %w", id, ErrNoCheckpoint)
+}
+
+// RollbackResult reports a rollback.
+type RollbackResult struct {
+	Container  string           `json:"container"`
+	Host       string           `json:"host"`
+	Checkpoint CheckpointRecord `json:"checkpoint"`
+	// Downtime is from killing the running copy to the restored task's
+	// start.
+	Downtime Duration `json:"downtime"`
+	Kill     Duration `json:"kill"`
+	Restore  Duration `json:"restore"`
+	// InWindow counts rollbacks within the policy window, this one included.
+	InWindow int `json:"in_window"`
+}
+
+// Rollback restores a container on its host from its last safe checkpoint.
+func (p *Plane) Rollback(ctx context.Context, id string, reasons []string, actor string) (RollbackResult, error) {
+	unlock, err := p.lock(ctx, id)
+	if err != nil {
+		return RollbackResult{}, err
+	}
+	defer unlock()
+	return p.rollbackLocked(ctx, id, reasons, actor)
+}
+
+func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string, actor string) (RollbackResult, error) {
+	c, err := p.store.Container(id)
+	if err != nil {
+		return RollbackResult{}, fmt.Errorf("rollback %s: %w", id, err)
+	}
+	ck, err := p.latestCheckpoint(id)
+	if err != nil {
+		p.event(AuditEvent{Kind: "action", Action: "rollback", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
+			Outcome: "failed", Error: err.Error()})
+		return RollbackResult{}, fmt.Errorf("rollback: %w", err)
+	}
+	res := RollbackResult{Container: id, Host: c.Host, Checkpoint: ck}
+	// The checkpoint's TCP connections are stale (their peers moved on) and
+	// their 4-tuples may still linger in TIME_WAIT after the kill: restore
+	// them closed. The file is put back before anything else can dump.
+	if c.Spec.CRIUConfig != "" {
+		if err := writeFileAtomic(c.Spec.CRIUConfig, []byte(rollbackCRIUConfig), 0o644); err != nil {
+			return RollbackResult{}, fmt.Errorf("rollback %s: criu config: %w", id, err)
+		}
+		defer func() {
+			if err := writeFileAtomic(c.Spec.CRIUConfig, []byte(criuConfig), 0o644); err != nil {
+				p.log.Error("restore criu config", zap.String("container", id), zap.Error(err))
+			}
+		}()
+	}
+	t0 := time.Now()
+	err = p.rt.Kill(ctx, c.Host, id)
+	t1 := time.Now()
+	if err == nil {
+		err = p.rt.Restore(ctx, c.Host, c.Spec, ck.Dir, migrate.RestoreWorkDir(ck.Dir+".restore"))
+		if err == nil {
+			_ = os.RemoveAll(ck.Dir + ".restore")
+		}
+	}
+	t2 := time.Now()
+	res.Kill, res.Restore, res.Downtime = Duration(t1.Sub(t0)), Duration(t2.Sub(t1)), Duration(t2.Sub(t0))
+	if err != nil {
+		p.event(AuditEvent{Kind: "action", Action: "rollback", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
+			Outcome: "failed", Error: err.Error(), Duration: ms(t2.Sub(t0))})
+		return res, fmt.Errorf("rollback %s: %w", id, err)
+	}
+	n, err := p.store.AddRollback(id, p.now(), c.Policy.RollbackWindow)
+	if err != nil {
+		p.log.Error("record rollback", zap.Error(err))
+	}
+	res.InWindow = n
+	// The restored state is as of the checkpoint's epoch: new clean epochs
+	// must accumulate before the next checkpoint counts as safe.
+	if _, err := p.store.UpdateEpoch(id, func(e *EpochRecord) error { e.CleanStreak = 0; return nil }); err != nil {
+		p.log.Error("reset clean streak", zap.Error(err))
+	}
+	p.event(AuditEvent{Kind: "action", Action: "rollback", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
+		Outcome: "ok", Duration: ms(t2.Sub(t0)),
+		Details: map[string]any{"checkpoint_seq": ck.Seq, "safe_epoch": ck.SafeEpoch, "kill_ms": ms(t1.Sub(t0)),
+			"restore_ms": ms(t2.Sub(t1)), "rollbacks_in_window": n}})
+	return res, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

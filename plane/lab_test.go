@@ -1,0 +1,307 @@
+package plane
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/escape-mtd/escape/arp"
+	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
+	"go.uber.org/zap/zaptest"
+)
+
+func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
+	t.Helper()
+	inv := labtest.Ensure(t)
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Socket = filepath.Join(dir, "plane.sock")
+	cfg.State = filepath.Join(dir, "state.db")
+	cfg.Audit = filepath.Join(dir, "audit.jsonl")
+	cfg.SharedDir = filepath.Join(inv.Shared, "escape-test", fmt.Sprintf("plane-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-")))
+	cfg.Defaults = defaults
+	p, err := New(cfg, EnvironmentFromLab(inv), WithLogger(zaptest.NewLogger(t)),
+		WithMigrateOptions(migrate.WithStepTimeout(30*time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cs, _ := p.store.Containers()
+		for _, c := range cs {
+			if err := p.Remove(ctx, c.Spec.ID); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+		p.Close()
+		os.RemoveAll(cfg.SharedDir)
+	})
+	return p, inv
+}
+
+type redisConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialRedis(t *testing.T, inv *lab.Inventory, ip netip.Addr) *redisConn {
+	t.Helper()
+	var c net.Conn
+	var err error
+	for end := time.Now().Add(15 * time.Second); ; {
+		err = arp.Do(inv.Client.Netns, func() error {
+			var err error
+			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 6379).String(), time.Second)
+			return err
+		})
+		if err == nil || time.Now().After(end) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("dial %v: %v", ip, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &redisConn{c: c, r: bufio.NewReader(c)}
+}
+
+func (rc *redisConn) incr(t *testing.T) int64 {
+	t.Helper()
+	rc.c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := rc.c.Write([]byte("*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n")); err != nil {
+		t.Fatalf("INCR: %v", err)
+	}
+	line, err := rc.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, ":") {
+		t.Fatalf("INCR answer %q: %v", line, err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(line[1:]), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
+	p, inv := labPlane(t, PolicyOverrides{CleanEpochs: ptr(2), RollbackLimit: ptr(2), Retain: ptr(2), CheckpointInterval: ptr(Duration(time.Second))})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := p.Deploy(ctx, ContainerConfig{ID: "pl-db", Image: "redis", Host: "h1", IP: "198.18.1.240",
+		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := c.Spec.IP.Addr()
+	rc := dialRedis(t, inv, ip)
+	if n := rc.incr(t); n != 1 {
+		t.Fatalf("first INCR = %d", n)
+	}
+	epoch := uint64(0)
+	report := func(anomalous bool) Decision {
+		t.Helper()
+		epoch++
+		d, err := p.HandleReport(ctx, Report{Container: "pl-db", Epoch: epoch, Anomalous: anomalous, Mismatches: 7, Threshold: 3}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	// No clean epochs yet: no safe checkpoint, periodic or manual.
+	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); !errors.Is(err, ErrNotSafe) {
+		t.Fatalf("checkpoint without clean epochs: %v", err)
+	}
+	p.checkpointDue(ctx)
+	if cks, _ := p.store.Checkpoints("pl-db"); len(cks) != 0 {
+		t.Fatal("periodic checkpoint taken without clean epochs")
+	}
+	report(false)
+	report(false)
+	// Periodic checkpoints: three rounds, retention 2.
+	var dirs []string
+	for i := 0; i < 3; i++ {
+		if i > 0 {
+			time.Sleep(1100 * time.Millisecond)
+			report(false)
+		}
+		p.checkpointDue(ctx)
+		cks, _ := p.store.Checkpoints("pl-db")
+		if len(cks) == 0 || cks[len(cks)-1].SafeEpoch != epoch {
+			t.Fatalf("round %d: no checkpoint safe as of epoch %d: %+v", i, epoch, cks)
+		}
+		dirs = append(dirs, cks[len(cks)-1].Dir)
+		t.Logf("checkpoint %d took %v, %d bytes", cks[len(cks)-1].Seq, time.Duration(cks[len(cks)-1].Took), cks[len(cks)-1].Bytes)
+	}
+	if st, _ := p.rt.State(ctx, "h1", "pl-db"); st != migrate.Running {
+		t.Fatalf("container not running after checkpoints: %s", st)
+	}
+	cks, _ := p.store.Checkpoints("pl-db")
+	if len(cks) != 2 {
+		t.Fatalf("retention 2 kept %d", len(cks))
+	}
+	if _, err := os.Stat(dirs[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pruned checkpoint dir still there: %v", err)
+	}
+	for _, d := range dirs[1:] {
+		if _, err := migrate.VerifyImage(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// State moves on past the checkpoint (counter 1 at checkpoint time).
+	for want := int64(2); want <= 4; want++ {
+		if n := rc.incr(t); n != want {
+			t.Fatalf("INCR = %d, want %d", n, want)
+		}
+	}
+
+	// Anomaly 1 and 2: rollbacks to the checkpoint (counter back to 1).
+	for i := 1; i <= 2; i++ {
+		d := report(true)
+		t.Logf("decision %d: %+v", i, d)
+		if d.Action != "rollback" || d.Outcome != "ok" || d.Host != "h1" {
+			t.Fatalf("anomaly %d: decision %+v", i, d)
+		}
+		rc2 := dialRedis(t, inv, ip)
+		if n := rc2.incr(t); n != 2 {
+			t.Fatalf("after rollback %d INCR = %d, want 2 (state of the checkpoint)", i, n)
+		}
+	}
+	// A checkpoint now would not be safe: the streak restarted.
+	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); !errors.Is(err, ErrNotSafe) {
+		t.Fatalf("checkpoint right after rollback: %v", err)
+	}
+	// Anomaly 3: the limit is reached, escalate to live migration; the
+	// model picks the host, never the source.
+	d := report(true)
+	t.Logf("escalation: %+v", d)
+	if d.Action != "migrate" || d.Outcome != "ok" || d.Host == "h1" || d.Host == "" {
+		t.Fatalf("escalation decision %+v", d)
+	}
+	c, _ = p.store.Container("pl-db")
+	if c.Host != d.Host {
+		t.Fatalf("placement %s, decision %s", c.Host, d.Host)
+	}
+	rc3 := dialRedis(t, inv, ip)
+	if n := rc3.incr(t); n != 3 {
+		t.Fatalf("after migration INCR = %d, want 3 (state carried over)", n)
+	}
+	if n, _ := p.store.Rollbacks("pl-db", time.Now().Add(-time.Hour)); n != 0 {
+		t.Fatalf("rollback counter not reset after migration: %d", n)
+	}
+
+	// Every other host flagged: when escalation comes again, there is no
+	// eligible destination and the plane falls back to rollback.
+	for _, h := range inv.Hosts {
+		if h.Name != c.Host {
+			if _, err := p.Flag(h.Name, true, "test", "test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	report(false)
+	report(false)
+	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if d := report(true); d.Action != "rollback" || d.Outcome != "ok" {
+			t.Fatalf("rollback before the limit: %+v", d)
+		}
+	}
+	d = report(true)
+	t.Logf("no-eligible decision: %+v", d)
+	if d.Action != "rollback" || d.Outcome != "ok" || !strings.Contains(strings.Join(d.Reasons, ";"), "no eligible destination") {
+		t.Fatalf("fallback decision %+v", d)
+	}
+	if _, err := p.Migrate(ctx, "pl-db", "", nil, "test"); err == nil {
+		t.Fatal("operator migration found a destination with every other host flagged")
+	}
+
+	// Drain: unflag one host and drain the current one.
+	var free string
+	for _, h := range inv.Hosts {
+		if h.Name != c.Host {
+			free = h.Name
+			break
+		}
+	}
+	if _, err := p.Flag(free, false, "test", "test"); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := p.Drain(ctx, c.Host, "test")
+	if err != nil || len(ds) != 1 || ds[0].Host != free {
+		t.Fatalf("drain: %+v %v", ds, err)
+	}
+	rc4 := dialRedis(t, inv, ip)
+	if n := rc4.incr(t); n < 2 {
+		t.Fatalf("after drain INCR = %d", n)
+	}
+	st, err := p.Status(ctx)
+	if err != nil || len(st.Containers) != 1 || st.Containers[0].Host != free || st.Containers[0].State != "running" {
+		t.Fatalf("status %+v %v", st, err)
+	}
+	// The audit log holds every decision with its reasons.
+	evs, err := ReadAudit(p.cfg.Audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, ev := range evs {
+		kinds[ev.Kind+"/"+ev.Action+ev.Decision]++
+	}
+	t.Logf("audit: %v", kinds)
+	if kinds["decision/rollback"] < 5 || kinds["decision/migrate"] != 1 || kinds["action/migrate"] < 2 || kinds["action/checkpoint"] < 4 {
+		t.Fatalf("audit log incomplete: %v", kinds)
+	}
+}
+
+func TestPlaneStatelessRestartAndReplicate(t *testing.T) {
+	p, inv := labPlane(t, PolicyOverrides{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	args := []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}
+	for _, tc := range []struct {
+		id, action string
+		octet      int
+	}{{"pl-web-r", "restart", 241}, {"pl-web-x", "replicate", 242}} {
+		c, err := p.Deploy(ctx, ContainerConfig{ID: tc.id, Image: "redis", Host: "h1", IP: fmt.Sprintf("198.18.1.%d", tc.octet), Args: args,
+			Labels: map[string]string{"escape.mtd/class": "stateless", "escape.mtd/stateless-action": tc.action}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := dialRedis(t, inv, c.Spec.IP.Addr())
+		rc.incr(t)
+		rc.incr(t)
+		d, err := p.HandleReport(ctx, Report{Container: tc.id, Epoch: 1, Anomalous: true}, "test")
+		if err != nil || d.Action != tc.action || d.Outcome != "ok" {
+			t.Fatalf("%s: %+v %v", tc.id, d, err)
+		}
+		want := "h1"
+		if tc.action == "replicate" {
+			if d.Host == "h1" {
+				t.Fatalf("replicated onto the source")
+			}
+			want = d.Host
+		}
+		if st, _ := p.rt.State(ctx, want, tc.id); st != migrate.Running {
+			t.Fatalf("%s on %s: %s", tc.id, want, st)
+		}
+		// A fresh copy: the counter starts again.
+		if n := dialRedis(t, inv, c.Spec.IP.Addr()).incr(t); n != 1 {
+			t.Fatalf("%s: fresh copy INCR = %d", tc.id, n)
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package plane
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigParsesAndLayersPolicy(t *testing.T) {
+	cfg, err := ParseConfig(strings.NewReader(`
+socket: /run/x/plane.sock
+defaults:
+  checkpoint_interval: 10s
+  rollback_limit: 2
+containers:
+  - id: web
+    image: busybox
+    args: [/bin/httpd, -f]
+    memory: 64MiB
+    policy: {class: stateless, stateless_action: replicate}
+  - id: db
+    image: redis
+    args: [/usr/bin/redis-server]
+    labels: {escape.mtd/retain: "5", other.label: x}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Socket != "/run/x/plane.sock" || cfg.State != DefaultConfig().State {
+		t.Fatalf("paths: %+v", cfg)
+	}
+	defaults := cfg.Defaults.Apply(DefaultPolicy())
+	web, err := ResolvePolicy(defaults, cfg.Containers[0].Policy, cfg.Containers[0].Labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if web.Class != Stateless || web.Stateless != Replicate || web.CheckpointInterval != 10*time.Second || web.RollbackLimit != 2 {
+		t.Fatalf("web policy %+v", web)
+	}
+	db, err := ResolvePolicy(defaults, cfg.Containers[1].Policy, cfg.Containers[1].Labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.Retain != 5 || db.Class != Stateful || db.RollbackWindow != 10*time.Minute {
+		t.Fatalf("db policy %+v", db)
+	}
+	// Labels beat the config.
+	p, err := ResolvePolicy(defaults, PolicyOverrides{Retain: ptr(2)}, map[string]string{"escape.mtd/retain": "7"})
+	if err != nil || p.Retain != 7 {
+		t.Fatalf("label precedence: %+v %v", p, err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"sockett: /x\n", "sockett"},
+		{"defaults: {retian: 3}\n", "retian"},
+		{"defaults: {checkpoint_interval: soon}\n", `"soon" is not a duration`},
+		{"defaults: {retain: 0}\n", "retain: 0 is outside"},
+		{"defaults: {class: stateish}\n", "class"},
+		{"defaults: {stateless_action: explode}\n", "stateless_action"},
+		{"defaults: {rollback_window: 100ms}\n", "rollback_window"},
+		{"state: relative/path.db\n", "state:"},
+		{"containers: [{id: Bad_ID, image: busybox, args: [x]}]\n", "id:"},
+		{"containers: [{id: a, image: busybox}]\n", "args: required"},
+		{"containers: [{id: a, image: busybox, args: [x], ip: 300.1.1.1}]\n", "ip:"},
+		{"containers: [{id: a, image: busybox, args: [x], memory: lots}]\n", "memory:"},
+		{"containers: [{id: a, image: busybox, args: [x], labels: {escape.mtd/retians: '3'}}]\n", "escape.mtd/retians"},
+		{"containers: [{id: a, image: busybox, args: [x], labels: {escape.mtd/retain: three}}]\n", "escape.mtd/retain"},
+		{"containers: [{id: a, image: b, args: [x]}, {id: a, image: b, args: [x]}]\n", "declared twice"},
+		{"[not, a, map]\n", "config"},
+		{"\x00\x01garbage: [\n", "config"},
+	} {
+		_, err := ParseConfig(strings.NewReader(tc.yaml))
+		if err == nil {
+			t.Errorf("%q: accepted", tc.yaml)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %q does not name %q", tc.yaml, err, tc.want)
+		}
+	}
+	if _, err := ParseConfig(strings.NewReader(strings.Repeat("#", maxConfigBytes+10))); err == nil {
+		t.Error("oversize config accepted")
+	}
+	// An empty file is the defaults.
+	cfg, err := ParseConfig(strings.NewReader(""))
+	if err != nil || cfg.Socket != DefaultConfig().Socket {
+		t.Fatalf("empty config: %v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]uint64{"64MiB": 64 << 20, "1GiB": 1 << 30, "512KiB": 512 << 10, "4096": 4096} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("%s = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1MiB", "1.5GiB", "0", "12TB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}

@@ -1,0 +1,468 @@
+package plane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/escape-mtd/escape/arp"
+	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/model"
+	"go.uber.org/zap"
+)
+
+// Report is what a sensor sends at the end of each epoch of a container.
+type Report struct {
+	Container  string    `json:"container"`
+	Epoch      uint64    `json:"epoch"`
+	Anomalous  bool      `json:"anomalous"`
+	Mismatches int       `json:"mismatches,omitempty"`
+	Threshold  int       `json:"threshold,omitempty"`
+	Time       time.Time `json:"time,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+}
+
+// Validate rejects a malformed report.
+func (r Report) Validate() error {
+	var errs []error
+	if err := migrate.ValidID(r.Container); err != nil {
+		errs = append(errs, fmt.Errorf("container: %w", err))
+	}
+	if r.Epoch == 0 {
+		errs = append(errs, errors.New("epoch: must be positive"))
+	}
+	if r.Mismatches < 0 || r.Threshold < 0 {
+		errs = append(errs, errors.New("mismatches/threshold: must not be negative"))
+	}
+	if len(r.Detail) > 4096 {
+		errs = append(errs, errors.New("detail: longer than 4096 bytes"))
+	}
+	return errors.Join(errs...)
+}
+
+// Decision is the plane's answer to a report.
+type Decision struct {
+	Container string   `json:"container"`
+	Action    string   `json:"action"` // none, rollback, migrate, restart, replicate
+	Reasons   []string `json:"reasons"`
+	Outcome   string   `json:"outcome"` // ok, failed, reverted
+	Host      string   `json:"host,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	Duration  Duration `json:"duration"`
+}
+
+// ErrIneligible means a requested destination is the source, flagged
+// compromised, or draining.
+var ErrIneligible = errors.New("not an eligible destination")
+
+// ErrStaleReport means a report's epoch is not newer than the last one.
+var ErrStaleReport = errors.New("stale report")
+
+// HandleReport records a sensor report and, on an anomaly, responds under
+// the container's policy.
+func (p *Plane) HandleReport(ctx context.Context, r Report, actor string) (Decision, error) {
+	if err := r.Validate(); err != nil {
+		return Decision{}, fmt.Errorf("report: %w", err)
+	}
+	unlock, err := p.lock(ctx, r.Container)
+	if err != nil {
+		return Decision{}, err
+	}
+	defer unlock()
+	c, err := p.store.Container(r.Container)
+	if err != nil {
+		return Decision{}, fmt.Errorf("report: container %s: %w", r.Container, err)
+	}
+	now := p.now()
+	_, err = p.store.UpdateEpoch(r.Container, func(e *EpochRecord) error {
+		if r.Epoch <= e.LastEpoch {
+			return fmt.Errorf("%w: epoch %d, last was %d", ErrStaleReport, r.Epoch, e.LastEpoch)
+		}
+		e.LastEpoch, e.Updated = r.Epoch, now
+		if r.Anomalous {
+			e.CleanStreak, e.LastAnomaly = 0, r.Epoch
+		} else {
+			e.CleanStreak++
+			e.LastClean = r.Epoch
+		}
+		return nil
+	})
+	if err != nil {
+		return Decision{}, fmt.Errorf("report for %s: %w", r.Container, err)
+	}
+	p.event(AuditEvent{Kind: "report", Container: r.Container, Host: c.Host, Actor: actor,
+		Details: map[string]any{"epoch": r.Epoch, "anomalous": r.Anomalous, "mismatches": r.Mismatches, "threshold": r.Threshold}})
+	if !r.Anomalous {
+		return Decision{Container: r.Container, Action: "none", Reasons: []string{"clean epoch"}, Outcome: "ok", Host: c.Host}, nil
+	}
+	if _, err := p.store.UpdateHost(c.Host, func(h *HostRecord) {
+		h.Anomalies = append(pruneTimes(h.Anomalies, now.Add(-24*time.Hour)), now)
+		if len(h.Anomalies) > 1000 {
+			h.Anomalies = h.Anomalies[len(h.Anomalies)-1000:]
+		}
+	}); err != nil {
+		p.log.Error("record host anomaly", zap.Error(err))
+	}
+	reason := fmt.Sprintf("anomalous epoch %d (%d mismatches, threshold %d)", r.Epoch, r.Mismatches, r.Threshold)
+	return p.respond(ctx, c, reason, actor), nil
+}
+
+// respond applies the policy to an anomaly. The caller holds the lock.
+func (p *Plane) respond(ctx context.Context, c ContainerRecord, reason, actor string) Decision {
+	id := c.Spec.ID
+	d := Decision{Container: id, Reasons: []string{reason}, Host: c.Host}
+	start := time.Now()
+	defer func() {
+		d.Duration = Duration(time.Since(start))
+		p.event(AuditEvent{Kind: "decision", Container: id, Host: d.Host, Actor: actor, Decision: d.Action,
+			Reasons: d.Reasons, Outcome: d.Outcome, Error: d.Error, Duration: ms(time.Duration(d.Duration))})
+	}()
+	if c.Policy.Class == Stateless {
+		d.Reasons = append(d.Reasons, "stateless container: policy "+string(c.Policy.Stateless))
+		if c.Policy.Stateless == Replicate {
+			dest, reasons, err := p.chooseDest(c.Host)
+			d.Reasons = append(d.Reasons, reasons...)
+			if err == nil {
+				d.Action = "replicate"
+				if err = p.replicateLocked(ctx, c, dest); err == nil {
+					d.Outcome, d.Host = "ok", dest
+					return d
+				}
+				d.Reasons = append(d.Reasons, "replication failed: "+err.Error())
+			}
+			d.Reasons = append(d.Reasons, "falling back to restart in place")
+		}
+		d.Action = "restart"
+		if err := p.restartLocked(ctx, c); err != nil {
+			d.Outcome, d.Error = "failed", err.Error()
+			return d
+		}
+		d.Outcome = "ok"
+		return d
+	}
+	n, err := p.store.Rollbacks(id, p.now().Add(-c.Policy.RollbackWindow))
+	if err != nil {
+		d.Action, d.Outcome, d.Error = "none", "failed", err.Error()
+		return d
+	}
+	if n < c.Policy.RollbackLimit {
+		d.Action = "rollback"
+		d.Reasons = append(d.Reasons, fmt.Sprintf("%d rollbacks in the last %v, limit %d", n, c.Policy.RollbackWindow, c.Policy.RollbackLimit))
+		return p.rollbackDecision(ctx, id, d, actor)
+	}
+	d.Reasons = append(d.Reasons, fmt.Sprintf("attack persists: %d rollbacks in the last %v reached the limit %d; escalating to live migration",
+		n, c.Policy.RollbackWindow, c.Policy.RollbackLimit))
+	dest, reasons, err := p.chooseDest(c.Host)
+	d.Reasons = append(d.Reasons, reasons...)
+	if err != nil {
+		d.Action = "rollback"
+		d.Reasons = append(d.Reasons, "no eligible destination ("+err.Error()+"): falling back to rollback")
+		return p.rollbackDecision(ctx, id, d, actor)
+	}
+	d.Action = "migrate"
+	res, err := p.migrateLocked(ctx, c, dest, d.Reasons, actor)
+	if err != nil {
+		d.Reasons = append(d.Reasons, fmt.Sprintf("migration to %s failed (%s): falling back to rollback", dest, res.Outcome))
+		d.Action = "rollback"
+		return p.rollbackDecision(ctx, id, d, actor)
+	}
+	d.Outcome, d.Host = "ok", dest
+	return d
+}
+
+func (p *Plane) rollbackDecision(ctx context.Context, id string, d Decision, actor string) Decision {
+	res, err := p.rollbackLocked(ctx, id, d.Reasons, actor)
+	if err != nil {
+		d.Outcome, d.Error = "failed", err.Error()
+		return d
+	}
+	d.Outcome = "ok"
+	d.Reasons = append(d.Reasons, fmt.Sprintf("restored checkpoint %d (safe as of epoch %d); downtime %v",
+		res.Checkpoint.Seq, res.Checkpoint.SafeEpoch, time.Duration(res.Downtime).Round(time.Millisecond)))
+	return d
+}
+
+// chooseDest asks the model for the best destination away from source.
+func (p *Plane) chooseDest(source string) (string, []string, error) {
+	infos := make([]model.HostInfo, 0, len(p.env.Hosts))
+	for _, h := range p.env.Hosts {
+		hr, err := p.store.Host(h.Name)
+		if err != nil {
+			return "", nil, err
+		}
+		infos = append(infos, model.HostInfo{Name: h.Name, Labels: h.Labels, Compromised: hr.Compromised || hr.Draining, Anomalies: hr.Anomalies})
+	}
+	ranks, err := model.RankDestinations(source, infos, p.now(), p.rank...)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(ranks) == 0 {
+		return "", nil, model.ErrNoEligibleHost
+	}
+	best := ranks[0]
+	if best.Host == source {
+		return "", nil, fmt.Errorf("model ranked the source %s first", source)
+	}
+	reasons := []string{fmt.Sprintf("destination %s (score %.3f): %v", best.Host, best.Score, best.Reasons)}
+	return best.Host, reasons, nil
+}
+
+// Migrate live-migrates a container. An empty `to` lets the model choose.
+func (p *Plane) Migrate(ctx context.Context, id, to string, reasons []string, actor string) (migrate.Result, error) {
+	unlock, err := p.lock(ctx, id)
+	if err != nil {
+		return migrate.Result{}, err
+	}
+	defer unlock()
+	c, err := p.store.Container(id)
+	if err != nil {
+		return migrate.Result{}, fmt.Errorf("migrate %s: %w", id, err)
+	}
+	if to == "" {
+		dest, rs, err := p.chooseDest(c.Host)
+		if err != nil {
+			p.event(AuditEvent{Kind: "decision", Container: id, Host: c.Host, Actor: actor, Action: "migrate", Decision: "none",
+				Reasons: append(reasons, err.Error()), Outcome: "refused"})
+			return migrate.Result{}, fmt.Errorf("migrate %s: %w", id, err)
+		}
+		to, reasons = dest, append(reasons, rs...)
+	}
+	return p.migrateLocked(ctx, c, to, reasons, actor)
+}
+
+func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string, reasons []string, actor string) (migrate.Result, error) {
+	id := c.Spec.ID
+	if _, ok := p.hostEnv(to); !ok {
+		return migrate.Result{}, fmt.Errorf("migrate %s: unknown host %q", id, to)
+	}
+	hr, err := p.store.Host(to)
+	if err != nil {
+		return migrate.Result{}, err
+	}
+	if to == c.Host || hr.Compromised || hr.Draining {
+		err := fmt.Errorf("migrate %s: %w: %s (source %v, compromised %v, draining %v)",
+			id, ErrIneligible, to, to == c.Host, hr.Compromised, hr.Draining)
+		p.event(AuditEvent{Kind: "decision", Container: id, Host: c.Host, Actor: actor, Action: "migrate", Decision: "none",
+			Reasons: append(reasons, err.Error()), Outcome: "refused"})
+		return migrate.Result{}, err
+	}
+	res, err := p.mig.Migrate(ctx, c.Spec, c.Host, to)
+	steps := map[string]float64{}
+	for _, s := range res.Steps {
+		k := s.Step.String()
+		if s.Undo {
+			k = "undo-" + k
+		}
+		steps[k] += ms(s.Duration)
+	}
+	ev := AuditEvent{Kind: "action", Action: "migrate", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
+		Outcome: string(res.Outcome), Duration: ms(res.Frozen),
+		Details: map[string]any{"from": c.Host, "to": to, "steps_ms": steps, "frozen_ms": ms(res.Frozen), "pending": res.Pending}}
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	if res.Outcome == migrate.Migrated {
+		c.Host, c.Updated = to, p.now()
+		if perr := p.store.PutContainer(c); perr != nil {
+			err = errors.Join(err, perr)
+		}
+		if rerr := p.store.ResetRollbacks(id); rerr != nil {
+			p.log.Error("reset rollbacks", zap.Error(rerr))
+		}
+	}
+	p.event(ev)
+	return res, err
+}
+
+// restartLocked restarts a stateless container in place, from its image.
+func (p *Plane) restartLocked(ctx context.Context, c ContainerRecord) error {
+	if err := p.rt.Run(ctx, c.Host, c.Spec); err != nil {
+		return fmt.Errorf("restart %s: %w", c.Spec.ID, err)
+	}
+	return nil
+}
+
+// replicateLocked starts a fresh copy of a stateless container on dest,
+// switches the address to it and removes the old copy.
+func (p *Plane) replicateLocked(ctx context.Context, c ContainerRecord, dest string) error {
+	id := c.Spec.ID
+	if err := p.rt.PrepareNetwork(dest, c.Spec, false); err != nil {
+		return fmt.Errorf("replicate %s: %w", id, err)
+	}
+	undo := func(cause error) error {
+		_ = p.rt.Remove(context.WithoutCancel(ctx), dest, id)
+		return fmt.Errorf("replicate %s to %s: %w", id, dest, cause)
+	}
+	if err := p.rt.Run(ctx, dest, c.Spec); err != nil {
+		return undo(err)
+	}
+	if err := arp.MoveAddress(ctx, c.Spec.IP, migrate.CtEndpoint(c.Host, id), migrate.CtEndpoint(dest, id), arp.WithProbe(200*time.Millisecond)); err != nil {
+		return undo(err)
+	}
+	a, err := arp.Announce(context.WithoutCancel(ctx), migrate.CtEndpoint(dest, id), c.Spec.IP.Addr())
+	if err != nil {
+		p.log.Warn("announce after replicate", zap.Error(err))
+	} else {
+		go func() { _ = a.Wait() }()
+	}
+	old := c.Host
+	c.Host, c.Updated = dest, p.now()
+	if err := p.store.PutContainer(c); err != nil {
+		return err
+	}
+	if err := p.rt.Remove(ctx, old, id); err != nil {
+		p.log.Warn("remove old replica", zap.String("host", old), zap.Error(err))
+	}
+	return nil
+}
+
+// Flag marks a host compromised (or clean again). A compromised host is
+// never chosen as a destination.
+func (p *Plane) Flag(host string, compromised bool, reason, actor string) (HostRecord, error) {
+	if _, ok := p.hostEnv(host); !ok {
+		return HostRecord{}, fmt.Errorf("flag: unknown host %q", host)
+	}
+	hr, err := p.store.UpdateHost(host, func(h *HostRecord) {
+		h.Compromised, h.Reason, h.Updated = compromised, reason, p.now()
+		if !compromised {
+			h.Anomalies = nil
+		}
+	})
+	if err != nil {
+		return HostRecord{}, err
+	}
+	p.event(AuditEvent{Kind: "action", Action: "flag", Host: host, Actor: actor, Outcome: "ok",
+		Reasons: []string{reason}, Details: map[string]any{"compromised": compromised}})
+	return hr, nil
+}
+
+// Drain marks a host draining (no new placements or migrations onto it)
+// and migrates every container off it; stateless ones are replicated.
+func (p *Plane) Drain(ctx context.Context, host, actor string) ([]Decision, error) {
+	if _, ok := p.hostEnv(host); !ok {
+		return nil, fmt.Errorf("drain: unknown host %q", host)
+	}
+	if _, err := p.store.UpdateHost(host, func(h *HostRecord) { h.Draining, h.Updated = true, p.now() }); err != nil {
+		return nil, err
+	}
+	p.event(AuditEvent{Kind: "action", Action: "drain", Host: host, Actor: actor, Outcome: "ok"})
+	cs, err := p.store.Containers()
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(cs, func(a, b int) bool { return cs[a].Spec.ID < cs[b].Spec.ID })
+	var out []Decision
+	var errs []error
+	for _, c := range cs {
+		if c.Host != host {
+			continue
+		}
+		d := Decision{Container: c.Spec.ID, Reasons: []string{"host " + host + " is draining"}, Host: host}
+		if c.Policy.Class == Stateless {
+			d.Action = "replicate"
+			err = p.withLock(ctx, c.Spec.ID, func(c ContainerRecord) error {
+				dest, rs, err := p.chooseDest(c.Host)
+				d.Reasons = append(d.Reasons, rs...)
+				if err != nil {
+					return err
+				}
+				d.Host = dest
+				return p.replicateLocked(ctx, c, dest)
+			})
+		} else {
+			d.Action = "migrate"
+			var res migrate.Result
+			res, err = p.Migrate(ctx, c.Spec.ID, "", d.Reasons, actor)
+			if res.Outcome == migrate.Migrated {
+				d.Host = res.Record.Dest
+			}
+		}
+		d.Outcome = "ok"
+		if err != nil {
+			d.Outcome, d.Error = "failed", err.Error()
+			errs = append(errs, err)
+		}
+		out = append(out, d)
+	}
+	return out, errors.Join(errs...)
+}
+
+func (p *Plane) withLock(ctx context.Context, id string, fn func(ContainerRecord) error) error {
+	unlock, err := p.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c, err := p.store.Container(id)
+	if err != nil {
+		return err
+	}
+	return fn(c)
+}
+
+// Undrain lets a host receive containers again.
+func (p *Plane) Undrain(host, actor string) error {
+	if _, ok := p.hostEnv(host); !ok {
+		return fmt.Errorf("undrain: unknown host %q", host)
+	}
+	_, err := p.store.UpdateHost(host, func(h *HostRecord) { h.Draining, h.Updated = false, p.now() })
+	if err == nil {
+		p.event(AuditEvent{Kind: "action", Action: "undrain", Host: host, Actor: actor, Outcome: "ok"})
+	}
+	return err
+}
+
+// Run takes safe checkpoints on each stateful container's interval until
+// ctx ends. A checkpoint is attempted only when new clean epochs arrived
+// since the last one and the clean streak satisfies the policy.
+func (p *Plane) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		p.checkpointDue(ctx)
+	}
+}
+
+func (p *Plane) checkpointDue(ctx context.Context) {
+	cs, err := p.store.Containers()
+	if err != nil {
+		p.log.Error("periodic checkpoints", zap.Error(err))
+		return
+	}
+	for _, c := range cs {
+		if c.Policy.Class != Stateful {
+			continue
+		}
+		cks, err := p.store.Checkpoints(c.Spec.ID)
+		if err != nil {
+			continue
+		}
+		ep, err := p.store.Epoch(c.Spec.ID)
+		if err != nil || ep.CleanStreak < c.Policy.CleanEpochs {
+			continue
+		}
+		if n := len(cks); n > 0 {
+			last := cks[n-1]
+			if p.now().Sub(last.Created) < c.Policy.CheckpointInterval || last.SafeEpoch >= ep.LastEpoch {
+				continue
+			}
+		}
+		lctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		unlock, err := p.lock(lctx, c.Spec.ID)
+		cancel()
+		if err != nil {
+			continue // busy: try on the next tick
+		}
+		if _, err := p.checkpointLocked(ctx, c.Spec.ID, false, "plane"); err != nil {
+			p.log.Warn("periodic checkpoint", zap.String("container", c.Spec.ID), zap.Error(err))
+		}
+		unlock()
+	}
+}

@@ -1,0 +1,82 @@
+package events
+
+import (
+	"context"
+	"time"
+)
+
+// SchemaVersion is bumped on any incompatible change of Event.
+const SchemaVersion = 1
+
+// Types of events.
+const (
+	TypeAnomaly   = "anomaly"   // an epoch's mismatches exceeded the threshold
+	TypeEpoch     = "epoch"     // epoch summary (optional, --epoch-events)
+	TypeWatched   = "watched"   // a container's cgroup is now watched
+	TypeUnwatched = "unwatched" // it is no longer watched (exit, delete, checkpoint)
+	TypeDrops     = "drops"     // the kernel lost data: the epoch is degraded
+	TypeError     = "error"     // the sensor could not watch a container, or similar
+)
+
+// Severities.
+const (
+	SevInfo     = "info"
+	SevWarning  = "warning"
+	SevCritical = "critical"
+)
+
+// Event is one line of the sensor's output.
+type Event struct {
+	Schema    int        `json:"schema"`
+	Time      time.Time  `json:"time"`
+	Type      string     `json:"type"`
+	Severity  string     `json:"severity"`
+	Sensor    string     `json:"sensor"` // host name of the sensor
+	Container *Container `json:"container,omitempty"`
+	Epoch     *Epoch     `json:"epoch,omitempty"`
+	Drops     *Drops     `json:"drops,omitempty"`
+	Message   string     `json:"message,omitempty"`
+}
+
+// Container identifies the container an event is about.
+type Container struct {
+	Identity  string            `json:"identity"` // stable across restore and migration; profile key
+	ID        string            `json:"id"`
+	Namespace string            `json:"namespace"`
+	Host      string            `json:"host"`
+	Image     string            `json:"image,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	CgroupID  uint64            `json:"cgroup_id"`
+}
+
+// Epoch summarises one epoch's verdict.
+type Epoch struct {
+	Seq        uint32  `json:"seq"`
+	Calls      uint32  `json:"calls"`
+	Windows    uint64  `json:"windows"`
+	Bags       int     `json:"bags"` // distinct bags in the epoch
+	Mode       string  `json:"mode"` // learning or detecting
+	Mismatches uint64  `json:"mismatches"`
+	NewBags    int     `json:"new_bags"`
+	Threshold  uint64  `json:"threshold"`
+	Score      float64 `json:"score"`
+	Database   int     `json:"database"` // profile size after the epoch
+	Degraded   bool    `json:"degraded"`
+	Flushed    bool    `json:"flushed,omitempty"`
+	Final      bool    `json:"final,omitempty"`
+}
+
+// Drops describes lost data.
+type Drops struct {
+	Records    uint32 `json:"records"`     // ring-buffer outputs that failed since the last epoch
+	LostEpochs uint32 `json:"lost_epochs"` // epochs that never reached userspace
+	Unresolved int    `json:"unresolved"`  // windows whose bag was never learned
+	Collisions int    `json:"collisions"`  // windows whose hash names two bags
+	Total      uint64 `json:"total"`       // cumulative drops of the container
+}
+
+// Sink receives events. Emit must not block for long: slow targets queue.
+type Sink interface {
+	Emit(ctx context.Context, e Event) error
+	Close() error
+}

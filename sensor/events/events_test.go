@@ -1,0 +1,137 @@
+package events_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/escape-mtd/escape/sensor/events"
+)
+
+func ev(i int) events.Event {
+	return events.Event{Schema: events.SchemaVersion, Time: time.Unix(int64(i), 0).UTC(), Type: events.TypeAnomaly,
+		Severity: events.SevCritical, Sensor: "h1", Container: &events.Container{Identity: "escape/c", ID: "c"},
+		Epoch: &events.Epoch{Seq: uint32(i), Mismatches: 42}}
+}
+
+func TestFileSinkRotatesBySize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	s, err := events.NewFileSink(path, 2048, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := s.Emit(context.Background(), ev(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[uint32]bool{}
+	for _, p := range []string{path, path + ".1", path + ".2"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if st.Size() > 2048 || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %d bytes, mode %v", p, st.Size(), st.Mode())
+		}
+		f, _ := os.Open(p)
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var e events.Event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Fatalf("%s: line %q: %v", p, sc.Text(), err)
+			}
+			seqs[e.Epoch.Seq] = true
+		}
+		f.Close()
+	}
+	if _, err := os.Stat(path + ".3"); !os.IsNotExist(err) {
+		t.Errorf("more backups than kept: %v", err)
+	}
+	if !seqs[99] || seqs[0] {
+		t.Errorf("kept seqs %v: want the newest, not the oldest", len(seqs))
+	}
+}
+
+func TestFileSinkRejectsBadConfig(t *testing.T) {
+	for _, c := range []struct {
+		path string
+		max  int64
+		keep int
+	}{{"", 4096, 1}, {"x", 10, 1}, {"x", 4096, 0}, {"/nonexistent-dir/x", 4096, 1}} {
+		if _, err := events.NewFileSink(c.path, c.max, c.keep); err == nil {
+			t.Errorf("NewFileSink(%q, %d, %d) accepted", c.path, c.max, c.keep)
+		}
+	}
+}
+
+func TestWebhookRetriesWithBackoff(t *testing.T) {
+	var calls atomic.Int32
+	got := make(chan events.Event, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		var e events.Event
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &e); err != nil || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("webhook body %q: %v", b, err)
+		}
+		got <- e
+	}))
+	defer srv.Close()
+	s, err := events.NewWebhookSink(srv.URL, events.WithRetry(5, 10*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Emit(context.Background(), ev(7)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-got:
+		if e.Epoch.Seq != 7 {
+			t.Errorf("delivered %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not delivered after retries")
+	}
+	s.Close()
+	if calls.Load() != 3 || s.Sent.Load() != 1 || s.Dropped.Load() != 0 {
+		t.Errorf("calls %d sent %d dropped %d", calls.Load(), s.Sent.Load(), s.Dropped.Load())
+	}
+}
+
+func TestWebhookGivesUpOnClientErrorsAndBadURLs(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		http.Error(w, "no", http.StatusBadRequest)
+	}))
+	defer srv.Close()
+	s, err := events.NewWebhookSink(srv.URL, events.WithRetry(5, 10*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Emit(context.Background(), ev(1))
+	s.Close()
+	if calls.Load() != 1 || s.Dropped.Load() != 1 {
+		t.Errorf("4xx: %d calls, %d dropped; want 1 and 1 (not retried)", calls.Load(), s.Dropped.Load())
+	}
+	for _, u := range []string{"", "ftp://x", "http://", "::"} {
+		if _, err := events.NewWebhookSink(u); err == nil {
+			t.Errorf("URL %q accepted", u)
+		}
+	}
+}

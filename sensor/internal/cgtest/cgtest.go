@@ -1,0 +1,176 @@
+package cgtest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// SysExitGroup ends every child stream.
+const SysExitGroup = 231
+
+const (
+	envChild  = "ESCAPE_CGTEST_CHILD"
+	envThread = "ESCAPE_CGTEST_THREADS"
+	envSeq    = "ESCAPE_CGTEST_SEQ"
+	envRepeat = "ESCAPE_CGTEST_REPEAT"
+)
+
+// Cgroup is a test cgroup2 directory (a threaded domain root holding the
+// child process) with a threaded leaf that receives the locked thread.
+type Cgroup struct {
+	Dir, Leaf string
+	LeafID    uint64 // what bpf_get_current_cgroup_id() returns in the leaf
+}
+
+// Root reports the cgroup2 mount, or skips when there is none or not root.
+func Root(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel test: needs root to load BPF programs and create cgroups")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		t.Skip("kernel test: no kernel BTF (/sys/kernel/btf/vmlinux), tp_btf cannot attach")
+	}
+	for _, r := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		var st unix.Statfs_t
+		if unix.Statfs(r, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return r
+		}
+	}
+	t.Skip("kernel test: no cgroup2 mount")
+	return ""
+}
+
+// New creates the cgroup pair and removes it at cleanup.
+func New(t testing.TB) *Cgroup {
+	t.Helper()
+	root := Root(t)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	c := &Cgroup{Dir: filepath.Join(root, "escape-test-"+hex.EncodeToString(b[:]))}
+	c.Leaf = filepath.Join(c.Dir, "t")
+	must(t, os.Mkdir(c.Dir, 0o755))
+	t.Cleanup(func() { removeLater(t, c) })
+	must(t, os.Mkdir(c.Leaf, 0o755))
+	must(t, os.WriteFile(filepath.Join(c.Leaf, "cgroup.type"), []byte("threaded"), 0))
+	var st unix.Stat_t
+	must(t, unix.Stat(c.Leaf, &st))
+	c.LeafID = st.Ino
+	return c
+}
+
+func removeLater(t testing.TB, c *Cgroup) {
+	// Exited tasks leave the cgroup asynchronously; retry briefly.
+	for i := 0; i < 100; i++ {
+		_ = os.Remove(c.Leaf)
+		if err := os.Remove(c.Dir); err == nil || os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("cgtest: cannot remove %s", c.Dir)
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Start runs the child: it issues seq (raw syscall numbers, zero arguments)
+// repeat times in the leaf (repeat 0: until killed), then exit_group(0).
+// Only harmless numbers belong in seq: getters, sched_yield, unknown ones.
+func (c *Cgroup) Start(t testing.TB, seq []int, repeat int) *exec.Cmd {
+	t.Helper()
+	dir, err := os.Open(c.Dir)
+	must(t, err)
+	defer dir.Close()
+	parts := make([]string, len(seq))
+	for i, n := range seq {
+		parts[i] = strconv.Itoa(n)
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChild+"=1", envThread+"="+filepath.Join(c.Leaf, "cgroup.threads"),
+		envSeq+"="+strings.Join(parts, ","), envRepeat+"="+strconv.Itoa(repeat),
+		"GODEBUG=asyncpreemptoff=1", "GOMAXPROCS=1")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd()), Pdeathsig: syscall.SIGKILL}
+	must(t, cmd.Start())
+	return cmd
+}
+
+// Run starts the child and waits for it.
+func (c *Cgroup) Run(t testing.TB, seq []int, repeat int) {
+	t.Helper()
+	if err := c.Start(t, seq, repeat).Wait(); err != nil {
+		t.Fatalf("cgtest child: %v", err)
+	}
+}
+
+// Stream is the leaf's exact stream for Run(seq, repeat).
+func Stream(seq []int, repeat int) []int {
+	var out []int
+	for range repeat {
+		out = append(out, seq...)
+	}
+	return append(out, SysExitGroup)
+}
+
+// MaybeChild must be called first in TestMain: in the child it runs the
+// sequence and never returns.
+func MaybeChild() {
+	if os.Getenv(envChild) != "1" {
+		return
+	}
+	runtime.LockOSThread()
+	if err := child(); err != nil {
+		fmt.Fprintln(os.Stderr, "cgtest child:", err)
+		os.Exit(3)
+	}
+}
+
+func child() error {
+	var seq []uintptr
+	for _, s := range strings.Split(os.Getenv(envSeq), ",") {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("sequence: %w", err)
+		}
+		seq = append(seq, uintptr(n))
+	}
+	repeat, err := strconv.Atoi(os.Getenv(envRepeat))
+	if err != nil {
+		return fmt.Errorf("repeat: %w", err)
+	}
+	fd, err := unix.Open(os.Getenv(envThread), unix.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open cgroup.threads: %w", err)
+	}
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	// From the return of this write on, every call of this thread is in the
+	// leaf: only raw syscalls follow, no allocation, no runtime call.
+	p := &tid[0]
+	if _, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafePointer(p)), uintptr(len(tid))); e != 0 {
+		return fmt.Errorf("move thread: %w", e)
+	}
+	for i := 0; repeat == 0 || i < repeat; i++ {
+		for _, nr := range seq {
+			syscall.RawSyscall6(nr, 0, 0, 0, 0, 0, 0)
+		}
+	}
+	syscall.RawSyscall(SysExitGroup, 0, 0, 0)
+	return nil
+}

@@ -1,0 +1,81 @@
+package sensor
+
+import (
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics exports the monitor's per-container counters and the kernel's own
+// run-time statistics of the BPF programs (kernel.bpf_stats_enabled must be
+// on; the daemon turns it on with ebpf.EnableStats).
+type Metrics struct {
+	m     *Monitor
+	progs map[string]*ebpf.Program
+
+	calls, epochs, windows, mismatches, anomalies, degraded, drops, lost *prometheus.Desc
+	dbBags, watched, runTime, runCount, dict, collisions                 *prometheus.Desc
+}
+
+// NewMetrics returns a collector; progs names the programs to report.
+func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
+	lbl := []string{"identity", "host", "namespace", "container"}
+	d := func(name, help string, labels []string) *prometheus.Desc {
+		return prometheus.NewDesc("escape_sensor_"+name, help, labels, nil)
+	}
+	return &Metrics{m: m, progs: progs,
+		calls:      d("syscalls_total", "System calls of the container seen by the sensor.", lbl),
+		epochs:     d("epochs_total", "Epochs closed.", lbl),
+		windows:    d("windows_total", "Windows (bags) closed.", lbl),
+		mismatches: d("mismatches_total", "Windows whose bag is not in the profile (detection).", lbl),
+		anomalies:  d("anomalous_epochs_total", "Epochs whose mismatches exceeded the threshold.", lbl),
+		degraded:   d("degraded_epochs_total", "Epochs that lost data (drops, lost epochs, unknown bags).", lbl),
+		drops:      d("drops_total", "Ring-buffer outputs the kernel could not make.", lbl),
+		lost:       d("lost_epochs_total", "Epochs that never reached userspace.", lbl),
+		dbBags:     d("profile_bags", "Distinct bags in the container's profile.", lbl),
+		watched:    d("watched_containers", "Cgroups watched in the kernel.", nil),
+		runTime:    d("bpf_run_time_seconds_total", "Kernel-measured run time of the BPF program.", []string{"program"}),
+		runCount:   d("bpf_run_count_total", "Kernel-measured runs of the BPF program.", []string{"program"}),
+		dict:       d("bag_dictionary", "Distinct bags the sensor learned from the kernel (all containers).", nil),
+		collisions: d("hash_collisions_total", "Bag hashes seen with two different bags.", nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (x *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{x.calls, x.epochs, x.windows, x.mismatches, x.anomalies, x.degraded,
+		x.drops, x.lost, x.dbBags, x.watched, x.runTime, x.runCount, x.dict, x.collisions} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (x *Metrics) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	}
+	for _, r := range x.m.Rows() {
+		l := []string{r.Identity, r.Host, r.Namespace, r.ID}
+		s := r.Stats
+		counter(x.calls, float64(s.Calls), l...)
+		counter(x.epochs, float64(s.Epochs), l...)
+		counter(x.windows, float64(s.Windows), l...)
+		counter(x.mismatches, float64(s.Mismatches), l...)
+		counter(x.anomalies, float64(s.Anomalies), l...)
+		counter(x.degraded, float64(s.Degraded), l...)
+		counter(x.drops, float64(s.Drops), l...)
+		counter(x.lost, float64(s.LostEpochs), l...)
+		ch <- prometheus.MustNewConstMetric(x.dbBags, prometheus.GaugeValue, float64(r.Database), l...)
+	}
+	ch <- prometheus.MustNewConstMetric(x.watched, prometheus.GaugeValue, float64(x.m.probe.Watched()))
+	dict, coll := x.m.DictStats()
+	ch <- prometheus.MustNewConstMetric(x.dict, prometheus.GaugeValue, float64(dict))
+	counter(x.collisions, float64(coll))
+	for name, p := range x.progs {
+		st, err := p.Stats()
+		if err != nil {
+			continue
+		}
+		counter(x.runTime, st.Runtime.Seconds(), name)
+		counter(x.runCount, float64(st.RunCount), name)
+	}
+}

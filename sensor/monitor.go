@@ -1,0 +1,282 @@
+package sensor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/sensor/events"
+	"go.uber.org/zap"
+)
+
+// Container states shown by top.
+const (
+	StateLearning  = "learning"
+	StateWatching  = "watching"
+	StateAnomalous = "anomalous"
+	StateDegraded  = "degraded"
+	StateGone      = "gone"
+)
+
+// Monitor ties the probe to containers and their profiles: it watches the
+// cgroups that discovery reports, trains each identity's profile for its
+// first epochs, then scores every epoch and emits events.
+type Monitor struct {
+	cfg   monitorConfig
+	probe *Probe
+	col   *Collector
+	sink  events.Sink
+	log   *zap.Logger
+
+	mu         sync.Mutex
+	byCgroup   map[uint64]*watch
+	bySlot     map[[2]uint32]*watch
+	profiles   map[string]*tracked // by identity: survives restore
+	dictSize   int                 // assembler's dictionary, copied on the collector goroutine
+	collisions uint64
+}
+
+// DictStats reports the bag dictionary's size and hash collisions seen.
+func (m *Monitor) DictStats() (int, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.dictSize, m.collisions
+}
+
+type watch struct {
+	c       Container
+	slot    uint32
+	gen     uint32
+	t       *tracked
+	counted uint64 // calls of this slot generation already in t.stats.Calls
+}
+
+// tracked is one identity's profile and counters.
+type tracked struct {
+	identity string
+	last     Container
+	profile  *bags.Profile
+	learned  int // clean epochs trained
+	state    string
+	cur      *watch // the cgroup being watched now, nil when gone
+	stats    ContainerStats
+}
+
+// ContainerStats are an identity's cumulative counters.
+type ContainerStats struct {
+	Calls, Epochs, Windows, Mismatches, Anomalies, Degraded uint64
+	Drops, LostEpochs                                       uint64
+	LastMismatches                                          uint64
+	LastSeq                                                 uint32
+}
+
+type monitorConfig struct {
+	host        string
+	learnEpochs int
+	threshold   uint64
+	epochEvents bool
+	profileDir  string
+	log         *zap.Logger
+}
+
+// MonitorOption configures NewMonitor.
+type MonitorOption func(*monitorConfig)
+
+// WithHost names the host in events (default: os.Hostname).
+func WithHost(h string) MonitorOption { return func(c *monitorConfig) { c.host = h } }
+
+// WithLearnEpochs sets how many clean epochs train a new identity's profile
+// before detection starts (default 30).
+func WithLearnEpochs(n int) MonitorOption { return func(c *monitorConfig) { c.learnEpochs = n } }
+
+// WithThreshold sets the mismatch threshold of new profiles.
+func WithThreshold(t uint64) MonitorOption { return func(c *monitorConfig) { c.threshold = t } }
+
+// WithEpochEvents emits a summary event for every epoch.
+func WithEpochEvents(on bool) MonitorOption { return func(c *monitorConfig) { c.epochEvents = on } }
+
+// WithProfileDir loads and saves profiles as <dir>/<identity>.bosc, so that a
+// restarted daemon, or one on the host a container migrated to (sharing the
+// directory), keeps learned profiles.
+func WithProfileDir(d string) MonitorOption { return func(c *monitorConfig) { c.profileDir = d } }
+
+// WithMonitorLogger sets the logger.
+func WithMonitorLogger(l *zap.Logger) MonitorOption { return func(c *monitorConfig) { c.log = l } }
+
+// NewMonitor returns a monitor over a loaded probe, emitting to sink.
+func NewMonitor(p *Probe, sink events.Sink, opts ...MonitorOption) (*Monitor, error) {
+	cfg := monitorConfig{learnEpochs: 30, threshold: bags.DefaultThreshold, log: zap.NewNop()}
+	cfg.host, _ = os.Hostname()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.learnEpochs < 1 {
+		return nil, fmt.Errorf("monitor: learn epochs %d < 1", cfg.learnEpochs)
+	}
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o700); err != nil {
+			return nil, fmt.Errorf("monitor: profile dir: %w", err)
+		}
+	}
+	m := &Monitor{cfg: cfg, probe: p, sink: sink, log: cfg.log,
+		byCgroup: make(map[uint64]*watch), bySlot: make(map[[2]uint32]*watch), profiles: make(map[string]*tracked)}
+	m.col = NewCollector(p, m.handle, cfg.log)
+	return m, nil
+}
+
+// Run drains epochs until ctx ends, then saves the profiles.
+func (m *Monitor) Run(ctx context.Context) error {
+	err := m.col.Run(ctx)
+	return errors.Join(err, m.SaveAll())
+}
+
+// Add watches a container (idempotent per cgroup). c.CgroupPath is
+// required; c.CgroupID is filled in from it.
+func (m *Monitor) Add(ctx context.Context, c Container) error {
+	id, err := CgroupID(c.CgroupPath)
+	if err != nil {
+		return fmt.Errorf("add container %s: %w", c.ID, err)
+	}
+	c.CgroupID = id
+	m.mu.Lock()
+	if _, ok := m.byCgroup[c.CgroupID]; ok {
+		m.mu.Unlock()
+		return nil
+	}
+	t, err := m.trackedLocked(c)
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	slot, gen, err := m.probe.Watch(c.CgroupPath)
+	if err != nil {
+		m.mu.Unlock()
+		m.emit(ctx, events.TypeError, events.SevWarning, c, nil, nil, err.Error())
+		return fmt.Errorf("add container %s: %w", c.ID, err)
+	}
+	w := &watch{c: c, slot: slot, gen: gen, t: t}
+	m.byCgroup[c.CgroupID], m.bySlot[[2]uint32{slot, gen}] = w, w
+	t.last, t.cur = c, w
+	if t.state == StateGone {
+		t.state = m.modeLocked(t)
+	}
+	m.mu.Unlock()
+	m.log.Info("watching container", zap.String("identity", c.Identity()), zap.Uint64("cgroup", c.CgroupID),
+		zap.Uint32("slot", slot))
+	m.emit(ctx, events.TypeWatched, events.SevInfo, c, nil, nil, "")
+	return nil
+}
+
+// Remove stops watching a cgroup; its partial epoch is still scored. The
+// identity's profile stays (a restored container resumes it).
+func (m *Monitor) Remove(ctx context.Context, cgid uint64) error {
+	m.mu.Lock()
+	w, ok := m.byCgroup[cgid]
+	if ok {
+		delete(m.byCgroup, cgid)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("remove cgroup %d: %w", cgid, ErrNotWatched)
+	}
+	// The unwatched event follows the container's last epoch (handle).
+	if err := m.col.Unwatch(ctx, cgid); err != nil {
+		return fmt.Errorf("remove container %s: %w", w.c.ID, err)
+	}
+	return m.save(w.t)
+}
+
+func (m *Monitor) trackedLocked(c Container) (*tracked, error) {
+	id := c.Identity()
+	if t, ok := m.profiles[id]; ok {
+		return t, nil
+	}
+	t := &tracked{identity: id, last: c}
+	opts := []bags.Option{bags.WithWindow(m.probe.Window()), bags.WithEpoch(m.probe.Epoch()),
+		bags.WithThreshold(m.cfg.threshold), bags.WithWorkload(id), bags.WithLogger(m.log)}
+	if path := m.profilePath(id); path != "" {
+		p, err := bags.LoadFile(path, opts...)
+		switch {
+		case err == nil:
+			if p.Window() != m.probe.Window() {
+				return nil, fmt.Errorf("profile %s has window %d, sensor %d", path, p.Window(), m.probe.Window())
+			}
+			t.profile = p
+			t.learned = int(p.Stats().TrainedEpochs)
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("load profile of %s: %w", id, err)
+		}
+	}
+	if t.profile == nil {
+		p, err := bags.New(opts...)
+		if err != nil {
+			return nil, fmt.Errorf("new profile of %s: %w", id, err)
+		}
+		t.profile = p
+	}
+	t.state = m.modeLocked(t)
+	m.profiles[id] = t
+	return t, nil
+}
+
+func (m *Monitor) modeLocked(t *tracked) string {
+	if t.learned < m.cfg.learnEpochs {
+		return StateLearning
+	}
+	return StateWatching
+}
+
+func (m *Monitor) profilePath(identity string) string {
+	if m.cfg.profileDir == "" {
+		return ""
+	}
+	safe := strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == 0 || r == ':' {
+			return '_'
+		}
+		return r
+	}, identity)
+	return filepath.Join(m.cfg.profileDir, safe+".bosc")
+}
+
+func (m *Monitor) save(t *tracked) error {
+	path := m.profilePath(t.identity)
+	if path == "" {
+		return nil
+	}
+	if err := t.profile.SaveFile(path); err != nil {
+		return fmt.Errorf("save profile of %s: %w", t.identity, err)
+	}
+	return nil
+}
+
+// SaveAll writes every profile to the profile directory.
+func (m *Monitor) SaveAll() error {
+	m.mu.Lock()
+	ts := make([]*tracked, 0, len(m.profiles))
+	for _, t := range m.profiles {
+		ts = append(ts, t)
+	}
+	m.mu.Unlock()
+	var errs []error
+	for _, t := range ts {
+		errs = append(errs, m.save(t))
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Monitor) emit(ctx context.Context, typ, sev string, c Container, ep *events.Epoch, d *events.Drops, msg string) {
+	e := events.Event{Schema: events.SchemaVersion, Time: time.Now().UTC(), Type: typ, Severity: sev,
+		Sensor: m.cfg.host, Epoch: ep, Drops: d, Message: msg,
+		Container: &events.Container{Identity: c.Identity(), ID: c.ID, Namespace: c.Namespace, Host: c.Host,
+			Image: c.Image, Labels: c.Labels, CgroupID: c.CgroupID}}
+	if err := m.sink.Emit(ctx, e); err != nil {
+		m.log.Warn("event sink failed", zap.String("type", typ), zap.Error(err))
+	}
+}

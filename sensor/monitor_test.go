@@ -1,0 +1,182 @@
+package sensor_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/escape-mtd/escape/sensor"
+	"github.com/escape-mtd/escape/sensor/control"
+	"github.com/escape-mtd/escape/sensor/events"
+	"github.com/escape-mtd/escape/sensor/internal/cgtest"
+	"github.com/escape-mtd/escape/sensor/top"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) events(t *testing.T) []events.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []events.Event
+	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
+	for sc.Scan() {
+		var e events.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("event line %q: %v", sc.Text(), err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// Learn a workload, then change its behaviour: the monitor trains, switches
+// to detection, raises an anomaly event, and top, the control socket and the
+// metrics all show it.
+func TestMonitorLearnsThenDetects(t *testing.T) {
+	cgtest.Root(t)
+	log := zaptest.NewLogger(t)
+	p, err := sensor.LoadProbe(sensor.WithWindow(10), sensor.WithEpoch(100), sensor.WithFlush(0), sensor.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out := &syncBuf{}
+	mon, err := sensor.NewMonitor(p, events.NewStreamSink(out), sensor.WithHost("test"), sensor.WithLearnEpochs(3),
+		sensor.WithThreshold(10), sensor.WithEpochEvents(true), sensor.WithProfileDir(t.TempDir()),
+		sensor.WithMonitorLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mon.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	cg := cgtest.New(t)
+	ctr := sensor.Container{ID: "c1", Namespace: "test", Host: "h0", Image: "busybox", CgroupPath: cg.Leaf,
+		Labels: map[string]string{"app": "demo"}}
+	if err := mon.Add(ctx, ctr); err != nil {
+		t.Fatal(err)
+	}
+	cg.Run(t, known, 60)                                      // 541 calls: 5 epochs, 3 train, 2 detect clean
+	cg.Run(t, []int{1000, 24, 2000, 39, 3000, 186, 4000}, 30) // new behaviour
+
+	sock := filepath.Join(t.TempDir(), "ctl", "sensor.sock")
+	srv, err := control.Listen(sock, mon, "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx) //nolint:errcheck
+	waitFor(t, func() bool {
+		for _, e := range out.events(t) {
+			if e.Type == events.TypeAnomaly {
+				return true
+			}
+		}
+		return false
+	})
+	cli, err := control.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Do(ctx, control.Request{Op: "rows"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Rows) != 1 || resp.Rows[0].Identity != "test/c1" || resp.Rows[0].State != sensor.StateAnomalous {
+		t.Fatalf("rows %+v", resp.Rows)
+	}
+	if resp.Rows[0].Stats.Calls < 540 || resp.Rows[0].Database == 0 {
+		t.Errorf("row counters %+v", resp.Rows[0])
+	}
+	if _, err := cli.Do(ctx, control.Request{Op: "explode"}); err == nil || !strings.Contains(err.Error(), "unknown op") {
+		t.Errorf("unknown op answered %v", err)
+	}
+	frame := top.NewView(top.ByMism).Render("test", time.Now(), resp.Rows, 80)
+	for _, l := range strings.Split(strings.TrimRight(frame, "\n"), "\n") {
+		if len(l) > 79 {
+			t.Errorf("top line of %d columns: %q", len(l), l)
+		}
+	}
+	if !strings.Contains(frame, "test/c1") || !strings.Contains(frame, "anomalous") {
+		t.Errorf("top frame:\n%s", frame)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(sensor.NewMetrics(mon, map[string]*ebpf.Program{"escape_enter": p.Program()}))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	if got["escape_sensor_anomalous_epochs_total"] < 1 || got["escape_sensor_syscalls_total"] < 540 ||
+		got["escape_sensor_watched_containers"] != 1 {
+		t.Errorf("metrics %v", got)
+	}
+	if _, ok := got["escape_sensor_bpf_run_count_total"]; !ok {
+		t.Errorf("no BPF run statistics in %v", got)
+	}
+
+	if err := mon.Remove(ctx, cg.LeafID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		ev := out.events(t)
+		return ev[len(ev)-1].Type == events.TypeUnwatched
+	})
+	var train, detect, anomalies int
+	for _, e := range out.events(t) {
+		if e.Schema != events.SchemaVersion || e.Container == nil || e.Container.Identity != "test/c1" {
+			t.Fatalf("event %+v", e)
+		}
+		if e.Epoch != nil && e.Epoch.Mode == sensor.StateLearning {
+			train++
+		}
+		if e.Epoch != nil && e.Epoch.Mode == "detecting" {
+			detect++
+		}
+		if e.Type == events.TypeAnomaly {
+			anomalies++
+			if e.Epoch.Mismatches <= 10 {
+				t.Errorf("anomaly with %d mismatches", e.Epoch.Mismatches)
+			}
+		}
+	}
+	if train != 3 || detect < 2 || anomalies < 1 {
+		t.Errorf("%d training, %d detection epochs, %d anomalies", train, detect, anomalies)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 10s")
+}

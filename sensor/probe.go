@@ -1,0 +1,242 @@
+package sensor
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"go.uber.org/zap"
+
+	escbpf "github.com/escape-mtd/escape/bpf"
+)
+
+// Probe is the loaded and attached kernel program: the watched set, the
+// per-container window state and the ring buffer of epochs and new bags.
+// Its methods are safe for concurrent use, except that records must be read
+// by one goroutine.
+type Probe struct {
+	cfg  probeConfig
+	log  *zap.Logger
+	objs escbpf.SensorObjects
+	lnk  link.Link
+	rd   *ringbuf.Reader
+	keys [nrKeys]uint64
+
+	mu    sync.Mutex
+	slots map[uint64]uint32   // cgroup id -> slot
+	fds   map[uint64]*os.File // cgroup id -> open cgroup directory (the storage key)
+	gens  []uint32            // per slot: current generation
+	free  []uint32
+}
+
+// ErrFull is returned by Watch when every slot is taken.
+var ErrFull = errors.New("sensor: all container slots are in use")
+
+// ErrNotWatched is returned by Unwatch for a cgroup that is not watched.
+var ErrNotWatched = errors.New("sensor: cgroup not watched")
+
+// LoadProbe loads the program with fresh random bag keys, sizes its maps and
+// attaches it to tp_btf/sys_enter. It needs root (CAP_BPF, CAP_PERFMON) and
+// kernel BTF.
+func LoadProbe(opts ...ProbeOption) (*Probe, error) {
+	cfg := defaultProbeConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("load probe: %w", err)
+	}
+	p := &Probe{cfg: cfg, log: cfg.log, slots: make(map[uint64]uint32), fds: make(map[uint64]*os.File)}
+	// Random keys, unknown to the watched workload: it cannot craft windows
+	// whose hashes collide. Userspace checks every new bag against them.
+	var raw [nrKeys * 8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, fmt.Errorf("load probe: keys: %w", err)
+	}
+	for i := range p.keys {
+		p.keys[i] = binary.LittleEndian.Uint64(raw[i*8:])
+	}
+	spec, err := escbpf.LoadSensor()
+	if err != nil {
+		return nil, fmt.Errorf("load probe: spec: %w", err)
+	}
+	for name, v := range map[string]any{
+		"window":    uint32(cfg.window),
+		"epoch_len": uint32(cfg.epoch),
+		"flush_ns":  uint64(cfg.flush.Nanoseconds()),
+		"keys":      p.keys,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("load probe: set %s: %w", name, err)
+		}
+	}
+	spec.Maps["state"].MaxEntries = uint32(cfg.maxCont)
+	spec.Maps["events"].MaxEntries = uint32(cfg.ringSize)
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			cfg.log.Error("verifier rejected the sensor", zap.String("log", fmt.Sprintf("%+v", ve)))
+		}
+		return nil, fmt.Errorf("load probe: %w", err)
+	}
+	p.gens = make([]uint32, cfg.maxCont)
+	for i := cfg.maxCont - 1; i >= 0; i-- {
+		p.free = append(p.free, uint32(i))
+	}
+	if p.rd, err = ringbuf.NewReader(p.objs.Events); err != nil {
+		p.objs.Close()
+		return nil, fmt.Errorf("load probe: ring reader: %w", err)
+	}
+	if p.lnk, err = link.AttachTracing(link.TracingOptions{Program: p.objs.EscapeEnter}); err != nil {
+		p.rd.Close()
+		p.objs.Close()
+		return nil, fmt.Errorf("load probe: attach tp_btf/sys_enter: %w", err)
+	}
+	cfg.log.Info("sensor attached", zap.Int("window", cfg.window), zap.Int("epoch", cfg.epoch),
+		zap.Duration("flush", cfg.flush), zap.Int("max_containers", cfg.maxCont))
+	return p, nil
+}
+
+// Window and Epoch report W and E.
+func (p *Probe) Window() int { return p.cfg.window }
+
+// Epoch reports E, the epoch length in calls.
+func (p *Probe) Epoch() int { return p.cfg.epoch }
+
+// Program is the attached program (for run-time statistics).
+func (p *Probe) Program() *ebpf.Program { return p.objs.EscapeEnter }
+
+// Close detaches the program and frees its maps.
+func (p *Probe) Close() error {
+	p.mu.Lock()
+	for _, f := range p.fds {
+		f.Close()
+	}
+	clear(p.fds)
+	p.mu.Unlock()
+	return errors.Join(p.lnk.Close(), p.rd.Close(), p.objs.Close())
+}
+
+// HashOf is the kernel's bag identity of a window: the sum of its keys.
+func (p *Probe) HashOf(window []uint16) uint64 {
+	var h uint64
+	for _, nr := range window {
+		k := int(nr)
+		if k >= nrUnknownKey {
+			k = nrUnknownKey
+		}
+		h += p.keys[k]
+	}
+	return h
+}
+
+// Watch starts building bags for the cgroup2 directory dir in a fresh slot,
+// and returns that slot and generation. The cgroup's id (the directory's
+// inode, what Unwatch takes) is CgroupID(dir).
+func (p *Probe) Watch(dir string) (slot, gen uint32, err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("watch cgroup: %w", err)
+	}
+	cgid, err := CgroupID(dir)
+	if err != nil {
+		f.Close()
+		return 0, 0, fmt.Errorf("watch cgroup: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.slots[cgid]; ok {
+		f.Close()
+		return s, p.gens[s], nil
+	}
+	if len(p.free) == 0 {
+		f.Close()
+		return 0, 0, ErrFull
+	}
+	slot = p.free[len(p.free)-1]
+	p.gens[slot]++
+	gen = p.gens[slot]
+	// A zero state (fresh window, empty bag cache, timer cancelled) tagged
+	// with the new generation, written before the cgroup becomes visible.
+	st := &escbpf.SensorCstate{Gen: gen}
+	if err := p.objs.State.Update(slot, st, ebpf.UpdateLock); err != nil {
+		f.Close()
+		return 0, 0, fmt.Errorf("watch cgroup %d: reset slot %d: %w", cgid, slot, err)
+	}
+	if err := p.objs.Watched.Update(int32(f.Fd()), slot, ebpf.UpdateNoExist); err != nil {
+		f.Close()
+		return 0, 0, fmt.Errorf("watch cgroup %d: %w", cgid, err)
+	}
+	p.free = p.free[:len(p.free)-1]
+	p.slots[cgid] = slot
+	p.fds[cgid] = f
+	return slot, gen, nil
+}
+
+// inflightGrace bounds how long a program instance that looked the cgroup up
+// before its removal can still be running: instances are non-sleepable and
+// last microseconds.
+const inflightGrace = 5 * time.Millisecond
+
+// Unwatch stops watching cgid and returns its open epoch, flagged Final: the
+// partial epoch of a container leaving mid-epoch, or an empty one (Calls 0)
+// that tells consumers the slot generation is over. The slot is reset so
+// that its idle timer cannot ship the same epoch again.
+func (p *Probe) Unwatch(cgid uint64) (*RawEpoch, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	slot, ok := p.slots[cgid]
+	if !ok {
+		return nil, fmt.Errorf("unwatch cgroup %d: %w", cgid, ErrNotWatched)
+	}
+	f := p.fds[cgid]
+	// A removed cgroup's storage is gone with it: ENOENT is fine.
+	if err := p.objs.Watched.Delete(int32(f.Fd())); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("unwatch cgroup %d: %w", cgid, err)
+	}
+	f.Close()
+	delete(p.slots, cgid)
+	delete(p.fds, cgid)
+	time.Sleep(inflightGrace)
+	st := new(escbpf.SensorCstate)
+	if err := p.objs.State.LookupWithFlags(slot, st, ebpf.LookupLock); err != nil {
+		return nil, fmt.Errorf("unwatch cgroup %d: read slot %d: %w", cgid, slot, err)
+	}
+	if err := p.objs.State.Update(slot, &escbpf.SensorCstate{}, ebpf.UpdateLock); err != nil {
+		return nil, fmt.Errorf("unwatch cgroup %d: reset slot %d: %w", cgid, slot, err)
+	}
+	p.free = append(p.free, slot)
+	if st.Gen != p.gens[slot] {
+		return nil, fmt.Errorf("unwatch cgroup %d: slot %d holds generation %d, want %d", cgid, slot, st.Gen, p.gens[slot])
+	}
+	n := min(int(st.Nwin), MaxEpoch)
+	e := &RawEpoch{
+		Slot: slot, Gen: st.Gen, Seq: st.Seq, Calls: st.InEpoch, Drops: st.Drops,
+		Total: st.Total, Final: true, Hashes: make([]uint64, n),
+	}
+	copy(e.Hashes, st.Ep[st.Seq&1].Hash[:n])
+	return e, nil
+}
+
+// SlotCounters reads a slot's cumulative calls and drops (for metrics).
+func (p *Probe) SlotCounters(slot uint32) (calls uint64, drops uint32, err error) {
+	st := new(escbpf.SensorCstate)
+	if err := p.objs.State.LookupWithFlags(slot, st, ebpf.LookupLock); err != nil {
+		return 0, 0, fmt.Errorf("read slot %d: %w", slot, err)
+	}
+	return st.Total, st.Drops, nil
+}
+
+// Watched reports the number of watched cgroups.
+func (p *Probe) Watched() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.slots)
+}

@@ -1,0 +1,129 @@
+package sensor
+
+import (
+	"context"
+
+	"github.com/escape-mtd/escape/sensor/events"
+	"go.uber.org/zap"
+)
+
+// handle scores one epoch; it runs on the collector goroutine.
+func (m *Monitor) handle(e Epoch) {
+	m.mu.Lock()
+	m.dictSize, m.collisions = m.col.asm.DictSize(), m.col.asm.Collisions
+	key := [2]uint32{e.Slot, e.Gen}
+	w, ok := m.bySlot[key]
+	if e.Final {
+		delete(m.bySlot, key)
+	}
+	if !ok {
+		m.mu.Unlock()
+		m.log.Debug("epoch of an unknown slot", zap.Uint32("slot", e.Slot), zap.Uint32("gen", e.Gen))
+		return
+	}
+	t := w.t
+	st := &t.stats
+	st.Calls += uint64(e.Calls)
+	w.counted += uint64(e.Calls)
+	if e.Final && t.cur == w {
+		t.cur = nil
+	}
+	st.Drops += uint64(e.NewDrops)
+	st.LostEpochs += uint64(e.Lost)
+	if e.Final && e.Calls == 0 {
+		t.state = StateGone
+		c := w.c
+		m.mu.Unlock()
+		m.emit(context.Background(), events.TypeUnwatched, events.SevInfo, c, nil, nil, "")
+		return
+	}
+	st.Epochs++
+	st.Windows += e.Bags.Windows
+	st.LastSeq = e.Seq
+	ep := &events.Epoch{Seq: e.Seq, Calls: e.Calls, Windows: e.Bags.Windows, Bags: len(e.Bags.Bags),
+		Threshold: t.profile.Threshold(), Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final}
+	anomalous := false
+	if t.learned < m.cfg.learnEpochs {
+		ep.Mode = StateLearning
+		res, err := t.profile.Train(e.Bags)
+		if err != nil {
+			m.log.Error("training failed", zap.String("identity", t.identity), zap.Error(err))
+		}
+		ep.NewBags = res.NewBags
+		if !res.Skipped && e.Bags.Windows > 0 && err == nil {
+			t.learned++
+		}
+		t.state = m.modeLocked(t)
+	} else {
+		ep.Mode = "detecting"
+		v := t.profile.Detect(e.Bags)
+		ep.Mismatches, ep.NewBags, ep.Score = v.Mismatches, v.NewBags, v.Score
+		st.Mismatches += v.Mismatches
+		st.LastMismatches = v.Mismatches
+		anomalous = v.Anomalous
+		t.state = StateWatching
+		if anomalous {
+			st.Anomalies++
+			t.state = StateAnomalous
+		}
+	}
+	if e.Bags.Degraded {
+		st.Degraded++
+		t.state = StateDegraded
+	}
+	ep.Database = t.profile.Stats().Bags
+	if e.Final {
+		t.state = StateGone
+	}
+	c := w.c
+	total := st.Drops
+	m.mu.Unlock()
+
+	ctx := context.Background()
+	if e.Bags.Degraded {
+		m.emit(ctx, events.TypeDrops, events.SevWarning, c, ep, &events.Drops{Records: e.NewDrops, LostEpochs: e.Lost,
+			Unresolved: e.Unresolved, Collisions: e.Collisions, Total: total}, "epoch lost data; not treated as clean")
+	}
+	if anomalous {
+		m.emit(ctx, events.TypeAnomaly, events.SevCritical, c, ep, nil, "mismatches exceed threshold")
+	} else if m.cfg.epochEvents {
+		m.emit(ctx, events.TypeEpoch, events.SevInfo, c, ep, nil, "")
+	}
+	if e.Final {
+		m.emit(ctx, events.TypeUnwatched, events.SevInfo, c, nil, nil, "")
+	}
+}
+
+// Row is one container's line in top and the metrics.
+type Row struct {
+	Identity, ID, Namespace, Host, Image string
+	CgroupID                             uint64
+	State                                string
+	Epoch                                uint32
+	Database                             int
+	Learned                              int
+	Stats                                ContainerStats
+}
+
+// Rows snapshots every identity the monitor knows. Calls include the open
+// epoch, read from the kernel's slot counters.
+func (m *Monitor) Rows() []Row {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rows := make([]Row, 0, len(m.profiles))
+	for _, t := range m.profiles {
+		live := t.stats
+		if w := t.cur; w != nil {
+			if total, _, err := m.probe.SlotCounters(w.slot); err == nil && total > w.counted {
+				live.Calls += total - w.counted
+			}
+		}
+		rows = append(rows, Row{Identity: t.identity, ID: t.last.ID, Namespace: t.last.Namespace, Host: t.last.Host,
+			Image: t.last.Image, CgroupID: t.last.CgroupID, State: t.state, Epoch: t.stats.LastSeq,
+			Database: t.profile.Stats().Bags, Learned: t.learned, Stats: live})
+	}
+	return rows
+}
+
+// Probe returns the monitor's probe.
+func (m *Monitor) Probe() *Probe { return m.probe }

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/escape-mtd/escape/bags"
+	escbpf "github.com/escape-mtd/escape/bpf"
+	"github.com/escape-mtd/escape/sensor"
+)
+
+type opts struct {
+	quick bool
+	out   string
+	reps  int
+	only  string
+	redis bool
+	from  string
+}
+
+// env is the run's cgroups: the loop runs in w; u is another cgroup.
+type env struct {
+	self      string
+	w, u      string
+	wID, uID  uint64
+	calls     int
+	slowCalls int // for strace and bpftrace
+}
+
+// setup returns a function that installs the case's tracer and a teardown,
+// plus the number of loop calls to use.
+type caseDef struct {
+	name, label string
+	slow        bool
+	setup       func(ctx context.Context, e *env) (func() error, error)
+}
+
+func cases() []caseDef {
+	return []caseDef{
+		{"a", "no sensor", false, func(context.Context, *env) (func() error, error) { return func() error { return nil }, nil }},
+		{"b", "empty tp_btf program (floor)", false, func(context.Context, *env) (func() error, error) { return emptyProg(true) }},
+		{"b2", "empty classic tracepoint program", false, func(context.Context, *env) (func() error, error) { return emptyProg(false) }},
+		{"c", "sensor, caller watched", false, func(_ context.Context, e *env) (func() error, error) { return sensorCase(e, e.w) }},
+		{"d", "sensor, caller unwatched", false, func(_ context.Context, e *env) (func() error, error) { return sensorCase(e, e.u) }},
+		{"e", "per-event ring buffer, bags in userspace", false, streamCase},
+		{"f", "bpftrace printing every call", true, bpftraceCase},
+		{"g", "strace -f", true, nil},
+	}
+}
+
+func emptyProg(btf bool) (func() error, error) {
+	var objs escbpf.BenchObjects
+	if err := escbpf.LoadBenchObjects(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load empty programs: %w", err)
+	}
+	var l link.Link
+	var err error
+	if btf {
+		l, err = link.AttachTracing(link.TracingOptions{Program: objs.EmptyBtf})
+	} else {
+		l, err = link.Tracepoint("raw_syscalls", "sys_enter", objs.EmptyTp, nil)
+	}
+	if err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("attach empty program: %w", err)
+	}
+	return func() error { return errors.Join(l.Close(), objs.Close()) }, nil
+}
+
+// sensorCase runs the real sensor with its collector draining epochs.
+func sensorCase(e *env, watch string) (func() error, error) {
+	p, err := sensor.LoadProbe(sensor.WithWindow(10), sensor.WithEpoch(1000))
+	if err != nil {
+		return nil, err
+	}
+	col := sensor.NewCollector(p, func(sensor.Epoch) {}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- col.Run(ctx) }()
+	if _, _, err := p.Watch(watch); err != nil {
+		cancel()
+		<-done
+		p.Close()
+		return nil, err
+	}
+	return func() error {
+		cancel()
+		return errors.Join(<-done, p.Close())
+	}, nil
+}
+
+// streamCase: every call through the ring buffer, windows and bags built in
+// userspace with bags.Windower, as a sysdig-based design would.
+func streamCase(_ context.Context, e *env) (func() error, error) {
+	s, err := sensor.LoadStreamer(0)
+	if err != nil {
+		return nil, err
+	}
+	win, _ := bags.NewWindower(10, 1000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var rec ringbuf.Record
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := s.Read(time.Now().Add(50*time.Millisecond), &rec)
+			if err != nil {
+				continue
+			}
+			win.Push(c.Nr)
+		}
+	}()
+	if err := s.Watch(e.wID); err != nil {
+		close(stop)
+		wg.Wait()
+		s.Close()
+		return nil, err
+	}
+	return func() error {
+		close(stop)
+		wg.Wait()
+		return s.Close()
+	}, nil
+}
+
+func bpftraceCase(ctx context.Context, e *env) (func() error, error) {
+	prog := fmt.Sprintf(`tracepoint:raw_syscalls:sys_enter /cgroup == %d/ { printf("%%d\n", args->id); }`, e.wID)
+	cmd := exec.CommandContext(ctx, "bpftrace", "-e", prog)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bpftrace: %w", err)
+	}
+	r := bufio.NewReader(out)
+	line, err := r.ReadString('\n') // "Attaching 1 probe..." once attached
+	if err != nil || !strings.HasPrefix(line, "Attaching") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("bpftrace did not attach: %q %v", line, err)
+	}
+	go io.Copy(io.Discard, r) //nolint:errcheck
+	return func() error {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		return nil
+	}, nil
+}
+
+// measure runs the loop child in cgroup dir (optionally under strace).
+func measure(ctx context.Context, e *env, dir string, calls int, strace bool) (float64, error) {
+	fd, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer fd.Close()
+	args := []string{e.self, "loop", strconv.Itoa(calls)}
+	if strace {
+		args = append([]string{"strace", "-f", "-o", "/dev/null"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("loop child: %w", err)
+	}
+	return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+}
+
+func mkCgroups(e *env) (func(), error) {
+	root, err := sensor.UnifiedRoot()
+	if err != nil {
+		return nil, err
+	}
+	base := filepath.Join(root, fmt.Sprintf("escape-bench-%d", os.Getpid()))
+	e.w, e.u = filepath.Join(base, "w"), filepath.Join(base, "u")
+	for _, d := range []string{base, e.w, e.u} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, fmt.Errorf("bench cgroup: %w", err)
+		}
+	}
+	if e.wID, err = sensor.CgroupID(e.w); err != nil {
+		return nil, err
+	}
+	if e.uID, err = sensor.CgroupID(e.u); err != nil {
+		return nil, err
+	}
+	return func() {
+		for i := 0; i < 50; i++ {
+			os.Remove(e.w)
+			os.Remove(e.u)
+			if os.Remove(base) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}, nil
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type result struct {
+	Case    string    `json:"case"`
+	Label   string    `json:"label"`
+	Calls   int       `json:"calls_per_rep"`
+	Samples []float64 `json:"ns_per_call"`
+	Median  float64   `json:"median_ns"`
+	Added   float64   `json:"added_ns"`  // median - median(a)
+	Paired  float64   `json:"paired_ns"` // median over repetitions of (case - a) in the same repetition
+	Min     float64   `json:"min_ns"`
+}
+
+// finish fills the derived statistics against case a.
+func finish(res []result) {
+	var a result
+	for i := range res {
+		res[i].Median, res[i].Min = median(res[i].Samples), slices.Min(res[i].Samples)
+		if res[i].Case == "a" {
+			a = res[i]
+		}
+	}
+	for i := range res {
+		r := &res[i]
+		r.Added = r.Median - a.Median
+		var d []float64
+		for j := range min(len(r.Samples), len(a.Samples)) {
+			d = append(d, r.Samples[j]-a.Samples[j])
+		}
+		r.Paired = median(d)
+	}
+}
+
+func run(ctx context.Context, o opts) error {
+	if o.from != "" {
+		return rerender(o)
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root (BPF programs, cgroups)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	e := &env{self: self, calls: 2_000_000, slowCalls: 100_000}
+	reps := 7
+	if o.quick {
+		e.calls, e.slowCalls, reps = 300_000, 20_000, 3
+	}
+	if o.reps > 0 {
+		reps = o.reps
+	}
+	// Classic tracepoints and bpftrace need tracefs; some hosts do not
+	// mount it by default.
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err != nil {
+		if err := unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+			return fmt.Errorf("mount tracefs: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, "bench: mounted tracefs at /sys/kernel/tracing")
+	}
+	cleanup, err := mkCgroups(e)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	var defs []caseDef
+	for _, c := range cases() {
+		if o.only == "" || slices.Contains(strings.Split(o.only, ","), c.name) {
+			defs = append(defs, c)
+		}
+	}
+	samples := make(map[string][]float64)
+	start := time.Now()
+	// Interleave: every repetition runs every case, so drift in the shared
+	// machine's load hits all cases alike.
+	for rep := 0; rep < reps; rep++ {
+		for _, c := range defs {
+			ns, err := runCase(ctx, e, c)
+			if err != nil {
+				return fmt.Errorf("case %s: %w", c.name, err)
+			}
+			samples[c.name] = append(samples[c.name], ns)
+			fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/call\n", rep+1, c.name, ns)
+		}
+	}
+	// A real workload: redis throughput with the sensor off and on,
+	// interleaved as well.
+	redis := map[string][]float64{}
+	if o.redis {
+		n := 200_000
+		if o.quick {
+			n = 50_000
+		}
+		for rep := 0; rep < reps; rep++ {
+			for _, on := range []bool{false, true} {
+				r, err := redisThroughput(ctx, e, n, on)
+				if err != nil {
+					return fmt.Errorf("redis: %w", err)
+				}
+				for k, v := range r {
+					key := k + " off"
+					if on {
+						key = k + " sensor"
+					}
+					redis[key] = append(redis[key], v)
+				}
+				fmt.Fprintf(os.Stderr, "rep %d redis sensor=%v %v\n", rep+1, on, r)
+			}
+		}
+	}
+	var res []result
+	for _, c := range defs {
+		r := result{Case: c.name, Label: c.label, Calls: e.calls, Samples: samples[c.name]}
+		if c.slow {
+			r.Calls = e.slowCalls
+		}
+		res = append(res, r)
+	}
+	finish(res)
+	return report(o, res, redis, reps, time.Since(start))
+}
+
+func runCase(ctx context.Context, e *env, c caseDef) (float64, error) {
+	if c.name == "g" {
+		return measure(ctx, e, e.w, e.slowCalls, true)
+	}
+	teardown, err := c.setup(ctx, e)
+	if err != nil {
+		return 0, err
+	}
+	dir, calls := e.w, e.calls
+	if c.slow {
+		calls = e.slowCalls
+	}
+	ns, err := measure(ctx, e, dir, calls, false)
+	if terr := teardown(); err == nil {
+		err = terr
+	}
+	return ns, err
+}
+
+func median(x []float64) float64 {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func report(o opts, res []result, redis map[string][]float64, reps int, took time.Duration) error {
+	by := map[string]result{}
+	for _, r := range res {
+		by[r.Case] = r
+	}
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	var sb strings.Builder
+	mode := "full"
+	if o.quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(&sb, "# Sensor overhead (%s run, %s)\n\n", mode, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&sb, "Kernel %s, %d CPUs, %d repetitions per case, interleaved, %v total. getppid() loop in its own cgroup.\n\n",
+		unix.ByteSliceToString(uts.Release[:]), runtime.NumCPU(), reps, took.Round(time.Second))
+	fmt.Fprintf(&sb, "Each sample is one child's median chunk (ns/call). Added cost: median(case) - median(a); paired: median over repetitions of case - a of the same repetition; min: the least-disturbed repetition.\n\n")
+	fmt.Fprintf(&sb, "| case | setup | calls/rep | median ns/call | added (median) | added (paired) | min ns/call | samples |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range res {
+		ss := make([]string, len(r.Samples))
+		for i, s := range r.Samples {
+			ss[i] = fmt.Sprintf("%.0f", s)
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", r.Case, r.Label, r.Calls, r.Median, r.Added,
+			r.Paired, r.Min, strings.Join(ss, " "))
+	}
+	ratio := func(x, y string, pick func(result) float64) (float64, bool) {
+		a, ok1 := by[x]
+		b, ok2 := by[y]
+		if !ok1 || !ok2 || pick(b) <= 0 {
+			return 0, false
+		}
+		return pick(a) / pick(b), true
+	}
+	mina := by["a"].Min
+	fmt.Fprintf(&sb, "\n| ratio of added cost | medians | paired | minima | target |\n|---|---|---|---|---|\n")
+	for _, q := range []struct{ x, y, what, target string }{
+		{"c", "b", "sensor watched / floor", "<= 1.25"},
+		{"d", "b", "sensor unwatched / floor", "~ 1"},
+		{"b2", "b", "classic tracepoint / tp_btf (empty)", "hook choice"},
+		{"e", "c", "per-event streaming / sensor", ">= 20"},
+		{"f", "c", "bpftrace / sensor", ""},
+		{"g", "c", "strace / sensor", ""},
+	} {
+		v1, ok1 := ratio(q.x, q.y, func(r result) float64 { return r.Added })
+		v2, ok2 := ratio(q.x, q.y, func(r result) float64 { return r.Paired })
+		v3, ok3 := ratio(q.x, q.y, func(r result) float64 { return r.Min - mina })
+		if ok1 || ok2 || ok3 {
+			fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", q.what, fmtRatio(v1, ok1), fmtRatio(v2, ok2), fmtRatio(v3, ok3), q.target)
+		}
+	}
+	if len(redis) > 0 {
+		fmt.Fprintf(&sb, "\n| redis-benchmark (lab redis image, watched cgroup) | off req/s | sensor req/s | change |\n|---|---|---|---|\n")
+		for _, op := range []string{"SET", "GET"} {
+			off, on := median(redis[op+" off"]), median(redis[op+" sensor"])
+			if off > 0 {
+				fmt.Fprintf(&sb, "| %s | %.0f | %.0f | %+.1f%% |\n", op, off, on, 100*(on-off)/off)
+			}
+		}
+	}
+	if err := os.WriteFile(o.out, []byte(sb.String()), 0o644); err != nil {
+		return err
+	}
+	js, _ := json.MarshalIndent(map[string]any{"results": res, "redis": redis, "reps": reps, "quick": o.quick}, "", "  ")
+	if err := os.WriteFile(strings.TrimSuffix(o.out, ".md")+".json", js, 0o644); err != nil {
+		return err
+	}
+	fmt.Print(sb.String())
+	return nil
+}
+
+func fmtRatio(v float64, ok bool) string {
+	if !ok {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// rerender rebuilds the report from a previous run's JSON (no measuring).
+func rerender(o opts) error {
+	b, err := os.ReadFile(o.from)
+	if err != nil {
+		return err
+	}
+	var saved struct {
+		Results []result             `json:"results"`
+		Redis   map[string][]float64 `json:"redis"`
+		Reps    int                  `json:"reps"`
+		Quick   bool                 `json:"quick"`
+	}
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("%s: %w", o.from, err)
+	}
+	if len(saved.Results) == 0 {
+		return fmt.Errorf("%s: no results", o.from)
+	}
+	finish(saved.Results)
+	o.quick = saved.Quick
+	return report(o, saved.Results, saved.Redis, saved.Reps, 0)
+}
