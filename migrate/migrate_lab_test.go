@@ -17,7 +17,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/escape-mtd/escape/arp"
-	"github.com/escape-mtd/escape/tools/lab/labtest"
+	"github.com/escape-mtd/escape/tools/lab"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -474,7 +474,7 @@ func TestCrashMidMigration(t *testing.T) {
 			f := newFixture(t, "crash-"+strconv.Itoa(tc.octet), tc.octet)
 			spec, _ := json.Marshal(f.spec)
 			ready := filepath.Join(f.l.dir, "crash-ready-"+strconv.Itoa(tc.octet))
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperMigrateProcess$", "-test.v")
+			cmd := exec.Command(os.Args[0])
 			cmd.Env = append(os.Environ(), "ESCAPE_HELPER_SPEC="+string(spec), "ESCAPE_HELPER_JOURNAL="+f.j.dir,
 				"ESCAPE_HELPER_ROOT="+f.root, "ESCAPE_HELPER_CRASH="+strconv.Itoa(int(tc.crash)), "ESCAPE_HELPER_READY="+ready)
 			out := &strings.Builder{}
@@ -514,21 +514,23 @@ func TestCrashMidMigration(t *testing.T) {
 	}
 }
 
-// TestHelperMigrateProcess is the process TestCrashMidMigration kills.
-func TestHelperMigrateProcess(t *testing.T) {
-	specJSON := os.Getenv("ESCAPE_HELPER_SPEC")
-	if specJSON == "" {
-		t.Skip("helper process for TestCrashMidMigration")
-	}
+// helperMigrateProcess is the process TestCrashMidMigration kills: the
+// test binary re-executed with ESCAPE_HELPER_SPEC set (see TestMain). It
+// runs a migration and parks at the requested step until it is SIGKILLed.
+func helperMigrateProcess() error {
 	var spec Spec
-	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal([]byte(os.Getenv("ESCAPE_HELPER_SPEC")), &spec); err != nil {
+		return fmt.Errorf("helper spec: %w", err)
 	}
 	crash, _ := strconv.Atoi(os.Getenv("ESCAPE_HELPER_CRASH"))
-	// No newTestLab: this process is SIGKILLed and never cleans up.
-	rt, err := NewRuntime(hostsOf(labtest.Ensure(t)))
+	inv, err := lab.LoadInventory(context.Background(), lab.DefaultRoot)
 	if err != nil {
-		t.Fatal(err)
+		return err
+	}
+	// No newTestLab: this process is SIGKILLed and never cleans up.
+	rt, err := NewRuntime(hostsOf(inv))
+	if err != nil {
+		return err
 	}
 	m, err := New(rt, &fileJournal{dir: os.Getenv("ESCAPE_HELPER_JOURNAL")}, os.Getenv("ESCAPE_HELPER_ROOT"),
 		WithHook(func(ctx context.Context, ev Event) error {
@@ -539,10 +541,18 @@ func TestHelperMigrateProcess(t *testing.T) {
 			return nil
 		}))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	_, err = m.Migrate(context.Background(), spec, "h1", "h2")
-	t.Fatalf("helper was not killed: %v", err)
+	return fmt.Errorf("helper was not killed: %v", err)
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("ESCAPE_HELPER_SPEC") != "" {
+		fmt.Fprintln(os.Stderr, helperMigrateProcess())
+		os.Exit(3)
+	}
+	os.Exit(m.Run())
 }
 
 func TestFaultPreflightAddressTaken(t *testing.T) {

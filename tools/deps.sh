@@ -20,7 +20,7 @@ STAMP=$PREFIX/.deps-ok
 STAMP_VERSION=3
 
 BOOKWORM_PKGS=(clang llvm libbpf-dev bpftool iptables runc bpftrace strace
-  iproute2 util-linux busybox-static tmux redis-tools)
+  iproute2 util-linux busybox-static tmux redis-tools curl)
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 die() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestRunCountsAndFailsOnSkip(t *testing.T) {
+	in := strings.Join([]string{
+		`{"Action":"output","Package":"p","Test":"TestA","Output":"=== RUN   TestA\n"}`,
+		`{"Action":"pass","Package":"p","Test":"TestA"}`,
+		`{"Action":"output","Package":"p","Test":"TestB","Output":"    b_test.go:9: lab unavailable: not root\n"}`,
+		`{"Action":"output","Package":"p","Test":"TestB","Output":"--- SKIP: TestB (0.00s)\n"}`,
+		`{"Action":"skip","Package":"p","Test":"TestB"}`,
+		`{"Action":"output","Package":"p","Output":"ok  \tp\t0.1s\n"}`,
+		`{"Action":"pass","Package":"p"}`,
+	}, "\n")
+	var out bytes.Buffer
+	if code := run(strings.NewReader(in), &out, false); code != 0 {
+		t.Fatalf("exit %d without -fail-on-skip:\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "1 passed, 0 failed, 1 skipped\n") {
+		t.Errorf("no summary line in:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "skipped: p TestB: b_test.go:9: lab unavailable: not root") {
+		t.Errorf("skip reason not shown:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "=== RUN") {
+		t.Errorf("a passing test's output leaked:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run(strings.NewReader(in), &out, true); code == 0 {
+		t.Error("a skip passed under -fail-on-skip")
+	}
+}
+
+func TestRunFailures(t *testing.T) {
+	for name, in := range map[string]string{
+		"test failed":  `{"Action":"output","Package":"p","Test":"T","Output":"boom\n"}` + "\n" + `{"Action":"fail","Package":"p","Test":"T"}`,
+		"build failed": "# p\n./x.go:1: syntax error\n" + `{"Action":"fail","Package":"p"}`,
+		"nothing ran":  `{"Action":"pass","Package":"p"}`,
+	} {
+		var out bytes.Buffer
+		if code := run(strings.NewReader(in), &out, false); code == 0 {
+			t.Errorf("%s: exit 0:\n%s", name, out.String())
+		}
+	}
+	var out bytes.Buffer
+	run(strings.NewReader(`{"Action":"output","Package":"p","Test":"T","Output":"boom\n"}`+"\n"+`{"Action":"fail","Package":"p","Test":"T"}`), &out, false)
+	if !strings.Contains(out.String(), "boom") {
+		t.Errorf("a failing test's output was hidden:\n%s", out.String())
+	}
+}
