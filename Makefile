@@ -13,7 +13,7 @@ TESTFLAGS ?= -count=1 -p 1 -timeout 40m
 SHELL := /bin/bash
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: all build deps generate test test-unit bench fuzz lab-up lab-down lab-status demo doctor clean
+.PHONY: all build deps generate test test-unit bench bench-go bench-sensor bench-plane fuzz lab-up lab-down lab-status demo doctor clean
 
 all: build
 
@@ -53,9 +53,21 @@ fuzz:
 	  done; \
 	done
 
-## bench: the benchmarks behind BENCHMARKS.md
-bench: deps build
+## bench: the benchmarks behind BENCHMARKS.md (results in out/)
+bench: deps build bench-go bench-sensor
+bench-go:
+	@mkdir -p out
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bags/... ./model/... | tee out/bench-go.txt
+## bench-sensor: syscall overhead, cases (a)-(g) in one run, plus redis throughput on the lab
+bench-sensor: deps build
+	@mkdir -p out
+	bin/escape-lab up --hosts 3
+	$(GO) run ./tools/bench --out out/bench-sensor.md
+## bench-plane: checkpoint, rollback and migration downtime vs bare CRIU (1 MiB..1 GiB)
+bench-plane: deps build
+	@mkdir -p out
+	bin/escape-lab up --hosts 3
+	$(GO) run ./tools/bench/planebench -sizes 1,64,256,1024 -reps 3 | tee out/bench-plane.md
 
 ## doctor: preflight checks with remedies
 doctor: build
