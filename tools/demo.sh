@@ -60,7 +60,7 @@ for _ in $(seq 50); do [ -S "$PLANE_SOCK" ] && break; sleep 0.2; done
 
 say "4/6 sensor on every lab host (JSON events: $OUT/events.jsonl)"
 "$BIN/escape-sensor" run --lab /var/lib/escape-lab --events "file:$OUT/events.jsonl" --epoch-events \
-  --learn-epochs 10 --profiles "$OUT/profiles" --listen 127.0.0.1:9464 \
+  --learn-epochs 600 --profiles "$OUT/profiles" --listen 127.0.0.1:9464 \
   --control /run/escape-demo/sensor.sock >"$OUT/sensor.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do grep -q '"watched"' "$OUT/events.jsonl" 2>/dev/null && break; sleep 0.2; done
@@ -79,7 +79,7 @@ grep '"epoch"' "$OUT/events.jsonl" | tail -n 2
 
 say "6/6 what an operator sees"
 "$BIN/escape-sensor" top --once --socket /run/escape-demo/sensor.sock 2>/dev/null || true
-curl -fsS http://127.0.0.1:9464/metrics 2>/dev/null | grep -E '^escape_(syscalls|epochs)_total' | head -n 4 || true
+curl -fsS http://127.0.0.1:9464/metrics 2>/dev/null | grep -E '^escape_sensor_(syscalls_total|epochs_total|anomalous_epochs_total|bpf_run_count_total)' | head -n 6 || true
 "$BIN/escape-plane" --socket "$PLANE_SOCK" checkpoint redis --force
 "$BIN/escape-plane" --socket "$PLANE_SOCK" status
 echo "the client still reads its data: $(ip netns exec escape-client redis-cli -h "$SERVICE_IP" GET greeting)"

@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	criu "github.com/checkpoint-restore/go-criu/v7"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
@@ -268,8 +268,6 @@ func checkRunc(ctx context.Context, _ *config) (string, string, error) {
 	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), "", nil
 }
 
-var criuVersionRe = regexp.MustCompile(`Version:\s*(\d+)\.(\d+)`)
-
 // CRIUPath is the CRIU that containerd's runc will use: the private
 // prefix's wrapper if make deps installed one, else whatever is on PATH.
 func (c *config) criuPath() string {
@@ -287,22 +285,18 @@ func checkCRIU(ctx context.Context, c *config) (string, string, error) {
 	if path == "" {
 		return "", "install CRIU >= 4.2 (make deps)", errors.New("criu not found")
 	}
-	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	// Ask CRIU itself over its RPC interface (criu swrk), as runc does,
+	// rather than parsing --version text.
+	rpc := criu.MakeCriu()
+	rpc.SetCriuPath(path)
+	v, err := rpc.GetCriuVersion()
 	if err != nil {
-		return "", "reinstall CRIU (make deps)", fmt.Errorf("%s --version: %v: %s", path, err, out)
+		return "", "reinstall CRIU (make deps)", fmt.Errorf("%s version over RPC: %w", path, err)
 	}
-	m := criuVersionRe.FindStringSubmatch(string(out))
-	if m == nil {
-		return "", "reinstall CRIU (make deps)", fmt.Errorf("unrecognised %s --version output %q", path, out)
-	}
-	major, _ := strconv.Atoi(m[1])
-	minor, _ := strconv.Atoi(m[2])
+	major, minor := v/10000, (v/100)%100
 	kmaj, kmin := kernelVersion()
-	// CRIU < 4.2 hangs forever in dump on kernels >= 6.16 (fixed in 4.2):
-	// never even try a check dump with it.
-	if (kmaj > 6 || (kmaj == 6 && kmin >= 16)) && (major < 4 || (major == 4 && minor < 2)) {
-		return "", "install CRIU >= 4.2 (make deps puts Debian unstable's CRIU in a private prefix)",
-			fmt.Errorf("CRIU %d.%d on kernel %d.%d: dump will hang", major, minor, kmaj, kmin)
+	if err := criuFitsKernel(major, minor, kmaj, kmin); err != nil {
+		return "", "install CRIU >= 4.2 (make deps puts Debian unstable's CRIU in a private prefix)", err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -312,6 +306,15 @@ func checkCRIU(ctx context.Context, c *config) (string, string, error) {
 			fmt.Errorf("criu check: %v: %s", err, lastLine(chk))
 	}
 	return fmt.Sprintf("%s: CRIU %d.%d, criu check: %s", path, major, minor, lastLine(chk)), "", nil
+}
+
+// criuFitsKernel rejects CRIU < 4.2 on kernels >= 6.16, whose dump hangs
+// forever (fixed in 4.2): such a CRIU is never even tried.
+func criuFitsKernel(major, minor, kmaj, kmin int) error {
+	if (kmaj > 6 || (kmaj == 6 && kmin >= 16)) && (major < 4 || (major == 4 && minor < 2)) {
+		return fmt.Errorf("CRIU %d.%d on kernel %d.%d: dump will hang", major, minor, kmaj, kmin)
+	}
+	return nil
 }
 
 func checkIptables(ctx context.Context, _ *config) (string, string, error) {
