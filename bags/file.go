@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/escape-mtd/escape/internal/atomicfile"
 )
 
 // SaveFile writes the profile to path atomically: a temporary file in the
@@ -26,7 +27,7 @@ func (p *Profile) SaveFile(path string) error {
 	if err := preserveCorrupt(path, log); err != nil {
 		return fmt.Errorf("save profile %s: %w", path, err)
 	}
-	if err := writeAtomic(path, buf); err != nil {
+	if err := atomicfile.WriteFile(path, buf, 0o600); err != nil {
 		return fmt.Errorf("save profile %s: %w", path, err)
 	}
 	return nil
@@ -49,41 +50,6 @@ func preserveCorrupt(path string, log *zap.Logger) error {
 	}
 	log.Warn("existing profile did not verify; kept aside", zap.String("path", path), zap.String("aside", aside))
 	return nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // LoadFile reads a profile saved by SaveFile. A truncated or corrupted file

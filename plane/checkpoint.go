@@ -12,6 +12,8 @@ import (
 
 	"github.com/escape-mtd/escape/migrate"
 	"go.uber.org/zap"
+
+	"github.com/escape-mtd/escape/internal/atomicfile"
 )
 
 // ErrNotSafe means the container's recent epochs are not all clean, so a
@@ -70,7 +72,7 @@ func (p *Plane) checkpointLocked(ctx context.Context, id string, force bool, act
 	if err == nil {
 		var b []byte
 		if b, err = json.MarshalIndent(rec, "", "  "); err == nil {
-			err = writeFileAtomic(filepath.Join(dir, metaFile), b, 0o600)
+			err = atomicfile.WriteFile(filepath.Join(dir, metaFile), b, 0o600)
 		}
 	}
 	if err == nil {
@@ -200,11 +202,11 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 	// their 4-tuples may still linger in TIME_WAIT after the kill: restore
 	// them closed. The file is put back before anything else can dump.
 	if c.Spec.CRIUConfig != "" {
-		if err := writeFileAtomic(c.Spec.CRIUConfig, []byte(rollbackCRIUConfig), 0o644); err != nil {
+		if err := atomicfile.WriteFile(c.Spec.CRIUConfig, []byte(rollbackCRIUConfig), 0o644); err != nil {
 			return RollbackResult{}, fmt.Errorf("rollback %s: criu config: %w", id, err)
 		}
 		defer func() {
-			if err := writeFileAtomic(c.Spec.CRIUConfig, []byte(criuConfig), 0o644); err != nil {
+			if err := atomicfile.WriteFile(c.Spec.CRIUConfig, []byte(criuConfig), 0o644); err != nil {
 				p.log.Error("restore criu config", zap.String("container", id), zap.Error(err))
 			}
 		}()

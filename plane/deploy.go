@@ -9,43 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/escape-mtd/escape/migrate"
 )
-
-// writeFileAtomic writes data to path through a synced temporary file and
-// a rename, so readers see the old content or the new, never a mix.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
 
 // criuConfig is the CRIU configuration every protected container gets: it
 // reaches CRIU on dump and on restore alike through org.criu.config.
@@ -186,7 +152,7 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord
 		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
 	}
 	conf := filepath.Join(p.dir, "criu", cc.ID+".conf")
-	if err := writeFileAtomic(conf, []byte(criuConfig), 0o644); err != nil {
+	if err := atomicfile.WriteFile(conf, []byte(criuConfig), 0o644); err != nil {
 		return ContainerRecord{}, fmt.Errorf("deploy %s: criu config: %w", cc.ID, err)
 	}
 	spec := migrate.Spec{ID: cc.ID, RootFS: rootfs, Args: cc.Args, Env: cc.Env, IP: ip, MAC: macFor(ip.Addr()),

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+
+	"github.com/escape-mtd/escape/internal/atomicfile"
 )
 
 // containerdConfig is a minimal containerd 2 configuration for one lab
@@ -45,7 +47,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
 // The daemon gets its own session so it outlives the caller.
 func startContainerd(ctx context.Context, h Host, prefix string) error {
 	cfg := filepath.Join(filepath.Dir(h.PIDFile), "config.toml")
-	if err := writeFileAtomic(cfg, []byte(containerdConfig(h)), 0o644); err != nil {
+	if err := atomicfile.WriteFile(cfg, []byte(containerdConfig(h)), 0o644); err != nil {
 		return fmt.Errorf("write containerd config for %s: %w", h.Name, err)
 	}
 	logf, err := os.OpenFile(h.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -66,7 +68,7 @@ func startContainerd(ctx context.Context, h Host, prefix string) error {
 		return fmt.Errorf("start containerd for %s: %w", h.Name, err)
 	}
 	pid := cmd.Process.Pid
-	if err := writeFileAtomic(h.PIDFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(h.PIDFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write pid file for %s: %w", h.Name, err)
 	}
 	exited := make(chan error, 1)

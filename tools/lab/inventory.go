@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/escape-mtd/escape/internal/atomicfile"
 )
 
 // InventoryVersion is the schema version of lab.json. A reader refuses any
@@ -143,48 +145,12 @@ func parseInventory(path string, data []byte) (*Inventory, error) {
 	return &inv, nil
 }
 
-// writeFileAtomic writes data so that readers see the old file or the new
-// one, never a torn one, even across a crash: temp file, fsync, rename, and
-// fsync of the directory so the rename itself is durable.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 func saveInventory(inv *Inventory) error {
 	data, err := json.MarshalIndent(inv, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode lab inventory: %w", err)
 	}
-	if err := writeFileAtomic(InventoryPath(inv.Root), append(data, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(InventoryPath(inv.Root), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write lab inventory: %w", err)
 	}
 	return nil
