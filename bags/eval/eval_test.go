@@ -3,12 +3,21 @@ package eval
 import (
 	"context"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/escape-mtd/escape/internal/datasets"
 )
 
-const adfaRoot = "/work/shared/datasets/adfa-ld"
+// adfaRoot finds ADFA-LD beside the repository, or skips saying where it looked.
+func adfaRoot(t testing.TB) string {
+	t.Helper()
+	p, err := datasets.Path("adfa-ld", "Training_Data_Master")
+	if err != nil {
+		t.Skip(err)
+	}
+	return filepath.Dir(p)
+}
 
 func TestMetrics(t *testing.T) {
 	n := []float64{0, 1, 2, 3}
@@ -38,11 +47,9 @@ func TestMetrics(t *testing.T) {
 // TestADFASubset trains on a slice of ADFA-LD and checks sanity bounds; the
 // full evaluation is `escape-sensor eval`, not a unit test.
 func TestADFASubset(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(adfaRoot, "Training_Data_Master")); err != nil {
-		t.Skipf("ADFA-LD not available at %s (%v): see /work/shared/datasets/README.md", adfaRoot, err)
-	}
+	root := adfaRoot(t)
 	ctx := context.Background()
-	d, err := LoadADFA(ctx, adfaRoot)
+	d, err := LoadADFA(ctx, root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,17 +3,14 @@ package eval
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"testing"
 )
 
 // TestRunSmall runs the whole pipeline on ADFA-LD with a minimal grid;
 // the full evaluation is `escape-sensor eval`.
 func TestRunSmall(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(adfaRoot, "Training_Data_Master")); err != nil {
-		t.Skipf("ADFA-LD not available: %v", err)
-	}
-	cfg := DefaultConfig(adfaRoot)
+	root := adfaRoot(t)
+	cfg := DefaultConfig(root)
 	cfg.Windows = []int{10}
 	r, err := Run(context.Background(), cfg)
 	if err != nil {

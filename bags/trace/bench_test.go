@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/escape-mtd/escape/bags/syscalls"
+
+	"github.com/escape-mtd/escape/internal/datasets"
 )
 
 func benchRead(b *testing.B, data []byte, mk func(io.Reader) Reader) {
@@ -35,8 +37,8 @@ func benchRead(b *testing.B, data []byte, mk func(io.Reader) Reader) {
 // stream when present, else a synthetic one of the same shape.
 func BenchmarkParseADFA(b *testing.B) {
 	var data []byte
-	dir := "/work/shared/datasets/adfa-ld/Validation_Data_Master"
-	if ents, err := os.ReadDir(dir); err == nil {
+	dir, _ := datasets.Path("adfa-ld", "Validation_Data_Master")
+	if ents, err := os.ReadDir(dir); err == nil && dir != "" {
 		for _, e := range ents[:1000] {
 			d, _ := os.ReadFile(dir + "/" + e.Name())
 			data = append(append(data, d...), '\n')
@@ -48,8 +50,9 @@ func BenchmarkParseADFA(b *testing.B) {
 }
 
 func BenchmarkParseSysdig(b *testing.B) {
-	data, err := os.ReadFile("/work/shared/datasets/lid-ds-2021-sample/aggressive_nightingale_1018.sc")
-	if err != nil {
+	path, err := datasets.Path("lid-ds-2021-sample", "aggressive_nightingale_1018.sc")
+	data, rerr := os.ReadFile(path)
+	if err != nil || rerr != nil {
 		data = []byte(sysdigSample)
 	}
 	data = bytes.Repeat(data, 20) // the sample alone is too small to time

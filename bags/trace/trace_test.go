@@ -12,6 +12,8 @@ import (
 
 	"github.com/escape-mtd/escape/bags"
 	"github.com/escape-mtd/escape/bags/syscalls"
+
+	"github.com/escape-mtd/escape/internal/datasets"
 )
 
 func drain(t *testing.T, r Reader) ([]Event, error) {
@@ -122,10 +124,13 @@ func TestSysdig(t *testing.T) {
 }
 
 func TestLIDDSSample(t *testing.T) {
-	path := "/work/shared/datasets/lid-ds-2021-sample/aggressive_nightingale_1018.sc"
+	path, err := datasets.Path("lid-ds-2021-sample", "aggressive_nightingale_1018.sc")
+	if err != nil {
+		t.Skip(err)
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		t.Skipf("LID-DS sample not available (%v): see /work/shared/datasets/README.md", err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	r := NewSysdigReader(f, WithUnknown(UnknownError))
