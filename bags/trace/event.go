@@ -179,3 +179,36 @@ func ReadAll(ctx context.Context, r Reader) ([]uint16, error) {
 		out = append(out, ev.Nr)
 	}
 }
+
+// nextParsed is the loop shared by the line-oriented text readers: it
+// returns the next line that parse turns into an event, counting lines and
+// (when lenient) skipping lines whose error is skippable. An input with no
+// event at all is ErrEmpty, so an empty trace is never taken for a clean one.
+func nextParsed(format string, l *lines, o *options, stats *Stats, parse func([]byte) (Event, bool, error)) (Event, error) {
+	for {
+		line, err := l.next()
+		if err == io.EOF {
+			if stats.Events == 0 {
+				return Event{}, fmt.Errorf("%s: %d lines: %w", format, l.line, ErrEmpty)
+			}
+			return Event{}, io.EOF
+		}
+		stats.Lines++
+		if err == nil {
+			var ev Event
+			var ok bool
+			ev, ok, err = parse(line)
+			if err == nil && ok {
+				stats.Events++
+				return ev, nil
+			}
+		}
+		if err != nil {
+			if o.lenient && skippable(err) {
+				stats.Skipped++
+				continue
+			}
+			return Event{}, fmt.Errorf("%s: %w", format, err)
+		}
+	}
+}

@@ -41,32 +41,7 @@ func (s *StraceReader) Stats() Stats { return s.stats }
 
 // Next returns the next call.
 func (s *StraceReader) Next() (Event, error) {
-	for {
-		line, err := s.l.next()
-		if err == io.EOF {
-			if s.stats.Events == 0 {
-				return Event{}, fmt.Errorf("strace: %d lines: %w", s.l.line, ErrEmpty)
-			}
-			return Event{}, io.EOF
-		}
-		s.stats.Lines++
-		if err == nil {
-			var ev Event
-			var ok bool
-			ev, ok, err = s.parse(line)
-			if err == nil && ok {
-				s.stats.Events++
-				return ev, nil
-			}
-		}
-		if err != nil {
-			if s.o.lenient && skippable(err) {
-				s.stats.Skipped++
-				continue
-			}
-			return Event{}, fmt.Errorf("strace: %w", err)
-		}
-	}
+	return nextParsed("strace", s.l, &s.o, &s.stats, s.parse)
 }
 
 func cutSpace(b []byte) []byte { return bytes.TrimLeft(b, " \t") }

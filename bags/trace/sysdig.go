@@ -71,32 +71,7 @@ func fields(b []byte, dst [][]byte) int {
 
 // Next returns the next enter event.
 func (s *SysdigReader) Next() (Event, error) {
-	for {
-		line, err := s.l.next()
-		if err == io.EOF {
-			if s.stats.Events == 0 {
-				return Event{}, fmt.Errorf("sysdig: %d lines: %w", s.l.line, ErrEmpty)
-			}
-			return Event{}, io.EOF
-		}
-		s.stats.Lines++
-		if err == nil {
-			var ev Event
-			var ok bool
-			ev, ok, err = s.parse(line)
-			if err == nil && ok {
-				s.stats.Events++
-				return ev, nil
-			}
-		}
-		if err != nil {
-			if s.o.lenient && skippable(err) {
-				s.stats.Skipped++
-				continue
-			}
-			return Event{}, fmt.Errorf("sysdig: %w", err)
-		}
-	}
+	return nextParsed("sysdig", s.l, &s.o, &s.stats, s.parse)
 }
 
 // skippable reports errors that lenient mode may skip: malformed or overlong
