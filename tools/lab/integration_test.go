@@ -220,6 +220,7 @@ func runCounter(ctx context.Context, t *testing.T, inv *lab.Inventory, host lab.
 		t.Fatalf("image on %s: %v", host.Name, err)
 	}
 	ctr, err := c.NewContainer(ctx, id,
+		containerd.WithRuntime("io.containerd.runc.v2", &options.Options{Root: host.RuncRoot}),
 		containerd.WithNewSnapshot(id+"-snap", img),
 		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithCgroup(inv.CgroupsPath(host.Name, id)),
 			oci.WithMounts([]specs.Mount{{Destination: "/out", Type: "bind", Source: outDir, Options: []string{"rbind", "rw"}}}),

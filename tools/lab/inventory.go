@@ -74,6 +74,11 @@ type Host struct {
 	// PIDFile holds the host's containerd pid.
 	PIDFile string `json:"pid_file"`
 	LogFile string `json:"log_file"`
+	// RuncRoot is the runc state directory containers on this host must use
+	// (runc option Root). All hosts share one kernel and runc keys its state
+	// by container id alone, so the default /run/containerd/runc would let
+	// the same container id on two hosts clobber each other.
+	RuncRoot string `json:"runc_root"`
 	// StateDir and RootDir are the host's containerd state and root.
 	StateDir string `json:"state_dir"`
 	RootDir  string `json:"root_dir"`

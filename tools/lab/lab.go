@@ -132,6 +132,7 @@ func plan(c config) (*Inventory, error) {
 			Containerd: filepath.Join(run, "containerd.sock"),
 			Labels:     hostLabels(i, kernel),
 			PIDFile:    filepath.Join(run, "containerd.pid"),
+			RuncRoot:   filepath.Join(run, "runc"),
 			LogFile:    filepath.Join(c.root, "hosts", name, "containerd.log"),
 			StateDir:   filepath.Join(run, "state"),
 			RootDir:    filepath.Join(c.root, "hosts", name, "root"),

@@ -32,6 +32,9 @@ func TestPlanAddressesAndLabels(t *testing.T) {
 				t.Errorf("host %s lacks label %s", h.Name, k)
 			}
 		}
+		if h.RuncRoot == "" || !strings.HasPrefix(h.RuncRoot, inv.RunDir+"/"+h.Name+"/") {
+			t.Errorf("host %s runc root %q is not its own", h.Name, h.RuncRoot)
+		}
 		distinct[h.Labels["datacenter"]+"/"+h.Labels["network"]+"/"+h.Labels["config"]] = true
 	}
 	if len(distinct) != len(inv.Hosts) {
