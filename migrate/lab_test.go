@@ -1,16 +1,12 @@
 package migrate
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -88,56 +84,9 @@ func (l *testLab) redisSpec(t *testing.T, id string, lastOctet int) Spec {
 	return s
 }
 
-// respClient is a redis client living in the lab's client namespace.
-type respClient struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func dialRedis(t *testing.T, inv *lab.Inventory, ip netip.Addr) *respClient {
+func mustIncr(t *testing.T, rc *labtest.Redis, want int64) {
 	t.Helper()
-	var c net.Conn
-	var err error
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err = arp.Do(inv.Client.Netns, func() error {
-			var err error
-			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 6379).String(), time.Second)
-			return err
-		})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("dial redis at %v: %v", ip, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &respClient{c: c, r: bufio.NewReader(c)}
-}
-
-// incr sends INCR key and returns the new value.
-func (rc *respClient) incr(key string, timeout time.Duration) (int64, error) {
-	if err := rc.c.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return 0, err
-	}
-	if _, err := fmt.Fprintf(rc.c, "*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n", len(key), key); err != nil {
-		return 0, err
-	}
-	line, err := rc.r.ReadString('\n')
-	if err != nil {
-		return 0, err
-	}
-	if !strings.HasPrefix(line, ":") {
-		return 0, fmt.Errorf("redis answered %q", line)
-	}
-	return strconv.ParseInt(strings.TrimSpace(line[1:]), 10, 64)
-}
-
-func mustIncr(t *testing.T, rc *respClient, want int64) {
-	t.Helper()
-	got, err := rc.incr("k", 10*time.Second)
+	got, err := rc.Incr("k", 10*time.Second)
 	if err != nil {
 		t.Fatalf("INCR (want %d): %v", want, err)
 	}
@@ -157,7 +106,7 @@ func TestRuntimeCheckpointRestoreKeepsTCP(t *testing.T) {
 	if st, err := l.rt.State(ctx, "h1", s.ID); err != nil || st != Running {
 		t.Fatalf("state after start = %v, %v", st, err)
 	}
-	rc := dialRedis(t, l.inv, s.IP.Addr())
+	rc := labtest.DialRedis(t, l.inv, s.IP.Addr(), 10*time.Second)
 	mustIncr(t, rc, 1)
 
 	// A checkpoint without exit leaves it running.

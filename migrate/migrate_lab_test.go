@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -25,7 +26,7 @@ import (
 type migrationFixture struct {
 	l    *testLab
 	spec Spec
-	rc   *respClient
+	rc   *labtest.Redis
 	j    *fileJournal
 	root string
 	n    int64 // last counter value the client saw
@@ -46,7 +47,7 @@ func newFixture(t *testing.T, id string, octet int) *migrationFixture {
 	if err := l.rt.Start(ctx, "h1", f.spec); err != nil {
 		t.Fatal(err)
 	}
-	f.rc = dialRedis(t, l.inv, f.spec.IP.Addr())
+	f.rc = labtest.DialRedis(t, l.inv, f.spec.IP.Addr(), 10*time.Second)
 	f.next(t)
 	return f
 }

@@ -1,20 +1,15 @@
 package plane
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
@@ -51,46 +46,12 @@ func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
 	return p, inv
 }
 
-type redisConn struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func dialRedis(t *testing.T, inv *lab.Inventory, ip netip.Addr) *redisConn {
+// incr sends INCR k over rc, failing the test on any error.
+func incr(t *testing.T, rc *labtest.Redis) int64 {
 	t.Helper()
-	var c net.Conn
-	var err error
-	for end := time.Now().Add(15 * time.Second); ; {
-		err = arp.Do(inv.Client.Netns, func() error {
-			var err error
-			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 6379).String(), time.Second)
-			return err
-		})
-		if err == nil || time.Now().After(end) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	n, err := rc.Incr("k", 15*time.Second)
 	if err != nil {
-		t.Fatalf("dial %v: %v", ip, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &redisConn{c: c, r: bufio.NewReader(c)}
-}
-
-func (rc *redisConn) incr(t *testing.T) int64 {
-	t.Helper()
-	rc.c.SetDeadline(time.Now().Add(15 * time.Second))
-	if _, err := rc.c.Write([]byte("*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n")); err != nil {
 		t.Fatalf("INCR: %v", err)
-	}
-	line, err := rc.r.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, ":") {
-		t.Fatalf("INCR answer %q: %v", line, err)
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(line[1:]), 10, 64)
-	if err != nil {
-		t.Fatal(err)
 	}
 	return n
 }
@@ -105,8 +66,8 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 		t.Fatal(err)
 	}
 	ip := c.Spec.IP.Addr()
-	rc := dialRedis(t, inv, ip)
-	if n := rc.incr(t); n != 1 {
+	rc := labtest.DialRedis(t, inv, ip, 15*time.Second)
+	if n := incr(t, rc); n != 1 {
 		t.Fatalf("first INCR = %d", n)
 	}
 	epoch := uint64(0)
@@ -162,7 +123,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	}
 	// State moves on past the checkpoint (counter 1 at checkpoint time).
 	for want := int64(2); want <= 4; want++ {
-		if n := rc.incr(t); n != want {
+		if n := incr(t, rc); n != want {
 			t.Fatalf("INCR = %d, want %d", n, want)
 		}
 	}
@@ -174,8 +135,8 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 		if d.Action != "rollback" || d.Outcome != "ok" || d.Host != "h1" {
 			t.Fatalf("anomaly %d: decision %+v", i, d)
 		}
-		rc2 := dialRedis(t, inv, ip)
-		if n := rc2.incr(t); n != 2 {
+		rc2 := labtest.DialRedis(t, inv, ip, 15*time.Second)
+		if n := incr(t, rc2); n != 2 {
 			t.Fatalf("after rollback %d INCR = %d, want 2 (state of the checkpoint)", i, n)
 		}
 	}
@@ -194,8 +155,8 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	if c.Host != d.Host {
 		t.Fatalf("placement %s, decision %s", c.Host, d.Host)
 	}
-	rc3 := dialRedis(t, inv, ip)
-	if n := rc3.incr(t); n != 3 {
+	rc3 := labtest.DialRedis(t, inv, ip, 15*time.Second)
+	if n := incr(t, rc3); n != 3 {
 		t.Fatalf("after migration INCR = %d, want 3 (state carried over)", n)
 	}
 	if n, _ := p.store.Rollbacks("pl-db", time.Now().Add(-time.Hour)); n != 0 {
@@ -245,8 +206,8 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	if err != nil || len(ds) != 1 || ds[0].Host != free {
 		t.Fatalf("drain: %+v %v", ds, err)
 	}
-	rc4 := dialRedis(t, inv, ip)
-	if n := rc4.incr(t); n < 2 {
+	rc4 := labtest.DialRedis(t, inv, ip, 15*time.Second)
+	if n := incr(t, rc4); n < 2 {
 		t.Fatalf("after drain INCR = %d", n)
 	}
 	st, err := p.Status(ctx)
@@ -282,9 +243,9 @@ func TestPlaneStatelessRestartAndReplicate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc := dialRedis(t, inv, c.Spec.IP.Addr())
-		rc.incr(t)
-		rc.incr(t)
+		rc := labtest.DialRedis(t, inv, c.Spec.IP.Addr(), 15*time.Second)
+		incr(t, rc)
+		incr(t, rc)
 		d, err := p.HandleReport(ctx, Report{Container: tc.id, Epoch: 1, Anomalous: true}, "test")
 		if err != nil || d.Action != tc.action || d.Outcome != "ok" {
 			t.Fatalf("%s: %+v %v", tc.id, d, err)
@@ -300,7 +261,7 @@ func TestPlaneStatelessRestartAndReplicate(t *testing.T) {
 			t.Fatalf("%s on %s: %s", tc.id, want, st)
 		}
 		// A fresh copy: the counter starts again.
-		if n := dialRedis(t, inv, c.Spec.IP.Addr()).incr(t); n != 1 {
+		if n := incr(t, labtest.DialRedis(t, inv, c.Spec.IP.Addr(), 15*time.Second)); n != 1 {
 			t.Fatalf("%s: fresh copy INCR = %d", tc.id, n)
 		}
 	}

@@ -1,0 +1,65 @@
+package labtest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/escape-mtd/escape/arp"
+	"github.com/escape-mtd/escape/tools/lab"
+)
+
+// Redis is a minimal redis client living in the lab's client namespace:
+// tests hold one connection open across checkpoints, rollbacks and
+// migrations and watch that it is neither reset nor loses state.
+type Redis struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// DialRedis connects from the client namespace to redis at ip:6379,
+// retrying for up to wait while the service comes up.
+func DialRedis(t testing.TB, inv *lab.Inventory, ip netip.Addr, wait time.Duration) *Redis {
+	t.Helper()
+	var c net.Conn
+	var err error
+	for end := time.Now().Add(wait); ; {
+		err = arp.Do(inv.Client.Netns, func() error {
+			var err error
+			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 6379).String(), time.Second)
+			return err
+		})
+		if err == nil || time.Now().After(end) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("dial redis at %v: %v", ip, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &Redis{c: c, r: bufio.NewReader(c)}
+}
+
+// Incr sends INCR key and returns the new value.
+func (rc *Redis) Incr(key string, timeout time.Duration) (int64, error) {
+	if err := rc.c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return 0, err
+	}
+	if _, err := fmt.Fprintf(rc.c, "*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n", len(key), key); err != nil {
+		return 0, err
+	}
+	line, err := rc.r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	if !strings.HasPrefix(line, ":") {
+		return 0, fmt.Errorf("redis answered %q", line)
+	}
+	return strconv.ParseInt(strings.TrimSpace(line[1:]), 10, 64)
+}
