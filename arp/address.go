@@ -71,9 +71,9 @@ func HasAddress(ep Endpoint, addr netip.Prefix) (bool, error) {
 	return false, nil
 }
 
-// AddAddress puts addr on the endpoint's interface and brings it up. Adding
-// an address that is already there is not an error.
-func AddAddress(ep Endpoint, addr netip.Prefix) error {
+// onLink runs fn with a netlink handle inside the endpoint's namespace,
+// its interface, and addr in netlink's form.
+func onLink(ep Endpoint, addr netip.Prefix, fn func(h *netlink.Handle, l netlink.Link, nl *netlink.Addr) error) error {
 	nl, err := toNetlinkAddr(addr)
 	if err != nil {
 		return err
@@ -87,35 +87,32 @@ func AddAddress(ep Endpoint, addr netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("link %s: %w", ep, err)
 	}
-	if err := h.AddrAdd(l, nl); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add %v to %s: %w", addr, ep, err)
-	}
-	if err := h.LinkSetUp(l); err != nil {
-		return fmt.Errorf("set %s up: %w", ep, err)
-	}
-	return nil
+	return fn(h, l, nl)
+}
+
+// AddAddress puts addr on the endpoint's interface and brings it up. Adding
+// an address that is already there is not an error.
+func AddAddress(ep Endpoint, addr netip.Prefix) error {
+	return onLink(ep, addr, func(h *netlink.Handle, l netlink.Link, nl *netlink.Addr) error {
+		if err := h.AddrAdd(l, nl); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add %v to %s: %w", addr, ep, err)
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set %s up: %w", ep, err)
+		}
+		return nil
+	})
 }
 
 // DelAddress removes addr from the endpoint's interface. Removing an absent
 // address is not an error.
 func DelAddress(ep Endpoint, addr netip.Prefix) error {
-	nl, err := toNetlinkAddr(addr)
-	if err != nil {
-		return err
-	}
-	h, err := Handle(ep.Netns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	l, err := h.LinkByName(ep.Link)
-	if err != nil {
-		return fmt.Errorf("link %s: %w", ep, err)
-	}
-	if err := h.AddrDel(l, nl); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete %v from %s: %w", addr, ep, err)
-	}
-	return nil
+	return onLink(ep, addr, func(h *netlink.Handle, l netlink.Link, nl *netlink.Addr) error {
+		if err := h.AddrDel(l, nl); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete %v from %s: %w", addr, ep, err)
+		}
+		return nil
+	})
 }
 
 // MoveAddress moves addr from one endpoint to another so that at no moment

@@ -101,7 +101,11 @@ func DeleteNetns(name string) error {
 		return nil
 	}
 	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete netns %s: %w", name, err)
+		// A namespace file whose bind mount is already gone (after a crash)
+		// cannot be unmounted, but must still be removed.
+		if rmErr := os.Remove(NetnsPath(name)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			return fmt.Errorf("delete netns %s: %w", name, err)
+		}
 	}
 	return nil
 }

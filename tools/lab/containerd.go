@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"github.com/escape-mtd/escape/arp"
+
 	"context"
 	"errors"
 	"fmt"
@@ -57,7 +59,7 @@ func startContainerd(ctx context.Context, h Host, prefix string) error {
 	defer logf.Close()
 
 	bin := filepath.Join(prefix, "bin")
-	cmd := exec.Command("nsenter", "--net="+filepath.Join(netnsDir, h.Netns), "--",
+	cmd := exec.Command("nsenter", "--net="+arp.NetnsPath(h.Netns), "--",
 		filepath.Join(bin, "containerd"), "--config", cfg)
 	// runc looks criu up on PATH and containerd finds its shim there: the
 	// private prefix comes first so the CRIU 4.2 wrapper wins.

@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"github.com/escape-mtd/escape/arp"
+
 	"bufio"
 	"context"
 	"errors"
@@ -54,7 +56,7 @@ func down(ctx context.Context, c config) error {
 		errs = append(errs, err)
 	}
 	for _, n := range names {
-		if err := deleteNetns(n); err != nil {
+		if err := arp.DeleteNetns(n); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -123,7 +125,7 @@ func labProcesses(c config) []int {
 	if names, err := listLabNetns(c.netnsPrefix()); err == nil {
 		for _, n := range names {
 			var st unix.Stat_t
-			if unix.Stat(filepath.Join(netnsDir, n), &st) == nil {
+			if unix.Stat(arp.NetnsPath(n), &st) == nil {
 				nsInodes[st.Ino] = true
 			}
 		}

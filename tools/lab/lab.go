@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"github.com/escape-mtd/escape/arp"
+
 	"context"
 	"errors"
 	"fmt"
@@ -247,38 +249,36 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 }
 
 func buildNetwork(inv *Inventory) error {
-	if err := createNetns(inv.Fabric.Netns); err != nil {
+	if err := arp.CreateNetns(inv.Fabric.Netns); err != nil {
 		return err
 	}
-	fab, fabNs, err := handleIn(inv.Fabric.Netns)
+	fab, err := arp.Handle(inv.Fabric.Netns)
 	if err != nil {
 		return err
 	}
 	defer fab.Close()
-	defer fabNs.Close()
-	if err := setUp(fab, "lo"); err != nil {
-		return err
-	}
 	if err := addBridge(fab, inv.Fabric.Bridge); err != nil {
 		return err
 	}
 	attach := func(ep Endpoint, port string, bridge string) error {
-		if err := createNetns(ep.Netns); err != nil {
+		if err := arp.CreateNetns(ep.Netns); err != nil {
 			return err
 		}
-		h, ns, err := handleIn(ep.Netns)
+		h, err := arp.Handle(ep.Netns)
 		if err != nil {
 			return err
 		}
 		defer h.Close()
+		ns, err := peerNs(ep.Netns)
+		if err != nil {
+			return err
+		}
 		defer ns.Close()
 		if err := addVethInto(fab, port, inv.Fabric.Bridge, ns, "eth0"); err != nil {
 			return err
 		}
-		for _, l := range []string{"lo", "eth0"} {
-			if err := setUp(h, l); err != nil {
-				return err
-			}
+		if err := setUp(h, "eth0"); err != nil { // arp.CreateNetns brought lo up
+			return err
 		}
 		if bridge != "" {
 			if err := addBridge(h, bridge); err != nil {

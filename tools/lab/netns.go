@@ -1,79 +1,36 @@
 package lab
 
 import (
+	"github.com/escape-mtd/escape/arp"
+
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
-// netnsDir is where iproute2 keeps named namespaces; using it means
-// `ip netns` and `nsenter --net=` see the lab's namespaces too.
-const netnsDir = "/run/netns"
-
-// createNetns creates the named namespace without moving the calling
-// goroutine: netns.NewNamed switches the current thread, so it runs on a
-// locked thread that is switched back before it is released.
-func createNetns(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			runtime.UnlockOSThread()
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if err != nil {
-			errc <- err
-			// the thread may be half switched: let the runtime drop it
-			return
-		}
-		ns.Close()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("return to original netns: %w", err)
-			return // leave the thread locked: it dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		return fmt.Errorf("create netns %s: %w", name, err)
-	}
-	return nil
-}
-
-// handleIn returns a netlink handle that operates inside the named namespace.
-func handleIn(name string) (*netlink.Handle, netns.NsHandle, error) {
+// peerNs opens the named namespace, to move a veth end into it.
+func peerNs(name string) (netns.NsHandle, error) {
 	ns, err := netns.GetFromName(name)
 	if err != nil {
-		return nil, 0, fmt.Errorf("open netns %s: %w", name, err)
+		return 0, fmt.Errorf("open netns %s: %w", name, err)
 	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		return nil, 0, fmt.Errorf("netlink handle in %s: %w", name, err)
-	}
-	return h, ns, nil
+	return ns, nil
 }
 
 // listLabNetns lists the named namespaces that belong to the lab (prefix).
 func listLabNetns(prefix string) ([]string, error) {
-	entries, err := os.ReadDir(netnsDir)
+	entries, err := os.ReadDir(arp.NetnsDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", netnsDir, err)
+		return nil, fmt.Errorf("list %s: %w", arp.NetnsDir, err)
 	}
 	var out []string
 	for _, e := range entries {
@@ -82,17 +39,6 @@ func listLabNetns(prefix string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func deleteNetns(name string) error {
-	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-		// A namespace file whose bind mount is already gone cannot be
-		// unmounted, but must still be removed.
-		if rmErr := os.Remove(filepath.Join(netnsDir, name)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
-			return fmt.Errorf("delete netns %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 // setUp brings a link up.

@@ -1,10 +1,11 @@
 package lab
 
 import (
+	"github.com/escape-mtd/escape/arp"
+
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -53,12 +54,12 @@ func GetStatus(ctx context.Context, opts ...Option) Status {
 
 func status(ctx context.Context, inv *Inventory) Status {
 	st := Status{Up: true, Inventory: inv}
-	if _, err := os.Stat(filepath.Join(netnsDir, inv.Fabric.Netns)); err != nil {
+	if _, err := os.Stat(arp.NetnsPath(inv.Fabric.Netns)); err != nil {
 		st.Problem = "fabric namespace missing"
 	}
 	for _, h := range inv.Hosts {
 		hs := HostStatus{Name: h.Name}
-		if _, err := os.Stat(filepath.Join(netnsDir, h.Netns)); err == nil {
+		if _, err := os.Stat(arp.NetnsPath(h.Netns)); err == nil {
 			hs.Netns = true
 		} else {
 			hs.Problem = "network namespace " + h.Netns + " missing"
