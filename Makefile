@@ -82,7 +82,7 @@ lab-status: build
 
 ## demo: ESCAPE's main job on the local lab (see README)
 demo: deps build
-	tools/demo.sh
+	$(GO) run ./tools/demo --bin bin --out out/demo
 
 clean:
 	rm -rf bin out

@@ -18,6 +18,7 @@ import (
 
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/model"
+	"github.com/escape-mtd/escape/sensor/events"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -122,7 +123,8 @@ func (a *API) Serve(ctx context.Context, l net.Listener) error {
 	go func() { errc <- srv.Serve(l) }()
 	select {
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// Requests under way (an operator's migration) finish first.
+		sctx, cancel := context.WithTimeout(context.Background(), actionTimeout)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	case err := <-errc:
@@ -134,6 +136,7 @@ func (a *API) Serve(ctx context.Context, l net.Listener) error {
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/reports", a.report)
+	mux.HandleFunc("POST /v1/events", a.sensorEvent)
 	mux.HandleFunc("GET /v1/status", a.status)
 	mux.HandleFunc("POST /v1/checkpoint", a.checkpoint)
 	mux.HandleFunc("POST /v1/rollback", a.rollback)
@@ -254,6 +257,25 @@ func (a *API) report(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d)
 }
 
+// sensorEvent takes one JSON event of a sensor (sensor/events) and queues
+// it: the answer does not wait for the decision.
+func (a *API) sensorEvent(w http.ResponseWriter, r *http.Request) {
+	var ev events.Event
+	if !decode(w, r, &ev) {
+		return
+	}
+	switch err := a.p.EnqueueSensorEvent(ev); {
+	case errors.Is(err, ErrFeedFull):
+		writeErr(w, http.StatusServiceUnavailable, err)
+	case err != nil:
+		writeErr(w, http.StatusBadRequest, err)
+	default:
+		writeJSON(w, http.StatusAccepted, struct {
+			Queued bool `json:"queued"`
+		}{true})
+	}
+}
+
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	st, err := a.p.Status(r.Context())
 	if err != nil {
@@ -268,7 +290,11 @@ func (a *API) checkpoint(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ck, err := a.p.Checkpoint(r.Context(), req.Container, req.Force, actor(r))
+	var ck CheckpointRecord
+	err := a.p.intervene(req.Container, func() (err error) {
+		ck, err = a.p.Checkpoint(r.Context(), req.Container, req.Force, actor(r))
+		return err
+	})
 	if err != nil {
 		writeErr(w, codeFor(err), err)
 		return
@@ -281,7 +307,14 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := a.p.Rollback(r.Context(), req.Container, []string{"operator request"}, actor(r))
+	var res RollbackResult
+	err := a.p.intervene(req.Container, func() (err error) {
+		res, err = a.p.Rollback(r.Context(), req.Container, []string{"operator request"}, actor(r))
+		return err
+	})
+	if err == nil {
+		a.p.newCopy(req.Container, a.p.now().Add(-time.Duration(res.Restore)))
+	}
 	if err != nil {
 		writeErr(w, codeFor(err), err)
 		return
@@ -427,7 +460,7 @@ func (c *Client) Do(ctx context.Context, method, route string, in, out any) erro
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		var e APIError
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return fmt.Errorf("plane: %s (HTTP %s)", e.Error, strconv.Itoa(resp.StatusCode))

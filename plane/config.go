@@ -1,7 +1,6 @@
 package plane
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/escape-mtd/escape/internal/config"
 	"github.com/escape-mtd/escape/migrate"
 	"go.yaml.in/yaml/v3"
 )
@@ -55,6 +55,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 type Config struct {
 	// Socket is the unix socket of the API (sensors and operators).
 	Socket string `yaml:"socket"`
+	// Listen is the loopback address:port of /metrics and /healthz
+	// (empty: off). Read-only: actions go through the socket.
+	Listen string `yaml:"listen"`
 	// AllowedUIDs may use the socket, besides root.
 	AllowedUIDs []uint32 `yaml:"allowed_uids"`
 	// State is the bbolt database.
@@ -90,6 +93,7 @@ type ContainerConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		Socket:  "/run/escape-plane/plane.sock",
+		Listen:  "127.0.0.1:9465",
 		State:   "/var/lib/escape-plane/state.db",
 		Audit:   "/var/lib/escape-plane/audit.jsonl",
 		LabRoot: "/var/lib/escape-lab",
@@ -99,8 +103,9 @@ func DefaultConfig() Config {
 // maxConfigBytes bounds a configuration file.
 const maxConfigBytes = 1 << 20
 
-// ParseConfig reads a YAML configuration. Unknown keys and invalid values
-// are errors that name the key.
+// ParseConfig reads the plane section of ESCAPE's configuration file
+// (internal/config: one YAML file, a section per daemon). Unknown keys and
+// invalid values are errors that name the key.
 func ParseConfig(r io.Reader) (Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxConfigBytes+1))
 	if err != nil {
@@ -110,10 +115,8 @@ func ParseConfig(r io.Reader) (Config, error) {
 		return Config{}, fmt.Errorf("config larger than %d bytes", maxConfigBytes)
 	}
 	cfg := DefaultConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("config: %w", err)
+	if err := config.Decode(data, "plane", &cfg); err != nil {
+		return Config{}, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
@@ -143,6 +146,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %q must be an absolute path", key, p))
 		}
 	}
+	if c.Listen != "" {
+		if ap, err := netip.ParseAddrPort(c.Listen); err != nil || !ap.Addr().IsLoopback() {
+			errs = append(errs, fmt.Errorf("listen: %q: want a loopback address:port such as 127.0.0.1:9465", c.Listen))
+		}
+	}
 	if c.SharedDir != "" && !filepath.IsAbs(c.SharedDir) {
 		errs = append(errs, fmt.Errorf("shared_dir: %q must be an absolute path", c.SharedDir))
 	}
@@ -161,7 +169,7 @@ func (c Config) Validate() error {
 		seen[cc.ID] = true
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("config: %w", errors.Join(errs...))
+		return fmt.Errorf("config: section plane: %w", errors.Join(errs...))
 	}
 	return nil
 }

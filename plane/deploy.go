@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/sensor/events"
 )
 
 // criuConfig is the CRIU configuration every protected container gets: it
@@ -109,6 +111,15 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord
 	pol, err := ResolvePolicy(p.defaults, cc.Policy, cc.Labels)
 	if err != nil {
 		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
+	}
+	// The sensor keys its profile and its reports by this label: with the
+	// id as identity, its events name the container the plane knows.
+	if cc.Labels[events.IdentityLabel] == "" {
+		cc.Labels = maps.Clone(cc.Labels)
+		if cc.Labels == nil {
+			cc.Labels = map[string]string{}
+		}
+		cc.Labels[events.IdentityLabel] = cc.ID
 	}
 	src := cc.Image
 	if !filepath.IsAbs(src) {

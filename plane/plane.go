@@ -84,8 +84,10 @@ type Plane struct {
 	rank     []model.PolicyOption
 	migOpts  []migrate.Option
 
-	mu    sync.Mutex
-	locks map[string]chan struct{}
+	mu      sync.Mutex
+	locks   map[string]chan struct{}
+	feed    sensorFeed
+	metrics metricsOnce
 }
 
 // Option tunes a Plane.
@@ -203,6 +205,7 @@ func (p *Plane) lock(ctx context.Context, id string) (func(), error) {
 }
 
 func (p *Plane) event(ev AuditEvent) {
+	NewMetrics(p).observe(ev)
 	if err := p.audit.Log(ev); err != nil {
 		p.log.Error("audit log", zap.Error(err), zap.Any("event", ev))
 	}

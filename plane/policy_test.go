@@ -8,20 +8,22 @@ import (
 
 func TestConfigParsesAndLayersPolicy(t *testing.T) {
 	cfg, err := ParseConfig(strings.NewReader(`
-socket: /run/x/plane.sock
-defaults:
-  checkpoint_interval: 10s
-  rollback_limit: 2
-containers:
-  - id: web
-    image: busybox
-    args: [/bin/httpd, -f]
-    memory: 64MiB
-    policy: {class: stateless, stateless_action: replicate}
-  - id: db
-    image: redis
-    args: [/usr/bin/redis-server]
-    labels: {escape.mtd/retain: "5", other.label: x}
+sensor: {window: 10}  # the other daemon's section is left alone
+plane:
+ socket: /run/x/plane.sock
+ defaults:
+   checkpoint_interval: 10s
+   rollback_limit: 2
+ containers:
+   - id: web
+     image: busybox
+     args: [/bin/httpd, -f]
+     memory: 64MiB
+     policy: {class: stateless, stateless_action: replicate}
+   - id: db
+     image: redis
+     args: [/usr/bin/redis-server]
+     labels: {escape.mtd/retain: "5", other.label: x}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -71,15 +73,20 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 		{"containers: [{id: a, image: busybox, args: [x], labels: {escape.mtd/retain: three}}]\n", "escape.mtd/retain"},
 		{"containers: [{id: a, image: b, args: [x]}, {id: a, image: b, args: [x]}]\n", "declared twice"},
 		{"[not, a, map]\n", "config"},
-		{"\x00\x01garbage: [\n", "config"},
+		{"listen: 0.0.0.0:9465\n", "listen"},
 	} {
-		_, err := ParseConfig(strings.NewReader(tc.yaml))
+		_, err := ParseConfig(strings.NewReader(inPlane(tc.yaml)))
 		if err == nil {
 			t.Errorf("%q: accepted", tc.yaml)
 			continue
 		}
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %q does not name %q", tc.yaml, err, tc.want)
+		}
+	}
+	for _, doc := range []string{"\x00\x01garbage: [\n", "socket: /x\n", "plane: {}\nsensr: {}\n"} {
+		if _, err := ParseConfig(strings.NewReader(doc)); err == nil {
+			t.Errorf("%q: accepted", doc)
 		}
 	}
 	if _, err := ParseConfig(strings.NewReader(strings.Repeat("#", maxConfigBytes+10))); err == nil {
@@ -90,6 +97,18 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 	if err != nil || cfg.Socket != DefaultConfig().Socket {
 		t.Fatalf("empty config: %v", err)
 	}
+}
+
+// inPlane puts a plane-section body under the file's plane key.
+func inPlane(body string) string {
+	var b strings.Builder
+	b.WriteString("plane:\n")
+	for _, l := range strings.SplitAfter(body, "\n") {
+		if l != "" {
+			b.WriteString("  " + l)
+		}
+	}
+	return b.String()
 }
 
 func TestParseSize(t *testing.T) {

@@ -15,9 +15,15 @@ import (
 
 // Report is what a sensor sends at the end of each epoch of a container.
 type Report struct {
-	Container  string    `json:"container"`
-	Epoch      uint64    `json:"epoch"`
-	Anomalous  bool      `json:"anomalous"`
+	Container string `json:"container"`
+	Epoch     uint64 `json:"epoch"`
+	Anomalous bool   `json:"anomalous"`
+	// Degraded: the sensor lost data in this epoch (flooding is a known
+	// way to hide an attack), so it is not clean either.
+	Degraded bool `json:"degraded,omitempty"`
+	// Learning: the sensor was still training the profile; the epoch is
+	// unverified, so it does not count as clean.
+	Learning   bool      `json:"learning,omitempty"`
 	Mismatches int       `json:"mismatches,omitempty"`
 	Threshold  int       `json:"threshold,omitempty"`
 	Time       time.Time `json:"time,omitempty"`
@@ -75,17 +81,27 @@ func (p *Plane) HandleReport(ctx context.Context, r Report, actor string) (Decis
 	if err != nil {
 		return Decision{}, fmt.Errorf("report: container %s: %w", r.Container, err)
 	}
+	return p.reportLocked(ctx, c, r, actor)
+}
+
+// reportLocked records r for c and responds to an anomaly. The caller holds
+// c's lock.
+func (p *Plane) reportLocked(ctx context.Context, c ContainerRecord, r Report, actor string) (Decision, error) {
 	now := p.now()
-	_, err = p.store.UpdateEpoch(r.Container, func(e *EpochRecord) error {
+	clean := !r.Anomalous && !r.Degraded && !r.Learning
+	_, err := p.store.UpdateEpoch(r.Container, func(e *EpochRecord) error {
 		if r.Epoch <= e.LastEpoch {
 			return fmt.Errorf("%w: epoch %d, last was %d", ErrStaleReport, r.Epoch, e.LastEpoch)
 		}
 		e.LastEpoch, e.Updated = r.Epoch, now
-		if r.Anomalous {
+		switch {
+		case r.Anomalous:
 			e.CleanStreak, e.LastAnomaly = 0, r.Epoch
-		} else {
+		case clean:
 			e.CleanStreak++
 			e.LastClean = r.Epoch
+		default:
+			e.CleanStreak = 0
 		}
 		return nil
 	})
@@ -93,9 +109,17 @@ func (p *Plane) HandleReport(ctx context.Context, r Report, actor string) (Decis
 		return Decision{}, fmt.Errorf("report for %s: %w", r.Container, err)
 	}
 	p.event(AuditEvent{Kind: "report", Container: r.Container, Host: c.Host, Actor: actor,
-		Details: map[string]any{"epoch": r.Epoch, "anomalous": r.Anomalous, "mismatches": r.Mismatches, "threshold": r.Threshold}})
+		Details: map[string]any{"epoch": r.Epoch, "anomalous": r.Anomalous, "degraded": r.Degraded, "learning": r.Learning,
+			"mismatches": r.Mismatches, "threshold": r.Threshold, "detail": r.Detail}})
 	if !r.Anomalous {
-		return Decision{Container: r.Container, Action: "none", Reasons: []string{"clean epoch"}, Outcome: "ok", Host: c.Host}, nil
+		reason := "clean epoch"
+		switch {
+		case r.Degraded:
+			reason = "degraded epoch (the sensor lost data): not clean"
+		case r.Learning:
+			reason = "learning epoch: not yet verified"
+		}
+		return Decision{Container: r.Container, Action: "none", Reasons: []string{reason}, Outcome: "ok", Host: c.Host}, nil
 	}
 	if _, err := p.store.UpdateHost(c.Host, func(h *HostRecord) {
 		h.Anomalies = append(pruneTimes(h.Anomalies, now.Add(-24*time.Hour)), now)
@@ -110,9 +134,12 @@ func (p *Plane) HandleReport(ctx context.Context, r Report, actor string) (Decis
 }
 
 // respond applies the policy to an anomaly. The caller holds the lock.
-func (p *Plane) respond(ctx context.Context, c ContainerRecord, reason, actor string) Decision {
+// The decision is a named result so that the deferred audit records the
+// decision actually returned (the rollback and migration paths return a
+// new value).
+func (p *Plane) respond(ctx context.Context, c ContainerRecord, reason, actor string) (d Decision) {
 	id := c.Spec.ID
-	d := Decision{Container: id, Reasons: []string{reason}, Host: c.Host}
+	d = Decision{Container: id, Reasons: []string{reason}, Host: c.Host}
 	start := time.Now()
 	defer func() {
 		d.Duration = Duration(time.Since(start))
@@ -173,7 +200,14 @@ func (p *Plane) respond(ctx context.Context, c ContainerRecord, reason, actor st
 }
 
 func (p *Plane) rollbackDecision(ctx context.Context, id string, d Decision, actor string) Decision {
-	res, err := p.rollbackLocked(ctx, id, d.Reasons, actor)
+	var res RollbackResult
+	err := p.intervene(id, func() (err error) {
+		res, err = p.rollbackLocked(ctx, id, d.Reasons, actor)
+		return err
+	})
+	if err == nil {
+		p.newCopy(id, p.now().Add(-time.Duration(res.Restore)))
+	}
 	if err != nil {
 		d.Outcome, d.Error = "failed", err.Error()
 		return d
@@ -248,7 +282,12 @@ func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string,
 			Reasons: append(reasons, err.Error()), Outcome: "refused"})
 		return migrate.Result{}, err
 	}
-	res, err := p.mig.Migrate(ctx, c.Spec, c.Host, to)
+	start := p.now()
+	var res migrate.Result
+	err = p.intervene(id, func() (err error) {
+		res, err = p.mig.Migrate(ctx, c.Spec, c.Host, to)
+		return err
+	})
 	steps := map[string]float64{}
 	for _, s := range res.Steps {
 		k := s.Step.String()
@@ -271,6 +310,7 @@ func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string,
 		if rerr := p.store.ResetRollbacks(id); rerr != nil {
 			p.log.Error("reset rollbacks", zap.Error(rerr))
 		}
+		p.newCopy(id, start)
 	}
 	p.event(ev)
 	return res, err
@@ -278,10 +318,22 @@ func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string,
 
 // restartLocked restarts a stateless container in place, from its image.
 func (p *Plane) restartLocked(ctx context.Context, c ContainerRecord) error {
-	if err := p.rt.Run(ctx, c.Host, c.Spec); err != nil {
+	start := p.now()
+	if err := p.intervene(c.Spec.ID, func() error { return p.rt.Run(ctx, c.Host, c.Spec) }); err != nil {
 		return fmt.Errorf("restart %s: %w", c.Spec.ID, err)
 	}
+	p.newCopy(c.Spec.ID, start)
 	return nil
+}
+
+// newCopy records that container id's current copy started at t.
+func (p *Plane) newCopy(id string, t time.Time) {
+	if _, err := p.store.UpdateEpoch(id, func(e *EpochRecord) error {
+		e.Since, e.CleanStreak = t, 0
+		return nil
+	}); err != nil {
+		p.log.Error("record the new copy", zap.String("container", id), zap.Error(err))
+	}
 }
 
 // replicateLocked starts a fresh copy of a stateless container on dest,
@@ -312,6 +364,7 @@ func (p *Plane) replicateLocked(ctx context.Context, c ContainerRecord, dest str
 	if err := p.store.PutContainer(c); err != nil {
 		return err
 	}
+	p.newCopy(id, c.Updated)
 	if err := p.rt.Remove(ctx, old, id); err != nil {
 		p.log.Warn("remove old replica", zap.String("host", old), zap.Error(err))
 	}
@@ -414,10 +467,22 @@ func (p *Plane) Undrain(host, actor string) error {
 	return err
 }
 
-// Run takes safe checkpoints on each stateful container's interval until
-// ctx ends. A checkpoint is attempted only when new clean epochs arrived
-// since the last one and the clean streak satisfies the policy.
+// actionTimeout bounds an action that shutdown waits for.
+const actionTimeout = 10 * time.Minute
+
+// Run handles the sensor feed and takes safe checkpoints on each stateful
+// container's interval until ctx ends. A checkpoint is attempted only when
+// new clean epochs arrived since the last one and the clean streak
+// satisfies the policy. When ctx ends, an action already under way (a
+// rollback, a migration, a dump) runs to its end before Run returns: a
+// SIGTERM never leaves a migration half done.
 func (p *Plane) Run(ctx context.Context) error {
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		p.runFeed(ctx)
+	}()
+	defer func() { <-feedDone }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -460,7 +525,13 @@ func (p *Plane) checkpointDue(ctx context.Context) {
 		if err != nil {
 			continue // busy: try on the next tick
 		}
-		if _, err := p.checkpointLocked(ctx, c.Spec.ID, false, "plane"); err != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+		err = p.intervene(c.Spec.ID, func() error {
+			_, err := p.checkpointLocked(actx, c.Spec.ID, false, "plane")
+			return err
+		})
+		cancel()
+		if err != nil {
 			p.log.Warn("periodic checkpoint", zap.String("container", c.Spec.ID), zap.Error(err))
 		}
 		unlock()

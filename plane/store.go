@@ -74,6 +74,10 @@ type EpochRecord struct {
 	LastClean   uint64    `json:"last_clean"`
 	LastAnomaly uint64    `json:"last_anomaly"`
 	Updated     time.Time `json:"updated"`
+	// Since is when the container's current copy started (deploy,
+	// rollback, migration, restart): sensor events emitted before it
+	// describe a copy that no longer runs.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // Store is the plane's embedded state, in bbolt.

@@ -2,11 +2,13 @@ package sensor
 
 import (
 	"strings"
+
+	"github.com/escape-mtd/escape/sensor/events"
 )
 
 // IdentityLabel overrides a container's identity: set it on a migrated or
 // renamed container so that it keeps its profile.
-const IdentityLabel = "escape.identity"
+const IdentityLabel = events.IdentityLabel
 
 // Container is what discovery knows of a watched container.
 type Container struct {

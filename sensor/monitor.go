@@ -55,6 +55,9 @@ type watch struct {
 	gen     uint32
 	t       *tracked
 	counted uint64 // calls of this slot generation already in t.stats.Calls
+	// epochStart is when the next epoch began: the watch, then the end
+	// of each epoch (the kernel's epochs of one slot are contiguous).
+	epochStart time.Time
 }
 
 // tracked is one identity's profile and counters.
@@ -82,6 +85,7 @@ type monitorConfig struct {
 	threshold   uint64
 	epochEvents bool
 	profileDir  string
+	reporter    events.Sink
 	log         *zap.Logger
 }
 
@@ -105,6 +109,13 @@ func WithEpochEvents(on bool) MonitorOption { return func(c *monitorConfig) { c.
 // restarted daemon, or one on the host a container migrated to (sharing the
 // directory), keeps learned profiles.
 func WithProfileDir(d string) MonitorOption { return func(c *monitorConfig) { c.profileDir = d } }
+
+// WithReporter sends every scored epoch (types epoch, anomaly and drops) to
+// sink whatever WithEpochEvents says: the control plane needs the clean
+// epochs too, to know when a checkpoint is safe.
+func WithReporter(sink events.Sink) MonitorOption {
+	return func(c *monitorConfig) { c.reporter = sink }
+}
 
 // WithMonitorLogger sets the logger.
 func WithMonitorLogger(l *zap.Logger) MonitorOption { return func(c *monitorConfig) { c.log = l } }
@@ -160,7 +171,7 @@ func (m *Monitor) Add(ctx context.Context, c Container) error {
 		m.emit(ctx, events.TypeError, events.SevWarning, c, nil, nil, err.Error())
 		return fmt.Errorf("add container %s: %w", c.ID, err)
 	}
-	w := &watch{c: c, slot: slot, gen: gen, t: t}
+	w := &watch{c: c, slot: slot, gen: gen, t: t, epochStart: time.Now().UTC()}
 	m.byCgroup[c.CgroupID], m.bySlot[[2]uint32{slot, gen}] = w, w
 	t.last, t.cur = c, w
 	if t.state == StateGone {
@@ -272,11 +283,21 @@ func (m *Monitor) SaveAll() error {
 }
 
 func (m *Monitor) emit(ctx context.Context, typ, sev string, c Container, ep *events.Epoch, d *events.Drops, msg string) {
-	e := events.Event{Schema: events.SchemaVersion, Time: time.Now().UTC(), Type: typ, Severity: sev,
+	m.send(ctx, m.sink, m.event(typ, sev, c, ep, d, msg))
+}
+
+func (m *Monitor) event(typ, sev string, c Container, ep *events.Epoch, d *events.Drops, msg string) events.Event {
+	return events.Event{Schema: events.SchemaVersion, Time: time.Now().UTC(), Type: typ, Severity: sev,
 		Sensor: m.cfg.host, Epoch: ep, Drops: d, Message: msg,
 		Container: &events.Container{Identity: c.Identity(), ID: c.ID, Namespace: c.Namespace, Host: c.Host,
 			Image: c.Image, Labels: c.Labels, CgroupID: c.CgroupID}}
-	if err := m.sink.Emit(ctx, e); err != nil {
-		m.log.Warn("event sink failed", zap.String("type", typ), zap.Error(err))
+}
+
+func (m *Monitor) send(ctx context.Context, sink events.Sink, e events.Event) {
+	if sink == nil {
+		return
+	}
+	if err := sink.Emit(ctx, e); err != nil {
+		m.log.Warn("event sink failed", zap.String("type", e.Type), zap.Error(err))
 	}
 }

@@ -2,6 +2,7 @@ package sensor
 
 import (
 	"context"
+	"time"
 
 	"github.com/escape-mtd/escape/sensor/events"
 	"go.uber.org/zap"
@@ -40,8 +41,10 @@ func (m *Monitor) handle(e Epoch) {
 	st.Epochs++
 	st.Windows += e.Bags.Windows
 	st.LastSeq = e.Seq
-	ep := &events.Epoch{Seq: e.Seq, Calls: e.Calls, Windows: e.Bags.Windows, Bags: len(e.Bags.Bags),
+	now := time.Now().UTC()
+	ep := &events.Epoch{Seq: e.Seq, Start: w.epochStart, Calls: e.Calls, Windows: e.Bags.Windows, Bags: len(e.Bags.Bags),
 		Threshold: t.profile.Threshold(), Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final}
+	w.epochStart = now
 	anomalous := false
 	if t.learned < m.cfg.learnEpochs {
 		ep.Mode = StateLearning
@@ -84,10 +87,17 @@ func (m *Monitor) handle(e Epoch) {
 		m.emit(ctx, events.TypeDrops, events.SevWarning, c, ep, &events.Drops{Records: e.NewDrops, LostEpochs: e.Lost,
 			Unresolved: e.Unresolved, Collisions: e.Collisions, Total: total}, "epoch lost data; not treated as clean")
 	}
-	if anomalous {
-		m.emit(ctx, events.TypeAnomaly, events.SevCritical, c, ep, nil, "mismatches exceed threshold")
-	} else if m.cfg.epochEvents {
-		m.emit(ctx, events.TypeEpoch, events.SevInfo, c, ep, nil, "")
+	switch {
+	case anomalous:
+		ev := m.event(events.TypeAnomaly, events.SevCritical, c, ep, nil, "mismatches exceed threshold")
+		m.send(ctx, m.sink, ev)
+		m.send(ctx, m.cfg.reporter, ev)
+	case m.cfg.epochEvents:
+		ev := m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, "")
+		m.send(ctx, m.sink, ev)
+		m.send(ctx, m.cfg.reporter, ev)
+	default:
+		m.send(ctx, m.cfg.reporter, m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, ""))
 	}
 	if e.Final {
 		m.emit(ctx, events.TypeUnwatched, events.SevInfo, c, nil, nil, "")

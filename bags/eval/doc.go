@@ -8,5 +8,8 @@
 // Thresholds are chosen on normal data only: the validation traces are split
 // deterministically (even/odd position in name order) into a selection half,
 // on which thresholds are set, and a reporting half, on which false-positive
-// rates are reported. Attack traces are only ever scored.
+// rates are reported. Attack runs 1..Config.DevRuns of each family are the
+// dev subset: the only attacks a fitted rule (the logistic combiner, the
+// supervised two-class k-NN) or a model choice may see; every reported
+// detection rate uses the other runs.
 package eval

@@ -109,15 +109,23 @@ func (m *KNN) Score(calls []uint16, exclude int) float64 {
 	}
 	var es []entry
 	var norm float64
+	loo := exclude >= 0 && exclude < m.n
 	for b, n := range c {
 		id, ok := m.ids[b]
 		df := int32(0)
 		if ok {
 			df = m.df[id]
+			// Leave-one-out must also take the left-out trace out of the
+			// document frequencies: otherwise a bag only it holds weighs
+			// idf(1) instead of the unseen weight idf(0), and reference
+			// traces score systematically closer than any other trace.
+			if loo && m.holds(exclude, id) {
+				df--
+			}
 		}
 		x := m.tf(n) * m.idf(df)
 		norm += x * x
-		if ok {
+		if df > 0 {
 			es = append(es, entry{id, x})
 		}
 	}
@@ -128,11 +136,9 @@ func (m *KNN) Score(calls []uint16, exclude int) float64 {
 			sim[p.i] += e.w * float64(p.w)
 		}
 	}
-	if exclude >= 0 && exclude < m.n {
-		sim[exclude] = math.Inf(-1)
-	}
 	k := min(m.K, m.n)
-	if exclude >= 0 && exclude < m.n {
+	if loo {
+		sim[exclude] = math.Inf(-1)
 		k = min(m.K, m.n-1)
 	}
 	if k <= 0 {
@@ -144,6 +150,13 @@ func (m *KNN) Score(calls []uint16, exclude int) float64 {
 		d += 1 - s/norm
 	}
 	return clamp01(d / float64(k))
+}
+
+// holds reports whether reference trace r contains bag id (refs[r] is
+// sorted by id).
+func (m *KNN) holds(r int, id int32) bool {
+	_, found := slices.BinarySearchFunc(m.refs[r], id, func(p posting, id int32) int { return int(p.i - id) })
+	return found
 }
 
 func clamp01(x float64) float64 {

@@ -80,7 +80,7 @@ func TestRefDBLeaveOneOut(t *testing.T) {
 
 func TestRankScore(t *testing.T) {
 	normal := []Scores{{Frac: 0.1, KNN: 0.2}, {Frac: 0.2, KNN: 0.1}, {Frac: 0.3, KNN: 0.3}, {Frac: 0.4, KNN: 0.4}}
-	f := rankScore([]func(Scores) float64{frac, knn}, normal)
+	f := rankScore([]Channel{frac, knn}, normal)
 	if got := f(Scores{Frac: 1, KNN: 1}); got != 1 {
 		t.Fatalf("above every normal: %v", got)
 	}

@@ -77,6 +77,17 @@ type Scores struct {
 	BurstFrac  float64 // max share of unseen windows in any Burst consecutive windows
 	Stide      float64 // share of unseen NGram-grams
 	KNN        float64 // knn-bosc: cosine distance to the nearest reference traces (filled by Run)
+
+	// Pooled-database channels filled by RefDB.Score (zero from Model.Score).
+	BagRarity    float64 // mean window rarity −ln((f+1)/(N+|B|+1)), nats
+	BagRarityMax float64 // max over Span consecutive windows of that mean
+	Soft         float64 // mean nearest-bag distance of the windows (0 seen, ½ one call off, 1 farther)
+	GramRarity   float64 // mean add-one 6-gram rarity −ln((c+1)/(N6+|G|+1)), nats
+	LM           float64 // mean −ln of the stupid-backoff 6-gram probability of each call, nats
+
+	// KNNAttack is the supervised channel's cosine distance to the nearest
+	// dev attack trace (filled by Run; never a normal-only score).
+	KNNAttack float64
 }
 
 // EpochMax runs the engine's detection path on one trace: Windower epochs of

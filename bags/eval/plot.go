@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image/color"
 	"path/filepath"
+	"slices"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/palette/moreland"
@@ -11,10 +12,10 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// WriteFigures writes roc.{png,svg}, sweep_dr.{png,svg}, sweep_fpr.{png,svg}
-// and window_auc.{png,svg} into dir.
+// WriteFigures writes roc.{png,svg}, roc_low.{png,svg}, sweep_dr.{png,svg},
+// sweep_fpr.{png,svg} and window_auc.{png,svg} into dir.
 func WriteFigures(r *Report, dir string) error {
-	if err := rocPlot(r, dir); err != nil {
+	if err := rocPlots(r, dir); err != nil {
 		return err
 	}
 	for _, m := range []struct {
@@ -46,28 +47,54 @@ var lineColors = []color.RGBA{
 	{145, 30, 180, 255}, {70, 240, 240, 255}, {240, 50, 230, 255}, {128, 128, 0, 255}, {0, 0, 128, 255},
 }
 
-// rocShown are the variants drawn in roc.*: the papers' pure BoSC, the
-// n-gram reference and the main improvements (all are in the tables).
-var rocShown = map[string]bool{"bosc-epoch": true, "bosc-frac": true, "stide-6": true, "knn-bosc": true,
-	"bosc-frac+A-loo": true, "knn-bosc+A-loo": true, "rank(6gram,knn)+A-loo": true}
+// DefaultROC are the variants drawn in roc.* and roc_low.* unless
+// Config.ROC says otherwise: the papers' pure BoSC, the n-gram reference and
+// the main improvements (all variants are in the tables).
+var DefaultROC = []string{"bosc-epoch", "bosc-frac", "stide-6", "bosc-frac+A-loo", "knn-bosc+A-loo",
+	"bag-rarity+A-loo", "soft-bag+A-loo", "6gram-lm+A-loo", "logit(5)+A-loo", "knn-2class+A-loo (sup.)"}
 
-func rocPlot(r *Report, dir string) error {
+// rocPlots writes the full ROC (roc.*) and its low-FPR part (roc_low.*,
+// FPR ≤ 20%), where the 5% operating point lives.
+func rocPlots(r *Report, dir string) error {
+	shown := r.Config.ROC
+	if len(shown) == 0 {
+		shown = DefaultROC
+	}
+	for _, f := range []struct {
+		name string
+		maxX float64
+	}{{"roc", 1}, {"roc_low", 0.2}} {
+		if err := rocPlot(r, dir, f.name, f.maxX, shown); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func rocPlot(r *Report, dir, name string, maxX float64, shown []string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("ADFA-LD ROC, W=%d (validation B vs held-out attacks)", r.Config.Window)
 	p.X.Label.Text = "false-positive rate"
 	p.Y.Label.Text = "detection rate"
-	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
+	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, maxX, 0, 1
 	p.Legend.Top, p.Legend.Left = false, false
 	p.Legend.YOffs = vg.Points(30)
 	i := -1
 	for _, v := range r.Variants {
-		if !rocShown[v.Name] {
+		if !slices.Contains(shown, v.Name) {
 			continue
 		}
 		i++
-		pts := make(plotter.XYs, len(v.ROC))
+		var pts plotter.XYs
 		for j, q := range v.ROC {
-			pts[j].X, pts[j].Y = q.FPR, q.TPR
+			if q.FPR > maxX {
+				// Cut the curve at maxX, interpolating the crossing.
+				a := v.ROC[j-1]
+				y := a.TPR + (q.TPR-a.TPR)*(maxX-a.FPR)/(q.FPR-a.FPR)
+				pts = append(pts, plotter.XY{X: maxX, Y: y})
+				break
+			}
+			pts = append(pts, plotter.XY{X: q.FPR, Y: q.TPR})
 		}
 		l, err := plotter.NewLine(pts)
 		if err != nil {
@@ -75,13 +102,23 @@ func rocPlot(r *Report, dir string) error {
 		}
 		l.Color = lineColors[i%len(lineColors)]
 		l.Width = vg.Points(1.2)
-		if i >= len(lineColors) || v.Name == "stide-6" {
+		if i >= len(lineColors) || v.Name == "stide-6" || v.Supervised {
 			l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
 		}
 		p.Add(l)
 		p.Legend.Add(fmt.Sprintf("%s (AUC %.3f)", v.Name, v.AUC), l)
 	}
-	return save(p, dir, "roc", 7*vg.Inch, 6*vg.Inch)
+	if maxX < 1 {
+		// The 5% FPR operating point of the goal.
+		g, err := plotter.NewLine(plotter.XYs{{X: 0.05, Y: 0}, {X: 0.05, Y: 1}})
+		if err != nil {
+			return err
+		}
+		g.Color = color.RGBA{160, 160, 160, 255}
+		g.Dashes = []vg.Length{vg.Points(1), vg.Points(2)}
+		p.Add(g)
+	}
+	return save(p, dir, name, 7*vg.Inch, 6*vg.Inch)
 }
 
 // sweepGrid adapts the sweep to plotter.GridXYZ.

@@ -14,15 +14,17 @@ import (
 
 // Config selects what Run measures.
 type Config struct {
-	Root       string  // ADFA-LD root (Training_Data_Master, ...)
-	Window     int     // W of the main comparison (papers: 10)
-	Epoch      int     // E of the papers' rule in the main comparison
-	TargetFPR  float64 // FPR target for choosing thresholds on the selection half
-	KNN        int     // neighbours of the knn-bosc scorer
-	DevRuns    int     // attack runs 1..DevRuns of each family are the selection (dev) subset
-	Windows    []int   // window sweep
-	Epochs     []int   // epoch sweep (papers: 1000..4000 step 500)
-	Thresholds []int   // threshold sweep (papers: 10..100 step 10)
+	Root       string   // ADFA-LD root (Training_Data_Master, ...)
+	Window     int      // W of the main comparison (papers: 10)
+	Epoch      int      // E of the papers' rule in the main comparison
+	TargetFPR  float64  // FPR target for choosing thresholds on the selection half
+	KNN        int      // neighbours of the knn-bosc scorer
+	DevRuns    int      // attack runs 1..DevRuns of each family are the selection (dev) subset
+	Windows    []int    // window sweep
+	Epochs     []int    // epoch sweep (papers: 1000..4000 step 500)
+	Thresholds []int    // threshold sweep (papers: 10..100 step 10)
+	Variants   []string // variants to report (names from Variants; empty: all)
+	ROC        []string // variants drawn in the ROC figures (empty: DefaultROC)
 	Log        *zap.Logger
 }
 
@@ -38,59 +40,11 @@ func DefaultConfig(root string) Config {
 	return c
 }
 
-// Regime is the normal data a variant's database holds and where its
-// threshold is chosen.
-type Regime int
-
-const (
-	// Base: database = Training_Data_Master; threshold on validation A.
-	Base Regime = iota
-	// ExtA1: database also fed A1 (even positions of A); threshold on A2.
-	ExtA1
-	// LOOA: database = training + all of A; threshold on A scored
-	// leave-one-out (each A trace against the database without itself).
-	LOOA
-)
-
-// Variant is one scoring rule.
-type Variant struct {
-	Name, Help string
-	Score      func(Scores) float64
-	Regime     Regime
-	// Rank, when set, replaces Score by the mean of the channels' empirical
-	// CDFs, each fitted on the variant's normal selection scores only.
-	Rank []func(Scores) float64
-}
-
-func frac(s Scores) float64  { return s.Frac }
-func stide(s Scores) float64 { return s.Stide }
-func knn(s Scores) float64   { return s.KNN }
-
-// Variants are the papers' BoSC and the improvements, in report order.
-var Variants = []Variant{
-	{Name: "bosc-epoch", Help: "papers' rule: max mismatches in one epoch (> T flags)", Score: func(s Scores) float64 { return s.EpochMax }},
-	{Name: "bosc-frac", Help: "share of windows with an unseen bag", Score: frac},
-	{Name: "freq-weighted", Help: "mean window surprisal -log((f+1)/(N+1)), normalised", Score: func(s Scores) float64 { return s.Surprisal }},
-	{Name: "rare-bag", Help: "share of windows whose bag was seen at most once", Score: func(s Scores) float64 { return s.Rare }},
-	{Name: "burst", Help: "max share of unseen windows in 50 consecutive windows", Score: func(s Scores) float64 { return s.BurstFrac }},
-	{Name: "stide-6", Help: "reference: share of unseen 6-grams", Score: stide},
-	{Name: "bosc+6gram", Help: "mean of bosc-frac and the 6-gram channel", Score: func(s Scores) float64 { return (s.Frac + s.Stide) / 2 }},
-	{Name: "freq+6gram", Help: "mean of freq-weighted and the 6-gram channel", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }},
-	{Name: "knn-bosc", Help: "cosine distance of the trace's TF-IDF bag counts to the nearest training trace", Score: knn},
-	{Name: "bosc-frac+valA", Help: "bosc-frac, database also fed a quarter of validation (A1)", Score: frac, Regime: ExtA1},
-	{Name: "freq+6gram+valA", Help: "freq+6gram, database also fed a quarter of validation (A1)", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }, Regime: ExtA1},
-	{Name: "knn-bosc+valA", Help: "knn-bosc, reference traces also A1", Score: knn, Regime: ExtA1},
-	{Name: "bosc-frac+A-loo", Help: "bosc-frac, database = training + all of A, A scored leave-one-out", Score: frac, Regime: LOOA},
-	{Name: "stide-6+A-loo", Help: "stide-6, same regime", Score: stide, Regime: LOOA},
-	{Name: "knn-bosc+A-loo", Help: "knn-bosc, references = training + all of A, A scored leave-one-out", Score: knn, Regime: LOOA},
-	{Name: "rank(6gram,knn)+A-loo", Help: "mean normal-data CDF of stide-6 and knn-bosc", Regime: LOOA, Rank: []func(Scores) float64{stide, knn}},
-	{Name: "rank(bosc,6gram,knn)+A-loo", Help: "mean normal-data CDF of bosc-frac, stide-6 and knn-bosc", Regime: LOOA, Rank: []func(Scores) float64{frac, stide, knn}},
-}
-
 // VariantResult is one variant's numbers on the reporting half vs the
 // held-out attacks (runs > DevRuns).
 type VariantResult struct {
 	Name, Help      string
+	Supervised      bool    // uses attack traces as references (Variant.Supervised)
 	DevAUC, DevDR5  float64 // selection data: normal selection scores vs dev attacks (runs <= DevRuns)
 	AUCAll          float64 // reporting half vs all attacks (continuity with older reports)
 	AUC             float64
@@ -167,22 +121,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	log.Info("loaded ADFA-LD", zap.Int("train", r.Train), zap.Int("valid", len(d.Valid)), zap.Int("attack", r.Attack))
 
-	base, err := TrainModel(ctx, d.Train, cfg.Window, cfg.Epoch)
+	variants, err := selectVariants(cfg.Variants)
 	if err != nil {
 		return nil, err
 	}
-	// The extended regime feeds half of the selection half (A1) to the
-	// database as extra normal data and chooses thresholds on the other half
-	// (A2), so the reporting half and the attacks stay unseen.
-	var a1, a2 []Trace
-	for i, t := range sel {
-		if i%2 == 0 {
-			a1 = append(a1, t)
-		} else {
-			a2 = append(a2, t)
-		}
-	}
-	ext, err := TrainModel(ctx, append(append([]Trace(nil), d.Train...), a1...), cfg.Window, cfg.Epoch)
+	base, err := TrainModel(ctx, d.Train, cfg.Window, cfg.Epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -196,53 +139,40 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	dev, held := splitAttacks(d.Attack, cfg.DevRuns)
 	r.Dev, r.Held = len(dev), len(held)
-	k := cfg.KNN
-	if k <= 0 {
-		k = 1
+	sets, err := scoreRegimes(ctx, d, sel, rep, cfg, base)
+	if err != nil {
+		return nil, err
 	}
-	// Scores per regime: [selection normals, reporting half, attacks].
-	var sets [3][3][]Scores
-	withKNN := func(ss []Scores, m *KNN, ts []Trace, self int) []Scores {
-		for i, t := range ts {
-			ex := -1
-			if self >= 0 {
-				ex = self + i
-			}
-			ss[i].KNN = m.Score(t.Calls, ex)
-		}
-		return ss
-	}
-	kb := NewKNN(d.Train, cfg.Window, k, false)
-	sets[Base] = [3][]Scores{withKNN(scoreAll(base, sel), kb, sel, -1), withKNN(scoreAll(base, rep), kb, rep, -1), withKNN(scoreAll(base, d.Attack), kb, d.Attack, -1)}
-	ke := NewKNN(append(append([]Trace(nil), d.Train...), a1...), cfg.Window, k, false)
-	sets[ExtA1] = [3][]Scores{withKNN(scoreAll(ext, a2), ke, a2, -1), withKNN(scoreAll(ext, rep), ke, rep, -1), withKNN(scoreAll(ext, d.Attack), ke, d.Attack, -1)}
-	all := append(append([]Trace(nil), d.Train...), sel...)
-	loo, kl := NewRefDB(all, cfg.Window), NewKNN(all, cfg.Window, k, false)
-	looScores := func(ts []Trace, self bool) []Scores {
-		out := make([]Scores, len(ts))
-		for i, t := range ts {
-			out[i] = loo.Score(t.Calls, self)
-		}
-		return out
-	}
-	sets[LOOA] = [3][]Scores{withKNN(looScores(sel, true), kl, sel, len(d.Train)), withKNN(looScores(rep, false), kl, rep, -1), withKNN(looScores(d.Attack, false), kl, d.Attack, -1)}
-	isDev := make([]bool, len(d.Attack))
+	devRun := make([]int, len(d.Attack)) // run number of dev attacks, 0 for held-out ones
 	for i, t := range d.Attack {
-		isDev[i] = attackRun(t) <= cfg.DevRuns
+		if n := attackRun(t); n <= cfg.DevRuns {
+			devRun[i] = n
+		}
 	}
-	for _, v := range Variants {
+	for _, v := range variants {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		ss := sets[v.Regime]
+		var devSS []Scores
+		var runs []int
+		for i, s := range ss[2] {
+			if devRun[i] > 0 {
+				devSS = append(devSS, s)
+				runs = append(runs, devRun[i])
+			}
+		}
 		f := v.Score
-		if len(v.Rank) > 0 {
+		switch {
+		case len(v.Rank) > 0:
 			f = rankScore(v.Rank, ss[0])
+		case len(v.Logit) > 0:
+			f = fitLogit(v.Logit, ss[0], devSS)
 		}
 		s, n, a := pick(ss[0], f), pick(ss[1], f), pick(ss[2], f)
 		var ad, ah []float64
 		for i, x := range a {
-			if isDev[i] {
+			if devRun[i] > 0 {
 				ad = append(ad, x)
 			} else {
 				ah = append(ah, x)
@@ -250,7 +180,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		res := evalVariant(v, held, s, n, ah, cfg.TargetFPR)
 		res.AUCAll = AUC(n, a)
-		res.DevAUC, res.DevDR5 = AUC(s, ad), Rate(ad, ThresholdAtFPR(s, cfg.TargetFPR))
+		ds, da := s, ad
+		if len(v.Logit) > 0 {
+			// The fit saw the dev attacks: its dev columns are out-of-fold.
+			ds, da = crossLogit(v.Logit, ss[0], devSS, runs, cfg.DevRuns)
+		}
+		res.DevAUC, res.DevDR5 = AUC(ds, da), Rate(da, ThresholdAtFPR(ds, cfg.TargetFPR))
 		r.Variants = append(r.Variants, res)
 		log.Info("variant", zap.String("result", res.String()))
 	}
@@ -304,7 +239,7 @@ func epochScores(m *Model, ts []Trace, e int) []float64 {
 
 func evalVariant(v Variant, attacks []Trace, sel, rep, att []float64, target float64) VariantResult {
 	th := ThresholdAtFPR(sel, target)
-	res := VariantResult{Name: v.Name, Help: v.Help, AUC: AUC(rep, att),
+	res := VariantResult{Name: v.Name, Help: v.Help, Supervised: v.Supervised, AUC: AUC(rep, att),
 		DR1: DRAtFPR(rep, att, 0.01), DR5: DRAtFPR(rep, att, 0.05), DR10: DRAtFPR(rep, att, 0.10),
 		Threshold: th, HeldFPR: Rate(rep, th), HeldDR: Rate(att, th), ROC: ROC(rep, att),
 		FamilyDR: map[string]float64{}}
@@ -353,23 +288,4 @@ func splitAttacks(ts []Trace, devRuns int) (dev, held []Trace) {
 		}
 	}
 	return dev, held
-}
-
-// rankScore combines channels by the mean of their empirical CDFs, each
-// fitted on the normal selection scores only (no attack data): a trace's
-// combined score is the average share of normal traces it out-scores.
-func rankScore(chs []func(Scores) float64, normal []Scores) func(Scores) float64 {
-	cdfs := make([][]float64, len(chs))
-	for i, f := range chs {
-		cdfs[i] = pick(normal, f)
-		sort.Float64s(cdfs[i])
-	}
-	return func(s Scores) float64 {
-		var v float64
-		for i, f := range chs {
-			x, c := f(s), cdfs[i]
-			v += float64(sort.Search(len(c), func(j int) bool { return c[j] > x })) / float64(len(c))
-		}
-		return v / float64(len(chs))
-	}
 }

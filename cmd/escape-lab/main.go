@@ -95,7 +95,7 @@ func main() {
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	cmd.AddCommand(up, down, status)
+	cmd.AddCommand(up, down, status, probeCmd(&root))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.ExecuteContext(ctx); err != nil {

@@ -8,10 +8,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/escape-mtd/escape/plane"
 	"github.com/escape-mtd/escape/tools/lab"
@@ -54,7 +62,15 @@ func serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the plane: recover, deploy configured containers, take safe checkpoints, answer the API",
-		Args:  cobra.NoArgs,
+		Long: `serve settles what a previous run left (half-done migrations are finished
+or undone), deploys the configured containers, takes safe checkpoints, and
+answers sensors and operators on its root-only unix socket. /metrics and
+/healthz are served on the loopback address of "listen".
+
+Settings come from the "plane" section of --config (the file both daemons
+read; docs/operations.md); --socket overrides the file. On SIGTERM it stops
+taking work, lets an action under way finish, and exits.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := plane.DefaultConfig()
 			if cfgPath != "" {
@@ -70,36 +86,73 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer log.Sync()
+			defer log.Sync() //nolint:errcheck
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			inv, err := lab.LoadInventory(ctx, cfg.LabRoot)
-			if err != nil {
-				return err
-			}
-			p, err := plane.New(cfg, plane.EnvironmentFromLab(inv), plane.WithLogger(log))
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			l, err := plane.Listen(cfg.Socket)
-			if err != nil {
-				return err
-			}
-			if err := p.Start(ctx); err != nil {
-				log.Error("start: some work could not be settled", zap.Error(err))
-			}
-			log.Info("plane serving", zap.String("socket", cfg.Socket), zap.String("version", version))
-			errc := make(chan error, 1)
-			go func() { errc <- plane.NewAPI(p).Serve(ctx, l) }()
-			if err := p.Run(ctx); err != nil {
-				return err
-			}
-			return <-errc
+			return serve(ctx, cfg, log)
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML configuration (see docs/plane.md)")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML, section plane; see docs/operations.md)")
 	return cmd
+}
+
+func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
+	inv, err := lab.LoadInventory(ctx, cfg.LabRoot)
+	if err != nil {
+		return err
+	}
+	p, err := plane.New(cfg, plane.EnvironmentFromLab(inv), plane.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	l, err := plane.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	var started atomic.Bool
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(plane.NewMetrics(p), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if !started.Load() {
+				http.Error(w, "starting: settling the previous run", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	if err := p.Start(gctx); err != nil {
+		log.Error("start: some work could not be settled", zap.Error(err))
+	}
+	started.Store(true)
+	log.Info("plane serving", zap.String("socket", cfg.Socket), zap.String("listen", cfg.Listen), zap.String("version", version))
+	g.Go(func() error { return plane.NewAPI(p).Serve(gctx, l) })
+	g.Go(func() error { return p.Run(gctx) })
+	err = g.Wait()
+	log.Info("plane stopped", zap.Error(err))
+	return err
 }
 
 func (g *globals) call(cmd *cobra.Command, method, route string, in any) error {

@@ -4,74 +4,151 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/escape-mtd/escape/internal/config"
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/events"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 )
 
-// runConfig is `escape-sensor run`'s configuration, from flags.
+// runConfig is `escape-sensor run`'s configuration: the `sensor` section of
+// the configuration file (docs/operations.md), then the flags, which win.
 type runConfig struct {
-	window, epoch, maxContainers, ringSize, learnEpochs int
-	flush                                               time.Duration
-	threshold                                           uint64
-	epochEvents                                         bool
-	profiles                                            string
-	sinks                                               []string
-	fileMax                                             int64
-	fileKeep                                            int
-	listen, control                                     string
-	labRoot, namespace                                  string
-	containerd                                          []string // host=socket
-	cgroups                                             []string // raw cgroup2 dirs (no containerd)
-	host                                                string
+	Window        int           `yaml:"window"`
+	Epoch         int           `yaml:"epoch"`
+	Flush         time.Duration `yaml:"flush"`
+	MaxContainers int           `yaml:"max_containers"`
+	RingSize      int           `yaml:"ring_size"`
+	LearnEpochs   int           `yaml:"learn_epochs"`
+	Threshold     uint64        `yaml:"threshold"`
+	EpochEvents   bool          `yaml:"epoch_events"`
+	Profiles      string        `yaml:"profiles"`
+	Events        []string      `yaml:"events"`
+	EventsMaxSize int64         `yaml:"events_max_size"`
+	EventsKeep    int           `yaml:"events_keep"`
+	Listen        string        `yaml:"listen"`
+	Control       string        `yaml:"control"`
+	Lab           string        `yaml:"lab"`
+	Namespace     string        `yaml:"namespace"`
+	Containerd    []string      `yaml:"containerd"` // host=socket
+	Cgroups       []string      `yaml:"cgroups"`    // raw cgroup2 dirs (no containerd)
+	Host          string        `yaml:"host"`
+	// Plane is the control plane's socket; every scored epoch is reported
+	// to it. Empty: detection only.
+	Plane string `yaml:"plane"`
+}
+
+// flagKeys maps the YAML keys whose flag is not the key with "-" for "_".
+var flagKeys = map[string]string{"cgroups": "cgroup"}
+
+// applyFile loads the sensor section of the configuration file at path over
+// c (which holds the flag defaults), then puts back every flag given on the
+// command line: flags win over the file.
+func (c *runConfig) applyFile(fs *pflag.FlagSet, path string) error {
+	if path == "" {
+		return nil
+	}
+	given := map[string][]string{}
+	fs.Visit(func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			given[f.Name] = sv.GetSlice()
+		} else {
+			given[f.Name] = []string{f.Value.String()}
+		}
+	})
+	if err := config.Load(path, "sensor", c); err != nil {
+		return err
+	}
+	for name, vals := range given {
+		f := fs.Lookup(name)
+		var err error
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			err = sv.Replace(vals)
+		} else {
+			err = f.Value.Set(vals[0])
+		}
+		if err != nil {
+			return fmt.Errorf("--%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func flagName(key string) string {
+	if f, ok := flagKeys[key]; ok {
+		return f
+	}
+	return strings.ReplaceAll(key, "_", "-")
 }
 
 // validate answers bad values with clear errors before anything is loaded.
 func (c *runConfig) validate() error {
-	if c.listen != "" {
-		ap, err := netip.ParseAddrPort(c.listen)
+	if c.Listen != "" {
+		ap, err := netip.ParseAddrPort(c.Listen)
 		if err != nil {
-			host, _, herr := net.SplitHostPort(c.listen)
+			host, _, herr := net.SplitHostPort(c.Listen)
 			if herr != nil || host != "localhost" {
-				return fmt.Errorf("--listen %q: want a loopback address:port such as 127.0.0.1:9464", c.listen)
+				return fmt.Errorf("listen (--listen) %q: want a loopback address:port such as 127.0.0.1:9464", c.Listen)
 			}
 		} else if !ap.Addr().IsLoopback() {
-			return fmt.Errorf("--listen %q: metrics and health are served on loopback only", c.listen)
+			return fmt.Errorf("listen (--listen) %q: metrics and health are served on loopback only", c.Listen)
 		}
 	}
-	if c.threshold == 0 {
-		return fmt.Errorf("--threshold must be >= 1")
+	if c.Threshold == 0 {
+		return fmt.Errorf("threshold (--threshold): must be >= 1")
 	}
-	if len(c.sinks) == 0 {
-		return fmt.Errorf("--events: at least one target (stdout, file:PATH or an http(s) URL)")
+	for _, r := range []struct {
+		key       string
+		v, lo, hi int
+	}{{"window", c.Window, 1, 16}, {"epoch", c.Epoch, max(c.Window, 1), 4096}, {"max_containers", c.MaxContainers, 1, 1 << 16},
+		{"learn_epochs", c.LearnEpochs, 1, 1 << 30}, {"events_keep", c.EventsKeep, 0, 1000}} {
+		if r.v < r.lo || r.v > r.hi {
+			return fmt.Errorf("%s (--%s): %d is outside %d..%d", r.key, flagName(r.key), r.v, r.lo, r.hi)
+		}
 	}
-	for _, s := range c.containerd {
+	if c.RingSize < 4096 || c.RingSize&(c.RingSize-1) != 0 {
+		return fmt.Errorf("ring_size (--ring-size): %d is not a power of two >= 4096", c.RingSize)
+	}
+	if c.Flush < 0 {
+		return fmt.Errorf("flush (--flush): %v is negative", c.Flush)
+	}
+	if c.EventsMaxSize < 4096 {
+		return fmt.Errorf("events_max_size (--events-max-size): %d is below 4096 bytes", c.EventsMaxSize)
+	}
+	if c.Plane != "" && !filepath.IsAbs(c.Plane) {
+		return fmt.Errorf("plane (--plane): %q must be the absolute path of the plane's socket", c.Plane)
+	}
+	if len(c.Events) == 0 {
+		return fmt.Errorf("events (--events): at least one target (stdout, file:PATH or an http(s) URL)")
+	}
+	for _, s := range c.Containerd {
 		if h, a, ok := strings.Cut(s, "="); !ok || h == "" || a == "" {
-			return fmt.Errorf("--containerd %q: want host=/path/to/containerd.sock", s)
+			return fmt.Errorf("containerd (--containerd) %q: want host=/path/to/containerd.sock", s)
 		}
 	}
 	return nil
 }
 
 func (c *runConfig) probeOptions(log *zap.Logger) []sensor.ProbeOption {
-	return []sensor.ProbeOption{sensor.WithWindow(c.window), sensor.WithEpoch(c.epoch), sensor.WithFlush(c.flush),
-		sensor.WithMaxContainers(c.maxContainers), sensor.WithRingSize(c.ringSize), sensor.WithLogger(log)}
+	return []sensor.ProbeOption{sensor.WithWindow(c.Window), sensor.WithEpoch(c.Epoch), sensor.WithFlush(c.Flush),
+		sensor.WithMaxContainers(c.MaxContainers), sensor.WithRingSize(c.RingSize), sensor.WithLogger(log)}
 }
 
 // openSinks builds the event targets: "stdout", "file:PATH", or a URL.
 func (c *runConfig) openSinks(out interface{ Write([]byte) (int, error) }, log *zap.Logger) (events.Multi, error) {
 	var m events.Multi
-	for _, s := range c.sinks {
+	for _, s := range c.Events {
 		var sink events.Sink
 		var err error
 		switch {
 		case s == "stdout":
 			sink = events.NewStreamSink(out)
 		case strings.HasPrefix(s, "file:"):
-			sink, err = events.NewFileSink(strings.TrimPrefix(s, "file:"), c.fileMax, c.fileKeep)
+			sink, err = events.NewFileSink(strings.TrimPrefix(s, "file:"), c.EventsMaxSize, c.EventsKeep)
 		case strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://"):
 			sink, err = events.NewWebhookSink(s, events.WithWebhookLogger(log))
 		default:

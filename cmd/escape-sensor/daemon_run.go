@@ -26,20 +26,29 @@ import (
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/control"
 	"github.com/escape-mtd/escape/sensor/discovery"
+	"github.com/escape-mtd/escape/sensor/events"
 	"github.com/escape-mtd/escape/tools/lab"
 )
 
 func newRunCmd() *cobra.Command {
 	c := &runConfig{}
+	var cfgPath string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the per-host sensor daemon: in-kernel bags, JSON events, /metrics, control socket",
 		Long: `run loads the eBPF sensor, watches the containers that containerd reports
 (every lab host with --lab, or explicit --containerd host=socket endpoints),
 trains each container identity's profile for --learn-epochs epochs and then
-scores every epoch. Events are JSON lines (see docs/sensor.md).`,
+scores every epoch. Events are JSON lines (see docs/sensor.md).
+
+Settings come from the "sensor" section of --config (the file both daemons
+read; docs/operations.md), then from the flags given, which win. Each key
+is the flag's name with "_" for "-" (--learn-epochs is learn_epochs).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.applyFile(cmd.Flags(), cfgPath); err != nil {
+				return err
+			}
 			if err := c.validate(); err != nil {
 				return err
 			}
@@ -49,25 +58,27 @@ scores every epoch. Events are JSON lines (see docs/sensor.md).`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&c.window, "window", bags.DefaultWindow, "window size W (1..16)")
-	f.IntVar(&c.epoch, "epoch", bags.DefaultEpoch, "epoch length E in calls (W..4096)")
-	f.DurationVar(&c.flush, "flush", 5*time.Second, "close an epoch this long after its first call (0: never)")
-	f.IntVar(&c.maxContainers, "max-containers", 128, "containers watched at once (~100 KiB of kernel memory each)")
-	f.IntVar(&c.ringSize, "ring-size", 4<<20, "ring buffer bytes (power of two)")
-	f.IntVar(&c.learnEpochs, "learn-epochs", 30, "clean epochs that train a new identity before detection")
-	f.Uint64Var(&c.threshold, "threshold", bags.DefaultThreshold, "mismatches per epoch above which it is anomalous")
-	f.BoolVar(&c.epochEvents, "epoch-events", false, "emit a summary event for every epoch")
-	f.StringVar(&c.profiles, "profiles", "/var/lib/escape-sensor/profiles", "profile directory (shared: migrated containers keep theirs); empty: memory only")
-	f.StringSliceVar(&c.sinks, "events", []string{"stdout"}, "event targets: stdout, file:PATH, http(s)://URL (repeatable)")
-	f.Int64Var(&c.fileMax, "events-max-size", 64<<20, "rotate the event file past this many bytes")
-	f.IntVar(&c.fileKeep, "events-keep", 5, "rotated event files kept")
-	f.StringVar(&c.listen, "listen", "127.0.0.1:9464", "loopback address for /metrics and /healthz (empty: off)")
-	f.StringVar(&c.control, "control", control.DefaultPath, "control socket for `top` (root only)")
-	f.StringVar(&c.labRoot, "lab", "", "watch every host of the lab rooted here (e.g. /var/lib/escape-lab)")
-	f.StringVar(&c.namespace, "namespace", "escape", "containerd namespace to watch")
-	f.StringSliceVar(&c.containerd, "containerd", nil, "containerd endpoint host=/path/to.sock (repeatable)")
-	f.StringSliceVar(&c.cgroups, "cgroup", nil, "also watch this cgroup2 directory (no containerd; repeatable)")
-	f.StringVar(&c.host, "host", "", "sensor name in events (default: hostname)")
+	f.StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML, section sensor)")
+	f.StringVar(&c.Plane, "plane", "", "control plane socket to report every scored epoch to (empty: detection only)")
+	f.IntVar(&c.Window, "window", bags.DefaultWindow, "window size W (1..16)")
+	f.IntVar(&c.Epoch, "epoch", bags.DefaultEpoch, "epoch length E in calls (W..4096)")
+	f.DurationVar(&c.Flush, "flush", 5*time.Second, "close an epoch this long after its first call (0: never)")
+	f.IntVar(&c.MaxContainers, "max-containers", 128, "containers watched at once (~100 KiB of kernel memory each)")
+	f.IntVar(&c.RingSize, "ring-size", 4<<20, "ring buffer bytes (power of two)")
+	f.IntVar(&c.LearnEpochs, "learn-epochs", 30, "clean epochs that train a new identity before detection")
+	f.Uint64Var(&c.Threshold, "threshold", bags.DefaultThreshold, "mismatches per epoch above which it is anomalous")
+	f.BoolVar(&c.EpochEvents, "epoch-events", false, "emit a summary event for every epoch")
+	f.StringVar(&c.Profiles, "profiles", "/var/lib/escape-sensor/profiles", "profile directory (shared: migrated containers keep theirs); empty: memory only")
+	f.StringSliceVar(&c.Events, "events", []string{"stdout"}, "event targets: stdout, file:PATH, http(s)://URL (repeatable)")
+	f.Int64Var(&c.EventsMaxSize, "events-max-size", 64<<20, "rotate the event file past this many bytes")
+	f.IntVar(&c.EventsKeep, "events-keep", 5, "rotated event files kept")
+	f.StringVar(&c.Listen, "listen", "127.0.0.1:9464", "loopback address for /metrics and /healthz (empty: off)")
+	f.StringVar(&c.Control, "control", control.DefaultPath, "control socket for `top` (root only)")
+	f.StringVar(&c.Lab, "lab", "", "watch every host of the lab rooted here (e.g. /var/lib/escape-lab)")
+	f.StringVar(&c.Namespace, "namespace", "escape", "containerd namespace to watch")
+	f.StringSliceVar(&c.Containerd, "containerd", nil, "containerd endpoint host=/path/to.sock (repeatable)")
+	f.StringSliceVar(&c.Cgroups, "cgroup", nil, "also watch this cgroup2 directory (no containerd; repeatable)")
+	f.StringVar(&c.Host, "host", "", "sensor name in events (default: hostname)")
 	return cmd
 }
 
@@ -83,8 +94,8 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 		return fmt.Errorf("logger: %w", err)
 	}
 	defer log.Sync() //nolint:errcheck
-	if c.host == "" {
-		c.host, _ = os.Hostname()
+	if c.Host == "" {
+		c.Host, _ = os.Hostname()
 	}
 	// The kernel's per-program run time and count; off by default because
 	// it costs two clock reads per run.
@@ -111,13 +122,27 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 		return err
 	}
 	defer probe.Close()
-	mon, err := sensor.NewMonitor(probe, sinks, sensor.WithHost(c.host), sensor.WithLearnEpochs(c.learnEpochs),
-		sensor.WithThreshold(c.threshold), sensor.WithEpochEvents(c.epochEvents), sensor.WithProfileDir(c.profiles),
-		sensor.WithMonitorLogger(log))
+	mopts := []sensor.MonitorOption{sensor.WithHost(c.Host), sensor.WithLearnEpochs(c.LearnEpochs),
+		sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents), sensor.WithProfileDir(c.Profiles),
+		sensor.WithMonitorLogger(log)}
+	if c.Plane != "" {
+		// The plane answers at once and decides later, so a short timeout
+		// and patient retries: a restarting plane loses no verdicts.
+		rep, err := events.NewWebhookSink("http://escape-plane/v1/events", events.WithUnixSocket(c.Plane),
+			events.WithQueue(8192), events.WithRetry(10, 200*time.Millisecond, 5*time.Second), events.WithWebhookLogger(log))
+		if err != nil {
+			return fmt.Errorf("plane reporter: %w", err)
+		}
+		// Closed after the monitor has stopped (deferred before it runs),
+		// so the last epochs are delivered.
+		defer rep.Close()
+		mopts = append(mopts, sensor.WithReporter(rep))
+	}
+	mon, err := sensor.NewMonitor(probe, sinks, mopts...)
 	if err != nil {
 		return err
 	}
-	ctl, err := control.Listen(c.control, mon, c.host, log)
+	ctl, err := control.Listen(c.Control, mon, c.Host, log)
 	if err != nil {
 		return err
 	}
@@ -129,8 +154,8 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 		return mon.Run(gctx)
 	})
 	g.Go(func() error { return ctl.Serve(gctx) })
-	if c.listen != "" {
-		srv, err := metricsServer(c.listen, mon, probe, &alive)
+	if c.Listen != "" {
+		srv, err := metricsServer(c.Listen, mon, probe, &alive)
 		if err != nil {
 			return err
 		}
@@ -143,7 +168,7 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 		}
 		g.Go(func() error { return w.Run(gctx) })
 	}
-	for _, dir := range c.cgroups {
+	for _, dir := range c.Cgroups {
 		id, err := sensor.CgroupID(dir)
 		if err != nil {
 			return err
@@ -153,21 +178,21 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 		if err != nil || strings.HasPrefix(rel, "..") {
 			return fmt.Errorf("--cgroup %s: not under the cgroup2 root %s", dir, root)
 		}
-		ctr := sensor.Container{ID: rel, Namespace: "cgroup", Host: c.host, CgroupID: id, CgroupPath: dir}
+		ctr := sensor.Container{ID: rel, Namespace: "cgroup", Host: c.Host, CgroupID: id, CgroupPath: dir}
 		if err := mon.Add(ctx, ctr); err != nil {
 			return err
 		}
 	}
-	log.Info("sensor daemon up", zap.Int("endpoints", len(endpoints)), zap.String("control", c.control),
-		zap.String("listen", c.listen))
+	log.Info("sensor daemon up", zap.Int("endpoints", len(endpoints)), zap.String("control", c.Control),
+		zap.String("listen", c.Listen))
 	return g.Wait()
 }
 
 // endpointsOf lists the containerd daemons to follow.
 func endpointsOf(ctx context.Context, c *runConfig) ([]discovery.Endpoint, error) {
 	var eps []discovery.Endpoint
-	if c.labRoot != "" {
-		inv, err := lab.LoadInventory(ctx, c.labRoot)
+	if c.Lab != "" {
+		inv, err := lab.LoadInventory(ctx, c.Lab)
 		if err != nil {
 			return nil, fmt.Errorf("--lab: %w", err)
 		}
@@ -175,9 +200,9 @@ func endpointsOf(ctx context.Context, c *runConfig) ([]discovery.Endpoint, error
 			eps = append(eps, discovery.Endpoint{Host: h.Name, Address: h.Containerd, Namespace: inv.Namespace})
 		}
 	}
-	for _, s := range c.containerd {
+	for _, s := range c.Containerd {
 		h, a, _ := strings.Cut(s, "=")
-		eps = append(eps, discovery.Endpoint{Host: h, Address: a, Namespace: c.namespace})
+		eps = append(eps, discovery.Endpoint{Host: h, Address: a, Namespace: c.Namespace})
 	}
 	return eps, nil
 }

@@ -61,11 +61,11 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 	tmp := t.TempDir()
 	evFile := filepath.Join(tmp, "events.jsonl")
 	port := 20000 + os.Getpid()%20000
-	c := &runConfig{window: 10, epoch: 500, flush: time.Second, maxContainers: 8, ringSize: 1 << 20,
-		learnEpochs: 2, threshold: 10, epochEvents: true, profiles: filepath.Join(tmp, "profiles"),
-		sinks: []string{"file:" + evFile}, fileMax: 1 << 20, fileKeep: 2,
-		listen: fmt.Sprintf("127.0.0.1:%d", port), control: filepath.Join(tmp, "run", "ctl.sock"),
-		cgroups: []string{dir}, host: "test"}
+	c := &runConfig{Window: 10, Epoch: 500, Flush: time.Second, MaxContainers: 8, RingSize: 1 << 20,
+		LearnEpochs: 2, Threshold: 10, EpochEvents: true, Profiles: filepath.Join(tmp, "profiles"),
+		Events: []string{"file:" + evFile}, EventsMaxSize: 1 << 20, EventsKeep: 2,
+		Listen: fmt.Sprintf("127.0.0.1:%d", port), Control: filepath.Join(tmp, "run", "ctl.sock"),
+		Cgroups: []string{dir}, Host: "test"}
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if err := runTop(ctx, c.control, 'r', true, 300*time.Millisecond, 80, &out); err != nil {
+	if err := runTop(ctx, c.Control, 'r', true, 300*time.Millisecond, 80, &out); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
@@ -128,14 +128,14 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 }
 
 func TestRunConfigRejectsGarbage(t *testing.T) {
-	base := runConfig{threshold: 10, sinks: []string{"stdout"}, listen: "127.0.0.1:9464"}
+	base := runConfig{Threshold: 10, Events: []string{"stdout"}, Listen: "127.0.0.1:9464"}
 	for _, mod := range []func(*runConfig){
-		func(c *runConfig) { c.listen = "0.0.0.0:9464" },
-		func(c *runConfig) { c.listen = "example.com:80" },
-		func(c *runConfig) { c.listen = "garbage" },
-		func(c *runConfig) { c.threshold = 0 },
-		func(c *runConfig) { c.sinks = nil },
-		func(c *runConfig) { c.containerd = []string{"h1"} },
+		func(c *runConfig) { c.Listen = "0.0.0.0:9464" },
+		func(c *runConfig) { c.Listen = "example.com:80" },
+		func(c *runConfig) { c.Listen = "garbage" },
+		func(c *runConfig) { c.Threshold = 0 },
+		func(c *runConfig) { c.Events = nil },
+		func(c *runConfig) { c.Containerd = []string{"h1"} },
 	} {
 		c := base
 		mod(&c)
@@ -144,7 +144,7 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		}
 	}
 	c := base
-	c.sinks = []string{"gopher://x"}
+	c.Events = []string{"gopher://x"}
 	if _, err := c.openSinks(io.Discard, nil); err == nil {
 		t.Error("bad sink accepted")
 	}

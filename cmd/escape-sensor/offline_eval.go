@@ -14,7 +14,9 @@ func newEvalCmd() *cobra.Command {
 	var window, epoch int
 	var target float64
 	var windows []int
-	var verbose bool
+	var variants, roc []string
+	var devRuns, k int
+	var verbose, list bool
 	c := &cobra.Command{
 		Use:   "eval [flags]",
 		Short: "Evaluate BoSC and its improvements on ADFA-LD (ROC, DR at FPR, sweeps, figures)",
@@ -22,9 +24,18 @@ func newEvalCmd() *cobra.Command {
 validation traces (A), and reports false positives on the other half (B) and
 detection on Attack_Data_Master: ROC AUC, DR at 1/5/10% FPR, the held-out
 threshold's DR/FPR, the papers' epoch x threshold grid and a window sweep.
-Figures (PNG+SVG) go to --figures.`,
+Attack runs 1..--dev-runs of each family are the only attacks any fitted
+choice sees (the logistic combiner, the supervised variant's references);
+the reported columns use the other runs. --list-variants names the scoring
+rules; --variants runs a subset. Figures (PNG+SVG) go to --figures.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if list {
+				for _, v := range eval.Variants {
+					fmt.Fprintf(c.OutOrStdout(), "%-28s %s\n", v.Name, v.Help)
+				}
+				return nil
+			}
 			log := offlineLogger(verbose)
 			defer log.Sync()
 			cfg := eval.DefaultConfig(root)
@@ -32,6 +43,7 @@ Figures (PNG+SVG) go to --figures.`,
 			if len(windows) > 0 {
 				cfg.Windows = windows
 			}
+			cfg.Variants, cfg.ROC, cfg.DevRuns, cfg.KNN = variants, roc, devRuns, k
 			r, err := eval.Run(c.Context(), cfg)
 			if err != nil {
 				return fmt.Errorf("eval: %w", err)
@@ -43,7 +55,7 @@ Figures (PNG+SVG) go to --figures.`,
 				if err := eval.WriteFigures(r, figs); err != nil {
 					return fmt.Errorf("eval: %w", err)
 				}
-				log.Info("figures written: " + filepath.Join(figs, "{roc,sweep_dr,sweep_fpr,window_auc}.{png,svg}"))
+				log.Info("figures written: " + filepath.Join(figs, "{roc,roc_low,sweep_dr,sweep_fpr,window_auc}.{png,svg}"))
 			}
 			if md != "" {
 				f, err := os.Create(md)
@@ -68,6 +80,11 @@ Figures (PNG+SVG) go to --figures.`,
 	c.Flags().IntVarP(&epoch, "epoch", "e", 1000, "epoch length of the papers' rule in the main comparison")
 	c.Flags().Float64Var(&target, "target-fpr", 0.05, "FPR target for thresholds chosen on validation A")
 	c.Flags().IntSliceVar(&windows, "windows", nil, "window sizes to sweep (default 2,4,6,8,10,12,16)")
+	c.Flags().StringSliceVar(&variants, "variants", nil, "variants to report, comma-separated (default all; see --list-variants)")
+	c.Flags().StringSliceVar(&roc, "roc", nil, "variants drawn in roc.* and roc_low.* (default: papers' BoSC and the main improvements)")
+	c.Flags().BoolVar(&list, "list-variants", false, "list the variants and exit")
+	c.Flags().IntVar(&devRuns, "dev-runs", 5, "attack runs 1..N of each family form the dev (model-selection) subset")
+	c.Flags().IntVar(&k, "knn", 1, "neighbours of the knn-bosc scorer")
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return c
 }

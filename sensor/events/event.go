@@ -8,6 +8,11 @@ import (
 // SchemaVersion is bumped on any incompatible change of Event.
 const SchemaVersion = 1
 
+// IdentityLabel is the container label that names its identity: the key of
+// its learned profile, kept across restore and migration. The control plane
+// sets it to the container's id.
+const IdentityLabel = "escape.identity"
+
 // Types of events.
 const (
 	TypeAnomaly   = "anomaly"   // an epoch's mismatches exceeded the threshold
@@ -51,19 +56,23 @@ type Container struct {
 
 // Epoch summarises one epoch's verdict.
 type Epoch struct {
-	Seq        uint32  `json:"seq"`
-	Calls      uint32  `json:"calls"`
-	Windows    uint64  `json:"windows"`
-	Bags       int     `json:"bags"` // distinct bags in the epoch
-	Mode       string  `json:"mode"` // learning or detecting
-	Mismatches uint64  `json:"mismatches"`
-	NewBags    int     `json:"new_bags"`
-	Threshold  uint64  `json:"threshold"`
-	Score      float64 `json:"score"`
-	Database   int     `json:"database"` // profile size after the epoch
-	Degraded   bool    `json:"degraded"`
-	Flushed    bool    `json:"flushed,omitempty"`
-	Final      bool    `json:"final,omitempty"`
+	Seq uint32 `json:"seq"`
+	// Start is when the sensor began this epoch: its watch of the cgroup
+	// or the end of the container's previous epoch. With the event's
+	// time it bounds the calls the epoch covers.
+	Start      time.Time `json:"start,omitzero"`
+	Calls      uint32    `json:"calls"`
+	Windows    uint64    `json:"windows"`
+	Bags       int       `json:"bags"` // distinct bags in the epoch
+	Mode       string    `json:"mode"` // learning or detecting
+	Mismatches uint64    `json:"mismatches"`
+	NewBags    int       `json:"new_bags"`
+	Threshold  uint64    `json:"threshold"`
+	Score      float64   `json:"score"`
+	Database   int       `json:"database"` // profile size after the epoch
+	Degraded   bool      `json:"degraded"`
+	Flushed    bool      `json:"flushed,omitempty"`
+	Final      bool      `json:"final,omitempty"`
 }
 
 // Drops describes lost data.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -45,6 +46,21 @@ func WithRetry(attempts int, base, maxWait time.Duration) WebhookOption {
 
 // WithQueue sets the queue length.
 func WithQueue(n int) WebhookOption { return func(w *WebhookSink) { w.queue = make(chan Event, n) } }
+
+// WithUnixSocket sends every request over the unix socket at path instead
+// of TCP; the URL's host is then only a name. The control plane listens so,
+// and authenticates the sensor by its peer credentials.
+func WithUnixSocket(path string) WebhookOption {
+	return func(w *WebhookSink) {
+		var d net.Dialer
+		w.client.Transport = &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, "unix", path)
+			},
+			MaxIdleConns: 1,
+		}
+	}
+}
 
 // WithWebhookLogger sets the logger.
 func WithWebhookLogger(l *zap.Logger) WebhookOption { return func(w *WebhookSink) { w.log = l } }

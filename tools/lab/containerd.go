@@ -2,6 +2,8 @@ package lab
 
 import (
 	"github.com/escape-mtd/escape/arp"
+	"golang.org/x/sys/unix"
+	"math"
 
 	"context"
 	"errors"
@@ -66,6 +68,13 @@ func startContainerd(ctx context.Context, h Host, prefix string) error {
 	cmd.Env = []string{"PATH=" + bin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// A daemon must not inherit what our own parent left open without
+	// close-on-exec (a `flock LOCK cmd` wrapper's lock fd would then be held
+	// for the daemon's whole life). Go marks its own fds close-on-exec;
+	// mark the inherited ones too.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("start containerd for %s: mark inherited fds close-on-exec: %w", h.Name, err)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start containerd for %s: %w", h.Name, err)
 	}

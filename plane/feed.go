@@ -1,0 +1,230 @@
+package plane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/escape-mtd/escape/sensor/events"
+)
+
+// The sensor feed: sensors post their JSON events (the same schema a SIEM
+// reads, sensor/events) to POST /v1/events; the plane turns each scored
+// epoch into a Report. The HTTP answer is immediate (202) and the events are
+// handled in order by one goroutine, so a rollback or a migration that takes
+// seconds never holds a sensor's connection open, and a retried post can
+// never run an action twice.
+
+// feedQueue bounds the events waiting to be handled. A full queue answers
+// 503, and the sensor's sender retries with back-off.
+const feedQueue = 4096
+
+// interventionsKept bounds the windows remembered per container.
+const interventionsKept = 16
+
+// ErrFeedFull means the plane is behind on sensor events.
+var ErrFeedFull = errors.New("sensor feed queue full")
+
+// sensorFeed is the plane's side of the sensor feed. Its zero value is
+// ready to use.
+type sensorFeed struct {
+	once  sync.Once
+	queue chan events.Event
+
+	mu sync.Mutex
+	// interventions are the plane's own recent actions on each container
+	// (checkpoint dumps, restores, migrations): CRIU's parasite and
+	// restorer run system calls inside the container, so an epoch that
+	// overlaps one of them shows bags the workload never makes.
+	interventions map[string][]window
+}
+
+type window struct{ start, end time.Time }
+
+func (f *sensorFeed) ch() chan events.Event {
+	f.once.Do(func() { f.queue = make(chan events.Event, feedQueue) })
+	return f.queue
+}
+
+// note records that the plane acted on container id during [start, end].
+func (f *sensorFeed) note(id string, start, end time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.interventions == nil {
+		f.interventions = map[string][]window{}
+	}
+	ws := append(f.interventions[id], window{start, end})
+	if len(ws) > interventionsKept {
+		ws = ws[len(ws)-interventionsKept:]
+	}
+	f.interventions[id] = ws
+}
+
+// overlaps reports whether [start, end] meets one of id's interventions.
+func (f *sensorFeed) overlaps(id string, start, end time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.interventions[id] {
+		if !start.After(w.end) && !end.Before(w.start) {
+			return true
+		}
+	}
+	return false
+}
+
+// intervene runs fn, an action of the plane on container id, and remembers
+// when it ran.
+func (p *Plane) intervene(id string, fn func() error) error {
+	start := p.now()
+	err := fn()
+	p.feed.note(id, start, p.now())
+	return err
+}
+
+// ValidateSensorEvent rejects a malformed sensor event.
+func ValidateSensorEvent(ev events.Event) error {
+	var errs []error
+	if ev.Schema != events.SchemaVersion {
+		errs = append(errs, fmt.Errorf("schema: version %d, this plane reads %d", ev.Schema, events.SchemaVersion))
+	}
+	if ev.Type == "" {
+		errs = append(errs, errors.New("type: missing"))
+	}
+	if ev.Time.IsZero() {
+		errs = append(errs, errors.New("time: missing"))
+	}
+	if ev.Container == nil || (ev.Container.Identity == "" && ev.Container.ID == "") {
+		errs = append(errs, errors.New("container: missing identity and id"))
+	}
+	if scored(ev) && ev.Epoch == nil {
+		errs = append(errs, fmt.Errorf("epoch: a %s event needs its epoch", ev.Type))
+	}
+	return errors.Join(errs...)
+}
+
+// scored reports whether ev carries an epoch verdict.
+func scored(ev events.Event) bool {
+	switch ev.Type {
+	case events.TypeEpoch, events.TypeAnomaly, events.TypeDrops:
+		return true
+	}
+	return false
+}
+
+// EnqueueSensorEvent queues a validated sensor event for handling.
+func (p *Plane) EnqueueSensorEvent(ev events.Event) error {
+	if err := ValidateSensorEvent(ev); err != nil {
+		return fmt.Errorf("sensor event: %w", err)
+	}
+	if !scored(ev) {
+		return nil // watched, unwatched, error: nothing to decide
+	}
+	select {
+	case p.feed.ch() <- ev:
+		return nil
+	default:
+		return ErrFeedFull
+	}
+}
+
+// runFeed handles queued sensor events in order until ctx ends.
+func (p *Plane) runFeed(ctx context.Context) {
+	q := p.feed.ch()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-q:
+			// Not cancelled by shutdown: the action it starts must finish.
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+			d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
+			cancel()
+			switch {
+			case err != nil:
+				p.log.Warn("sensor event", zap.String("sensor", ev.Sensor), zap.String("type", ev.Type), zap.Error(err))
+			case d.Action != "" && d.Action != "none":
+				p.log.Info("decision", zap.String("container", d.Container), zap.String("action", d.Action),
+					zap.String("outcome", d.Outcome), zap.Strings("reasons", d.Reasons))
+			}
+		}
+	}
+}
+
+// HandleSensorEvent turns one scored epoch of a sensor into a report and
+// answers it. Events that cannot speak for the container's current copy are
+// recorded and set aside, with the reason as the decision:
+//   - a container the plane does not protect;
+//   - a final (partial) epoch: the copy is going away;
+//   - an event from a host the container no longer runs on (the source of a
+//     migration), or emitted before its current copy started (a rollback);
+//   - an epoch that overlaps the plane's own checkpoint, restore or
+//     migration of the container.
+func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor string) (Decision, error) {
+	if err := ValidateSensorEvent(ev); err != nil {
+		return Decision{}, fmt.Errorf("sensor event: %w", err)
+	}
+	id, err := p.resolveIdentity(ev.Container)
+	if err != nil {
+		return Decision{}, err
+	}
+	unlock, err := p.lock(ctx, id)
+	if err != nil {
+		return Decision{}, err
+	}
+	defer unlock()
+	c, err := p.store.Container(id)
+	if err != nil {
+		return Decision{}, fmt.Errorf("sensor event: container %s: %w", id, err)
+	}
+	last, err := p.store.Epoch(id)
+	if err != nil {
+		return Decision{}, fmt.Errorf("sensor event: epoch of %s: %w", id, err)
+	}
+	ep := ev.Epoch
+	start := ep.Start
+	if start.IsZero() {
+		start = ev.Time
+	}
+	var skip string
+	switch {
+	case ep.Final:
+		skip = "final partial epoch of a copy that is going away"
+	case ev.Container.Host != "" && ev.Container.Host != c.Host:
+		skip = fmt.Sprintf("from host %s; the container now runs on %s", ev.Container.Host, c.Host)
+	case ev.Time.Before(last.Since):
+		skip = fmt.Sprintf("emitted %s, before the current copy started (%s)",
+			ev.Time.Format(time.RFC3339Nano), last.Since.Format(time.RFC3339Nano))
+	case p.feed.overlaps(id, start, ev.Time):
+		skip = "overlaps the plane's own checkpoint, restore or migration (CRIU runs code inside the container)"
+	}
+	if skip != "" {
+		p.event(AuditEvent{Kind: "report", Container: id, Host: c.Host, Actor: actor, Outcome: "ignored", Reasons: []string{skip},
+			Details: map[string]any{"type": ev.Type, "seq": ep.Seq, "mismatches": ep.Mismatches, "sensor": ev.Sensor}})
+		return Decision{Container: id, Action: "none", Reasons: []string{"ignored: " + skip}, Outcome: "ok", Host: c.Host}, nil
+	}
+	r := Report{Container: id, Epoch: last.LastEpoch + 1, Anomalous: ev.Type == events.TypeAnomaly,
+		Degraded: ep.Degraded, Learning: ep.Mode == "learning", Mismatches: int(min(ep.Mismatches, 1<<31-1)),
+		Threshold: int(min(ep.Threshold, 1<<31-1)), Time: ev.Time, Detail: fmt.Sprintf("sensor %s seq %d", ev.Sensor, ep.Seq)}
+	return p.reportLocked(ctx, c, r, actor)
+}
+
+// resolveIdentity maps a sensor's container to the plane's id: the identity
+// (label escape.identity, which Deploy sets to the id) first, then the
+// containerd id.
+func (p *Plane) resolveIdentity(c *events.Container) (string, error) {
+	for _, id := range []string{c.Identity, c.ID} {
+		if id == "" {
+			continue
+		}
+		if _, err := p.store.Container(id); err == nil {
+			return id, nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("sensor event for %q (id %q): %w", c.Identity, c.ID, ErrNotFound)
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/escape-mtd/escape/plane"
+	"github.com/escape-mtd/escape/tools/lab"
+)
+
+func main() {
+	d := &demo{start: time.Now()}
+	flag.StringVar(&d.bin, "bin", "bin", "directory of the escape-* binaries")
+	flag.StringVar(&d.out, "out", "out/demo", "directory for logs, events and the summary")
+	flag.StringVar(&d.labRoot, "lab", lab.DefaultRoot, "lab root")
+	flag.IntVar(&d.limit, "rollbacks", 2, "N: rollbacks before the plane escalates to live migration")
+	flag.DurationVar(&d.learnMax, "learn", 90*time.Second, "longest time the sensor may take to learn redis")
+	flag.BoolVar(&d.keepLab, "keep-lab", false, "leave the lab up at the end")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := d.run(ctx)
+	stop()
+	d.cleanup()
+	switch {
+	case errors.Is(err, context.Canceled):
+		fmt.Println("interrupted; cleaned up")
+		os.Exit(130)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\nlogs: %s\n", err, d.out)
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	bin, out, labRoot string
+	limit             int
+	learnMax          time.Duration
+	keepLab           bool
+
+	start   time.Time
+	sock    string
+	inv     *lab.Inventory
+	procs   []*exec.Cmd
+	stopBG  context.CancelFunc
+	summary []string
+}
+
+const (
+	serviceID = "redis"
+	serviceIP = "198.18.1.10"
+)
+
+func (d *demo) run(ctx context.Context) error {
+	var err error
+	if d.bin, err = filepath.Abs(d.bin); err != nil {
+		return err
+	}
+	if d.out, err = filepath.Abs(d.out); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(d.out); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.out, 0o755); err != nil {
+		return err
+	}
+	d.sock = "/run/escape-demo/plane.sock"
+
+	d.step("1/9 preflight: what this machine can run")
+	if err := d.cmd(ctx, "escape-sensor", "doctor", "--mode", "lab"); err != nil {
+		return fmt.Errorf("doctor: %w", err)
+	}
+	d.step("2/9 the lab: 3 test hosts, each a network namespace with its own containerd, on one L2 fabric")
+	if err := d.cmd(ctx, "escape-lab", "up", "--hosts", "3"); err != nil {
+		return err
+	}
+	if d.inv, err = lab.LoadInventory(ctx, d.labRoot); err != nil {
+		return err
+	}
+	cfg, err := d.writeConfig()
+	if err != nil {
+		return err
+	}
+	d.step("3/9 the control plane protects a real redis (Debian's package) on h1 at " + serviceIP)
+	d.note("one configuration file for both daemons: %s", cfg)
+	if err := d.startPlane(ctx, cfg); err != nil {
+		return err
+	}
+	d.step("4/9 the eBPF sensor watches every lab host and reports each epoch to the plane")
+	if err := d.startSensor(ctx, cfg); err != nil {
+		return err
+	}
+	d.step("5/9 a client holds one connection to redis from the client namespace; load trains the sensor")
+	if err := d.startClient(ctx); err != nil {
+		return err
+	}
+	if err := d.train(ctx); err != nil {
+		return err
+	}
+	host, err := d.waitCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	d.step(fmt.Sprintf("6/9 the attack: a shell inside the container on %s (recon, /etc/shadow, a reverse connection to h2)", host))
+	var rollbacks []time.Time
+	var migrated *plane.AuditEvent
+	for i := 1; i <= d.limit+1 && migrated == nil; i++ {
+		if i > 1 {
+			d.step(fmt.Sprintf("7/9 the attack persists: round %d of %d", i, d.limit+1))
+		}
+		dec, err := d.attackOnce(ctx, i)
+		if err != nil {
+			return err
+		}
+		switch dec.Decision {
+		case "rollback":
+			rollbacks = append(rollbacks, dec.Time)
+			if err := d.afterRollback(ctx, dec); err != nil {
+				return err
+			}
+		case "migrate":
+			mig, err := d.afterMigration(ctx, dec, host)
+			if err != nil {
+				return err
+			}
+			migrated = &mig
+		default:
+			return fmt.Errorf("attack %d: the plane decided %q (%s), want rollback or migrate", i, dec.Decision, strings.Join(dec.Reasons, "; "))
+		}
+	}
+	if len(rollbacks) != d.limit || migrated == nil {
+		return fmt.Errorf("%d rollbacks and migrated=%v; want %d rollbacks, then a migration", len(rollbacks), migrated != nil, d.limit)
+	}
+	return d.summarize()
+}
+
+func (d *demo) writeConfig() (string, error) {
+	path := filepath.Join(d.out, "escape.yaml")
+	cfg := fmt.Sprintf(`# ESCAPE's configuration: one file, a section per daemon (docs/operations.md).
+sensor:
+  lab: %[1]s
+  plane: %[2]s
+  events: ["file:%[3]s/events.jsonl"]
+  epoch_events: true
+  flush: 2s
+  learn_epochs: 150
+  profiles: %[3]s/profiles
+  listen: 127.0.0.1:9464
+  control: /run/escape-demo/sensor.sock
+plane:
+  socket: %[2]s
+  listen: 127.0.0.1:9465
+  state: %[3]s/plane-state.db
+  audit: %[3]s/audit.jsonl
+  lab_root: %[1]s
+  defaults:
+    checkpoint_interval: 5s
+    clean_epochs: 3
+    rollback_limit: %[4]d
+    rollback_window: 10m
+  containers:
+    - id: %[5]s
+      image: redis
+      host: h1
+      ip: %[6]s
+      args: [/usr/bin/redis-server, --port, "6379", --protected-mode, "no", --save, "", --appendonly, "no"]
+`, d.labRoot, d.sock, d.out, d.limit, serviceID, serviceIP)
+	return path, os.WriteFile(path, []byte(cfg), 0o600)
+}

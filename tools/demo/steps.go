@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/escape-mtd/escape/plane"
+	"github.com/escape-mtd/escape/sensor/events"
+	"github.com/escape-mtd/escape/tools/probe"
+)
+
+func (d *demo) events() ([]events.Event, error) {
+	return readLines[events.Event](filepath.Join(d.out, "events.jsonl"))
+}
+
+func (d *demo) audit() ([]plane.AuditEvent, error) {
+	return readLines[plane.AuditEvent](filepath.Join(d.out, "audit.jsonl"))
+}
+
+func (d *demo) client() ([]probe.Event, error) {
+	return readLines[probe.Event](filepath.Join(d.out, "client.jsonl"))
+}
+
+func (d *demo) status(ctx context.Context) (plane.ContainerStatus, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var st plane.Status
+	if err := plane.NewClient(d.sock).Do(cctx, "GET", "/v1/status", nil, &st); err != nil {
+		return plane.ContainerStatus{}, err
+	}
+	for _, c := range st.Containers {
+		if c.ID == serviceID {
+			return c, nil
+		}
+	}
+	return plane.ContainerStatus{}, fmt.Errorf("the plane does not protect %s", serviceID)
+}
+
+func (d *demo) startPlane(ctx context.Context, cfg string) error {
+	if err := d.background("escape-plane", "plane.log", "serve", "--config", cfg); err != nil {
+		return err
+	}
+	err := d.waitFor(ctx, "the plane to deploy redis", 90*time.Second, func() (bool, error) {
+		c, err := d.status(ctx)
+		return err == nil && c.State == "running", nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (see %s/plane.log)", err, d.out)
+	}
+	c, _ := d.status(ctx)
+	d.note("redis runs on %s at %s; policy: rollback up to %d times in %v, then migrate", c.Host, c.IP,
+		c.Policy.RollbackLimit, c.Policy.RollbackWindow)
+	d.note("plane: JSON logs %s/plane.log, audit %s/audit.jsonl, metrics http://127.0.0.1:9465/metrics", d.out, d.out)
+	return nil
+}
+
+func (d *demo) startSensor(ctx context.Context, cfg string) error {
+	if err := d.background("escape-sensor", "sensor.log", "run", "--config", cfg); err != nil {
+		return err
+	}
+	err := d.waitFor(ctx, "the sensor to watch redis", 60*time.Second, func() (bool, error) {
+		evs, err := d.events()
+		for _, e := range evs {
+			if e.Type == events.TypeWatched && e.Container != nil && e.Container.Identity == serviceID {
+				d.note("sensor event: watched %s (cgroup %d) on %s", e.Container.Identity, e.Container.CgroupID, e.Container.Host)
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	if err != nil {
+		return fmt.Errorf("%w (see %s/sensor.log)", err, d.out)
+	}
+	d.note("sensor: events %s/events.jsonl, metrics http://127.0.0.1:9464/metrics, live view: escape-sensor top --socket /run/escape-demo/sensor.sock", d.out)
+	return nil
+}
+
+func (d *demo) startClient(ctx context.Context) error {
+	if err := d.background("escape-lab", "client.log", "probe", "--addr", serviceIP+":6379", "--interval", "50ms",
+		"--out", filepath.Join(d.out, "client.jsonl")); err != nil {
+		return err
+	}
+	err := d.waitFor(ctx, "the client to connect", 30*time.Second, func() (bool, error) {
+		evs, err := d.client()
+		return len(evs) > 0, err
+	})
+	if err != nil {
+		return err
+	}
+	d.note("client (escape-lab probe): one TCP connection, INCR every 50 ms, each outage in %s/client.jsonl", d.out)
+	bg, cancel := context.WithCancel(context.Background())
+	d.stopBG = cancel
+	go d.load(bg)
+	return nil
+}
+
+// load is the service's normal traffic: redis-benchmark bursts from the
+// client namespace, then a pause, for the whole demo.
+func (d *demo) load(ctx context.Context) {
+	for ctx.Err() == nil {
+		c := exec.CommandContext(ctx, "ip", "netns", "exec", d.inv.Client.Netns, "redis-benchmark", "-h", serviceIP,
+			"-q", "-n", "3000", "-c", "2", "-t", "set,get,incr,lpush")
+		_ = c.Run() // a burst cut by a rollback or a migration is normal
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (d *demo) train(ctx context.Context) error {
+	var learned events.Event
+	err := d.waitFor(ctx, "the sensor to learn redis's normal behaviour", d.learnMax, func() (bool, error) {
+		evs, err := d.events()
+		for _, e := range evs {
+			if e.Epoch != nil && e.Container != nil && e.Container.Identity == serviceID && e.Epoch.Mode == "detecting" {
+				learned = e
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	if err != nil {
+		return err
+	}
+	d.note("learned: %d distinct bags of system calls; now detecting (threshold %d mismatches per epoch)",
+		learned.Epoch.Database, learned.Epoch.Threshold)
+	return nil
+}
+
+// waitCheckpoint waits for the plane's first safe checkpoint taken while
+// the sensor was detecting, and returns redis's host.
+func (d *demo) waitCheckpoint(ctx context.Context) (string, error) {
+	var c plane.ContainerStatus
+	err := d.waitFor(ctx, "a safe checkpoint (clean epochs under detection)", 90*time.Second, func() (bool, error) {
+		var err error
+		c, err = d.status(ctx)
+		return err == nil && c.LastCheckpoint != nil, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	ck := c.LastCheckpoint
+	d.note("safe checkpoint %d of %s on %s, safe as of epoch %d, %d KiB, took %v", ck.Seq, serviceID, ck.Host,
+		ck.SafeEpoch, ck.Bytes>>10, time.Duration(ck.Took).Round(time.Millisecond))
+	return c.Host, nil
+}
+
+// payload is what an attacker with code execution in the container does:
+// look around, read secrets, try to call home (h2), search the disk.
+func payload(home string) string {
+	return fmt.Sprintf(`for i in 1 2 3 4 5 6 7 8; do
+id; uname -a; cat /etc/passwd /etc/shadow; ls -la / /root /proc/1/
+nc -w 1 %s 4444 </dev/null
+find / -xdev -name '*.conf' | head -n 20
+sleep 1
+done`, home)
+}
+
+// attackOnce runs the payload in the container and waits for the sensor's
+// anomaly and the plane's decision.
+func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, error) {
+	c, err := d.status(ctx)
+	if err != nil {
+		return plane.AuditEvent{}, err
+	}
+	var sock, home string
+	for _, h := range d.inv.Hosts {
+		if h.Name == c.Host {
+			sock = h.Containerd
+		} else if home == "" {
+			home = h.IP.String()
+		}
+	}
+	t0 := time.Now()
+	log, err := os.Create(filepath.Join(d.out, fmt.Sprintf("attack-%d.log", round)))
+	if err != nil {
+		return plane.AuditEvent{}, err
+	}
+	defer log.Close()
+	atk := exec.CommandContext(ctx, ctrPath(), "-a", sock, "-n", d.inv.Namespace, "task", "exec",
+		"--exec-id", fmt.Sprintf("attack-%d", round), serviceID, "/bin/sh", "-c", payload(home))
+	atk.Stdout, atk.Stderr = log, log
+	if err := atk.Start(); err != nil {
+		return plane.AuditEvent{}, fmt.Errorf("attack: %w", err)
+	}
+	go func() { _ = atk.Wait() }() // the rollback or the migration ends it
+	d.note("attack %d: shell in %s on %s (output: %s)", round, serviceID, c.Host, log.Name())
+
+	var anomaly events.Event
+	err = d.waitFor(ctx, "the sensor to detect it", 60*time.Second, func() (bool, error) {
+		evs, err := d.events()
+		for _, e := range evs {
+			if e.Type == events.TypeAnomaly && e.Container != nil && e.Container.Identity == serviceID && e.Time.After(t0) {
+				anomaly = e
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	if err != nil {
+		return plane.AuditEvent{}, err
+	}
+	d.note("detected after %v: JSON event for the SIEM:", anomaly.Time.Sub(t0).Round(time.Millisecond))
+	fmt.Printf("      {\"type\":%q,\"severity\":%q,\"container\":%q,\"host\":%q,\"epoch\":{\"seq\":%d,\"mismatches\":%d,\"threshold\":%d,\"new_bags\":%d}}\n",
+		anomaly.Type, anomaly.Severity, anomaly.Container.Identity, anomaly.Container.Host, anomaly.Epoch.Seq,
+		anomaly.Epoch.Mismatches, anomaly.Epoch.Threshold, anomaly.Epoch.NewBags)
+
+	var dec plane.AuditEvent
+	err = d.waitFor(ctx, "the plane's decision", 3*time.Minute, func() (bool, error) {
+		evs, err := d.audit()
+		for _, e := range evs {
+			if e.Kind == "decision" && e.Container == serviceID && e.Time.After(t0) && e.Decision != "none" {
+				dec = e
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	if err != nil {
+		return plane.AuditEvent{}, err
+	}
+	d.note("plane decided %s (%s): %s", dec.Decision, dec.Outcome, strings.Join(dec.Reasons, "; "))
+	if dec.Outcome != "ok" {
+		return dec, fmt.Errorf("the %s failed: %s", dec.Decision, dec.Error)
+	}
+	return dec, nil
+}
+
+func ctrPath() string {
+	if p, err := exec.LookPath("ctr"); err == nil {
+		return p
+	}
+	return "/opt/escape/bin/ctr"
+}
