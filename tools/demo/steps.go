@@ -207,6 +207,8 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 		return plane.AuditEvent{}, err
 	}
 	d.note("detected after %v: JSON event for the SIEM:", anomaly.Time.Sub(t0).Round(time.Millisecond))
+	d.summary = append(d.summary, fmt.Sprintf("attack %d on %s: detected %v after it started (epoch of %d calls, %d mismatches > threshold %d)",
+		round, c.Host, anomaly.Time.Sub(t0).Round(time.Millisecond), anomaly.Epoch.Calls, anomaly.Epoch.Mismatches, anomaly.Epoch.Threshold))
 	fmt.Printf("      {\"type\":%q,\"severity\":%q,\"container\":%q,\"host\":%q,\"epoch\":{\"seq\":%d,\"mismatches\":%d,\"threshold\":%d,\"new_bags\":%d}}\n",
 		anomaly.Type, anomaly.Severity, anomaly.Container.Identity, anomaly.Container.Host, anomaly.Epoch.Seq,
 		anomaly.Epoch.Mismatches, anomaly.Epoch.Threshold, anomaly.Epoch.NewBags)
