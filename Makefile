@@ -13,7 +13,7 @@ TESTFLAGS ?= -count=1 -p 1 -timeout 40m
 SHELL := /bin/bash
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: all build deps generate test test-unit bench bench-go bench-sensor bench-plane fuzz lab-up lab-down lab-status demo doctor clean
+.PHONY: all build deps generate test test-unit bench bench-go bench-sensor bench-plane fuzz lab-up lab-down lab-status demo doctor clean k8s-schemas
 
 all: build
 
@@ -83,6 +83,10 @@ lab-status: build
 ## demo: ESCAPE's main job on the local lab (see README)
 demo: deps build
 	$(GO) run ./tools/demo --bin bin --out out/demo
+
+## k8s-schemas: refresh the Kubernetes OpenAPI schemas the manifest tests use (K8S_VERSION=v1.x.y to move)
+k8s-schemas:
+	deploy/kubernetes/update-schemas.sh
 
 clean:
 	rm -rf bin out

@@ -110,6 +110,10 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.note("what an operator sees (escape-sensor top --once):")
+	if err := d.cmd(ctx, "escape-sensor", "top", "--once", "--socket", "/run/escape-demo/sensor.sock"); err != nil {
+		return err
+	}
 	d.step(fmt.Sprintf("6/9 the attack: a shell inside the container on %s (recon, /etc/shadow, a reverse connection to h2)", host))
 	var rollbacks []time.Time
 	var migrated *plane.AuditEvent
