@@ -119,6 +119,15 @@ func (c *runConfig) validate() error {
 	if c.EventsMaxSize < 4096 {
 		return fmt.Errorf("events_max_size (--events-max-size): %d is below 4096 bytes", c.EventsMaxSize)
 	}
+	if !filepath.IsAbs(c.Control) {
+		return fmt.Errorf("control (--control): %q must be an absolute path", c.Control)
+	}
+	if c.Profiles != "" && !filepath.IsAbs(c.Profiles) {
+		return fmt.Errorf("profiles (--profiles): %q must be an absolute path, or empty for memory only", c.Profiles)
+	}
+	if c.Namespace == "" {
+		return fmt.Errorf("namespace (--namespace): must not be empty")
+	}
 	if c.Plane != "" && !filepath.IsAbs(c.Plane) {
 		return fmt.Errorf("plane (--plane): %q must be the absolute path of the plane's socket", c.Plane)
 	}

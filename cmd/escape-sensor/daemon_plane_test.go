@@ -133,6 +133,9 @@ func TestRunConfigFileErrorsNameTheKey(t *testing.T) {
 		"sensor:\n  plane: relative\n":   "plane (--plane)",
 		"sensors:\n  window: 3\n":        "sensors",
 		"sensor:\n  listen: 0.0.0.0:1\n": "loopback",
+		"sensor:\n  control: ctl.sock\n": "control (--control)",
+		"sensor:\n  profiles: p\n":       "profiles (--profiles)",
+		"sensor:\n  namespace: \"\"\n":   "namespace (--namespace)",
 	} {
 		path := filepath.Join(tmp, "c.yaml")
 		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {

@@ -65,7 +65,7 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 		LearnEpochs: 2, Threshold: 10, EpochEvents: true, Profiles: filepath.Join(tmp, "profiles"),
 		Events: []string{"file:" + evFile}, EventsMaxSize: 1 << 20, EventsKeep: 2,
 		Listen: fmt.Sprintf("127.0.0.1:%d", port), Control: filepath.Join(tmp, "run", "ctl.sock"),
-		Cgroups: []string{dir}, Host: "test"}
+		Cgroups: []string{dir}, Host: "test", Namespace: "escape"}
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,12 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 }
 
 func TestRunConfigRejectsGarbage(t *testing.T) {
-	base := runConfig{Threshold: 10, Events: []string{"stdout"}, Listen: "127.0.0.1:9464"}
+	base := runConfig{Window: 10, Epoch: 1000, MaxContainers: 8, RingSize: 1 << 20, LearnEpochs: 1, Threshold: 10,
+		Events: []string{"stdout"}, EventsMaxSize: 1 << 20, EventsKeep: 1, Listen: "127.0.0.1:9464",
+		Control: "/run/escape-sensor/control.sock", Namespace: "escape"}
+	if err := base.validate(); err != nil {
+		t.Fatalf("the valid base is refused: %v", err)
+	}
 	for _, mod := range []func(*runConfig){
 		func(c *runConfig) { c.Listen = "0.0.0.0:9464" },
 		func(c *runConfig) { c.Listen = "example.com:80" },
@@ -136,6 +141,11 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		func(c *runConfig) { c.Threshold = 0 },
 		func(c *runConfig) { c.Events = nil },
 		func(c *runConfig) { c.Containerd = []string{"h1"} },
+		func(c *runConfig) { c.Window = 17 },
+		func(c *runConfig) { c.Epoch = 5 },
+		func(c *runConfig) { c.RingSize = 3 << 20 },
+		func(c *runConfig) { c.Flush = -time.Second },
+		func(c *runConfig) { c.Plane = "plane.sock" },
 	} {
 		c := base
 		mod(&c)
