@@ -22,9 +22,18 @@ func TestCommittedObjects(t *testing.T) {
 			t.Errorf("variable %s missing or not constant", v)
 		}
 	}
-	// BPF_MAP_TYPE_CGRP_STORAGE is 32 (Linux 6.2).
-	if m := spec.Maps["watched"]; m == nil || m.Type != ebpf.CgroupStorage {
-		t.Errorf("watched map: %+v, want cgroup local storage (type 32)", m)
+	// The watched index is an array of buckets of cgroup addresses, written
+	// only by the pin/unpin syscall programs.
+	if m := spec.Maps["watched"]; m == nil || m.Type != ebpf.Array {
+		t.Errorf("watched map: %+v, want an array", m)
+	}
+	for _, name := range []string{"pin", "unpin"} {
+		if p := spec.Programs[name]; p == nil || p.Type != ebpf.Syscall {
+			t.Errorf("%s: %+v, want a syscall program", name, p)
+		}
+	}
+	if s := unsafe.Sizeof(SensorPinArgs{}); s != 16 {
+		t.Errorf("pin arguments %d bytes, want 16", s)
 	}
 	if s := unsafe.Sizeof(SensorEpochHdr{}); s != 40 {
 		t.Errorf("epoch header %d bytes, want 40", s)

@@ -10,8 +10,8 @@
  * docs/sensor.md) and, being BPF_PROG_TYPE_TRACING, may use bpf_spin_lock and
  * bpf_timer, which the classic tracepoint type may not.
  *
- * Per call of a watched container (everything else returns after one
- * cgroup-storage lookup):
+ * Per call of a watched container (everything else returns after one bucket
+ * of the watched-cgroup index):
  *   - the last W syscall numbers sit in a ring; the bag's identity is an
  *     additive hash, sum of keys[nr] over the window, updated in O(1):
  *     subtract the key of the call leaving the window, add the entering one;
@@ -45,6 +45,7 @@ struct ep_buf {
 struct cstate {
 	struct bpf_spin_lock lock;
 	__u32 gen;            /* written by userspace when the slot is assigned */
+	__u64 cgptr;          /* the watched cgroup's address (set by pin) */
 	__u32 pos;            /* next ring position */
 	__u32 filled;         /* calls in the ring, up to W */
 	__u32 in_epoch;       /* calls in the open epoch */
@@ -62,17 +63,25 @@ struct cstate {
 };
 
 /*
- * Watched set: cgroup local storage holding the state slot, created by
- * userspace (key: a cgroup directory fd) for watched cgroups only. Finding it
- * is a pointer walk from the task to its cgroup and that cgroup's storage
- * list; an unwatched cgroup has none and returns at once. Measured cheaper
- * than bpf_get_current_cgroup_id() plus a hash lookup (docs/sensor.md).
+ * Watched set, keyed by the cgroup's address: task->cgroups->dfl_cgrp is one
+ * load from the task's css_set and needs neither the cgroup itself, nor its
+ * kernfs node, nor a helper call. On this kind of host (no PCID, so every
+ * syscall flushes the TLB) each further kernel object a call touches costs a
+ * page walk, and the cgroup-storage lookup this replaces touched four more
+ * (docs/sensor.md, "Measured"). Buckets are written by the pin and unpin
+ * programs only; the slot holds a reference to its cgroup, so the address
+ * cannot be reused by another cgroup while it is in the index.
  */
+struct bucket {
+	__u64 cg[WATCH_WAYS];   /* cgroup address, 0 = free */
+	__u32 slot[WATCH_WAYS];
+};
+
 struct {
-	__uint(type, MAP_TYPE_CGRP_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, __u32);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WATCH_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct bucket);
 } watched SEC(".maps");
 
 struct {
@@ -89,6 +98,23 @@ struct {
 
 /* Keep the record layouts in BTF for bpf2go -type. */
 const struct newbag *unused_newbag __attribute__((unused));
+const struct pin_args *unused_pin_args __attribute__((unused));
+/* ...and struct cgroup as a struct, not a forward declaration (kfunc check). */
+const struct cgroup *unused_cgroup __attribute__((unused));
+
+extern struct cgroup *bpf_cgroup_from_id(__u64 cgid) __ksym;
+extern void bpf_cgroup_release(struct cgroup *cgrp) __ksym;
+
+/* Cgroups are kmalloc'ed and a few KiB apart: mix the low 32 bits of the
+ * address (the high ones are the same for every kernel address). The 32-bit
+ * move turns the pointer into a plain number, on which the verifier allows
+ * arithmetic (it refuses shifting or multiplying a pointer). */
+static __always_inline __u32 bucket_of(__u64 cg)
+{
+	__u32 lo = (__u32)cg;
+
+	return ((lo >> 4) * 0x9E3779B1U) >> 22; /* 10 bits: WATCH_BUCKETS */
+}
 
 /* close_epoch finalises the open epoch into its buffer's header. Caller holds
  * the lock; it returns the buffer index to ship and the record size. */
@@ -143,19 +169,32 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(escape_enter, struct pt_regs *regs, long id)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 *slotp = bpf_cgrp_storage_get(&watched, task->cgroups->dfl_cgrp, 0, 0);
-	if (!slotp)
-		return 0; /* unwatched: the only cost is this lookup */
+	__u64 cg = (__u64)task->cgroups->dfl_cgrp;
+	__u32 b = bucket_of(cg), slot;
+	struct bucket *bk = bpf_map_lookup_elem(&watched, &b);
 
-	__u32 slot = *slotp;
+	if (!bk)
+		return 0;
+	if (bk->cg[0] == cg)
+		slot = bk->slot[0];
+	else if (bk->cg[1] == cg)
+		slot = bk->slot[1];
+	else if (bk->cg[2] == cg)
+		slot = bk->slot[2];
+	else if (bk->cg[3] == cg)
+		slot = bk->slot[3];
+	else
+		return 0; /* unwatched: one css_set load and one bucket */
+
 	struct cstate *st = bpf_map_lookup_elem(&state, &slot);
-	if (!st)
+	/* The slot names its cgroup too: a bucket caught mid-update is ignored. */
+	if (!st || st->cgptr != cg)
 		return 0;
 
 	__u16 nr = nr_of(id);
 	__u32 w = window;
 	__u32 p = 0, size = 0, closing = 0, start = 0, fresh = 0;
-	struct newbag nb = {};
+	struct newbag nb; /* filled only for a new bag: no zeroing per call */
 
 	if (w < 1 || w > MAX_WINDOW)
 		return 0;
@@ -182,6 +221,7 @@ int BPF_PROG(escape_enter, struct pt_regs *regs, long id)
 			st->seen[h & (SEEN_SLOTS - 1)] = h;
 			fresh = 1;
 			nb.hash = h;
+			nb.gen = st->gen;
 			__builtin_memcpy(nb.win, st->win, sizeof(nb.win));
 		}
 	}
@@ -189,7 +229,6 @@ int BPF_PROG(escape_enter, struct pt_regs *regs, long id)
 		p = close_epoch(st, slot, 0, &size);
 		closing = 1;
 	}
-	nb.gen = st->gen;
 	bpf_spin_unlock(&st->lock);
 
 	if (fresh) {
@@ -212,5 +251,102 @@ int BPF_PROG(escape_enter, struct pt_regs *regs, long id)
 		}
 		bpf_timer_start(&st->timer, flush_ns, 0);
 	}
+	return 0;
+}
+
+/* withdraw removes addr from the index; it reports whether it was there. */
+static __always_inline int withdraw(__u64 addr, __u32 slot, int any_slot)
+{
+	__u32 b = bucket_of(addr);
+	struct bucket *bk = bpf_map_lookup_elem(&watched, &b);
+	int found = 0;
+
+	if (!bk)
+		return 0;
+	for (int i = 0; i < WATCH_WAYS; i++) {
+		if (bk->cg[i] == addr && (any_slot || bk->slot[i] == slot)) {
+			bk->cg[i] = 0;
+			found = 1;
+		}
+	}
+	return found;
+}
+
+/*
+ * pin and unpin run from the loader (BPF_PROG_RUN), never on the hot path.
+ * pin publishes the cgroup's address in a free way of its bucket, slot first.
+ * If the cgroup is being removed concurrently, either rmdir's program runs
+ * after the address is in (and withdraws it), or pin sees the cgroup offline
+ * afterwards and withdraws it itself: the atomic add orders pin's store before
+ * its read of the flags, and rmdir clears CSS_ONLINE before its tracepoint.
+ */
+SEC("syscall")
+int pin(struct pin_args *a)
+{
+	__u32 slot = a->slot, b;
+	struct cstate *st = bpf_map_lookup_elem(&state, &slot);
+	struct cgroup *cg;
+	struct bucket *bk;
+	__u64 addr;
+	int i;
+
+	a->err = -22; /* EINVAL */
+	if (!st)
+		return 0;
+	cg = bpf_cgroup_from_id(a->cgid);
+	if (!cg) {
+		a->err = -2; /* ENOENT */
+		return 0;
+	}
+	addr = (__u64)cg;
+	b = bucket_of(addr);
+	bk = bpf_map_lookup_elem(&watched, &b);
+	if (!bk)
+		goto out;
+	st->cgptr = addr;
+	for (i = 0; i < WATCH_WAYS; i++) {
+		if (bk->cg[i] == addr) {
+			a->err = -17; /* EEXIST */
+			goto out;
+		}
+	}
+	a->err = -28; /* ENOSPC: WATCH_WAYS watched cgroups share this bucket */
+	for (i = 0; i < WATCH_WAYS; i++) {
+		if (bk->cg[i] == 0) {
+			bk->slot[i] = slot;
+			/* The slot before the address that names it (x86 keeps
+			 * store order; the hot path also checks st->cgptr). */
+			asm volatile("" ::: "memory");
+			bk->cg[i] = addr;
+			__sync_fetch_and_add(&bk->slot[i], 0); /* full barrier */
+			a->err = 0;
+			break;
+		}
+	}
+	if (a->err == 0 && !(cg->self.flags & CSS_ONLINE)) {
+		withdraw(addr, slot, 0);
+		a->err = -2; /* ENOENT: removed meanwhile */
+	}
+out:
+	bpf_cgroup_release(cg);
+	return 0;
+}
+
+SEC("syscall")
+int unpin(struct pin_args *a)
+{
+	__u32 slot = a->slot;
+	struct cstate *st = bpf_map_lookup_elem(&state, &slot);
+
+	/* ENOENT: already withdrawn by rmdir. */
+	a->err = st && st->cgptr && withdraw(st->cgptr, slot, 0) ? 0 : -2;
+	return 0;
+}
+
+/* A removed cgroup leaves the index before it can be freed. */
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(escape_rmdir, struct cgroup *cgrp, const char *path)
+{
+	withdraw((__u64)cgrp, 0, 1);
 	return 0;
 }

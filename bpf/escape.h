@@ -19,7 +19,13 @@ struct pt_regs; /* only passed through, never dereferenced */
  * The few kernel types the sensor reads, CO-RE style: only the fields used,
  * relocated against the running kernel's BTF at load time.
  */
-struct cgroup;
+struct cgroup_subsys_state {
+	unsigned int flags; /* CSS_ONLINE until rmdir */
+} __attribute__((preserve_access_index));
+struct cgroup {
+	struct cgroup_subsys_state self;
+} __attribute__((preserve_access_index));
+#define CSS_ONLINE (1 << 1)
 struct css_set {
 	struct cgroup *dfl_cgrp; /* the task's cgroup in the cgroup2 hierarchy */
 } __attribute__((preserve_access_index));
@@ -27,8 +33,16 @@ struct task_struct {
 	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
 
-/* Not in the UAPI headers of older distributions (Linux 6.2+). */
-#define MAP_TYPE_CGRP_STORAGE 32
+/* Watched-cgroup index: direct-mapped buckets of WATCH_WAYS cgroup pointers. */
+#define WATCH_BUCKETS 1024
+#define WATCH_WAYS 4
+
+/* Arguments of the pin/unpin programs (BPF_PROG_RUN from the loader). */
+struct pin_args {
+	__u64 cgid; /* cgroup id (cgroup2 directory inode) */
+	__u32 slot; /* state slot */
+	__s32 err;  /* out: 0, or a negative errno */
+};
 
 #define MAX_WINDOW 16    /* bags.MaxWindow */
 #define MAX_EPOCH 4096   /* largest epoch length E (the papers use 1,000-4,000) */

@@ -20,6 +20,7 @@ type SensorCstate struct {
 		Val uint32
 	}
 	Gen     uint32
+	Cgptr   uint64
 	Pos     uint32
 	Filled  uint32
 	InEpoch uint32
@@ -66,19 +67,31 @@ type SensorNewbag struct {
 	Win  [16]uint16
 }
 
+type SensorPinArgs struct {
+	_    structs.HostLayout
+	Cgid uint64
+	Slot uint32
+	Err  int32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SensorMapEvents       = "events"
-	SensorMapState        = "state"
-	SensorMapWatched      = "watched"
-	SensorProgEscapeEnter = "escape_enter"
-	SensorVarEpochLen     = "epoch_len"
-	SensorVarFlushNs      = "flush_ns"
-	SensorVarKeys         = "keys"
-	SensorVarUnusedNewbag = "unused_newbag"
-	SensorVarWindow       = "window"
+	SensorMapEvents        = "events"
+	SensorMapState         = "state"
+	SensorMapWatched       = "watched"
+	SensorProgEscapeEnter  = "escape_enter"
+	SensorProgEscapeRmdir  = "escape_rmdir"
+	SensorProgPin          = "pin"
+	SensorProgUnpin        = "unpin"
+	SensorVarEpochLen      = "epoch_len"
+	SensorVarFlushNs       = "flush_ns"
+	SensorVarKeys          = "keys"
+	SensorVarUnusedCgroup  = "unused_cgroup"
+	SensorVarUnusedNewbag  = "unused_newbag"
+	SensorVarUnusedPinArgs = "unused_pin_args"
+	SensorVarWindow        = "window"
 )
 
 // LoadSensor returns the embedded CollectionSpec for Sensor.
@@ -124,6 +137,9 @@ type SensorSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
 	EscapeEnter *ebpf.ProgramSpec `ebpf:"escape_enter"`
+	EscapeRmdir *ebpf.ProgramSpec `ebpf:"escape_rmdir"`
+	Pin         *ebpf.ProgramSpec `ebpf:"pin"`
+	Unpin       *ebpf.ProgramSpec `ebpf:"unpin"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
@@ -139,11 +155,13 @@ type SensorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorVariableSpecs struct {
-	EpochLen     *ebpf.VariableSpec `ebpf:"epoch_len"`
-	FlushNs      *ebpf.VariableSpec `ebpf:"flush_ns"`
-	Keys         *ebpf.VariableSpec `ebpf:"keys"`
-	UnusedNewbag *ebpf.VariableSpec `ebpf:"unused_newbag"`
-	Window       *ebpf.VariableSpec `ebpf:"window"`
+	EpochLen      *ebpf.VariableSpec `ebpf:"epoch_len"`
+	FlushNs       *ebpf.VariableSpec `ebpf:"flush_ns"`
+	Keys          *ebpf.VariableSpec `ebpf:"keys"`
+	UnusedCgroup  *ebpf.VariableSpec `ebpf:"unused_cgroup"`
+	UnusedNewbag  *ebpf.VariableSpec `ebpf:"unused_newbag"`
+	UnusedPinArgs *ebpf.VariableSpec `ebpf:"unused_pin_args"`
+	Window        *ebpf.VariableSpec `ebpf:"window"`
 }
 
 // SensorObjects contains all objects after they have been loaded into the kernel.
@@ -183,11 +201,13 @@ func (m *SensorMaps) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorVariables struct {
-	EpochLen     *ebpf.Variable `ebpf:"epoch_len"`
-	FlushNs      *ebpf.Variable `ebpf:"flush_ns"`
-	Keys         *ebpf.Variable `ebpf:"keys"`
-	UnusedNewbag *ebpf.Variable `ebpf:"unused_newbag"`
-	Window       *ebpf.Variable `ebpf:"window"`
+	EpochLen      *ebpf.Variable `ebpf:"epoch_len"`
+	FlushNs       *ebpf.Variable `ebpf:"flush_ns"`
+	Keys          *ebpf.Variable `ebpf:"keys"`
+	UnusedCgroup  *ebpf.Variable `ebpf:"unused_cgroup"`
+	UnusedNewbag  *ebpf.Variable `ebpf:"unused_newbag"`
+	UnusedPinArgs *ebpf.Variable `ebpf:"unused_pin_args"`
+	Window        *ebpf.Variable `ebpf:"window"`
 }
 
 // SensorPrograms contains all programs after they have been loaded into the kernel.
@@ -195,11 +215,17 @@ type SensorVariables struct {
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
 	EscapeEnter *ebpf.Program `ebpf:"escape_enter"`
+	EscapeRmdir *ebpf.Program `ebpf:"escape_rmdir"`
+	Pin         *ebpf.Program `ebpf:"pin"`
+	Unpin       *ebpf.Program `ebpf:"unpin"`
 }
 
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
 		p.EscapeEnter,
+		p.EscapeRmdir,
+		p.Pin,
+		p.Unpin,
 	)
 }
 

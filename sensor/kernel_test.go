@@ -3,6 +3,7 @@ package sensor_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -247,4 +248,42 @@ func TestDifferentialRandomStream(t *testing.T) {
 			compareEpochs(t, got, offline(t, cgtest.Stream(seq, 3), cfg.w, cfg.e))
 		})
 	}
+}
+
+// A watched cgroup removed before Unwatch leaves the kernel's index at rmdir
+// (its address could be reused by a later cgroup); Unwatch still returns its
+// partial epoch, and the slot serves the next cgroup exactly.
+func TestRemovedCgroupBeforeUnwatch(t *testing.T) {
+	const w, e = 10, 100
+	h := newHarness(t, sensor.WithWindow(w), sensor.WithEpoch(e), sensor.WithFlush(0))
+	cg := cgtest.New(t)
+	slot, gen, err := h.probe.Watch(cg.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg.Run(t, known, 30)
+	removed := false
+	for i := 0; i < 100 && !removed; i++ {
+		_ = os.Remove(cg.Leaf)
+		removed = os.Remove(cg.Dir) == nil
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !removed {
+		t.Fatal("cannot remove the test cgroup")
+	}
+	if err := h.col.Unwatch(context.Background(), cg.LeafID); err != nil {
+		t.Fatalf("unwatch a removed cgroup: %v", err)
+	}
+	compareEpochs(t, h.waitFinal(t, slot, gen), offline(t, cgtest.Stream(known, 30), w, e))
+
+	cg2 := cgtest.New(t)
+	slot2, gen2, err := h.probe.Watch(cg2.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg2.Run(t, known, 20)
+	if err := h.col.Unwatch(context.Background(), cg2.LeafID); err != nil {
+		t.Fatal(err)
+	}
+	compareEpochs(t, h.waitFinal(t, slot2, gen2), offline(t, cgtest.Stream(known, 20), w, e))
 }

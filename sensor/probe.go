@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -25,14 +25,14 @@ type Probe struct {
 	cfg  probeConfig
 	log  *zap.Logger
 	objs escbpf.SensorObjects
-	lnk  link.Link
+	lnk  link.Link // tp_btf/sys_enter
+	rm   link.Link // tp_btf/cgroup_rmdir: removed cgroups leave the index
 	rd   *ringbuf.Reader
 	keys [nrKeys]uint64
 
 	mu    sync.Mutex
-	slots map[uint64]uint32   // cgroup id -> slot
-	fds   map[uint64]*os.File // cgroup id -> open cgroup directory (the storage key)
-	gens  []uint32            // per slot: current generation
+	slots map[uint64]uint32 // cgroup id -> slot
+	gens  []uint32          // per slot: current generation
 	free  []uint32
 }
 
@@ -53,7 +53,7 @@ func LoadProbe(opts ...ProbeOption) (*Probe, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("load probe: %w", err)
 	}
-	p := &Probe{cfg: cfg, log: cfg.log, slots: make(map[uint64]uint32), fds: make(map[uint64]*os.File)}
+	p := &Probe{cfg: cfg, log: cfg.log, slots: make(map[uint64]uint32)}
 	// Random keys, unknown to the watched workload: it cannot craft windows
 	// whose hashes collide. Userspace checks every new bag against them.
 	var raw [nrKeys * 8]byte
@@ -94,7 +94,13 @@ func LoadProbe(opts ...ProbeOption) (*Probe, error) {
 		p.objs.Close()
 		return nil, fmt.Errorf("load probe: ring reader: %w", err)
 	}
+	if p.rm, err = link.AttachTracing(link.TracingOptions{Program: p.objs.EscapeRmdir}); err != nil {
+		p.rd.Close()
+		p.objs.Close()
+		return nil, fmt.Errorf("load probe: attach tp_btf/cgroup_rmdir: %w", err)
+	}
 	if p.lnk, err = link.AttachTracing(link.TracingOptions{Program: p.objs.EscapeEnter}); err != nil {
+		p.rm.Close()
 		p.rd.Close()
 		p.objs.Close()
 		return nil, fmt.Errorf("load probe: attach tp_btf/sys_enter: %w", err)
@@ -113,15 +119,9 @@ func (p *Probe) Epoch() int { return p.cfg.epoch }
 // Program is the attached program (for run-time statistics).
 func (p *Probe) Program() *ebpf.Program { return p.objs.EscapeEnter }
 
-// Close detaches the program and frees its maps.
+// Close detaches the programs and frees their maps.
 func (p *Probe) Close() error {
-	p.mu.Lock()
-	for _, f := range p.fds {
-		f.Close()
-	}
-	clear(p.fds)
-	p.mu.Unlock()
-	return errors.Join(p.lnk.Close(), p.rd.Close(), p.objs.Close())
+	return errors.Join(p.lnk.Close(), p.rm.Close(), p.rd.Close(), p.objs.Close())
 }
 
 // HashOf is the kernel's bag identity of a window: the sum of its keys.
@@ -141,23 +141,16 @@ func (p *Probe) HashOf(window []uint16) uint64 {
 // and returns that slot and generation. The cgroup's id (the directory's
 // inode, what Unwatch takes) is CgroupID(dir).
 func (p *Probe) Watch(dir string) (slot, gen uint32, err error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return 0, 0, fmt.Errorf("watch cgroup: %w", err)
-	}
 	cgid, err := CgroupID(dir)
 	if err != nil {
-		f.Close()
 		return 0, 0, fmt.Errorf("watch cgroup: %w", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if s, ok := p.slots[cgid]; ok {
-		f.Close()
 		return s, p.gens[s], nil
 	}
 	if len(p.free) == 0 {
-		f.Close()
 		return 0, 0, ErrFull
 	}
 	slot = p.free[len(p.free)-1]
@@ -167,17 +160,28 @@ func (p *Probe) Watch(dir string) (slot, gen uint32, err error) {
 	// with the new generation, written before the cgroup becomes visible.
 	st := &escbpf.SensorCstate{Gen: gen}
 	if err := p.objs.State.Update(slot, st, ebpf.UpdateLock); err != nil {
-		f.Close()
 		return 0, 0, fmt.Errorf("watch cgroup %d: reset slot %d: %w", cgid, slot, err)
 	}
-	if err := p.objs.Watched.Update(int32(f.Fd()), slot, ebpf.UpdateNoExist); err != nil {
-		f.Close()
+	// pin publishes the cgroup's address in the watched index: from its
+	// return on, every call of the cgroup counts.
+	if err := p.runPin(p.objs.Pin, cgid, slot); err != nil {
 		return 0, 0, fmt.Errorf("watch cgroup %d: %w", cgid, err)
 	}
 	p.free = p.free[:len(p.free)-1]
 	p.slots[cgid] = slot
-	p.fds[cgid] = f
 	return slot, gen, nil
+}
+
+// runPin runs the pin or unpin program for (cgid, slot).
+func (p *Probe) runPin(prog *ebpf.Program, cgid uint64, slot uint32) error {
+	args := escbpf.SensorPinArgs{Cgid: cgid, Slot: slot}
+	if _, err := prog.Run(&ebpf.RunOptions{Context: &args, ContextOut: &args}); err != nil {
+		return fmt.Errorf("run %s: %w", prog, err)
+	}
+	if args.Err != 0 {
+		return fmt.Errorf("%s slot %d: %w", prog, slot, syscall.Errno(-args.Err))
+	}
+	return nil
 }
 
 // inflightGrace bounds how long a program instance that looked the cgroup up
@@ -196,14 +200,12 @@ func (p *Probe) Unwatch(cgid uint64) (*RawEpoch, error) {
 	if !ok {
 		return nil, fmt.Errorf("unwatch cgroup %d: %w", cgid, ErrNotWatched)
 	}
-	f := p.fds[cgid]
-	// A removed cgroup's storage is gone with it: ENOENT is fine.
-	if err := p.objs.Watched.Delete(int32(f.Fd())); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	// Withdraw the address from the index. A removed cgroup was withdrawn by
+	// the rmdir program already: ENOENT is fine.
+	if err := p.runPin(p.objs.Unpin, cgid, slot); err != nil && !errors.Is(err, syscall.ENOENT) {
 		return nil, fmt.Errorf("unwatch cgroup %d: %w", cgid, err)
 	}
-	f.Close()
 	delete(p.slots, cgid)
-	delete(p.fds, cgid)
 	time.Sleep(inflightGrace)
 	st := new(escbpf.SensorCstate)
 	if err := p.objs.State.LookupWithFlags(slot, st, ebpf.LookupLock); err != nil {

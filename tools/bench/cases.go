@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -29,6 +30,7 @@ type opts struct {
 	reps  int
 	only  string
 	redis bool
+	stats bool
 	from  string
 }
 
@@ -48,6 +50,10 @@ type caseDef struct {
 	slow        bool
 	setup       func(ctx context.Context, e *env) (func() error, error)
 }
+
+// attached is the program the last setup attached (nil for a, f, g): the
+// stats pass reads its kernel run time and run count around the loop.
+var attached *ebpf.Program
 
 func cases() []caseDef {
 	return []caseDef{
@@ -78,6 +84,10 @@ func emptyProg(btf bool) (func() error, error) {
 		objs.Close()
 		return nil, fmt.Errorf("attach empty program: %w", err)
 	}
+	attached = objs.EmptyBtf
+	if !btf {
+		attached = objs.EmptyTp
+	}
 	return func() error { return errors.Join(l.Close(), objs.Close()) }, nil
 }
 
@@ -97,6 +107,7 @@ func sensorCase(e *env, watch string) (func() error, error) {
 		p.Close()
 		return nil, err
 	}
+	attached = p.Program()
 	return func() error {
 		cancel()
 		return errors.Join(<-done, p.Close())
@@ -136,6 +147,7 @@ func streamCase(_ context.Context, e *env) (func() error, error) {
 		s.Close()
 		return nil, err
 	}
+	attached = s.Program()
 	return func() error {
 		close(stop)
 		wg.Wait()

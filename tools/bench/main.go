@@ -22,6 +22,7 @@ func main() {
 	flag.IntVar(&o.reps, "reps", 0, "repetitions per case (default 3 quick, 7 full)")
 	flag.StringVar(&o.only, "cases", "", "comma-separated subset of cases (a,b,b2,c,d,e,f,g)")
 	flag.StringVar(&o.from, "from", "", "re-render the report from a previous run's .json instead of measuring")
+	flag.BoolVar(&o.stats, "stats", true, "also measure the programs' kernel run time (bpf_stats), in separate repetitions")
 	flag.BoolVar(&o.redis, "redis", true, "also measure redis-benchmark throughput with the sensor off and on")
 	flag.Parse()
 	if flag.NArg() != 0 {

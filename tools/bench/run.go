@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,6 +23,11 @@ type result struct {
 	Added   float64   `json:"added_ns"`  // median - median(a)
 	Paired  float64   `json:"paired_ns"` // median over repetitions of (case - a) in the same repetition
 	Min     float64   `json:"min_ns"`
+	// Kernel statistics pass (kernel.bpf_stats_enabled): the attached
+	// program's run time per run, median over repetitions, and the share of
+	// its runs that were the loop's (other processes' calls run it too).
+	StatsNs    []float64 `json:"bpf_ns_per_run,omitempty"`
+	StatsShare []float64 `json:"bpf_loop_share,omitempty"`
 }
 
 // finish fills the derived statistics against case a.
@@ -96,6 +102,32 @@ func run(ctx context.Context, o opts) error {
 			fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/call\n", rep+1, c.name, ns)
 		}
 	}
+	// Second measurement: the kernel's own statistics of the attached
+	// program, in separate repetitions (they add two clock reads per run,
+	// which would distort the wall-clock figures above).
+	stats := map[string][2][]float64{}
+	if o.stats {
+		sc, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			return fmt.Errorf("enable bpf stats: %w", err)
+		}
+		for rep := 0; rep < reps; rep++ {
+			for _, c := range defs {
+				if c.slow || c.name == "a" {
+					continue
+				}
+				ns, share, err := statsCase(ctx, e, c)
+				if err != nil {
+					sc.Close()
+					return fmt.Errorf("case %s (stats): %w", c.name, err)
+				}
+				v := stats[c.name]
+				stats[c.name] = [2][]float64{append(v[0], ns), append(v[1], share)}
+				fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/run (bpf_stats, loop share %.2f)\n", rep+1, c.name, ns, share)
+			}
+		}
+		sc.Close()
+	}
 	// A real workload: redis throughput with the sensor off and on,
 	// interleaved as well.
 	redis := map[string][]float64{}
@@ -123,7 +155,8 @@ func run(ctx context.Context, o opts) error {
 	}
 	var res []result
 	for _, c := range defs {
-		r := result{Case: c.name, Label: c.label, Calls: e.calls, Samples: samples[c.name]}
+		r := result{Case: c.name, Label: c.label, Calls: e.calls, Samples: samples[c.name],
+			StatsNs: stats[c.name][0], StatsShare: stats[c.name][1]}
 		if c.slow {
 			r.Calls = e.slowCalls
 		}
@@ -150,6 +183,39 @@ func runCase(ctx context.Context, e *env, c caseDef) (float64, error) {
 		err = terr
 	}
 	return ns, err
+}
+
+// statsCase runs one repetition of c with kernel statistics on and returns
+// the attached program's ns per run and the loop's share of its runs.
+func statsCase(ctx context.Context, e *env, c caseDef) (float64, float64, error) {
+	attached = nil
+	teardown, err := c.setup(ctx, e)
+	if err != nil {
+		return 0, 0, err
+	}
+	prog := attached
+	var t0 time.Duration
+	var n0 uint64
+	if prog != nil {
+		if st, err := prog.Stats(); err == nil {
+			t0, n0 = st.Runtime, st.RunCount
+		}
+	}
+	_, err = measure(ctx, e, e.w, e.calls, false)
+	var ns, share float64
+	if err == nil && prog != nil {
+		st, serr := prog.Stats()
+		if serr != nil {
+			err = fmt.Errorf("bpf stats: %w", serr)
+		} else if n := st.RunCount - n0; n > 0 {
+			ns = float64(st.Runtime-t0) / float64(n)
+			share = min(1, float64(e.calls)/float64(n))
+		}
+	}
+	if terr := teardown(); err == nil {
+		err = terr
+	}
+	return ns, share, err
 }
 
 func median(x []float64) float64 {
@@ -188,6 +254,22 @@ func report(o opts, res []result, redis map[string][]float64, reps int, took tim
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", r.Case, r.Label, r.Calls, r.Median, r.Added,
 			r.Paired, r.Min, strings.Join(ss, " "))
+	}
+	if _, ok := by["b"]; ok && len(by["b"].StatsNs) > 0 {
+		fmt.Fprintf(&sb, "\nKernel statistics (kernel.bpf_stats_enabled, separate repetitions): the attached program's run time per run, median; the empty program's figure is mostly the statistics' own two clock reads. Loop share: the loop's calls among the program's runs (other processes run it too, unwatched).\n\n")
+		fmt.Fprintf(&sb, "| case | ns/run (median) | above the empty program | loop share | samples |\n|---|---|---|---|---|\n")
+		base := median(by["b"].StatsNs)
+		for _, r := range res {
+			if len(r.StatsNs) == 0 {
+				continue
+			}
+			ss := make([]string, len(r.StatsNs))
+			for i, v := range r.StatsNs {
+				ss[i] = fmt.Sprintf("%.0f", v)
+			}
+			fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.2f | %s |\n", r.Case, median(r.StatsNs), median(r.StatsNs)-base,
+				median(r.StatsShare), strings.Join(ss, " "))
+		}
 	}
 	ratio := func(x, y string, pick func(result) float64) (float64, bool) {
 		a, ok1 := by[x]
