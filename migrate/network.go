@@ -1,11 +1,14 @@
 package migrate
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"strings"
 
 	"github.com/escape-mtd/escape/arp"
 	"github.com/vishvananda/netlink"
@@ -118,6 +121,26 @@ func teardownNetwork(h Host, id string) error {
 	}
 	if err := arp.DeleteNetns(CtNetns(h.Name, id)); err != nil {
 		return fmt.Errorf("network of %s on %s: %w", id, h.Name, err)
+	}
+	return nil
+}
+
+// guardResets adds (on) or removes the rule that drops TCP resets leaving
+// the container's namespace on host. A migration's destination holds the
+// address from step 3 on, but its sockets exist only once CRIU has
+// restored them in step 4: a client retransmission arriving in between
+// would be answered with a reset by the destination's kernel and the
+// connection lost. With the rule, it is dropped and retransmitted. The rule
+// goes away with the namespace, or right after the restore.
+func guardResets(ctx context.Context, host, id string, on bool) error {
+	op := "-I"
+	if !on {
+		op = "-D"
+	}
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+arp.NetnsPath(CtNetns(host, id)), "iptables", "-w", op, "OUTPUT",
+		"-p", "tcp", "--tcp-flags", "RST", "RST", "-m", "comment", "--comment", "escape-migration", "-j", "DROP")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("reset guard %s for %s on %s: %w: %s", op, id, host, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

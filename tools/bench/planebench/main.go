@@ -4,6 +4,13 @@
 // of the same workload in the same run (the limit).
 //
 //	go run ./tools/bench/planebench -sizes 1,64,256,1024 -reps 3
+//
+// -modes compares migration paths in the same run, each rep migrating once
+// per mode: "staged" is the plane's own path (destination staged before
+// the freeze, dump requested directly); "direct" dumps directly but creates
+// the destination after the dump; "legacy" is the original path (client
+// Task.Checkpoint, which pauses first, and the destination created after
+// the dump).
 package main
 
 import (
@@ -34,12 +41,26 @@ func main() {
 type sample struct {
 	ckWall, ckGap                    time.Duration
 	rbDown, rbKill, rbRestore, rbGap time.Duration
-	migFrozen, migGap                time.Duration
-	migSteps                         map[string]time.Duration
-	migResets                        int
+	mig                              map[string]migSample
 	bareDump, bareRestore, bareGap   time.Duration
+	bareCRIU                         migrate.CRIUStats
 	bareResets                       int
 	ckBytes                          int64
+}
+
+// migSample is one migration in one mode.
+type migSample struct {
+	frozen, gap time.Duration
+	steps       map[string]time.Duration
+	criu        migrate.CRIUStats
+	resets      int
+}
+
+// modeOptions are the migrator options of each mode besides "staged",
+// which is the plane's own migrator.
+var modeOptions = map[string][]migrate.Option{
+	"direct": {migrate.WithStaging(false)},
+	"legacy": {migrate.WithStaging(false), migrate.WithPausedDump(true)},
 }
 
 func run() error {
@@ -47,7 +68,16 @@ func run() error {
 	reps := flag.Int("reps", 3, "repetitions per size")
 	labRoot := flag.String("lab", "/var/lib/escape-lab", "lab root")
 	criu := flag.String("criu", "/opt/escape/bin/criu", "CRIU binary (the lab's 4.2 wrapper)")
+	modesF := flag.String("modes", "legacy,direct,staged", "migration paths to compare (legacy, direct, staged)")
 	flag.Parse()
+	var modes []string
+	for _, m := range strings.Split(*modesF, ",") {
+		m = strings.TrimSpace(m)
+		if _, ok := modeOptions[m]; !ok && m != "staged" {
+			return fmt.Errorf("-modes: unknown mode %q", m)
+		}
+		modes = append(modes, m)
+	}
 	var sizes []int
 	for _, s := range strings.Split(*sizesF, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -84,6 +114,7 @@ func run() error {
 	}
 	cfg := plane.DefaultConfig()
 	cfg.State, cfg.Audit, cfg.SharedDir = filepath.Join(state, "state.db"), filepath.Join(state, "audit.jsonl"), filepath.Join(work, "plane")
+	migrationRoot = filepath.Join(work, "migrations")
 	one := 1
 	cfg.Defaults = plane.PolicyOverrides{CleanEpochs: &one, Retain: &one}
 	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
@@ -98,13 +129,17 @@ func run() error {
 	}
 	results := map[int][]sample{}
 	for i, size := range sizes {
-		ss, err := benchSize(ctx, p, inv, rootfs, *criu, work, size, *reps, hosts, 200+i)
+		ss, err := benchSize(ctx, p, inv, rootfs, *criu, work, size, *reps, hosts, modes, 200+i)
 		if err != nil {
 			return fmt.Errorf("%d MiB: %w", size, err)
 		}
 		results[size] = ss
 	}
-	report(os.Stdout, sizes, results, *reps)
+	report(os.Stdout, sizes, modes, results, *reps)
+	// Pre-copy (CRIU pre-dump iterations) needs the kernel's soft-dirty
+	// page tracking; say whether this machine has it.
+	out, _ := exec.Command(*criu, "check", "--feature", "mem_dirty_track").CombinedOutput()
+	fmt.Fprintf(os.Stdout, "\nPre-copy: `criu check --feature mem_dirty_track`: %s\n", strings.Join(strings.Fields(string(out)), " "))
 	return nil
 }
 
@@ -120,7 +155,7 @@ func buildRootFS(busybox, dst string) error {
 	return nil
 }
 
-func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, work string, size, reps int, hosts []string, octet int) ([]sample, error) {
+func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, work string, size, reps int, hosts, modes []string, octet int) ([]sample, error) {
 	id := fmt.Sprintf("bench-%d", size)
 	ip := fmt.Sprintf("198.18.1.%d", octet)
 	fmt.Fprintf(os.Stderr, "== %d MiB\n", size)
@@ -166,25 +201,37 @@ func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, 
 		if s.rbGap, _, err = pr.gap(t0, time.Now()); err != nil {
 			return nil, fmt.Errorf("rollback: %w", err)
 		}
-		next := hosts[(host+1)%len(hosts)]
-		time.Sleep(300 * time.Millisecond)
-		t0 = time.Now()
-		res, err := p.Migrate(ctx, id, next, []string{"bench"}, "bench")
-		if err != nil {
-			return nil, err
+		s.mig = map[string]migSample{}
+		var line strings.Builder
+		for _, mode := range modes {
+			next := hosts[(host+1)%len(hosts)]
+			time.Sleep(300 * time.Millisecond)
+			t0 = time.Now()
+			res, err := migrateMode(ctx, p, id, hosts[host], next, mode)
+			if err != nil {
+				return nil, fmt.Errorf("migration (%s): %w", mode, err)
+			}
+			host = (host + 1) % len(hosts)
+			ms := migSample{frozen: res.Frozen, criu: res.CRIU, steps: map[string]time.Duration{}}
+			for _, st := range res.Steps {
+				ms.steps[st.Step.String()] += st.Duration
+			}
+			if ms.gap, ms.resets, err = pr.gap(t0, time.Now()); err != nil {
+				return nil, fmt.Errorf("migration (%s): %w", mode, err)
+			}
+			s.mig[mode] = ms
+			if os.Getenv("PLANEBENCH_DEBUG") != "" {
+				at := t0
+				for _, st := range res.Steps {
+					at = at.Add(st.Duration)
+					fmt.Fprintf(os.Stderr, "  %s: %s ends %s\n", mode, st.Step, at.Format("15:04:05.000"))
+				}
+			}
+			fmt.Fprintf(&line, ", %s frozen %v gap %v resets %d", mode, ms.frozen.Round(time.Millisecond), ms.gap.Round(time.Millisecond), ms.resets)
 		}
-		host = (host + 1) % len(hosts)
-		s.migFrozen = res.Frozen
-		s.migSteps = map[string]time.Duration{}
-		for _, st := range res.Steps {
-			s.migSteps[st.Step.String()] += st.Duration
-		}
-		if s.migGap, s.migResets, err = pr.gap(t0, time.Now()); err != nil {
-			return nil, fmt.Errorf("migration: %w", err)
-		}
-		fmt.Fprintf(os.Stderr, "  rep %d: checkpoint %v (gap %v), rollback %v (gap %v), migration frozen %v gap %v resets %d\n",
+		fmt.Fprintf(os.Stderr, "  rep %d: checkpoint %v (gap %v), rollback %v (gap %v)%s\n",
 			r+1, s.ckWall.Round(time.Millisecond), s.ckGap.Round(time.Millisecond), s.rbDown.Round(time.Millisecond),
-			s.rbGap.Round(time.Millisecond), s.migFrozen.Round(time.Millisecond), s.migGap.Round(time.Millisecond), s.migResets)
+			s.rbGap.Round(time.Millisecond), line.String())
 		out = append(out, s)
 	}
 	_ = c
@@ -200,6 +247,36 @@ func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, 
 	}
 	return out, nil
 }
+
+// migrateMode migrates id from src to dst in one mode. "staged" goes
+// through the plane; the others run a migrator with their options on the
+// plane's runtime and journal, and move the plane's placement by hand.
+func migrateMode(ctx context.Context, p *plane.Plane, id, src, dst, mode string) (migrate.Result, error) {
+	if mode == "staged" {
+		return p.Migrate(ctx, id, dst, []string{"bench"}, "bench")
+	}
+	c, err := p.Store().Container(id)
+	if err != nil {
+		return migrate.Result{}, err
+	}
+	if c.Host != src {
+		return migrate.Result{}, fmt.Errorf("%s is on %s, expected %s", id, c.Host, src)
+	}
+	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
+	m, err := migrate.New(p.Runtime(), p.Store(), filepath.Join(migrationRoot, "legacy"), append([]migrate.Option{migrate.WithLogger(log)}, modeOptions[mode]...)...)
+	if err != nil {
+		return migrate.Result{}, err
+	}
+	res, err := m.Migrate(ctx, c.Spec, src, dst)
+	if err != nil {
+		return res, err
+	}
+	c.Host, c.Updated = dst, time.Now()
+	return res, p.Store().PutContainer(c)
+}
+
+// migrationRoot is where non-plane migrators keep their dumps (set in run).
+var migrationRoot string
 
 func bare(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, work string, size, octet int, out []sample) error {
 	host := inv.Hosts[0].Name
@@ -248,6 +325,9 @@ func bare(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu,
 		t2 := time.Now()
 		out[i].bareDump, out[i].bareRestore = t1.Sub(t0), t2.Sub(t1)
 		var err error
+		if out[i].bareCRIU, err = migrate.ReadCRIUStats(dir, dir); err != nil {
+			return err
+		}
 		if out[i].bareGap, out[i].bareResets, err = pr.gap(t0, time.Now()); err != nil {
 			return err
 		}
@@ -292,39 +372,66 @@ func col(ss []sample, f func(sample) time.Duration) time.Duration {
 
 func msf(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
-func report(w *os.File, sizes []int, res map[int][]sample, reps int) {
+func report(w *os.File, sizes []int, modes []string, res map[int][]sample, reps int) {
 	fmt.Fprintf(w, "Medians of %d runs, milliseconds. gap = longest time between two answered requests as the client sees it.\n\n", reps)
-	fmt.Fprintln(w, "| MiB | checkpoint | ckpt gap | rollback (plane) | rollback gap | migration frozen | migration gap | bare dump | bare restore | bare gap | migration gap / bare gap | frozen / (bare dump+restore) | resets |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	hdr := "| MiB | checkpoint | ckpt gap | rollback (plane) | rollback gap | bare dump | bare restore | bare gap (limit) |"
+	sep := "|---|---|---|---|---|---|---|---|"
+	for _, m := range modes {
+		hdr += fmt.Sprintf(" %s frozen | %s gap | %s gap / limit |", m, m, m)
+		sep += "---|---|---|"
+	}
+	fmt.Fprintln(w, hdr+" resets |")
+	fmt.Fprintln(w, sep+"---|")
 	for _, size := range sizes {
 		ss := res[size]
-		mg, bg := col(ss, func(s sample) time.Duration { return s.migGap }), col(ss, func(s sample) time.Duration { return s.bareGap })
-		fz := col(ss, func(s sample) time.Duration { return s.migFrozen })
-		bl := col(ss, func(s sample) time.Duration { return s.bareDump + s.bareRestore })
-		resets := 0
-		for _, s := range ss {
-			resets += s.migResets + s.bareResets
-		}
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %d |\n", size,
+		bg := col(ss, func(s sample) time.Duration { return s.bareGap })
+		row := fmt.Sprintf("| %d | %s | %s | %s | %s | %s | %s | %s |", size,
 			msf(col(ss, func(s sample) time.Duration { return s.ckWall })), msf(col(ss, func(s sample) time.Duration { return s.ckGap })),
 			msf(col(ss, func(s sample) time.Duration { return s.rbDown })), msf(col(ss, func(s sample) time.Duration { return s.rbGap })),
-			msf(fz), msf(mg),
-			msf(col(ss, func(s sample) time.Duration { return s.bareDump })), msf(col(ss, func(s sample) time.Duration { return s.bareRestore })),
-			msf(bg), ratio(mg, bg), ratio(fz, bl), resets)
+			msf(col(ss, func(s sample) time.Duration { return s.bareDump })), msf(col(ss, func(s sample) time.Duration { return s.bareRestore })), msf(bg))
+		resets := 0
+		for _, s := range ss {
+			resets += s.bareResets
+			for _, m := range s.mig {
+				resets += m.resets
+			}
+		}
+		for _, m := range modes {
+			mg := col(ss, func(s sample) time.Duration { return s.mig[m].gap })
+			row += fmt.Sprintf(" %s | %s | %.2f |", msf(col(ss, func(s sample) time.Duration { return s.mig[m].frozen })), msf(mg), ratio(mg, bg))
+		}
+		fmt.Fprintf(w, "%s %d |\n", row, resets)
 	}
-	fmt.Fprint(w, "\nMigration by step (medians, ms):\n\n")
-	steps := []string{"checkpoint", "prepare", "move-address", "restore", "announce", "remove-source"}
-	fmt.Fprintln(w, "| MiB | "+strings.Join(steps, " | ")+" | rollback kill | rollback restore | checkpoint bytes |")
-	fmt.Fprintln(w, "|---|"+strings.Repeat("---|", len(steps)+3))
+	fmt.Fprint(w, "\nMigration by step (medians, ms). criu frozen = CRIU's own frozen time in the dump, criu restore = its restore time (stats-dump, stats-restore); the bare rows are the same figures for the bare CRIU dump and restore.\n\n")
+	steps := []string{"stage", "checkpoint", "prepare", "move-address", "restore", "announce", "remove-source"}
+	fmt.Fprintln(w, "| MiB | mode | "+strings.Join(steps, " | ")+" | criu frozen | criu restore | frozen - criu |")
+	fmt.Fprintln(w, "|---|---|"+strings.Repeat("---|", len(steps)+3))
 	for _, size := range sizes {
 		ss := res[size]
-		row := []string{strconv.Itoa(size)}
-		for _, st := range steps {
-			row = append(row, msf(col(ss, func(s sample) time.Duration { return s.migSteps[st] })))
+		for _, m := range modes {
+			row := []string{strconv.Itoa(size), m}
+			for _, st := range steps {
+				row = append(row, msf(col(ss, func(s sample) time.Duration { return s.mig[m].steps[st] })))
+			}
+			cf := col(ss, func(s sample) time.Duration { return s.mig[m].criu.Frozen })
+			cr := col(ss, func(s sample) time.Duration { return s.mig[m].criu.Restore })
+			over := col(ss, func(s sample) time.Duration { return s.mig[m].frozen - s.mig[m].criu.Frozen - s.mig[m].criu.Restore })
+			row = append(row, msf(cf), msf(cr), msf(over))
+			fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 		}
-		row = append(row, msf(col(ss, func(s sample) time.Duration { return s.rbKill })), msf(col(ss, func(s sample) time.Duration { return s.rbRestore })))
-		row = append(row, strconv.FormatInt(ss[len(ss)-1].ckBytes, 10))
+		row := []string{strconv.Itoa(size), "bare"}
+		for range steps {
+			row = append(row, "")
+		}
+		row = append(row, msf(col(ss, func(s sample) time.Duration { return s.bareCRIU.Frozen })),
+			msf(col(ss, func(s sample) time.Duration { return s.bareCRIU.Restore })), "")
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
+	}
+	fmt.Fprint(w, "\nRollback (medians, ms):\n\n| MiB | kill | restore | checkpoint bytes |\n|---|---|---|---|\n")
+	for _, size := range sizes {
+		ss := res[size]
+		fmt.Fprintf(w, "| %d | %s | %s | %d |\n", size, msf(col(ss, func(s sample) time.Duration { return s.rbKill })),
+			msf(col(ss, func(s sample) time.Duration { return s.rbRestore })), ss[len(ss)-1].ckBytes)
 	}
 }
 

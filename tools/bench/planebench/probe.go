@@ -69,6 +69,9 @@ func (p *prober) loop() {
 			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrDeadlineExceeded) || err.Error() == "EOF" {
 				p.resets = append(p.resets, time.Now())
 			}
+			if os.Getenv("PLANEBENCH_DEBUG") != "" {
+				fmt.Fprintf(os.Stderr, "  probe: %s: %v\n", time.Now().Format("15:04:05.000"), err)
+			}
 			p.mu.Unlock()
 			c.Close()
 			c = nil
