@@ -55,12 +55,12 @@ const (
 // Record is a migration's journal entry, written before and after every
 // step so that a restarted plane can finish or undo it.
 type Record struct {
-	ID      string    `json:"id"`
-	Spec    Spec      `json:"spec"`
-	Source  string    `json:"source"`
-	Dest    string    `json:"dest"`
-	Image   string    `json:"image"`
-	Done    Step      `json:"done"`
+	ID     string `json:"id"`
+	Spec   Spec   `json:"spec"`
+	Source string `json:"source"`
+	Dest   string `json:"dest"`
+	Image  string `json:"image"`
+	Done   Step   `json:"done"`
 	// Staged is set (and journalled) before the destination is staged, so
 	// that an undo or a recovery clears it even if the dump never ran.
 	Staged  bool      `json:"staged,omitempty"`

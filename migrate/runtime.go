@@ -193,10 +193,7 @@ func (r *Runtime) ensureContainer(ctx context.Context, h Host, c *client.Client,
 	if !errdefs.IsNotFound(err) {
 		return nil, err
 	}
-	return c.NewContainer(ctx, s.ID,
-		client.WithRuntime("io.containerd.runc.v2", &options.Options{Root: h.RuncRoot}),
-		client.WithNewSpec(r.specOpts(h, s)...),
-		client.WithContainerLabels(s.Labels))
+	return r.newContainer(ctx, h, c, s)
 }
 
 // Start creates the container on host with its network and starts it.
@@ -455,10 +452,7 @@ func (r *Runtime) Restore(ctx context.Context, host string, s Spec, dir string, 
 	}
 	var ct client.Container
 	if o.fresh {
-		ct, err = c.NewContainer(ctx, s.ID,
-			client.WithRuntime("io.containerd.runc.v2", &options.Options{Root: h.RuncRoot}),
-			client.WithNewSpec(r.specOpts(h, s)...),
-			client.WithContainerLabels(s.Labels))
+		ct, err = r.newContainer(ctx, h, c, s)
 	} else {
 		ct, err = r.ensureContainer(ctx, h, c, s)
 	}
@@ -507,10 +501,7 @@ func (r *Runtime) Stage(ctx context.Context, host string, s Spec, dir string, op
 	if err != nil {
 		return err
 	}
-	ct, err := c.NewContainer(ctx, s.ID,
-		client.WithRuntime("io.containerd.runc.v2", &options.Options{Root: h.RuncRoot}),
-		client.WithNewSpec(r.specOpts(h, s)...),
-		client.WithContainerLabels(s.Labels))
+	ct, err := r.newContainer(ctx, h, c, s)
 	if err != nil {
 		r.dropIfUnavailable(host, err)
 		return fmt.Errorf("stage %s on %s: %w", s.ID, host, err)
@@ -645,4 +636,12 @@ func (r *Runtime) RemoveNetwork(host, id string) error {
 		return fmt.Errorf("unknown host %q", host)
 	}
 	return teardownNetwork(h, id)
+}
+
+// newContainer creates s's container object on h, run by h's own runc root.
+func (r *Runtime) newContainer(ctx context.Context, h Host, c *client.Client, s Spec) (client.Container, error) {
+	return c.NewContainer(ctx, s.ID,
+		client.WithRuntime("io.containerd.runc.v2", &options.Options{Root: h.RuncRoot}),
+		client.WithNewSpec(r.specOpts(h, s)...),
+		client.WithContainerLabels(s.Labels))
 }
