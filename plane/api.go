@@ -290,11 +290,7 @@ func (a *API) checkpoint(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var ck CheckpointRecord
-	err := a.p.intervene(req.Container, func() (err error) {
-		ck, err = a.p.Checkpoint(r.Context(), req.Container, req.Force, actor(r))
-		return err
-	})
+	ck, err := a.p.Checkpoint(r.Context(), req.Container, req.Force, actor(r))
 	if err != nil {
 		writeErr(w, codeFor(err), err)
 		return
@@ -307,14 +303,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var res RollbackResult
-	err := a.p.intervene(req.Container, func() (err error) {
-		res, err = a.p.Rollback(r.Context(), req.Container, []string{"operator request"}, actor(r))
-		return err
-	})
-	if err == nil {
-		a.p.newCopy(req.Container, a.p.now().Add(-time.Duration(res.Restore)))
-	}
+	res, err := a.p.Rollback(r.Context(), req.Container, []string{"operator request"}, actor(r))
 	if err != nil {
 		writeErr(w, codeFor(err), err)
 		return

@@ -63,6 +63,7 @@ func (p *Plane) checkpointLocked(ctx context.Context, id string, force bool, act
 	start := time.Now()
 	err = p.rt.Checkpoint(ctx, c.Host, id, dir, migrate.WithWorkDir(work))
 	took := time.Since(start)
+	p.feed.note(id, start, start.Add(took)) // CRIU's parasite ran inside the container
 	var size int64
 	if err == nil {
 		size, err = migrate.VerifyImage(dir)
@@ -221,6 +222,7 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 		}
 	}
 	t2 := time.Now()
+	p.feed.note(id, t0, t2) // the restorer ran inside the new copy
 	res.Kill, res.Restore, res.Downtime = Duration(t1.Sub(t0)), Duration(t2.Sub(t1)), Duration(t2.Sub(t0))
 	if err != nil {
 		p.event(AuditEvent{Kind: "action", Action: "rollback", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
@@ -232,11 +234,10 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 		p.log.Error("record rollback", zap.Error(err))
 	}
 	res.InWindow = n
-	// The restored state is as of the checkpoint's epoch: new clean epochs
-	// must accumulate before the next checkpoint counts as safe.
-	if _, err := p.store.UpdateEpoch(id, func(e *EpochRecord) error { e.CleanStreak = 0; return nil }); err != nil {
-		p.log.Error("reset clean streak", zap.Error(err))
-	}
+	// A new copy, whose state is as of the checkpoint's epoch: new clean
+	// epochs must accumulate before the next checkpoint counts as safe, and
+	// the old copy's events no longer count.
+	p.newCopy(id, t1)
 	p.event(AuditEvent{Kind: "action", Action: "rollback", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
 		Outcome: "ok", Duration: ms(t2.Sub(t0)),
 		Details: map[string]any{"checkpoint_seq": ck.Seq, "safe_epoch": ck.SafeEpoch, "kill_ms": ms(t1.Sub(t0)),

@@ -200,14 +200,7 @@ func (p *Plane) respond(ctx context.Context, c ContainerRecord, reason, actor st
 }
 
 func (p *Plane) rollbackDecision(ctx context.Context, id string, d Decision, actor string) Decision {
-	var res RollbackResult
-	err := p.intervene(id, func() (err error) {
-		res, err = p.rollbackLocked(ctx, id, d.Reasons, actor)
-		return err
-	})
-	if err == nil {
-		p.newCopy(id, p.now().Add(-time.Duration(res.Restore)))
-	}
+	res, err := p.rollbackLocked(ctx, id, d.Reasons, actor)
 	if err != nil {
 		d.Outcome, d.Error = "failed", err.Error()
 		return d
@@ -526,10 +519,7 @@ func (p *Plane) checkpointDue(ctx context.Context) {
 			continue // busy: try on the next tick
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
-		err = p.intervene(c.Spec.ID, func() error {
-			_, err := p.checkpointLocked(actx, c.Spec.ID, false, "plane")
-			return err
-		})
+		_, err = p.checkpointLocked(actx, c.Spec.ID, false, "plane")
 		cancel()
 		if err != nil {
 			p.log.Warn("periodic checkpoint", zap.String("container", c.Spec.ID), zap.Error(err))

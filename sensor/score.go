@@ -96,7 +96,7 @@ func (m *Monitor) handle(e Epoch) {
 		ev := m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, "")
 		m.send(ctx, m.sink, ev)
 		m.send(ctx, m.cfg.reporter, ev)
-	default:
+	case m.cfg.reporter != nil:
 		m.send(ctx, m.cfg.reporter, m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, ""))
 	}
 	if e.Final {
