@@ -161,6 +161,7 @@ func (p *Plane) runFeed(ctx context.Context) {
 //   - a final (partial) epoch: the copy is going away;
 //   - an event from a host the container no longer runs on (the source of a
 //     migration), or emitted before its current copy started (a rollback);
+//   - the first epoch of a copy the plane restored or restarted;
 //   - an epoch that overlaps the plane's own checkpoint, restore or
 //     migration of the container.
 func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor string) (Decision, error) {
@@ -198,6 +199,12 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 	case ev.Time.Before(last.Since):
 		skip = fmt.Sprintf("emitted %s, before the current copy started (%s)",
 			ev.Time.Format(time.RFC3339Nano), last.Since.Format(time.RFC3339Nano))
+	case ep.Seq == 0 && !last.Since.IsZero():
+		// The kernel numbers a copy's epochs from 0. The first one of a
+		// restored or restarted copy holds the end of the restore and the
+		// process resuming (interrupted calls restarting), and the sensor
+		// may begin watching the new cgroup only after the restore ended.
+		skip = "first epoch of a copy the plane started: it holds the end of the restore"
 	case p.feed.overlaps(id, start, ev.Time):
 		skip = "overlaps the plane's own checkpoint, restore or migration (CRIU runs code inside the container)"
 	}

@@ -91,6 +91,14 @@ func TestSensorFeedTurnsEpochsIntoReports(t *testing.T) {
 		t.Fatalf("ignored events changed the record: %+v", e)
 	}
 
+	// The first epoch (kernel seq 0) of a copy the plane started is set
+	// aside: it holds the end of the restore.
+	first := sensorEvent(events.TypeAnomaly, "detecting", now.Add(90*time.Second))
+	first.Epoch.Seq = 0
+	if d := handle(first); !strings.Contains(strings.Join(d.Reasons, " "), "first epoch of a copy") {
+		t.Fatalf("first epoch of a restored copy: %+v", d)
+	}
+
 	// An epoch that overlaps the plane's own checkpoint is set aside; one
 	// after it is not.
 	later := now.Add(2 * time.Minute)
@@ -119,8 +127,8 @@ func TestSensorFeedTurnsEpochsIntoReports(t *testing.T) {
 	if got := counterValue(t, m.decisions.WithLabelValues("rollback", "failed")); got != 1 {
 		t.Errorf("decisions_total{rollback,failed} = %v, want 1 (the audit must carry the outcome)", got)
 	}
-	if got := counterValue(t, m.reports.WithLabelValues("ignored")); got != 4 {
-		t.Errorf("reports_total{ignored} = %v, want 4", got)
+	if got := counterValue(t, m.reports.WithLabelValues("ignored")); got != 5 {
+		t.Errorf("reports_total{ignored} = %v, want 5", got)
 	}
 
 	// A container the plane does not protect.
