@@ -17,6 +17,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		c.Window, c.Epoch, r.Bags, r.ShortTraces, 100*c.TargetFPR, r.Elapsed.Round(1e8))
 	fmt.Fprintf(&b, "Papers' rule at T=%d (smallest T of the grid with FPR <= %.0f%% on A): DR %.1f%%, FPR %.1f%% (B).\n\n",
 		r.PaperT, 100*c.TargetFPR, 100*r.PaperDR, 100*r.PaperFPR)
+	if r.Ceiling != nil {
+		r.Ceiling.writeMarkdown(&b)
+	}
 	fmt.Fprintf(&b, "Attacks: runs 1-%d of each family (%d traces) are the dev subset, used only for model selection (dev columns: selection normals vs dev attacks); all other columns use validation B vs the held-out attacks (runs > %d, %d traces). Regimes: plain = database from training only, T on A; +valA = database also fed A1, T on A2; +A-loo = database from training + A, T on A scored leave-one-out.\n\n",
 		c.DevRuns, r.Dev, c.DevRuns, r.Held)
 	b.WriteString("| variant | dev AUC | dev DR@5% | AUC | DR@1% | DR@5% | DR@10% | held-out DR | held-out FPR | AUC all attacks | per family (held-out DR) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -33,6 +36,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(&b, "| %s | %.3f | %.1f%% | %.3f | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.3f | %s |\n", v.Name, v.DevAUC, 100*v.DevDR5, v.AUC,
 			100*v.DR1, 100*v.DR5, 100*v.DR10, 100*v.HeldDR, 100*v.HeldFPR, v.AUCAll, strings.Join(fs, ", "))
 	}
+	r.writeSessions(&b)
 	b.WriteString("\nWindow sweep (E fixed):\n\n| W | bags | AUC bosc-frac | AUC freq+6gram | held-out DR bosc-frac | held-out FPR |\n|---|---|---|---|---|---|\n")
 	for _, x := range r.Windows {
 		fmt.Fprintf(&b, "| %d | %d | %.3f | %.3f | %.1f%% | %.1f%% |\n", x.W, x.Bags, x.AUCFrac, x.AUCFreq6, 100*x.HeldDRFrac, 100*x.HeldFPRFrac)

@@ -25,12 +25,17 @@ type Config struct {
 	Thresholds []int    // threshold sweep (papers: 10..100 step 10)
 	Variants   []string // variants to report (names from Variants; empty: all)
 	ROC        []string // variants drawn in the ROC figures (empty: DefaultROC)
-	Log        *zap.Logger
+	// Sessions are the aggregates of the session view (nil: none; see
+	// session.go). It is reported beside the per-trace figures.
+	Sessions []SessionAgg
+	Ceiling  bool // also run the per-trace ceiling analysis (ceiling.go)
+	Log      *zap.Logger
 }
 
 // DefaultConfig is the papers' grid plus a window sweep.
 func DefaultConfig(root string) Config {
-	c := Config{Root: root, Window: 10, Epoch: 1000, TargetFPR: 0.05, KNN: 1, DevRuns: 5, Windows: []int{2, 4, 6, 8, 10, 12, 16}}
+	c := Config{Root: root, Window: 10, Epoch: 1000, TargetFPR: 0.05, KNN: 1, DevRuns: 5, Windows: []int{2, 4, 6, 8, 10, 12, 16},
+		Sessions: DefaultSessionAggs()}
 	for e := 1000; e <= 4000; e += 500 {
 		c.Epochs = append(c.Epochs, e)
 	}
@@ -53,6 +58,7 @@ type VariantResult struct {
 	HeldFPR, HeldDR float64            // that threshold applied to reporting half / attacks
 	FamilyDR        map[string]float64 // HeldDR per attack family
 	ROC             []ROCPoint
+	Sessions        []SessionResult // session view (attack runs vs normal pseudo-sessions), one per aggregate
 }
 
 // SweepCell is the papers' rule at one (epoch, threshold).
@@ -82,6 +88,7 @@ type Report struct {
 	PaperDR, PaperFPR       float64 // at PaperT
 	Sweep                   []SweepCell
 	Windows                 []WindowRow
+	Ceiling                 *CeilingReport // nil unless Config.Ceiling
 	Elapsed                 time.Duration
 }
 
@@ -139,6 +146,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	dev, held := splitAttacks(d.Attack, cfg.DevRuns)
 	r.Dev, r.Held = len(dev), len(held)
+	if cfg.Ceiling {
+		if r.Ceiling, err = Ceiling(ctx, d, cfg.DevRuns, cfg.Window); err != nil {
+			return nil, err
+		}
+	}
+	sizes := RunSizes(d.Attack)
 	sets, err := scoreRegimes(ctx, d, sel, rep, cfg, base)
 	if err != nil {
 		return nil, err
@@ -186,8 +199,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			ds, da = crossLogit(v.Logit, ss[0], devSS, runs, cfg.DevRuns)
 		}
 		res.DevAUC, res.DevDR5 = AUC(ds, da), Rate(da, ThresholdAtFPR(ds, cfg.TargetFPR))
+		res.Sessions = sessionView(sessionInput{sel: s, rep: n, devSel: ds, devAtt: da, held: ah,
+			devTraces: dev, heldTraces: held, sizes: sizes, target: cfg.TargetFPR}, cfg.Sessions)
 		r.Variants = append(r.Variants, res)
 		log.Info("variant", zap.String("result", res.String()))
+		for _, sr := range res.Sessions {
+			log.Info("variant session view", zap.String("variant", v.Name), zap.String("result", sr.String()))
+		}
 	}
 
 	// Papers' rule: pick T from the grid on the selection half.

@@ -2,7 +2,8 @@ package eval
 
 import (
 	"context"
-	"os"
+	"math"
+	"strings"
 	"testing"
 )
 
@@ -12,15 +13,41 @@ func TestRunSmall(t *testing.T) {
 	root := adfaRoot(t)
 	cfg := DefaultConfig(root)
 	cfg.Windows = []int{10}
+	cfg.Ceiling = true
 	r, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range r.Variants {
 		t.Log(v)
+		// The session view sits beside the per-trace figures: 15 held-out
+		// runs and 15 dev runs (5 per family) against the pseudo-sessions
+		// of A and B.
+		if len(v.Sessions) != len(DefaultSessionAggs()) {
+			t.Fatalf("%s: %d session results", v.Name, len(v.Sessions))
+		}
+		for _, s := range v.Sessions {
+			if s.Held != 15 || s.Dev != 15 || s.Rep < 100 || s.Sel < 50 {
+				t.Fatalf("%s %s: sessions held %d dev %d rep %d sel %d", v.Name, s.Agg, s.Held, s.Dev, s.Rep, s.Sel)
+			}
+		}
+		if v.Name == "bosc-frac" && math.Abs(v.AUC-0.776) > 0.001 {
+			t.Fatalf("bosc-frac per-trace AUC %.4f, documented 0.776", v.AUC)
+		}
+	}
+	if r.Ceiling == nil || r.Ceiling.Held != r.Held {
+		t.Fatalf("ceiling %+v for %d held-out traces", r.Ceiling, r.Held)
 	}
 	if err := WriteFigures(r, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
-	r.WriteMarkdown(os.Stdout)
+	var b strings.Builder
+	if err := r.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"PER-TRACE CEILING", "SESSION VIEW (not per trace), aggregate max", "| bosc-frac |"} {
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("report lacks %q", want)
+		}
+	}
 }

@@ -181,11 +181,16 @@ func bpftraceCase(ctx context.Context, e *env) (func() error, error) {
 	}, nil
 }
 
+// sample is one repetition of a case: the loop's median chunk (wall clock,
+// ns per call) and the whole machine's busy CPU time over the child's run,
+// per call.
+type sample struct{ wall, cpu float64 }
+
 // measure runs the loop child in cgroup dir (optionally under strace).
-func measure(ctx context.Context, e *env, dir string, calls int, strace bool) (float64, error) {
+func measure(ctx context.Context, e *env, dir string, calls int, strace bool) (sample, error) {
 	fd, err := os.Open(dir)
 	if err != nil {
-		return 0, err
+		return sample{}, err
 	}
 	defer fd.Close()
 	args := []string{e.self, "loop", strconv.Itoa(calls)}
@@ -195,11 +200,23 @@ func measure(ctx context.Context, e *env, dir string, calls int, strace bool) (f
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	busy0, err := machineBusy()
+	if err != nil {
+		return sample{}, err
+	}
 	out, err := cmd.Output()
 	if err != nil {
-		return 0, fmt.Errorf("loop child: %w", err)
+		return sample{}, fmt.Errorf("loop child: %w", err)
 	}
-	return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	busy1, err := machineBusy()
+	if err != nil {
+		return sample{}, err
+	}
+	wall, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	if err != nil {
+		return sample{}, fmt.Errorf("loop child output %q: %w", out, err)
+	}
+	return sample{wall: wall, cpu: float64((busy1 - busy0).Nanoseconds()) / float64(calls)}, nil
 }
 
 func mkCgroups(e *env) (func(), error) {

@@ -23,6 +23,10 @@ type result struct {
 	Added   float64   `json:"added_ns"`  // median - median(a)
 	Paired  float64   `json:"paired_ns"` // median over repetitions of (case - a) in the same repetition
 	Min     float64   `json:"min_ns"`
+	// Whole-machine busy CPU time per call over each repetition (all CPUs,
+	// /proc/stat), and its median minus case a's.
+	CPU      []float64 `json:"cpu_ns_per_call,omitempty"`
+	CPUAdded float64   `json:"cpu_added_ns,omitempty"`
 	// Kernel statistics pass (kernel.bpf_stats_enabled): the attached
 	// program's run time per run, median over repetitions, and the share of
 	// its runs that were the loop's (other processes' calls run it too).
@@ -41,6 +45,9 @@ func finish(res []result) {
 	}
 	for i := range res {
 		r := &res[i]
+		if len(r.CPU) > 0 && len(a.CPU) > 0 {
+			r.CPUAdded = median(r.CPU) - median(a.CPU)
+		}
 		r.Added = r.Median - a.Median
 		var d []float64
 		for j := range min(len(r.Samples), len(a.Samples)) {
@@ -89,17 +96,19 @@ func run(ctx context.Context, o opts) error {
 		}
 	}
 	samples := make(map[string][]float64)
+	cpu := make(map[string][]float64)
 	start := time.Now()
 	// Interleave: every repetition runs every case, so drift in the shared
 	// machine's load hits all cases alike.
 	for rep := 0; rep < reps; rep++ {
 		for _, c := range defs {
-			ns, err := runCase(ctx, e, c)
+			s, err := runCase(ctx, e, c)
 			if err != nil {
 				return fmt.Errorf("case %s: %w", c.name, err)
 			}
-			samples[c.name] = append(samples[c.name], ns)
-			fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/call\n", rep+1, c.name, ns)
+			samples[c.name] = append(samples[c.name], s.wall)
+			cpu[c.name] = append(cpu[c.name], s.cpu)
+			fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/call, machine cpu %8.1f ns/call\n", rep+1, c.name, s.wall, s.cpu)
 		}
 	}
 	// Second measurement: the kernel's own statistics of the attached
@@ -155,7 +164,7 @@ func run(ctx context.Context, o opts) error {
 	}
 	var res []result
 	for _, c := range defs {
-		r := result{Case: c.name, Label: c.label, Calls: e.calls, Samples: samples[c.name],
+		r := result{Case: c.name, Label: c.label, Calls: e.calls, Samples: samples[c.name], CPU: cpu[c.name],
 			StatsNs: stats[c.name][0], StatsShare: stats[c.name][1]}
 		if c.slow {
 			r.Calls = e.slowCalls
@@ -166,23 +175,23 @@ func run(ctx context.Context, o opts) error {
 	return report(o, res, redis, reps, time.Since(start))
 }
 
-func runCase(ctx context.Context, e *env, c caseDef) (float64, error) {
+func runCase(ctx context.Context, e *env, c caseDef) (sample, error) {
 	if c.name == "g" {
 		return measure(ctx, e, e.w, e.slowCalls, true)
 	}
 	teardown, err := c.setup(ctx, e)
 	if err != nil {
-		return 0, err
+		return sample{}, err
 	}
 	dir, calls := e.w, e.calls
 	if c.slow {
 		calls = e.slowCalls
 	}
-	ns, err := measure(ctx, e, dir, calls, false)
+	s, err := measure(ctx, e, dir, calls, false)
 	if terr := teardown(); err == nil {
 		err = terr
 	}
-	return ns, err
+	return s, err
 }
 
 // statsCase runs one repetition of c with kernel statistics on and returns
@@ -294,6 +303,29 @@ func report(o opts, res []result, redis map[string][]float64, reps int, took tim
 		v3, ok3 := ratio(q.x, q.y, func(r result) float64 { return r.Min - mina })
 		if ok1 || ok2 || ok3 {
 			fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", q.what, fmtRatio(v1, ok1), fmtRatio(v2, ok2), fmtRatio(v3, ok3), q.target)
+		}
+	}
+	if len(by["a"].CPU) > 0 {
+		fmt.Fprintf(&sb, "\nWhole-machine CPU: busy time of every CPU (/proc/stat: user, nice, system, irq, softirq) over each repetition, per loop call, median. It charges a case with all it causes on any CPU, including the userspace reader that drains the ring buffer and the wake-ups, which the caller's wall clock misses when they run on the other CPU. Other jobs on the machine add noise to every case alike.\n\n")
+		fmt.Fprintf(&sb, "| case | cpu ns/call | added | samples |\n|---|---|---|---|\n")
+		for _, r := range res {
+			ss := make([]string, len(r.CPU))
+			for i, v := range r.CPU {
+				ss[i] = fmt.Sprintf("%.0f", v)
+			}
+			fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %s |\n", r.Case, median(r.CPU), r.CPUAdded, strings.Join(ss, " "))
+		}
+		fmt.Fprintf(&sb, "\n| ratio of added machine CPU | ratio | target |\n|---|---|---|\n")
+		for _, q := range []struct{ x, y, what, target string }{
+			{"c", "b", "sensor watched / floor", "<= 1.25"},
+			{"d", "b", "sensor unwatched / floor", "~ 1"},
+			{"e", "c", "per-event streaming / sensor", ">= 20"},
+			{"f", "c", "bpftrace / sensor", ""},
+			{"g", "c", "strace / sensor", ""},
+		} {
+			if v, ok := ratio(q.x, q.y, func(r result) float64 { return r.CPUAdded }); ok {
+				fmt.Fprintf(&sb, "| %s | %.2f | %s |\n", q.what, v, q.target)
+			}
 		}
 	}
 	if len(redis) > 0 {

@@ -61,6 +61,9 @@ func down(ctx context.Context, c config) error {
 		}
 	}
 	errs = append(errs, removeCgroups(c.name)...)
+	if err := removeKdat(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, d := range []string{c.root, c.runDir} {
 		if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", d, err))

@@ -3,8 +3,10 @@ package lab_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/escape-mtd/escape/tools/doctor"
 	"github.com/escape-mtd/escape/tools/lab"
@@ -140,6 +143,7 @@ func TestLabLifecycle(t *testing.T) {
 	if left := lab.Leftovers(opts...); len(left) == 0 {
 		t.Fatal("Leftovers reports nothing while the lab is up")
 	}
+	checkKdatSeeded(ctx, t)
 
 	if err := lab.Down(ctx, opts...); err != nil {
 		t.Fatalf("down: %v", err)
@@ -160,6 +164,46 @@ func TestLabLifecycle(t *testing.T) {
 	if left := lab.Leftovers(opts...); len(left) > 0 {
 		t.Errorf("Leftovers after down: %v", left)
 	}
+	if !runOnTmpfs() {
+		if _, err := os.Stat("/run/criu.kdat"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("down left CRIU's kdat cache behind (stat: %v)", err)
+		}
+	}
+}
+
+func runOnTmpfs() bool {
+	var s unix.Statfs_t
+	return unix.Statfs("/run", &s) == nil && s.Type == unix.TMPFS_MAGIC
+}
+
+// checkKdatSeeded: on a host whose /run is not a tmpfs, up installs CRIU's
+// kernel-feature cache and CRIU really loads it (its log says so).
+func checkKdatSeeded(ctx context.Context, t *testing.T) {
+	t.Helper()
+	if runOnTmpfs() {
+		t.Log("/run is a tmpfs: CRIU keeps its own kdat cache, nothing to seed")
+		return
+	}
+	if _, err := os.Stat("/run/criu.kdat"); err != nil {
+		t.Fatalf("up did not seed CRIU's kdat cache: %v", err)
+	}
+	logf := filepath.Join(t.TempDir(), "check.log")
+	out, err := exec.CommandContext(ctx, filepath.Join(lab.DefaultPrefix, "bin", "criu"), "check", "-v4", "-o", logf).CombinedOutput()
+	if err != nil {
+		t.Fatalf("criu check: %v: %s", err, out)
+	}
+	b, err := os.ReadFile(logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "Loaded kdat cache from /run/criu.kdat") {
+		t.Fatalf("criu did not load the seeded cache; its log:\n%s", lastLines(string(b), 20))
+	}
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
 }
 
 // TestDownAfterCrashedUp simulates an up that died half way: a daemon

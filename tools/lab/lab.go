@@ -171,6 +171,12 @@ func Up(ctx context.Context, opts ...Option) (*Inventory, error) {
 	if inv, err := LoadInventory(ctx, c.root); err == nil && len(inv.Hosts) == c.hosts {
 		if st := status(ctx, inv); st.Healthy() {
 			c.log.Info("lab already up", zap.Int("hosts", len(inv.Hosts)))
+			// Another lab's down may have removed CRIU's cache meanwhile.
+			if _, err := os.Stat(kdatCache); err != nil {
+				if err := seedKdat(ctx, c.prefix); err != nil {
+					return nil, err
+				}
+			}
 			return inv, nil
 		}
 	}
@@ -203,6 +209,9 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 	// path, as with NFS, and "storage full" can be provoked for real.
 	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size="+c.sharedSize+",mode=0755", "escape-lab-shared", inv.Shared).CombinedOutput(); err != nil {
 		return fmt.Errorf("mount shared storage at %s: %v: %s", inv.Shared, err, out)
+	}
+	if err := seedKdat(ctx, c.prefix); err != nil {
+		return err
 	}
 	c.log.Info("building network", zap.Int("hosts", len(inv.Hosts)))
 	if err := buildNetwork(inv); err != nil {
