@@ -290,14 +290,7 @@ func report(o opts, res []result, redis map[string][]float64, reps int, took tim
 	}
 	mina := by["a"].Min
 	fmt.Fprintf(&sb, "\n| ratio of added cost | medians | paired | minima | target |\n|---|---|---|---|---|\n")
-	for _, q := range []struct{ x, y, what, target string }{
-		{"c", "b", "sensor watched / floor", "<= 1.25"},
-		{"d", "b", "sensor unwatched / floor", "~ 1"},
-		{"b2", "b", "classic tracepoint / tp_btf (empty)", "hook choice"},
-		{"e", "c", "per-event streaming / sensor", ">= 20"},
-		{"f", "c", "bpftrace / sensor", ""},
-		{"g", "c", "strace / sensor", ""},
-	} {
+	for _, q := range ratioRows() {
 		v1, ok1 := ratio(q.x, q.y, func(r result) float64 { return r.Added })
 		v2, ok2 := ratio(q.x, q.y, func(r result) float64 { return r.Paired })
 		v3, ok3 := ratio(q.x, q.y, func(r result) float64 { return r.Min - mina })
@@ -316,13 +309,7 @@ func report(o opts, res []result, redis map[string][]float64, reps int, took tim
 			fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %s |\n", r.Case, median(r.CPU), r.CPUAdded, strings.Join(ss, " "))
 		}
 		fmt.Fprintf(&sb, "\n| ratio of added machine CPU | ratio | target |\n|---|---|---|\n")
-		for _, q := range []struct{ x, y, what, target string }{
-			{"c", "b", "sensor watched / floor", "<= 1.25"},
-			{"d", "b", "sensor unwatched / floor", "~ 1"},
-			{"e", "c", "per-event streaming / sensor", ">= 20"},
-			{"f", "c", "bpftrace / sensor", ""},
-			{"g", "c", "strace / sensor", ""},
-		} {
+		for _, q := range ratioRows() {
 			if v, ok := ratio(q.x, q.y, func(r result) float64 { return r.CPUAdded }); ok {
 				fmt.Fprintf(&sb, "| %s | %.2f | %s |\n", q.what, v, q.target)
 			}
@@ -346,6 +333,19 @@ func report(o opts, res []result, redis map[string][]float64, reps int, took tim
 	}
 	fmt.Print(sb.String())
 	return nil
+}
+
+// ratioRows are the comparisons the report makes, case x's added cost over
+// case y's, with the target where it sets one.
+func ratioRows() []struct{ x, y, what, target string } {
+	return []struct{ x, y, what, target string }{
+		{"c", "b", "sensor watched / floor", "<= 1.25"},
+		{"d", "b", "sensor unwatched / floor", "~ 1"},
+		{"b2", "b", "classic tracepoint / tp_btf (empty)", "hook choice"},
+		{"e", "c", "per-event streaming / sensor", ">= 20"},
+		{"f", "c", "bpftrace / sensor", ""},
+		{"g", "c", "strace / sensor", ""},
+	}
 }
 
 func fmtRatio(v float64, ok bool) string {
