@@ -12,9 +12,9 @@ import (
 	"github.com/escape-mtd/escape/bags/syscalls"
 )
 
-// CeilingFPRs are the false-positive rates at which the exact per-trace
+// ceilingFPRs are the false-positive rates at which the exact per-trace
 // bound is read.
-var CeilingFPRs = []float64{0, 0.01, 0.05, 0.10}
+func ceilingFPRs() []float64 { return []float64{0, 0.01, 0.05, 0.10} }
 
 // CeilingReport measures what no detector that sees one trace at a time can
 // do on the held-out split Run reports (attack runs > DevRuns vs validation
@@ -42,7 +42,7 @@ type CeilingReport struct {
 	// trace, for scale (normal data repeats itself a lot).
 	DupRep       []string
 	RepDupNormal int
-	ExactDR      []ROCPoint // FPR on B (one of CeilingFPRs) → best possible DR
+	ExactDR      []ROCPoint // FPR on B (one of ceilingFPRs) → best possible DR
 	Coverage     []CoverageRow
 	Covered      []CoveredGroup // held-out attack traces covered by training + A under every feature
 }
@@ -213,7 +213,7 @@ func Ceiling(ctx context.Context, d *Dataset, devRuns, w int) (*CeilingReport, e
 	return c, nil
 }
 
-// exactBound is, at each of CeilingFPRs, the most held-out attack traces a
+// exactBound is, at each of ceilingFPRs, the most held-out attack traces a
 // per-trace detector can flag while flagging at most ⌊fpr·nRep⌋ B traces:
 // sequences absent from B cost nothing; the rest are a 0/1 knapsack (B
 // copies as weight, attack copies as value), solved exactly.
@@ -228,7 +228,7 @@ func exactBound(att, rep map[string]int, nAtt, nRep int) []ROCPoint {
 		}
 	}
 	var out []ROCPoint
-	for _, f := range CeilingFPRs {
+	for _, f := range ceilingFPRs() {
 		budget := int(math.Floor(f*float64(nRep) + 1e-9))
 		best := make([]int, budget+1)
 		for i := range wt {

@@ -50,7 +50,7 @@ func TestCeilingSynthetic(t *testing.T) {
 		t.Fatalf("duplicates: normal %v, B %v, B=normal %d", c.DupNormal, c.DupRep, c.RepDupNormal)
 	}
 	// At FPR 0 the trace equal to v1 cannot be flagged: 3 of 4 (with 2 B
-	// traces, every CeilingFPRs budget is 0 B traces).
+	// traces, every ceilingFPRs budget is 0 B traces).
 	if c.ExactDR[0].FPR != 0 || c.ExactDR[0].TPR != 0.75 {
 		t.Fatalf("exact bound at 0: %v", c.ExactDR[0])
 	}
