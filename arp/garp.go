@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -221,64 +220,4 @@ func Announce(ctx context.Context, ep Endpoint, ip netip.Addr, opts ...Option) (
 		}
 	}()
 	return a, nil
-}
-
-// Probe asks the endpoint's segment who has ip (an RFC 5227 probe, sender
-// address 0.0.0.0) and waits up to timeout for an answer. It returns the
-// answering MAC, if any.
-func Probe(ctx context.Context, ep Endpoint, ip netip.Addr, timeout time.Duration, opts ...Option) (net.HardwareAddr, bool, error) {
-	o := newOptions(opts)
-	c, li, err := listen(ep)
-	if err != nil {
-		return nil, false, fmt.Errorf("probe %v: %w", ip, err)
-	}
-	defer c.Close()
-	req := Packet{Op: opRequest, SenderMAC: li.MAC, SenderIP: netip.IPv4Unspecified(), TargetMAC: make(net.HardwareAddr, 6), TargetIP: ip}
-	f, err := req.Frame(broadcast)
-	if err != nil {
-		return nil, false, fmt.Errorf("probe %v: %w", ip, err)
-	}
-	deadline := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	// Two probes, half the window apart, in case the first is lost.
-	next := time.Now()
-	buf := make([]byte, 1500)
-	for sent := 0; ; {
-		if sent < 2 && !time.Now().Before(next) {
-			if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: broadcast}); err != nil {
-				return nil, false, fmt.Errorf("probe %v on %s: %w", ip, ep, err)
-			}
-			sent++
-			next = time.Now().Add(timeout / 2)
-		}
-		wait := deadline
-		if sent < 2 && next.Before(wait) {
-			wait = next
-		}
-		if !time.Now().Before(deadline) {
-			return nil, false, nil
-		}
-		if err := c.SetReadDeadline(wait); err != nil {
-			return nil, false, fmt.Errorf("probe %v: %w", ip, err)
-		}
-		n, _, err := c.ReadFrom(buf)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if err := ctx.Err(); err != nil {
-				return nil, false, err
-			}
-			continue
-		}
-		if err != nil {
-			return nil, false, fmt.Errorf("probe %v on %s: %w", ip, ep, err)
-		}
-		p, err := ParseFrame(buf[:n])
-		if err != nil || p.SenderIP != ip || p.SenderMAC.String() == li.MAC.String() ||
-			(o.ignore != nil && p.SenderMAC.String() == o.ignore.String()) {
-			continue
-		}
-		// A reply, or a gratuitous announcement of ip by another station.
-		return p.SenderMAC, true, nil
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -129,6 +128,7 @@ type Migrator struct {
 	hook      Hook
 	timeout   time.Duration
 	probe     time.Duration
+	last      time.Duration
 	repeats   int
 	interval  time.Duration
 	preflight time.Duration
@@ -149,10 +149,19 @@ func WithHook(h Hook) Option { return func(m *Migrator) { m.hook = h } }
 // WithStepTimeout bounds each step (default 2 min).
 func WithStepTimeout(d time.Duration) Option { return func(m *Migrator) { m.timeout = d } }
 
-// WithProbe sets how long step 3 listens for another owner of the address
-// before taking it (default 50 ms: the container is frozen by then; 0
-// disables the probe).
+// WithProbe sets how long the destination's segment is probed for another
+// owner of the address once the source is frozen (default 50 ms; 0
+// disables the probe). A staged migration probes while the source is
+// dumped, for the whole dump and at least d, and then takes a last look
+// (WithLastLook) in step 3; otherwise step 3 probes for d.
 func WithProbe(d time.Duration) Option { return func(m *Migrator) { m.probe = d } }
+
+// WithLastLook sets how long step 3 of a staged migration listens for
+// another owner of the address, after the source has released it and just
+// before the destination takes it (default 10 ms: a station on the segment
+// answers an ARP probe within a millisecond; 0 disables it). It catches a
+// station that took the address silently after the probe during the dump.
+func WithLastLook(d time.Duration) Option { return func(m *Migrator) { m.last = d } }
 
 // WithPreflight sets how long the destination host listens for a stranger
 // owning the address before the dump (default 200 ms; 0 disables).
@@ -188,7 +197,7 @@ func New(rt *Runtime, j Journal, root string, opts ...Option) (*Migrator, error)
 		return nil, fmt.Errorf("migrator: checkpoint root %q must be absolute", root)
 	}
 	m := &Migrator{rt: rt, j: j, root: root, log: zap.NewNop(), timeout: 2 * time.Minute,
-		probe: 50 * time.Millisecond, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, stage: true, now: time.Now}
+		probe: 50 * time.Millisecond, last: 10 * time.Millisecond, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, stage: true, now: time.Now}
 	for _, o := range opts {
 		o(m)
 	}
@@ -268,6 +277,8 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 		return r.res, err
 	}
 	srcEP, dstEP := CtEndpoint(source, spec.ID), CtEndpoint(dest, spec.ID)
+	mctx := ctx            // outlives each step's own deadline
+	var checks *destChecks // staged: overlapped with the dump
 	restoreWork := RestoreWorkDir(r.rec.Image + ".restore-" + dest)
 	frozenStart := time.Now()
 	type stepFn struct {
@@ -309,29 +320,34 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 				}
 			}
 			frozenStart = time.Now()
+			if m.stage {
+				checks = m.startDestChecks(mctx, dest, spec)
+			}
 			dump := m.rt.Checkpoint
 			if m.paused {
 				dump = m.rt.CheckpointPaused
 			}
-			if err := dump(ctx, source, spec.ID, r.rec.Image, Exit(), WithWorkDir(r.rec.Image+".work")); err != nil {
-				return err
+			err := dump(ctx, source, spec.ID, r.rec.Image, Exit(), WithWorkDir(r.rec.Image+".work"))
+			if err == nil {
+				_, err = VerifyImage(r.rec.Image)
 			}
-			_, err := VerifyImage(r.rec.Image)
+			if err != nil && checks != nil {
+				_ = checks.wait() // the dump's error is the one to report
+			}
 			return err
 		}},
 		stepFn{StepPrepare, func(ctx context.Context) error {
 			if m.stage {
-				// Staged before the dump: only check that the destination
-				// still holds the unstarted task (a destination that died
-				// since fails here, before the address moves).
+				// Staged before the dump, probed during it: a stranger on
+				// the destination's segment, or a destination that died
+				// since (a few ms to ask), fails here, before the address
+				// moves.
+				probed := checks.wait()
 				st, err := m.rt.State(ctx, dest, spec.ID)
-				if err != nil {
-					return err
+				if err == nil && st != Created {
+					err = fmt.Errorf("staged copy on %s is %s, want created", dest, st)
 				}
-				if st != Created {
-					return fmt.Errorf("staged copy on %s is %s, want created", dest, st)
-				}
-				return nil
+				return errors.Join(probed, err)
 			}
 			if err := m.clearDest(ctx, spec, dest); err != nil {
 				return err
@@ -343,7 +359,10 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 		}},
 		stepFn{StepMoveAddress, func(ctx context.Context) error {
 			var o []arp.Option
-			if m.probe > 0 {
+			switch {
+			case m.stage && m.last > 0:
+				o = append(o, arp.WithProbe(m.last))
+			case !m.stage && m.probe > 0:
 				o = append(o, arp.WithProbe(m.probe))
 			}
 			return arp.MoveAddress(ctx, spec.IP, srcEP, dstEP, o...)
@@ -413,25 +432,6 @@ func (m *Migrator) clearDest(ctx context.Context, spec Spec, dest string) error 
 		}
 		return nil
 	}
-}
-
-func (m *Migrator) preflightProbe(ctx context.Context, dest string, spec Spec) error {
-	h, ok := m.rt.host(dest)
-	if !ok {
-		return fmt.Errorf("unknown host %q", dest)
-	}
-	mac, err := net.ParseMAC(spec.MAC)
-	if err != nil {
-		return err
-	}
-	other, taken, err := arp.Probe(ctx, arp.Endpoint{Netns: h.Netns, Link: h.Bridge}, spec.IP.Addr(), m.preflight, arp.WithIgnore(mac))
-	if err != nil {
-		return fmt.Errorf("preflight probe: %w", err)
-	}
-	if taken {
-		return fmt.Errorf("preflight probe: %w: %v answers from %v", arp.ErrAddressTaken, spec.IP.Addr(), other)
-	}
-	return nil
 }
 
 func (m *Migrator) announce(ctx context.Context, ep arp.Endpoint, spec Spec) error {

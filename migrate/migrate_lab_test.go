@@ -262,9 +262,9 @@ func TestMigrateKeepsTCPAndInvariants(t *testing.T) {
 
 // faultTest migrates h1->h2 with a hook that injects a real fault and
 // expects the container back on h1 with its connection and state.
-func faultTest(t *testing.T, id string, octet int, wantStep Step, hook func(f *migrationFixture) Hook) *migrationFixture {
+func faultTest(t *testing.T, id string, octet int, wantStep Step, hook func(f *migrationFixture) Hook, opts ...Option) *migrationFixture {
 	f := newFixture(t, id, octet)
-	m := f.migrator(t, WithHook(hook(f)))
+	m := f.migrator(t, append([]Option{WithHook(hook(f))}, opts...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o := f.observe()
@@ -354,6 +354,31 @@ func TestFaultStep2DestinationDies(t *testing.T) {
 	}
 	f.placement(t, "h1")
 	f.next(t)
+}
+
+// A stranger that takes the address after the preflight (disabled here)
+// is heard by the sentry that probes during the dump: the migration stops
+// before the address moves, and the source comes back.
+func TestFaultAddressTakenDuringDump(t *testing.T) {
+	f := faultTest(t, "flt-sentry", 220, StepPrepare, func(f *migrationFixture) Hook {
+		return func(ctx context.Context, ev Event) error {
+			if ev.Step == StepCheckpoint && !ev.Undo {
+				rogue := f.spec
+				rogue.ID = "flt-rogue3"
+				rogue.MAC = "02:e5:00:00:02:da"
+				if err := f.l.rt.PrepareNetwork("h3", rogue, true); err != nil {
+					return err
+				}
+				t.Cleanup(func() { _ = f.l.rt.RemoveNetwork("h3", rogue.ID) })
+			}
+			if ev.Step == StepCheckpoint && ev.Undo {
+				return f.l.rt.RemoveNetwork("h3", "flt-rogue3")
+			}
+			return nil
+		}
+	}, WithPreflight(0))
+	f.next(t)
+	f.placement(t, "h1")
 }
 
 func TestFaultStep3AddressTaken(t *testing.T) {

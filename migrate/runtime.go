@@ -171,6 +171,7 @@ func (r *Runtime) specOpts(h Host, s Spec) []oci.SpecOpts {
 		oci.WithHostname(s.ID),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: filepath.Join("/run/netns", CtNetns(h.Name, s.ID))}),
 		oci.WithCgroup("/" + h.CgroupParent + "/" + h.Name + "/" + s.ID),
+		oci.WithoutRunMount, // one tmpfs fewer for CRIU to archive (mounts.go)
 	}
 	if len(s.Env) > 0 {
 		opts = append(opts, oci.WithEnv(s.Env))
@@ -276,6 +277,24 @@ func (r *Runtime) State(ctx context.Context, host, id string) (Status, error) {
 	default:
 		return Created, nil
 	}
+}
+
+// Pid returns the host PID of the container's init process on host.
+func (r *Runtime) Pid(ctx context.Context, host, id string) (uint32, error) {
+	_, c, ctx, err := r.conn(ctx, host)
+	if err != nil {
+		return 0, err
+	}
+	ct, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		r.dropIfUnavailable(host, err)
+		return 0, fmt.Errorf("pid of %s on %s: %w", id, host, err)
+	}
+	t, err := ct.Task(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("pid of %s on %s: %w", id, host, err)
+	}
+	return t.Pid(), nil
 }
 
 // CheckpointOption tunes a checkpoint.

@@ -203,11 +203,19 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 	// their 4-tuples may still linger in TIME_WAIT after the kill: restore
 	// them closed. The file is put back before anything else can dump.
 	if c.Spec.CRIUConfig != "" {
-		if err := atomicfile.WriteFile(c.Spec.CRIUConfig, []byte(rollbackCRIUConfig), 0o644); err != nil {
+		closed, err := p.criuConfig(true)
+		if err == nil {
+			err = atomicfile.WriteFile(c.Spec.CRIUConfig, closed, 0o644)
+		}
+		if err != nil {
 			return RollbackResult{}, fmt.Errorf("rollback %s: criu config: %w", id, err)
 		}
 		defer func() {
-			if err := atomicfile.WriteFile(c.Spec.CRIUConfig, []byte(criuConfig), 0o644); err != nil {
+			open, err := p.criuConfig(false)
+			if err == nil {
+				err = atomicfile.WriteFile(c.Spec.CRIUConfig, open, 0o644)
+			}
+			if err != nil {
 				p.log.Error("restore criu config", zap.String("container", id), zap.Error(err))
 			}
 		}()

@@ -17,11 +17,21 @@ import (
 
 // criuConfig is the CRIU configuration every protected container gets: it
 // reaches CRIU on dump and on restore alike through org.criu.config.
-const criuConfig = "tcp-established\n"
-
-// rollbackCRIUConfig is used while restoring a rollback: connections in the
-// checkpoint are restored closed (their applications see them drop).
-const rollbackCRIUConfig = "tcp-established\ntcp-close\n"
+// Established connections are carried, and runc's masked directories are
+// external mounts (migrate.MaskConfig). While a rollback restores, closed
+// adds tcp-close: the checkpoint's connections are restored closed (their
+// applications see them drop).
+func (p *Plane) criuConfig(closed bool) ([]byte, error) {
+	masks, err := migrate.MaskConfig(p.maskDir())
+	if err != nil {
+		return nil, err
+	}
+	conf := "tcp-established\n"
+	if closed {
+		conf += "tcp-close\n"
+	}
+	return []byte(conf + masks), nil
+}
 
 // allocateIP returns the lowest free address of the service range (the
 // first 9 are left for infrastructure).
@@ -163,7 +173,11 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord
 		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
 	}
 	conf := filepath.Join(p.dir, "criu", cc.ID+".conf")
-	if err := atomicfile.WriteFile(conf, []byte(criuConfig), 0o644); err != nil {
+	text, err := p.criuConfig(false)
+	if err != nil {
+		return ContainerRecord{}, fmt.Errorf("deploy %s: criu config: %w", cc.ID, err)
+	}
+	if err := atomicfile.WriteFile(conf, text, 0o644); err != nil {
 		return ContainerRecord{}, fmt.Errorf("deploy %s: criu config: %w", cc.ID, err)
 	}
 	spec := migrate.Spec{ID: cc.ID, RootFS: rootfs, Args: cc.Args, Env: cc.Env, IP: ip, MAC: macFor(ip.Addr()),

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,6 +58,52 @@ func incr(t *testing.T, rc *labtest.Redis) int64 {
 	return n
 }
 
+// checkMounts asserts what migrate/mounts.go promises of a running
+// container, restored or not: no tmpfs on /run, and runc's masked
+// directories present, empty and read-only.
+func checkMounts(t *testing.T, p *Plane, host, id, when string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pid, err := p.rt.Pid(ctx, host, id)
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	masks := 0
+	for _, line := range strings.Split(string(mi), "\n") {
+		pre, post, _ := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 6 || len(g) < 3 {
+			continue
+		}
+		switch f[4] {
+		case "/run":
+			t.Errorf("%s: /run is a mount again: %s", when, line)
+		case "/proc/acpi", "/sys/firmware":
+			masks++
+			// Read-only where it cannot be undone: in the superblock.
+			if !slices.Contains(strings.Split(g[2], ","), "ro") {
+				t.Errorf("%s: masked %s has a writable superblock: %s", when, f[4], line)
+			}
+			dir := fmt.Sprintf("/proc/%d/root%s", pid, f[4])
+			if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+				t.Errorf("%s: masked %s shows %d entries (%v)", when, f[4], len(ents), err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "escape-probe"), nil, 0o600); !errors.Is(err, syscall.EROFS) {
+				t.Errorf("%s: writing into masked %s: %v, want EROFS", when, f[4], err)
+			}
+		}
+	}
+	// Both exist on the lab's kernel (ACPI and firmware in sysfs).
+	if masks != 2 {
+		t.Errorf("%s: %d masked directories mounted, want 2:\n%s", when, masks, mi)
+	}
+}
+
 func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	p, inv := labPlane(t, PolicyOverrides{CleanEpochs: ptr(2), RollbackLimit: ptr(2), Retain: ptr(2), CheckpointInterval: ptr(Duration(time.Second))})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -70,6 +118,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	if n := incr(t, rc); n != 1 {
 		t.Fatalf("first INCR = %d", n)
 	}
+	checkMounts(t, p, "h1", "pl-db", "deployed")
 	epoch := uint64(0)
 	report := func(anomalous bool) Decision {
 		t.Helper()
@@ -139,6 +188,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 		if n := incr(t, rc2); n != 2 {
 			t.Fatalf("after rollback %d INCR = %d, want 2 (state of the checkpoint)", i, n)
 		}
+		checkMounts(t, p, "h1", "pl-db", fmt.Sprintf("rollback %d", i))
 	}
 	// A checkpoint now would not be safe: the streak restarted.
 	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); !errors.Is(err, ErrNotSafe) {
@@ -159,6 +209,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	if n := incr(t, rc3); n != 3 {
 		t.Fatalf("after migration INCR = %d, want 3 (state carried over)", n)
 	}
+	checkMounts(t, p, c.Host, "pl-db", "migrated")
 	if n, _ := p.store.Rollbacks("pl-db", time.Now().Add(-time.Hour)); n != 0 {
 		t.Fatalf("rollback counter not reset after migration: %d", n)
 	}

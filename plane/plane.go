@@ -75,14 +75,16 @@ type Plane struct {
 	env      Environment
 	defaults Policy
 	dir      string // the plane's directory on shared storage
-	store    *Store
-	audit    *Audit
-	rt       *migrate.Runtime
-	mig      *migrate.Migrator
-	log      *zap.Logger
-	now      func() time.Time
-	rank     []model.PolicyOption
-	migOpts  []migrate.Option
+
+	releaseMask func() error // unmounts maskDir
+	store       *Store
+	audit       *Audit
+	rt          *migrate.Runtime
+	mig         *migrate.Migrator
+	log         *zap.Logger
+	now         func() time.Time
+	rank        []model.PolicyOption
+	migOpts     []migrate.Option
 
 	mu      sync.Mutex
 	locks   map[string]chan struct{}
@@ -127,37 +129,49 @@ func New(cfg Config, env Environment, opts ...Option) (*Plane, error) {
 	if p.dir == "" {
 		p.dir = filepath.Join(env.Shared, "escape-plane")
 	}
-	for _, d := range []string{p.dir, p.checkpointRoot(), filepath.Join(p.dir, "rootfs"), filepath.Join(p.dir, "criu")} {
+	for _, d := range []string{p.dir, p.checkpointRoot(), filepath.Join(p.dir, "rootfs"), filepath.Join(p.dir, "criu"), p.maskDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("plane directory: %w", err)
 		}
 	}
-	hosts := make([]migrate.Host, 0, len(env.Hosts))
-	for _, h := range env.Hosts {
-		hosts = append(hosts, h.Host)
-	}
-	var err error
-	if p.rt, err = migrate.NewRuntime(hosts, migrate.WithRuntimeLogger(p.log)); err != nil {
-		return nil, err
-	}
-	if p.store, err = OpenStore(cfg.State, 5*time.Second); err != nil {
-		return nil, err
-	}
-	if p.audit, err = OpenAudit(cfg.Audit); err != nil {
-		p.store.Close()
-		return nil, err
-	}
-	mopts := append([]migrate.Option{migrate.WithLogger(p.log)}, p.migOpts...)
-	if p.mig, err = migrate.New(p.rt, p.store, filepath.Join(p.checkpointRoot(), "migrations"), mopts...); err != nil {
-		p.Close()
+	if err := p.open(); err != nil {
+		_ = p.Close()
 		return nil, err
 	}
 	return p, nil
 }
 
-// Close releases the store, the audit log and the connections.
+// open acquires what Close releases; on error the caller closes.
+func (p *Plane) open() error {
+	var err error
+	if p.releaseMask, err = migrate.PrepareMaskDir(p.maskDir()); err != nil {
+		return err
+	}
+	hosts := make([]migrate.Host, 0, len(p.env.Hosts))
+	for _, h := range p.env.Hosts {
+		hosts = append(hosts, h.Host)
+	}
+	if p.rt, err = migrate.NewRuntime(hosts, migrate.WithRuntimeLogger(p.log)); err != nil {
+		return err
+	}
+	if p.store, err = OpenStore(p.cfg.State, 5*time.Second); err != nil {
+		return err
+	}
+	if p.audit, err = OpenAudit(p.cfg.Audit); err != nil {
+		return err
+	}
+	mopts := append([]migrate.Option{migrate.WithLogger(p.log)}, p.migOpts...)
+	p.mig, err = migrate.New(p.rt, p.store, filepath.Join(p.checkpointRoot(), "migrations"), mopts...)
+	return err
+}
+
+// Close releases the mask directory, the store, the audit log and the
+// connections.
 func (p *Plane) Close() error {
 	var errs []error
+	if p.releaseMask != nil {
+		errs = append(errs, p.releaseMask())
+	}
 	if p.rt != nil {
 		errs = append(errs, p.rt.Close())
 	}
@@ -177,6 +191,10 @@ func (p *Plane) Store() *Store { return p.store }
 func (p *Plane) Runtime() *migrate.Runtime { return p.rt }
 
 func (p *Plane) checkpointRoot() string { return filepath.Join(p.dir, "checkpoints") }
+
+// maskDir is the empty directory restored containers see in place of runc's
+// masked directories (migrate.MaskConfig). Containers get it read-only.
+func (p *Plane) maskDir() string { return filepath.Join(p.dir, "empty") }
 
 func (p *Plane) hostEnv(name string) (HostEnv, bool) {
 	for _, h := range p.env.Hosts {

@@ -129,7 +129,7 @@ func (p *prober) gap(from, to time.Time) (time.Duration, int, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var prev time.Time
+	var prev, worstFrom time.Time
 	var worst time.Duration
 	for _, a := range p.answers {
 		if a.Before(from) {
@@ -137,12 +137,15 @@ func (p *prober) gap(from, to time.Time) (time.Duration, int, error) {
 			continue
 		}
 		if !prev.IsZero() && a.Sub(prev) > worst {
-			worst = a.Sub(prev)
+			worst, worstFrom = a.Sub(prev), prev
 		}
 		prev = a
 		if a.After(to) {
 			break
 		}
+	}
+	if os.Getenv("PLANEBENCH_DEBUG") != "" && !worstFrom.IsZero() {
+		fmt.Fprintf(os.Stderr, "  probe: longest gap %s .. %s\n", worstFrom.Format("15:04:05.000"), worstFrom.Add(worst).Format("15:04:05.000"))
 	}
 	resets := 0
 	for _, r := range p.resets {
