@@ -1,6 +1,8 @@
 package migrate
 
 import (
+	"bytes"
+	"crypto/rand"
 	"context"
 	"encoding/json"
 	"errors"
@@ -227,6 +229,15 @@ func TestMigrateKeepsTCPAndInvariants(t *testing.T) {
 	// the dump, dump through the paused client call): both must keep the
 	// guarantees.
 	legacy := f.migrator(t, WithStaging(false), WithPausedDump(true))
+	// 24 MiB of incompressible data in redis's heap must come back byte
+	// for byte after each hop.
+	blob := make([]byte, 24<<20)
+	if _, err := rand.Read(blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rc.Set("blob", blob, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	for i, hop := range [][2]string{{"h1", "h2"}, {"h2", "h3"}} {
 		mm := m
 		if i == 1 {
@@ -238,6 +249,10 @@ func TestMigrateKeepsTCPAndInvariants(t *testing.T) {
 		logSteps(t, res)
 		if err != nil || res.Outcome != Migrated || res.Pending != "" {
 			t.Fatalf("migrate %v: %v (%s)", hop, err, res.Outcome)
+		}
+		got, err := f.rc.Get("blob", 30*time.Second)
+		if err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("hop %v: 24 MiB value after the move: %d bytes, equal %v, err %v", hop, len(got), bytes.Equal(got, blob), err)
 		}
 		f.next(t)
 		f.placement(t, hop[1])

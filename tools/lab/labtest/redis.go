@@ -3,6 +3,7 @@ package labtest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -62,4 +63,54 @@ func (rc *Redis) Incr(key string, timeout time.Duration) (int64, error) {
 		return 0, fmt.Errorf("redis answered %q", line)
 	}
 	return strconv.ParseInt(strings.TrimSpace(line[1:]), 10, 64)
+}
+
+// Set sends SET key value.
+func (rc *Redis) Set(key string, value []byte, timeout time.Duration) error {
+	if err := rc.c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(rc.c, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n", len(key), key, len(value)); err != nil {
+		return err
+	}
+	if _, err := rc.c.Write(append(value, '\r', '\n')); err != nil {
+		return err
+	}
+	line, err := rc.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(line) != "+OK" {
+		return fmt.Errorf("redis answered %q", line)
+	}
+	return nil
+}
+
+// Get sends GET key and returns the value (nil if the key is missing).
+func (rc *Redis) Get(key string, timeout time.Duration) ([]byte, error) {
+	if err := rc.c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return nil, err
+	}
+	if _, err := fmt.Fprintf(rc.c, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(key), key); err != nil {
+		return nil, err
+	}
+	line, err := rc.r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(line, "$") {
+		return nil, fmt.Errorf("redis answered %q", line)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil || n < -1 || n > 512<<20 {
+		return nil, fmt.Errorf("redis answered a bulk length %q", line)
+	}
+	if n == -1 {
+		return nil, nil
+	}
+	buf := make([]byte, n+2)
+	if _, err := io.ReadFull(rc.r, buf); err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
 }
