@@ -129,7 +129,7 @@ func New(cfg Config, env Environment, opts ...Option) (*Plane, error) {
 	if p.dir == "" {
 		p.dir = filepath.Join(env.Shared, "escape-plane")
 	}
-	for _, d := range []string{p.dir, p.checkpointRoot(), filepath.Join(p.dir, "rootfs"), filepath.Join(p.dir, "criu"), p.maskDir()} {
+	for _, d := range []string{p.dir, p.checkpointRoot(), filepath.Join(p.dir, "rootfs"), filepath.Join(p.dir, "criu")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("plane directory: %w", err)
 		}
