@@ -279,6 +279,11 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 	srcEP, dstEP := CtEndpoint(source, spec.ID), CtEndpoint(dest, spec.ID)
 	mctx := ctx            // outlives each step's own deadline
 	var checks *destChecks // staged: overlapped with the dump
+	defer func() {
+		if checks != nil {
+			_ = checks.wait() // stops the sentry on every path; idempotent
+		}
+	}()
 	restoreWork := RestoreWorkDir(r.rec.Image + ".restore-" + dest)
 	frozenStart := time.Now()
 	type stepFn struct {
