@@ -203,19 +203,11 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 	// their 4-tuples may still linger in TIME_WAIT after the kill: restore
 	// them closed. The file is put back before anything else can dump.
 	if c.Spec.CRIUConfig != "" {
-		closed, err := p.criuConfig(true)
-		if err == nil {
-			err = atomicfile.WriteFile(c.Spec.CRIUConfig, closed, 0o644)
-		}
-		if err != nil {
-			return RollbackResult{}, fmt.Errorf("rollback %s: criu config: %w", id, err)
+		if err := p.writeCRIUConfig(c.Spec.CRIUConfig, true); err != nil {
+			return RollbackResult{}, fmt.Errorf("rollback %s: %w", id, err)
 		}
 		defer func() {
-			open, err := p.criuConfig(false)
-			if err == nil {
-				err = atomicfile.WriteFile(c.Spec.CRIUConfig, open, 0o644)
-			}
-			if err != nil {
+			if err := p.writeCRIUConfig(c.Spec.CRIUConfig, false); err != nil {
 				p.log.Error("restore criu config", zap.String("container", id), zap.Error(err))
 			}
 		}()

@@ -15,22 +15,25 @@ import (
 	"github.com/escape-mtd/escape/sensor/events"
 )
 
-// criuConfig is the CRIU configuration every protected container gets: it
+// writeCRIUConfig writes the CRIU configuration every protected container gets: it
 // reaches CRIU on dump and on restore alike through org.criu.config.
 // Established connections are carried, and runc's masked directories are
 // external mounts (migrate.MaskConfig). While a rollback restores, closed
 // adds tcp-close: the checkpoint's connections are restored closed (their
 // applications see them drop).
-func (p *Plane) criuConfig(closed bool) ([]byte, error) {
+func (p *Plane) writeCRIUConfig(path string, closed bool) error {
 	masks, err := migrate.MaskConfig(p.maskDir())
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("criu config: %w", err)
 	}
 	conf := "tcp-established\n"
 	if closed {
 		conf += "tcp-close\n"
 	}
-	return []byte(conf + masks), nil
+	if err := atomicfile.WriteFile(path, []byte(conf+masks), 0o644); err != nil {
+		return fmt.Errorf("criu config: %w", err)
+	}
+	return nil
 }
 
 // allocateIP returns the lowest free address of the service range (the
@@ -173,12 +176,8 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord
 		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
 	}
 	conf := filepath.Join(p.dir, "criu", cc.ID+".conf")
-	text, err := p.criuConfig(false)
-	if err != nil {
-		return ContainerRecord{}, fmt.Errorf("deploy %s: criu config: %w", cc.ID, err)
-	}
-	if err := atomicfile.WriteFile(conf, text, 0o644); err != nil {
-		return ContainerRecord{}, fmt.Errorf("deploy %s: criu config: %w", cc.ID, err)
+	if err := p.writeCRIUConfig(conf, false); err != nil {
+		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
 	}
 	spec := migrate.Spec{ID: cc.ID, RootFS: rootfs, Args: cc.Args, Env: cc.Env, IP: ip, MAC: macFor(ip.Addr()),
 		MemoryLimit: mem, CRIUConfig: conf, Labels: cc.Labels}

@@ -73,7 +73,10 @@ func (rc *Redis) Set(key string, value []byte, timeout time.Duration) error {
 	if _, err := fmt.Fprintf(rc.c, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n", len(key), key, len(value)); err != nil {
 		return err
 	}
-	if _, err := rc.c.Write(append(value, '\r', '\n')); err != nil {
+	if _, err := rc.c.Write(value); err != nil {
+		return err
+	}
+	if _, err := rc.c.Write([]byte("\r\n")); err != nil {
 		return err
 	}
 	line, err := rc.r.ReadString('\n')
