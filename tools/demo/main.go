@@ -52,6 +52,11 @@ type demo struct {
 	procs   []*exec.Cmd
 	stopBG  context.CancelFunc
 	summary []string
+	// clientSeen is when the client reported the last outage already
+	// attributed to an action: its reports up to then belong to earlier
+	// actions, even where the next action's start (from the audit log)
+	// falls before the client's reconnection.
+	clientSeen time.Time
 }
 
 const (

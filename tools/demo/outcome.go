@@ -27,8 +27,9 @@ func (d *demo) clientOutage(ctx context.Context, t0 time.Time, wait time.Duratio
 	err := d.waitFor(ctx, "the client's view", wait, func() (bool, error) {
 		evs, err := d.client()
 		for _, e := range evs {
-			if e.Event == "outage" && e.End.After(t0) {
+			if e.Event == "outage" && e.End.After(t0) && e.Time.After(d.clientSeen) {
 				out = e
+				d.clientSeen = e.Time
 				return true, nil
 			}
 		}
@@ -104,11 +105,17 @@ func (d *demo) afterMigration(ctx context.Context, dec plane.AuditEvent, from st
 	d.note("redis now runs on %s with the same address %s (and MAC); frozen %v; steps (ms): %v", c.Host, c.IP,
 		time.Duration(mig.Duration*float64(time.Millisecond)).Round(time.Millisecond), mig.Details["steps_ms"])
 	d.step("9/9 the client's connection across the migration")
+	// Reconnections up to the last outage already attributed (a rollback's)
+	// are that action's.
+	after := t0
+	if d.clientSeen.After(after) {
+		after = d.clientSeen
+	}
 	o, ok, err := d.clientOutage(ctx, t0, 20*time.Second)
 	if err != nil {
 		return mig, err
 	}
-	reconnected, err := d.reconnectedSince(t0)
+	reconnected, err := d.reconnectedSince(after)
 	if err != nil {
 		return mig, err
 	}
