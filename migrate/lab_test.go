@@ -26,7 +26,7 @@ type testLab struct {
 func hostsOf(inv *lab.Inventory) []Host {
 	var hs []Host
 	for _, h := range inv.Hosts {
-		hs = append(hs, Host{Name: h.Name, Netns: h.Netns, Bridge: h.Bridge, Socket: h.Containerd, Namespace: inv.Namespace})
+		hs = append(hs, Host{Name: h.Name, Netns: h.Netns, Bridge: h.Bridge, Socket: h.Containerd, Namespace: inv.Namespace, CRIU: h.CRIU})
 	}
 	return hs
 }

@@ -62,11 +62,17 @@ type Record struct {
 	Done   Step   `json:"done"`
 	// Staged is set (and journalled) before the destination is staged, so
 	// that an undo or a recovery clears it even if the dump never ran.
-	Staged  bool      `json:"staged,omitempty"`
-	Phase   Phase     `json:"phase"`
-	Started time.Time `json:"started"`
-	Updated time.Time `json:"updated"`
-	Error   string    `json:"error,omitempty"`
+	Staged bool `json:"staged,omitempty"`
+	// Lazy is set (and journalled) before the destination is staged when
+	// its memory will be restored lazily; LazyDone once every page is in.
+	// A lazy copy is never live without LazyDone: until then it is held
+	// off the network and Recover undoes rather than finishes.
+	Lazy     bool      `json:"lazy,omitempty"`
+	LazyDone bool      `json:"lazy_done,omitempty"`
+	Phase    Phase     `json:"phase"`
+	Started  time.Time `json:"started"`
+	Updated  time.Time `json:"updated"`
+	Error    string    `json:"error,omitempty"`
 }
 
 // Journal persists migration records, one per container.
@@ -109,11 +115,15 @@ type Result struct {
 	Record  Record   `json:"record"`
 	Outcome Outcome  `json:"outcome"`
 	Steps   []Timing `json:"steps"`
-	// Frozen is the time from the start of the dump to the restored task's
-	// start on the destination.
+	// Frozen is the time from the start of the dump until the restored
+	// copy can answer: its task started on the destination and, after a
+	// lazy restore, all its memory in and its hold lifted.
 	Frozen time.Duration `json:"frozen_ns"`
 	// CRIU is CRIU's own account of the dump and the restore, when they ran.
 	CRIU CRIUStats `json:"criu"`
+	// Lazy is set when the destination's memory was restored lazily
+	// (lazy.go).
+	Lazy bool `json:"lazy,omitempty"`
 	// Pending is set when the outcome is final but cleanup remains (kept
 	// in the journal for Recover).
 	Pending string `json:"pending,omitempty"`
@@ -133,8 +143,12 @@ type Migrator struct {
 	interval  time.Duration
 	preflight time.Duration
 	stage     bool
-	paused    bool
-	now       func() time.Time
+	lazy      bool
+	// afterLazyStart, when set (by tests), runs between a lazy copy's
+	// start and its last page.
+	afterLazyStart func()
+	paused         bool
+	now            func() time.Time
 }
 
 // Option tunes a Migrator.
@@ -197,7 +211,7 @@ func New(rt *Runtime, j Journal, root string, opts ...Option) (*Migrator, error)
 		return nil, fmt.Errorf("migrator: checkpoint root %q must be absolute", root)
 	}
 	m := &Migrator{rt: rt, j: j, root: root, log: zap.NewNop(), timeout: 2 * time.Minute,
-		probe: 50 * time.Millisecond, last: 10 * time.Millisecond, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, stage: true, now: time.Now}
+		probe: 50 * time.Millisecond, last: 10 * time.Millisecond, lazy: true, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, stage: true, now: time.Now}
 	for _, o := range opts {
 		o(m)
 	}
@@ -285,6 +299,11 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 		}
 	}()
 	restoreWork := RestoreWorkDir(r.rec.Image + ".restore-" + dest)
+	guards := guardResets
+	if m.stage && m.canLazy(dest, spec) {
+		r.rec.Lazy = true
+		guards |= guardHold
+	}
 	frozenStart := time.Now()
 	type stepFn struct {
 		step Step
@@ -305,7 +324,7 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 			if err := m.rt.PrepareNetwork(dest, spec, false); err != nil {
 				return err
 			}
-			if err := guardResets(ctx, dest, spec.ID, true); err != nil {
+			if err := setGuards(ctx, dest, spec.ID, guards, true); err != nil {
 				return err
 			}
 			return m.rt.Stage(ctx, dest, spec, r.rec.Image, restoreWork)
@@ -360,7 +379,7 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 			if err := m.rt.PrepareNetwork(dest, spec, false); err != nil {
 				return err
 			}
-			return guardResets(ctx, dest, spec.ID, true)
+			return setGuards(ctx, dest, spec.ID, guards, true)
 		}},
 		stepFn{StepMoveAddress, func(ctx context.Context) error {
 			var o []arp.Option
@@ -374,15 +393,17 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 		}},
 		stepFn{StepRestore, func(ctx context.Context) error {
 			var err error
-			if m.stage {
+			switch {
+			case r.rec.Lazy:
+				err = r.restoreLazy(ctx, restoreWork)
+			case m.stage:
 				err = m.rt.StartStaged(ctx, dest, spec.ID, restoreWork)
-			} else {
+			default:
 				err = m.rt.Restore(ctx, dest, spec, r.rec.Image, Fresh(), restoreWork)
 			}
 			if err != nil {
 				return err
 			}
-			r.res.Frozen = time.Since(frozenStart)
 			st, err := m.rt.State(ctx, dest, spec.ID)
 			if err != nil {
 				return err
@@ -391,9 +412,13 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 				return fmt.Errorf("restored copy on %s is %s", dest, st)
 			}
 			// The restored sockets may answer for themselves now.
-			if err := guardResets(ctx, dest, spec.ID, false); err != nil {
+			if err := setGuards(ctx, dest, spec.ID, guards, false); err != nil {
+				if guards&guardHold != 0 {
+					return err // the copy cannot answer: a failed restore
+				}
 				m.log.Warn("remove reset guard", zap.String("container", spec.ID), zap.Error(err))
 			}
+			r.res.Frozen = time.Since(frozenStart)
 			// Read before finish drops the work directories.
 			if r.res.CRIU, err = ReadCRIUStats(r.rec.Image+".work", r.rec.Image+".restore-"+dest); err != nil {
 				m.log.Warn("criu stats", zap.String("container", spec.ID), zap.Error(err))
@@ -598,6 +623,11 @@ func (m *Migrator) Recover(ctx context.Context) ([]Result, error) {
 func (m *Migrator) recoverOne(ctx context.Context, rec Record) (Result, error) {
 	r := &run{m: m, rec: rec, res: Result{Record: rec}}
 	id := rec.Spec.ID
+	// A crash during a lazy restore leaves lazy-pages in the container's
+	// CRIU configuration, where the next dump must not find it.
+	if err := stripLazy(rec.Spec.CRIUConfig); err != nil {
+		return r.res, err
+	}
 	m.log.Info("recovering migration", zap.String("container", id), zap.String("migration", rec.ID),
 		zap.String("phase", string(rec.Phase)), zap.Stringer("done", rec.Done))
 	switch rec.Phase {
@@ -621,9 +651,14 @@ func (m *Migrator) recoverOne(ctx context.Context, rec Record) (Result, error) {
 	if rec.Phase == PhaseForward && rec.Done >= StepMoveAddress {
 		st, err := m.rt.State(ctx, rec.Dest, id)
 		has, herr := arp.HasAddress(CtEndpoint(rec.Dest, id), rec.Spec.IP)
-		if err == nil && herr == nil && st == Running && has {
-			// The crash may have come before the restore step removed it.
-			_ = guardResets(ctx, rec.Dest, id, false)
+		// A lazy copy whose last page was not confirmed may miss memory;
+		// it was held off the network, so nobody has seen it: undo.
+		complete := !rec.Lazy || rec.LazyDone
+		if err == nil && herr == nil && st == Running && has && complete {
+			// The crash may have come before the restore step removed them.
+			if err := clearGuards(ctx, rec.Dest, id, guardResets|guardHold); err != nil {
+				return r.res, err
+			}
 			if err := r.do(ctx, StepAnnounce, false, func(ctx context.Context) error {
 				return m.announce(ctx, CtEndpoint(rec.Dest, id), rec.Spec)
 			}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,6 +239,10 @@ func TestMigrateKeepsTCPAndInvariants(t *testing.T) {
 	if err := f.rc.Set("blob", blob, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The first hop restores lazily (lazy.go), the second in full.
+	if h, _ := f.l.inv.Host("h2"); h.CRIU == "" {
+		t.Fatal("the lab's inventory names no CRIU binary, so the lazy restore would go untested (re-create the lab)")
+	}
 	for i, hop := range [][2]string{{"h1", "h2"}, {"h2", "h3"}} {
 		mm := m
 		if i == 1 {
@@ -249,6 +254,9 @@ func TestMigrateKeepsTCPAndInvariants(t *testing.T) {
 		logSteps(t, res)
 		if err != nil || res.Outcome != Migrated || res.Pending != "" {
 			t.Fatalf("migrate %v: %v (%s)", hop, err, res.Outcome)
+		}
+		if res.Lazy != (i == 0) || res.Record.Lazy != res.Lazy || res.Record.LazyDone != res.Lazy {
+			t.Fatalf("hop %v: lazy %v (journalled %v, done %v), want %v", hop, res.Lazy, res.Record.Lazy, res.Record.LazyDone, i == 0)
 		}
 		got, err := f.rc.Get("blob", 30*time.Second)
 		if err != nil || !bytes.Equal(got, blob) {
@@ -396,6 +404,89 @@ func TestFaultAddressTakenDuringDump(t *testing.T) {
 	f.placement(t, "h1")
 }
 
+// The lazy-pages daemon fails once the destination's restore has connected
+// to it, before the memory is in: killed (the restore is stopped at once)
+// or stopped (the restore waits until the step's deadline). Either way the
+// copy is incomplete and was never seen, so the migration reverts and the
+// source comes back from the dump with its state and its connection, and
+// the container's CRIU file no longer says lazy-pages.
+func TestFaultLazyDaemon(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		octet  int
+		signal string
+		want   []string // how the migrator may notice
+	}{
+		{"dies", 221, "KILL", []string{"lazy-pages daemon died; stopped the restore"}},
+		// Stopped while the restore waits for pages, or after the task
+		// resumed (both happen, by a few ms): the restore is stopped
+		// before the step's deadline, or the copy, held off the network,
+		// is given up at it.
+		{"hangs", 223, "STOP", []string{"restore stalled; stopped the restore", "memory not complete"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, "flt-lazy-"+tc.name, tc.octet)
+			h2, _ := f.l.inv.Host("h2")
+			if h2.CRIU == "" {
+				t.Fatal("the lab's inventory names no CRIU binary (re-create the lab)")
+			}
+			wrapper := filepath.Join(f.l.dir, "criu-lazy-"+tc.name)
+			script := `#!/bin/sh
+# CRIU, but its lazy-pages daemon gets SIG` + tc.signal + ` once a restore connects.
+[ "$1" = lazy-pages ] || exec "` + h2.CRIU + `" "$@"
+work=""; prev=""
+for a in "$@"; do [ "$prev" = --work-dir ] && work="$a"; prev="$a"; done
+"` + h2.CRIU + `" "$@" & pid=$!
+i=0
+while [ $i -lt 1000 ]; do
+  grep -q "Received PID" "$work/lazy-pages.log" 2>/dev/null && break
+  sleep 0.005; i=$((i+1))
+done
+kill -` + tc.signal + ` $pid
+wait $pid
+`
+			if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			hosts := hostsOf(f.l.inv)
+			for i := range hosts {
+				hosts[i].CRIU = wrapper
+			}
+			rt, err := NewRuntime(hosts, WithRuntimeLogger(zaptest.NewLogger(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rt.Close() })
+			m, err := New(rt, f.j, f.root, WithLogger(zaptest.NewLogger(t)), WithStepTimeout(8*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			o := f.observe()
+			res, err := m.Migrate(ctx, f.spec, "h1", "h2")
+			o.check(t)
+			logSteps(t, res)
+			t.Logf("error: %v", err)
+			if err == nil || res.Outcome != Reverted || !strings.Contains(err.Error(), "step "+StepRestore.String()) ||
+				!slices.ContainsFunc(tc.want, func(w string) bool { return strings.Contains(err.Error(), w) }) {
+				t.Fatalf("outcome %s, err %v; want reverted at step %s, %q", res.Outcome, err, StepRestore, tc.want)
+			}
+			if !res.Record.Lazy || res.Record.LazyDone {
+				t.Fatalf("journalled lazy %v, done %v; want a lazy restore that never completed", res.Record.Lazy, res.Record.LazyDone)
+			}
+			if mi, err := os.ReadFile("/proc/self/mountinfo"); err != nil || strings.Contains(string(mi), f.root) {
+				t.Fatalf("mounts left under the checkpoint root (%v):\n%s", err, mi)
+			}
+			if b, err := os.ReadFile(f.spec.CRIUConfig); err != nil || hasLazy(b) {
+				t.Fatalf("the container's CRIU configuration after the failure (%v):\n%s", err, b)
+			}
+			f.next(t)
+			f.placement(t, "h1")
+		})
+	}
+}
+
 func TestFaultStep3AddressTaken(t *testing.T) {
 	f := faultTest(t, "flt-addr", 213, StepMoveAddress, func(f *migrationFixture) Hook {
 		return func(ctx context.Context, ev Event) error {
@@ -527,6 +618,9 @@ func TestCrashMidMigration(t *testing.T) {
 	}{
 		{"before-move-address", 218, StepMoveAddress, Reverted, "h1"},
 		{"before-announce", 219, StepAnnounce, Migrated, "h2"},
+		// Between the lazy copy's start and its last page: held off the
+		// network and maybe missing memory, it must be undone.
+		{"mid-lazy-restore", 222, crashMidLazy, Reverted, "h1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, "crash-"+strconv.Itoa(tc.octet), tc.octet)
@@ -557,7 +651,16 @@ func TestCrashMidMigration(t *testing.T) {
 			if err != nil || len(recs) != 1 {
 				t.Fatalf("journal after crash: %v %+v", err, recs)
 			}
-			t.Logf("journal after crash: phase %s, done %s", recs[0].Phase, recs[0].Done)
+			t.Logf("journal after crash: phase %s, done %s, lazy %v/%v", recs[0].Phase, recs[0].Done, recs[0].Lazy, recs[0].LazyDone)
+			if tc.crash == crashMidLazy {
+				if !recs[0].Lazy || recs[0].LazyDone {
+					t.Fatalf("journal after a crash mid lazy restore: lazy %v, done %v", recs[0].Lazy, recs[0].LazyDone)
+				}
+				st, err := f.l.rt.State(context.Background(), "h2", f.spec.ID)
+				if err != nil || st != Running {
+					t.Fatalf("the lazy copy on h2 is %s (%v), want running: the crash point was not reached", st, err)
+				}
+			}
 			res, err := f.migrator(t).Recover(context.Background())
 			if err != nil || len(res) != 1 {
 				t.Fatalf("recover: %v %+v", err, res)
@@ -571,6 +674,10 @@ func TestCrashMidMigration(t *testing.T) {
 		})
 	}
 }
+
+// crashMidLazy asks the helper to crash between a lazy copy's start and
+// its last page.
+const crashMidLazy Step = -1
 
 // helperMigrateProcess is the process TestCrashMidMigration kills: the
 // test binary re-executed with ESCAPE_HELPER_SPEC set (see TestMain). It
@@ -590,16 +697,22 @@ func helperMigrateProcess() error {
 	if err != nil {
 		return err
 	}
+	park := func() {
+		_ = os.WriteFile(os.Getenv("ESCAPE_HELPER_READY"), nil, 0o644)
+		time.Sleep(time.Hour)
+	}
 	m, err := New(rt, &fileJournal{dir: os.Getenv("ESCAPE_HELPER_JOURNAL")}, os.Getenv("ESCAPE_HELPER_ROOT"),
 		WithHook(func(ctx context.Context, ev Event) error {
 			if ev.Step == Step(crash) && !ev.Undo {
-				_ = os.WriteFile(os.Getenv("ESCAPE_HELPER_READY"), nil, 0o644)
-				time.Sleep(time.Hour)
+				park()
 			}
 			return nil
 		}))
 	if err != nil {
 		return err
+	}
+	if Step(crash) == crashMidLazy {
+		m.afterLazyStart = park
 	}
 	_, err = m.Migrate(context.Background(), spec, "h1", "h2")
 	return fmt.Errorf("helper was not killed: %v", err)

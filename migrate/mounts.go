@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -111,4 +112,32 @@ func readOnlyTmpfs(dir string) (ro, mounted bool, err error) {
 		ro = g[0] == "tmpfs" && slices.Contains(strings.Split(g[2], ","), "ro")
 	}
 	return ro, mounted, nil
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first. A CRIU
+// killed in the middle of a restore leaves its cgroup yard mounted in its
+// work directory, in the host's mount namespace.
+func unmountUnder(dir string) error {
+	dir = filepath.Clean(dir)
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("unmount under %s: %w", dir, err)
+	}
+	var points []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if p := f[4]; p == dir || strings.HasPrefix(p, dir+"/") {
+			points = append(points, p)
+		}
+	}
+	var errs []error
+	for i := len(points) - 1; i >= 0; i-- {
+		if err := unix.Unmount(points[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", points[i], err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -125,22 +126,72 @@ func teardownNetwork(h Host, id string) error {
 	return nil
 }
 
-// guardResets adds (on) or removes the rule that drops TCP resets leaving
-// the container's namespace on host. A migration's destination holds the
-// address from step 3 on, but its sockets exist only once CRIU has
-// restored them in step 4: a client retransmission arriving in between
-// would be answered with a reset by the destination's kernel and the
-// connection lost. With the rule, it is dropped and retransmitted. The rule
-// goes away with the namespace, or right after the restore.
-func guardResets(ctx context.Context, host, id string, on bool) error {
+// guard is a set of iptables rules in a migration destination's namespace.
+type guard int
+
+const (
+	// guardResets drops TCP resets leaving the namespace. The destination
+	// holds the address from step 3 on, but its sockets exist only once
+	// CRIU has restored them in step 4: a client retransmission arriving in
+	// between would be answered with a reset by the destination's kernel
+	// and the connection lost. With the rule it is dropped and
+	// retransmitted.
+	guardResets guard = 1 << iota
+	// guardHold drops every packet in and out but loopback's. A lazily
+	// restored copy runs before all its memory is in (lazy.go): until the
+	// last page is, nobody outside may see it, so that a copy with missing
+	// memory can still be thrown away and the source restored instead.
+	guardHold
+)
+
+func (g guard) rules() [][]string {
+	var rs [][]string
+	if g&guardResets != 0 {
+		rs = append(rs, []string{"OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-m", "comment", "--comment", "escape-migration", "-j", "DROP"})
+	}
+	if g&guardHold != 0 {
+		rs = append(rs,
+			[]string{"INPUT", "!", "-i", "lo", "-m", "comment", "--comment", "escape-hold", "-j", "DROP"},
+			[]string{"OUTPUT", "!", "-o", "lo", "-m", "comment", "--comment", "escape-hold", "-j", "DROP"})
+	}
+	return rs
+}
+
+// setGuards adds (on) or removes the rules of g in the namespace of
+// container id on host, in one iptables-restore: a lazy restore's hold and
+// the reset guard go away in the same instant. The rules go away with the
+// namespace too.
+func setGuards(ctx context.Context, host, id string, g guard, on bool) error {
 	op := "-I"
 	if !on {
 		op = "-D"
 	}
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+arp.NetnsPath(CtNetns(host, id)), "iptables", "-w", op, "OUTPUT",
-		"-p", "tcp", "--tcp-flags", "RST", "RST", "-m", "comment", "--comment", "escape-migration", "-j", "DROP")
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	for _, r := range g.rules() {
+		fmt.Fprintf(&b, "%s %s\n", op, strings.Join(r, " "))
+	}
+	b.WriteString("COMMIT\n")
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+arp.NetnsPath(CtNetns(host, id)), "iptables-restore", "-w", "--noflush")
+	cmd.Stdin = strings.NewReader(b.String())
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("reset guard %s for %s on %s: %w: %s", op, id, host, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("migration guard %s for %s on %s: %w: %s", op, id, host, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// clearGuards removes whichever rules of g are present: a restarted
+// migrator does not know how far the crashed one got.
+func clearGuards(ctx context.Context, host, id string, g guard) error {
+	var errs []error
+	for _, r := range g.rules() {
+		ns := "--net=" + arp.NetnsPath(CtNetns(host, id))
+		if exec.CommandContext(ctx, "nsenter", append([]string{ns, "iptables", "-w", "-C"}, r...)...).Run() != nil {
+			continue // absent (or no namespace: nothing to clear)
+		}
+		if out, err := exec.CommandContext(ctx, "nsenter", append([]string{ns, "iptables", "-w", "-D"}, r...)...).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("remove migration guard %v for %s on %s: %w: %s", r, id, host, err, strings.TrimSpace(string(out))))
+		}
+	}
+	return errors.Join(errs...)
 }

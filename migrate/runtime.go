@@ -39,6 +39,10 @@ type Host struct {
 	// CgroupParent is the first element of every container's cgroups path
 	// (/<parent>/<host>/<id>); defaults to "escape".
 	CgroupParent string `json:"cgroup_parent,omitempty"`
+	// CRIU is the CRIU binary runc uses on this host. With it, staged
+	// migrations to the host restore memory lazily (lazy.go); without it,
+	// in full.
+	CRIU string `json:"criu,omitempty"`
 }
 
 // Status of a container's task on one host.

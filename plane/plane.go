@@ -42,7 +42,7 @@ func EnvironmentFromLab(inv *lab.Inventory) Environment {
 	env := Environment{Shared: inv.Shared, ServiceRange: inv.ServiceRange, SubnetBits: inv.Subnet.Bits(), Images: map[string]string{}}
 	for _, h := range inv.Hosts {
 		env.Hosts = append(env.Hosts, HostEnv{
-			Host:   migrate.Host{Name: h.Name, Netns: h.Netns, Bridge: h.Bridge, Socket: h.Containerd, Namespace: inv.Namespace, CgroupParent: inv.CgroupParent, RuncRoot: h.RuncRoot},
+			Host:   migrate.Host{Name: h.Name, Netns: h.Netns, Bridge: h.Bridge, Socket: h.Containerd, Namespace: inv.Namespace, CgroupParent: inv.CgroupParent, RuncRoot: h.RuncRoot, CRIU: h.CRIU},
 			Labels: h.Labels,
 		})
 	}

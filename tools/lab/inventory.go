@@ -71,6 +71,9 @@ type Host struct {
 	// Labels tell hosts apart for the destination model: datacenter,
 	// network, kernel, runtime, config.
 	Labels map[string]string `json:"labels"`
+	// CRIU is the CRIU binary runc runs on this host (the private 4.2
+	// install): the plane runs its lazy-pages daemon from it.
+	CRIU string `json:"criu,omitempty"`
 	// PIDFile holds the host's containerd pid.
 	PIDFile string `json:"pid_file"`
 	LogFile string `json:"log_file"`

@@ -133,6 +133,7 @@ func plan(c config) (*Inventory, error) {
 			Uplink:     "eth0",
 			Containerd: filepath.Join(run, "containerd.sock"),
 			Labels:     hostLabels(i, kernel),
+			CRIU:       filepath.Join(c.prefix, "bin", "criu"),
 			PIDFile:    filepath.Join(run, "containerd.pid"),
 			RuncRoot:   filepath.Join(run, "runc"),
 			LogFile:    filepath.Join(c.root, "hosts", name, "containerd.log"),

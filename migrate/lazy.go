@@ -1,0 +1,325 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/escape-mtd/escape/internal/atomicfile"
+	"go.uber.org/zap"
+)
+
+// Lazy restore. A full CRIU restore reads every page of the dump into
+// memory the restored task faults in 4 KiB at a time: on the lab's VMs that
+// is 210 to 300 ms of the frozen window for 64 MiB, most of a bare CRIU
+// restore. With lazy-pages, CRIU restores everything but the anonymous
+// memory, resumes the task, and a `criu lazy-pages` daemon fills that
+// memory through userfaultfd: the pages the task touches first, then all
+// the others in large UFFDIO_COPY batches, which skip the per-page faults.
+// Measured with a bare process holding 64 MiB: 263-266 ms to restore in
+// full, 46-55 ms to resume lazily and 64-69 ms until every page was in,
+// with the same checksum of its memory before and after (docs/plane.md).
+//
+// The daemon reads the dump from shared storage, so no page depends on the
+// source host. Until it has copied the last page the restored task's memory
+// is incomplete, so:
+//   - the copy is held off the network (guardHold, set when it is staged)
+//     until the daemon has exited cleanly and that is journalled
+//     (Record.LazyDone); nobody outside ever talks to an incomplete copy;
+//   - a daemon that dies or stalls fails the step: CRIU, waiting for pages
+//     that will not come, is killed so that runc fails and cleans up, and
+//     the migration reverts (the held copy is killed and the source
+//     restored from the same, intact, dump);
+//   - a migrator that crashes before LazyDone leaves a copy that Recover
+//     undoes rather than finishes.
+//
+// runc has no option for lazy restore: it reads the container's CRIU
+// configuration file, so lazy-pages is in that file during the
+// destination's restore only, and out of it before anything else can dump
+// or restore the container.
+
+// WithLazyRestore sets whether staged migrations restore memory lazily on a
+// destination whose Host names its CRIU binary (default true).
+func WithLazyRestore(on bool) Option { return func(m *Migrator) { m.lazy = on } }
+
+// canLazy reports whether a staged migration of spec to dest restores
+// lazily: the destination names its CRIU, and the container has a CRIU
+// configuration file through which runc can be told.
+func (m *Migrator) canLazy(dest string, spec Spec) bool {
+	h, ok := m.rt.host(dest)
+	return m.lazy && ok && h.CRIU != "" && spec.CRIUConfig != ""
+}
+
+// restoreLazy is step 4 of a lazy migration: it starts the daemon, then the
+// staged task, and returns once every page is in and that is journalled.
+// The copy stays behind its hold (guardHold) throughout.
+func (r *run) restoreLazy(ctx context.Context, work RestoreOption) error {
+	m, spec, dest := r.m, r.rec.Spec, r.rec.Dest
+	dir := r.rec.Image + ".restore-" + dest
+	h, _ := m.rt.host(dest)
+	d, err := m.startLazy(ctx, h, spec, r.rec.Image, dir)
+	if err != nil {
+		return err
+	}
+	// A daemon that dies or stalls while the restore runs leaves CRIU
+	// waiting for pages that never come. Stop CRIU, not runc: runc then
+	// fails the start itself and undoes its own mounts, which it cannot do
+	// once the step's deadline has cancelled it.
+	started := make(chan struct{})
+	aborted := make(chan string, 1)
+	go func() {
+		var stall <-chan time.Time
+		if dl, ok := ctx.Deadline(); ok {
+			t := time.NewTimer(time.Until(dl) - abortMargin(time.Until(dl)))
+			defer t.Stop()
+			stall = t.C
+		}
+		why := ""
+		select {
+		case err := <-d.done:
+			d.done <- err
+			if err == nil {
+				return
+			}
+			why = "lazy-pages daemon died"
+		case <-stall:
+			why = "restore stalled"
+		case <-started:
+			return
+		}
+		d.kill()
+		aborted <- fmt.Sprintf("%s; stopped the restore, criu pids %v", why, killCRIUIn(dir, -1))
+	}()
+	err = m.rt.StartStaged(ctx, dest, spec.ID, work)
+	close(started)
+	// Before anything else can dump or restore this container: runc reads
+	// the same file on the source.
+	if e := stripLazy(spec.CRIUConfig); e != nil {
+		err = errors.Join(err, e)
+	}
+	if err != nil {
+		d.kill()
+		select {
+		case why := <-aborted:
+			err = fmt.Errorf("%w (%s)", err, why)
+		default:
+			// The start failed on its own: nothing may still wait for
+			// pages when the undo kills this copy.
+			if pids := killCRIUIn(dir, -1); len(pids) > 0 {
+				err = fmt.Errorf("%w (stopped the restore, criu pids %v)", err, pids)
+			}
+		}
+		// A killed CRIU cannot unmount its cgroup yard.
+		if e := unmountUnder(dir); e != nil {
+			m.log.Warn("lazy restore: clean up after criu", zap.String("container", spec.ID), zap.Error(e))
+		}
+		return err
+	}
+	if m.afterLazyStart != nil {
+		m.afterLazyStart()
+	}
+	t0 := time.Now()
+	if err := d.wait(ctx); err != nil {
+		return err
+	}
+	r.res.Lazy = true
+	r.rec.LazyDone = true
+	if err := r.save(ctx); err != nil {
+		return err
+	}
+	m.log.Debug("lazy restore complete", zap.String("container", spec.ID), zap.Duration("after_start", time.Since(t0)))
+	return nil
+}
+
+// abortMargin is how long before the step's deadline a stalled lazy
+// restore is stopped, leaving runc time to fail and clean up.
+func abortMargin(left time.Duration) time.Duration {
+	return min(3*time.Second, left/4)
+}
+
+// killCRIUIn kills the processes working in dir, a restore's work
+// directory, and returns their pids. CRIU runs there (its comm may be its
+// loader's, so the directory is what identifies it); the restored tasks
+// never do. A restore whose lazy-pages daemon died deadlocks: the restored
+// task, dying, waits in its pid namespace for CRIU to reap it, and CRIU
+// waits for pages. Killing CRIU breaks that.
+func killCRIUIn(dir string, except int) []int {
+	want, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var killed []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == except || pid == os.Getpid() {
+			continue
+		}
+		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err != nil || cwd != want {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed = append(killed, pid)
+		}
+	}
+	return killed
+}
+
+// lazyConfigLine is added to the container's CRIU configuration while, and
+// only while, the destination restores: runc reads the file named by the
+// container's org.criu.config annotation on dump and restore alike, and a
+// dump with lazy-pages would leave the pages behind a page server.
+const lazyConfigLine = "lazy-pages\n"
+
+// lazySocket is where CRIU's restore looks for the daemon: in its work
+// directory.
+const lazySocket = "lazy-pages.socket"
+
+// lazyDaemon is a running `criu lazy-pages`.
+type lazyDaemon struct {
+	cmd  *exec.Cmd
+	done chan error
+	log  string
+}
+
+// startLazy adds lazy-pages to the container's CRIU configuration and
+// starts the daemon that serves the dump in image, rendezvousing with the
+// restore in work. It returns once the daemon listens. On error nothing is
+// left behind: the configuration is as it was and no daemon runs.
+func (m *Migrator) startLazy(ctx context.Context, h Host, spec Spec, image, work string) (*lazyDaemon, error) {
+	if err := addLazy(spec.CRIUConfig); err != nil {
+		return nil, err
+	}
+	d, err := startLazyDaemon(ctx, h.CRIU, image, work)
+	if err != nil {
+		if e := stripLazy(spec.CRIUConfig); e != nil {
+			m.log.Error("lazy restore: put back the criu config", zap.String("container", spec.ID), zap.Error(e))
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+func startLazyDaemon(ctx context.Context, criu, image, work string) (*lazyDaemon, error) {
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return nil, fmt.Errorf("lazy restore: %w", err)
+	}
+	sock := filepath.Join(work, lazySocket)
+	_ = os.Remove(sock) // a stale socket from a killed daemon would be connected to
+	d := &lazyDaemon{done: make(chan error, 1), log: filepath.Join(work, "lazy-pages.log")}
+	// Not tied to ctx: the daemon must outlive the step that starts it.
+	d.cmd = exec.Command(criu, "lazy-pages", "--images-dir", image, "--work-dir", work, "--log-file", "lazy-pages.log", "-v4")
+	// Its own group, so that kill reaches whatever it runs under (a
+	// wrapper script, in the tests).
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("lazy restore: start %s lazy-pages: %w", criu, err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	// It listens within a few ms of starting.
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return d, nil
+		}
+		select {
+		case err := <-d.done:
+			d.done <- err
+			return nil, fmt.Errorf("lazy restore: daemon exited before listening: %v%s", err, criuLogTail(work, "lazy-pages.log"))
+		case <-ctx.Done():
+			d.kill()
+			return nil, fmt.Errorf("lazy restore: %w", ctx.Err())
+		case <-deadline.C:
+			d.kill()
+			return nil, errors.New("lazy restore: daemon not listening after 5s" + criuLogTail(work, "lazy-pages.log"))
+		case <-tick.C:
+		}
+	}
+}
+
+// wait returns once the daemon has copied every page and exited, or fails
+// if it exits with an error, or kills it when ctx ends first.
+func (d *lazyDaemon) wait(ctx context.Context) error {
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err != nil {
+			return fmt.Errorf("lazy restore: daemon failed, memory incomplete: %v%s", err, criuLogTail(filepath.Dir(d.log), "lazy-pages.log"))
+		}
+		return nil
+	case <-ctx.Done():
+		d.kill()
+		return fmt.Errorf("lazy restore: memory not complete: %w", ctx.Err())
+	}
+}
+
+// kill stops the daemon (a restore that did not happen, or one given up).
+func (d *lazyDaemon) kill() {
+	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+	err := <-d.done
+	d.done <- err
+}
+
+// addLazy appends lazy-pages to a CRIU configuration file, atomically.
+func addLazy(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("lazy restore: %w", err)
+	}
+	if hasLazy(b) {
+		return nil
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	if err := atomicfile.WriteFile(path, append(b, lazyConfigLine...), 0o644); err != nil {
+		return fmt.Errorf("lazy restore: %w", err)
+	}
+	return nil
+}
+
+// stripLazy removes what addLazy added. A missing file has nothing to strip.
+func stripLazy(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("criu config: %w", err)
+	}
+	if !hasLazy(b) {
+		return nil
+	}
+	var out [][]byte
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if string(bytes.TrimSpace(line)) != "lazy-pages" {
+			out = append(out, line)
+		}
+	}
+	if err := atomicfile.WriteFile(path, bytes.Join(out, nil), 0o644); err != nil {
+		return fmt.Errorf("criu config: %w", err)
+	}
+	return nil
+}
+
+func hasLazy(conf []byte) bool {
+	for _, line := range bytes.Split(conf, []byte("\n")) {
+		if string(bytes.TrimSpace(line)) == "lazy-pages" {
+			return true
+		}
+	}
+	return false
+}
