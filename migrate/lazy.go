@@ -30,9 +30,11 @@ import (
 // The daemon reads the dump from shared storage, so no page depends on the
 // source host. Until it has copied the last page the restored task's memory
 // is incomplete, so:
-//   - the copy is held off the network (guardHold, set when it is staged)
-//     until the daemon has exited cleanly and that is journalled
-//     (Record.LazyDone); nobody outside ever talks to an incomplete copy;
+//   - no packet reaches the copy (guardHold, set when it is staged) until
+//     the daemon has exited cleanly and that is journalled
+//     (Record.LazyDone): no client request is ever served by an
+//     incomplete copy (what it sends meanwhile is what the dump's sockets
+//     held, which the source would send again after an undo);
 //   - a daemon that dies or stalls fails the step: CRIU, waiting for pages
 //     that will not come, is killed so that runc fails and cleans up, and
 //     the migration reverts (the held copy is killed and the source
@@ -59,7 +61,7 @@ func (m *Migrator) canLazy(dest string, spec Spec) bool {
 
 // restoreLazy is step 4 of a lazy migration: it starts the daemon, then the
 // staged task, and returns once every page is in and that is journalled.
-// The copy stays behind its hold (guardHold) throughout.
+// Nothing reaches the copy throughout (guardHold).
 func (r *run) restoreLazy(ctx context.Context, work RestoreOption) error {
 	m, spec, dest := r.m, r.rec.Spec, r.rec.Dest
 	dir := r.rec.Image + ".restore-" + dest

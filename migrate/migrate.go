@@ -65,8 +65,8 @@ type Record struct {
 	Staged bool `json:"staged,omitempty"`
 	// Lazy is set (and journalled) before the destination is staged when
 	// its memory will be restored lazily; LazyDone once every page is in.
-	// A lazy copy is never live without LazyDone: until then it is held
-	// off the network and Recover undoes rather than finishes.
+	// A lazy copy is never live without LazyDone: until then no packet
+	// reaches it and Recover undoes rather than finishes.
 	Lazy     bool      `json:"lazy,omitempty"`
 	LazyDone bool      `json:"lazy_done,omitempty"`
 	Phase    Phase     `json:"phase"`
@@ -652,7 +652,7 @@ func (m *Migrator) recoverOne(ctx context.Context, rec Record) (Result, error) {
 		st, err := m.rt.State(ctx, rec.Dest, id)
 		has, herr := arp.HasAddress(CtEndpoint(rec.Dest, id), rec.Spec.IP)
 		// A lazy copy whose last page was not confirmed may miss memory;
-		// it was held off the network, so nobody has seen it: undo.
+		// no request has reached it: undo.
 		complete := !rec.Lazy || rec.LazyDone
 		if err == nil && herr == nil && st == Running && has && complete {
 			// The crash may have come before the restore step removed them.

@@ -61,6 +61,7 @@ type migSample struct {
 var modeOptions = map[string][]migrate.Option{
 	"direct": {migrate.WithStaging(false)},
 	"legacy": {migrate.WithStaging(false), migrate.WithPausedDump(true)},
+	"full":   {migrate.WithLazyRestore(false)},
 }
 
 func run() error {
@@ -68,7 +69,7 @@ func run() error {
 	reps := flag.Int("reps", 3, "repetitions per size")
 	labRoot := flag.String("lab", "/var/lib/escape-lab", "lab root")
 	criu := flag.String("criu", "/opt/escape/bin/criu", "CRIU binary (the lab's 4.2 wrapper)")
-	modesF := flag.String("modes", "legacy,direct,staged", "migration paths to compare (legacy, direct, staged)")
+	modesF := flag.String("modes", "legacy,direct,staged", "migration paths to compare (legacy, direct, full, staged; staged is the plane's own, lazy where it can)")
 	flag.Parse()
 	var modes []string
 	for _, m := range strings.Split(*modesF, ",") {
