@@ -67,7 +67,7 @@ bench-sensor: deps build
 bench-plane: deps build
 	@mkdir -p out
 	bin/escape-lab up --hosts 3
-	$(GO) run ./tools/bench/planebench -sizes 1,64,256,1024 -reps 3 | tee out/bench-plane.md
+	$(GO) run ./tools/bench/planebench -sizes 1,64,256,1024 -reps 3 -modes staged,full | tee out/bench-plane.md
 
 ## doctor: preflight checks with remedies
 doctor: build
