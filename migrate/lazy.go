@@ -97,7 +97,7 @@ func (r *run) restoreLazy(ctx context.Context, work RestoreOption) error {
 			return
 		}
 		d.kill()
-		aborted <- fmt.Sprintf("%s; stopped the restore, criu pids %v", why, killCRIUIn(dir, -1))
+		aborted <- fmt.Sprintf("%s; stopped the restore, criu pids %v", why, killCRIUIn(dir))
 	}()
 	err = m.rt.StartStaged(ctx, dest, spec.ID, work)
 	close(started)
@@ -114,7 +114,7 @@ func (r *run) restoreLazy(ctx context.Context, work RestoreOption) error {
 		default:
 			// The start failed on its own: nothing may still wait for
 			// pages when the undo kills this copy.
-			if pids := killCRIUIn(dir, -1); len(pids) > 0 {
+			if pids := killCRIUIn(dir); len(pids) > 0 {
 				err = fmt.Errorf("%w (stopped the restore, criu pids %v)", err, pids)
 			}
 		}
@@ -152,7 +152,7 @@ func abortMargin(left time.Duration) time.Duration {
 // never do. A restore whose lazy-pages daemon died deadlocks: the restored
 // task, dying, waits in its pid namespace for CRIU to reap it, and CRIU
 // waits for pages. Killing CRIU breaks that.
-func killCRIUIn(dir string, except int) []int {
+func killCRIUIn(dir string) []int {
 	want, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return nil
@@ -164,7 +164,7 @@ func killCRIUIn(dir string, except int) []int {
 	var killed []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == except || pid == os.Getpid() {
+		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err != nil || cwd != want {

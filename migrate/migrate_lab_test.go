@@ -379,27 +379,33 @@ func TestFaultStep2DestinationDies(t *testing.T) {
 	f.next(t)
 }
 
+// rogueAt is a hook that, just before step at, brings up on h3 a stranger
+// (its own id and MAC) holding the container's address, and takes it away
+// before the undo restores the source.
+func rogueAt(t *testing.T, at Step, id, mac string) func(f *migrationFixture) Hook {
+	return func(f *migrationFixture) Hook {
+		return func(ctx context.Context, ev Event) error {
+			if ev.Step == at && !ev.Undo {
+				rogue := f.spec
+				rogue.ID, rogue.MAC = id, mac
+				if err := f.l.rt.PrepareNetwork("h3", rogue, true); err != nil {
+					return err
+				}
+				t.Cleanup(func() { _ = f.l.rt.RemoveNetwork("h3", id) })
+			}
+			if ev.Step == StepCheckpoint && ev.Undo {
+				return f.l.rt.RemoveNetwork("h3", id)
+			}
+			return nil
+		}
+	}
+}
+
 // A stranger that takes the address after the preflight (disabled here)
 // is heard by the sentry that probes during the dump: the migration stops
 // before the address moves, and the source comes back.
 func TestFaultAddressTakenDuringDump(t *testing.T) {
-	f := faultTest(t, "flt-sentry", 220, StepPrepare, func(f *migrationFixture) Hook {
-		return func(ctx context.Context, ev Event) error {
-			if ev.Step == StepCheckpoint && !ev.Undo {
-				rogue := f.spec
-				rogue.ID = "flt-rogue3"
-				rogue.MAC = "02:e5:00:00:02:da"
-				if err := f.l.rt.PrepareNetwork("h3", rogue, true); err != nil {
-					return err
-				}
-				t.Cleanup(func() { _ = f.l.rt.RemoveNetwork("h3", rogue.ID) })
-			}
-			if ev.Step == StepCheckpoint && ev.Undo {
-				return f.l.rt.RemoveNetwork("h3", "flt-rogue3")
-			}
-			return nil
-		}
-	}, WithPreflight(0))
+	f := faultTest(t, "flt-sentry", 220, StepPrepare, rogueAt(t, StepCheckpoint, "flt-rogue3", "02:e5:00:00:02:da"), WithPreflight(0))
 	f.next(t)
 	f.placement(t, "h1")
 }
@@ -488,24 +494,7 @@ wait $pid
 }
 
 func TestFaultStep3AddressTaken(t *testing.T) {
-	f := faultTest(t, "flt-addr", 213, StepMoveAddress, func(f *migrationFixture) Hook {
-		return func(ctx context.Context, ev Event) error {
-			if ev.Step == StepMoveAddress && !ev.Undo {
-				rogue := f.spec
-				rogue.ID = "flt-rogue"
-				rogue.MAC = "02:e5:00:00:02:d5"
-				if err := f.l.rt.PrepareNetwork("h3", rogue, true); err != nil {
-					return err
-				}
-				t.Cleanup(func() { _ = f.l.rt.RemoveNetwork("h3", rogue.ID) })
-			}
-			if ev.Step == StepCheckpoint && ev.Undo {
-				// The rogue leaves before the source comes back.
-				return f.l.rt.RemoveNetwork("h3", "flt-rogue")
-			}
-			return nil
-		}
-	})
+	f := faultTest(t, "flt-addr", 213, StepMoveAddress, rogueAt(t, StepMoveAddress, "flt-rogue", "02:e5:00:00:02:d5"))
 	f.next(t)
 	f.placement(t, "h1")
 }
