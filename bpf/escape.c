@@ -10,8 +10,19 @@
  * docs/sensor.md) and, being BPF_PROG_TYPE_TRACING, may use bpf_spin_lock and
  * bpf_timer, which the classic tracepoint type may not.
  *
- * Per call of a watched container (everything else returns after one bucket
- * of the watched-cgroup index):
+ * Membership: every task of a watched cgroup carries a mark in task storage
+ * (its container's slot). A call of any other task returns after one load
+ * from its own task_struct (task->bpf_storage is NULL), which is all an empty
+ * program pays: on a host without PCID every syscall flushes the TLB, and the
+ * css_set and index pages the cgroup lookup touched cost ~60 ns a call. Marks
+ * are kept exact where membership changes: at fork (sched_process_fork, for
+ * clone and CLONE_INTO_CGROUP alike), when a task or a whole thread group
+ * moves (cgroup_attach_task), and by the loader's remark program for the
+ * tasks already in a cgroup when it becomes watched or stops being watched.
+ * Each of them recomputes the mark from the task's own cgroup and the
+ * watched-cgroup index, so the order in which they run does not matter.
+ *
+ * Per call of a watched container:
  *   - the last W syscall numbers sit in a ring; the bag's identity is an
  *     additive hash, sum of keys[nr] over the window, updated in O(1):
  *     subtract the key of the call leaving the window, add the entering one;
@@ -92,6 +103,13 @@ struct {
 } state SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mark);
+} marks SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
@@ -99,11 +117,23 @@ struct {
 /* Keep the record layouts in BTF for bpf2go -type. */
 const struct newbag *unused_newbag __attribute__((unused));
 const struct pin_args *unused_pin_args __attribute__((unused));
+const struct remark_args *unused_remark_args __attribute__((unused));
 /* ...and struct cgroup as a struct, not a forward declaration (kfunc check). */
 const struct cgroup *unused_cgroup __attribute__((unused));
 
 extern struct cgroup *bpf_cgroup_from_id(__u64 cgid) __ksym;
 extern void bpf_cgroup_release(struct cgroup *cgrp) __ksym;
+extern struct task_struct *bpf_task_from_vpid(__s32 vpid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+
+/* Open-coded iterator over a process's threads (kernel >= 6.7). */
+struct bpf_iter_task {
+	__u64 __opaque[3];
+} __attribute__((aligned(8)));
+extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
+extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
+extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
+#define BPF_TASK_ITER_PROC_THREADS 2
 
 /* Cgroups are kmalloc'ed and a few KiB apart: mix the low 32 bits of the
  * address (the high ones are the same for every kernel address). The 32-bit
@@ -114,6 +144,49 @@ static __always_inline __u32 bucket_of(__u64 cg)
 	__u32 lo = (__u32)cg;
 
 	return ((lo >> 4) * 0x9E3779B1U) >> 22; /* 10 bits: WATCH_BUCKETS */
+}
+
+/* slot_of finds the cgroup's slot in the watched index; -1 if not watched. */
+static __always_inline int slot_of(__u64 cg)
+{
+	__u32 b = bucket_of(cg);
+	struct bucket *bk = bpf_map_lookup_elem(&watched, &b);
+
+	if (!bk)
+		return -1;
+	for (int i = 0; i < WATCH_WAYS; i++)
+		if (bk->cg[i] == cg)
+			return bk->slot[i] & 0x7fffffff;
+	return -1;
+}
+
+/*
+ * remark makes t's mark agree with its cgroup: set to the slot of a watched
+ * cgroup, deleted otherwise. It reports 1 if t is marked. A failed allocation
+ * leaves a watched task unmarked, its calls unseen: it counts as a drop, so
+ * the container's epochs are flagged degraded rather than passed off as clean.
+ */
+static __always_inline int remark(struct task_struct *t)
+{
+	__u64 cg = (__u64)t->cgroups->dfl_cgrp;
+	int s = slot_of(cg);
+	__u32 slot = s;
+	struct cstate *st;
+	struct mark *m;
+
+	if (s >= 0 && (st = bpf_map_lookup_elem(&state, &slot)) && st->cgptr == cg) {
+		m = bpf_task_storage_get(&marks, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!m) {
+			__sync_fetch_and_add(&st->drops, 1);
+			return 0;
+		}
+		m->slot = slot;
+		m->gen = st->gen;
+		return 1;
+	}
+	if (t->bpf_storage)
+		bpf_task_storage_delete(&marks, t);
+	return 0;
 }
 
 /* close_epoch finalises the open epoch into its buffer's header. Caller holds
@@ -169,26 +242,17 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(escape_enter, struct pt_regs *regs, long id)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 cg = (__u64)task->cgroups->dfl_cgrp;
-	__u32 b = bucket_of(cg), slot;
-	struct bucket *bk = bpf_map_lookup_elem(&watched, &b);
 
-	if (!bk)
+	/* Unwatched: no task storage at all, one load from the task itself. */
+	if (!task->bpf_storage)
 		return 0;
-	if (bk->cg[0] == cg)
-		slot = bk->slot[0];
-	else if (bk->cg[1] == cg)
-		slot = bk->slot[1];
-	else if (bk->cg[2] == cg)
-		slot = bk->slot[2];
-	else if (bk->cg[3] == cg)
-		slot = bk->slot[3];
-	else
-		return 0; /* unwatched: one css_set load and one bucket */
-
+	struct mark *m = bpf_task_storage_get(&marks, task, 0, 0);
+	if (!m)
+		return 0;
+	__u32 slot = m->slot;
 	struct cstate *st = bpf_map_lookup_elem(&state, &slot);
-	/* The slot names its cgroup too: a bucket caught mid-update is ignored. */
-	if (!st || st->cgptr != cg)
+	/* A mark left from a previous generation of the slot is ignored. */
+	if (!st || st->gen != m->gen || !st->cgptr)
 		return 0;
 
 	__u16 nr = nr_of(id);
@@ -340,6 +404,69 @@ int unpin(struct pin_args *a)
 
 	/* ENOENT: already withdrawn by rmdir. */
 	a->err = st && st->cgptr && withdraw(st->cgptr, slot, 0) ? 0 : -2;
+	/* Marked tasks stop counting now, not when the loader resets the slot. */
+	if (st)
+		st->cgptr = 0;
+	return 0;
+}
+
+/*
+ * remark_task recomputes one thread's mark (BPF_PROG_RUN from the loader, for
+ * the threads already in a cgroup when it is pinned or unpinned). A thread
+ * that moves meanwhile is remarked by cgroup_attach_task after its css_set
+ * changed; re-reading the cgroup after the mark closes the window in which
+ * this program read the old cgroup and the hook ran before the mark was set.
+ */
+SEC("syscall")
+int remark_task(struct remark_args *a)
+{
+	struct task_struct *t = bpf_task_from_vpid(a->tid);
+	__u64 cg;
+	__u32 fence = 0;
+
+	a->err = -3; /* ESRCH */
+	a->marked = 0;
+	if (!t)
+		return 0;
+	for (int i = 0; i < 4; i++) {
+		cg = (__u64)t->cgroups->dfl_cgrp;
+		a->marked = remark(t);
+		/* Full barrier: the mark is stored before the cgroup is read again. */
+		__sync_fetch_and_add(&fence, 0);
+		if ((__u64)t->cgroups->dfl_cgrp == cg) {
+			a->err = 0;
+			break;
+		}
+	}
+	bpf_task_release(t);
+	if (a->err) /* moved four times while being marked */
+		a->err = -11; /* EAGAIN */
+	return 0;
+}
+
+/* A new task's mark follows its own cgroup (clone or CLONE_INTO_CGROUP). */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(escape_fork, struct task_struct *parent, struct task_struct *child)
+{
+	remark(child);
+	return 0;
+}
+
+/* A task, or a whole thread group, moved to another cgroup. The tracepoint
+ * fires after the move, so each thread's css_set is already the new one. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(escape_attach, struct cgroup *dst, const char *path, struct task_struct *task, _Bool group)
+{
+	struct bpf_iter_task it;
+	struct task_struct *t;
+
+	remark(task);
+	if (!group)
+		return 0;
+	bpf_iter_task_new(&it, task, BPF_TASK_ITER_PROC_THREADS);
+	while ((t = bpf_iter_task_next(&it)))
+		remark(t);
+	bpf_iter_task_destroy(&it);
 	return 0;
 }
 

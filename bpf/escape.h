@@ -31,11 +31,26 @@ struct css_set {
 } __attribute__((preserve_access_index));
 struct task_struct {
 	struct css_set *cgroups;
+	void *bpf_storage; /* NULL until some task-storage map holds a value for it */
 } __attribute__((preserve_access_index));
 
 /* Watched-cgroup index: direct-mapped buckets of WATCH_WAYS cgroup pointers. */
 #define WATCH_BUCKETS 1024
 #define WATCH_WAYS 4
+
+/* A watched task's mark (task storage): its container's state slot. */
+struct mark {
+	__u32 slot;
+	__u32 gen; /* the slot generation it was marked for: stale marks are ignored */
+};
+
+/* Arguments of the remark program (BPF_PROG_RUN from the loader). */
+struct remark_args {
+	__s32 tid;  /* thread id in the loader's pid namespace */
+	__s32 err;  /* out: 0, or a negative errno */
+	__u32 marked; /* out: 1 if the thread is now marked */
+	__u32 pad;
+};
 
 /* Arguments of the pin/unpin programs (BPF_PROG_RUN from the loader). */
 struct pin_args {

@@ -74,24 +74,37 @@ type SensorPinArgs struct {
 	Err  int32
 }
 
+type SensorRemarkArgs struct {
+	_      structs.HostLayout
+	Tid    int32
+	Err    int32
+	Marked uint32
+	Pad    uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SensorMapEvents        = "events"
-	SensorMapState         = "state"
-	SensorMapWatched       = "watched"
-	SensorProgEscapeEnter  = "escape_enter"
-	SensorProgEscapeRmdir  = "escape_rmdir"
-	SensorProgPin          = "pin"
-	SensorProgUnpin        = "unpin"
-	SensorVarEpochLen      = "epoch_len"
-	SensorVarFlushNs       = "flush_ns"
-	SensorVarKeys          = "keys"
-	SensorVarUnusedCgroup  = "unused_cgroup"
-	SensorVarUnusedNewbag  = "unused_newbag"
-	SensorVarUnusedPinArgs = "unused_pin_args"
-	SensorVarWindow        = "window"
+	SensorMapEvents           = "events"
+	SensorMapMarks            = "marks"
+	SensorMapState            = "state"
+	SensorMapWatched          = "watched"
+	SensorProgEscapeAttach    = "escape_attach"
+	SensorProgEscapeEnter     = "escape_enter"
+	SensorProgEscapeFork      = "escape_fork"
+	SensorProgEscapeRmdir     = "escape_rmdir"
+	SensorProgPin             = "pin"
+	SensorProgRemarkTask      = "remark_task"
+	SensorProgUnpin           = "unpin"
+	SensorVarEpochLen         = "epoch_len"
+	SensorVarFlushNs          = "flush_ns"
+	SensorVarKeys             = "keys"
+	SensorVarUnusedCgroup     = "unused_cgroup"
+	SensorVarUnusedNewbag     = "unused_newbag"
+	SensorVarUnusedPinArgs    = "unused_pin_args"
+	SensorVarUnusedRemarkArgs = "unused_remark_args"
+	SensorVarWindow           = "window"
 )
 
 // LoadSensor returns the embedded CollectionSpec for Sensor.
@@ -136,10 +149,13 @@ type SensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
-	EscapeEnter *ebpf.ProgramSpec `ebpf:"escape_enter"`
-	EscapeRmdir *ebpf.ProgramSpec `ebpf:"escape_rmdir"`
-	Pin         *ebpf.ProgramSpec `ebpf:"pin"`
-	Unpin       *ebpf.ProgramSpec `ebpf:"unpin"`
+	EscapeAttach *ebpf.ProgramSpec `ebpf:"escape_attach"`
+	EscapeEnter  *ebpf.ProgramSpec `ebpf:"escape_enter"`
+	EscapeFork   *ebpf.ProgramSpec `ebpf:"escape_fork"`
+	EscapeRmdir  *ebpf.ProgramSpec `ebpf:"escape_rmdir"`
+	Pin          *ebpf.ProgramSpec `ebpf:"pin"`
+	RemarkTask   *ebpf.ProgramSpec `ebpf:"remark_task"`
+	Unpin        *ebpf.ProgramSpec `ebpf:"unpin"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
@@ -147,6 +163,7 @@ type SensorProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorMapSpecs struct {
 	Events  *ebpf.MapSpec `ebpf:"events"`
+	Marks   *ebpf.MapSpec `ebpf:"marks"`
 	State   *ebpf.MapSpec `ebpf:"state"`
 	Watched *ebpf.MapSpec `ebpf:"watched"`
 }
@@ -155,13 +172,14 @@ type SensorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorVariableSpecs struct {
-	EpochLen      *ebpf.VariableSpec `ebpf:"epoch_len"`
-	FlushNs       *ebpf.VariableSpec `ebpf:"flush_ns"`
-	Keys          *ebpf.VariableSpec `ebpf:"keys"`
-	UnusedCgroup  *ebpf.VariableSpec `ebpf:"unused_cgroup"`
-	UnusedNewbag  *ebpf.VariableSpec `ebpf:"unused_newbag"`
-	UnusedPinArgs *ebpf.VariableSpec `ebpf:"unused_pin_args"`
-	Window        *ebpf.VariableSpec `ebpf:"window"`
+	EpochLen         *ebpf.VariableSpec `ebpf:"epoch_len"`
+	FlushNs          *ebpf.VariableSpec `ebpf:"flush_ns"`
+	Keys             *ebpf.VariableSpec `ebpf:"keys"`
+	UnusedCgroup     *ebpf.VariableSpec `ebpf:"unused_cgroup"`
+	UnusedNewbag     *ebpf.VariableSpec `ebpf:"unused_newbag"`
+	UnusedPinArgs    *ebpf.VariableSpec `ebpf:"unused_pin_args"`
+	UnusedRemarkArgs *ebpf.VariableSpec `ebpf:"unused_remark_args"`
+	Window           *ebpf.VariableSpec `ebpf:"window"`
 }
 
 // SensorObjects contains all objects after they have been loaded into the kernel.
@@ -185,6 +203,7 @@ func (o *SensorObjects) Close() error {
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorMaps struct {
 	Events  *ebpf.Map `ebpf:"events"`
+	Marks   *ebpf.Map `ebpf:"marks"`
 	State   *ebpf.Map `ebpf:"state"`
 	Watched *ebpf.Map `ebpf:"watched"`
 }
@@ -192,6 +211,7 @@ type SensorMaps struct {
 func (m *SensorMaps) Close() error {
 	return _SensorClose(
 		m.Events,
+		m.Marks,
 		m.State,
 		m.Watched,
 	)
@@ -201,30 +221,37 @@ func (m *SensorMaps) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorVariables struct {
-	EpochLen      *ebpf.Variable `ebpf:"epoch_len"`
-	FlushNs       *ebpf.Variable `ebpf:"flush_ns"`
-	Keys          *ebpf.Variable `ebpf:"keys"`
-	UnusedCgroup  *ebpf.Variable `ebpf:"unused_cgroup"`
-	UnusedNewbag  *ebpf.Variable `ebpf:"unused_newbag"`
-	UnusedPinArgs *ebpf.Variable `ebpf:"unused_pin_args"`
-	Window        *ebpf.Variable `ebpf:"window"`
+	EpochLen         *ebpf.Variable `ebpf:"epoch_len"`
+	FlushNs          *ebpf.Variable `ebpf:"flush_ns"`
+	Keys             *ebpf.Variable `ebpf:"keys"`
+	UnusedCgroup     *ebpf.Variable `ebpf:"unused_cgroup"`
+	UnusedNewbag     *ebpf.Variable `ebpf:"unused_newbag"`
+	UnusedPinArgs    *ebpf.Variable `ebpf:"unused_pin_args"`
+	UnusedRemarkArgs *ebpf.Variable `ebpf:"unused_remark_args"`
+	Window           *ebpf.Variable `ebpf:"window"`
 }
 
 // SensorPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
-	EscapeEnter *ebpf.Program `ebpf:"escape_enter"`
-	EscapeRmdir *ebpf.Program `ebpf:"escape_rmdir"`
-	Pin         *ebpf.Program `ebpf:"pin"`
-	Unpin       *ebpf.Program `ebpf:"unpin"`
+	EscapeAttach *ebpf.Program `ebpf:"escape_attach"`
+	EscapeEnter  *ebpf.Program `ebpf:"escape_enter"`
+	EscapeFork   *ebpf.Program `ebpf:"escape_fork"`
+	EscapeRmdir  *ebpf.Program `ebpf:"escape_rmdir"`
+	Pin          *ebpf.Program `ebpf:"pin"`
+	RemarkTask   *ebpf.Program `ebpf:"remark_task"`
+	Unpin        *ebpf.Program `ebpf:"unpin"`
 }
 
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
+		p.EscapeAttach,
 		p.EscapeEnter,
+		p.EscapeFork,
 		p.EscapeRmdir,
 		p.Pin,
+		p.RemarkTask,
 		p.Unpin,
 	)
 }

@@ -5,6 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,16 +27,17 @@ import (
 // Its methods are safe for concurrent use, except that records must be read
 // by one goroutine.
 type Probe struct {
-	cfg  probeConfig
-	log  *zap.Logger
-	objs escbpf.SensorObjects
-	lnk  link.Link // tp_btf/sys_enter
-	rm   link.Link // tp_btf/cgroup_rmdir: removed cgroups leave the index
-	rd   *ringbuf.Reader
-	keys [nrKeys]uint64
+	cfg   probeConfig
+	log   *zap.Logger
+	objs  escbpf.SensorObjects
+	lnk   link.Link   // tp_btf/sys_enter
+	marks []link.Link // tp_btf/cgroup_rmdir, sched_process_fork, cgroup_attach_task
+	rd    *ringbuf.Reader
+	keys  [nrKeys]uint64
 
 	mu    sync.Mutex
 	slots map[uint64]uint32 // cgroup id -> slot
+	dirs  map[uint64]string // cgroup id -> cgroup2 directory
 	gens  []uint32          // per slot: current generation
 	free  []uint32
 }
@@ -53,7 +59,7 @@ func LoadProbe(opts ...ProbeOption) (*Probe, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("load probe: %w", err)
 	}
-	p := &Probe{cfg: cfg, log: cfg.log, slots: make(map[uint64]uint32)}
+	p := &Probe{cfg: cfg, log: cfg.log, slots: make(map[uint64]uint32), dirs: make(map[uint64]string)}
 	// Random keys, unknown to the watched workload: it cannot craft windows
 	// whose hashes collide. Userspace checks every new bag against them.
 	var raw [nrKeys * 8]byte
@@ -94,15 +100,18 @@ func LoadProbe(opts ...ProbeOption) (*Probe, error) {
 		p.objs.Close()
 		return nil, fmt.Errorf("load probe: ring reader: %w", err)
 	}
-	if p.rm, err = link.AttachTracing(link.TracingOptions{Program: p.objs.EscapeRmdir}); err != nil {
-		p.rd.Close()
-		p.objs.Close()
-		return nil, fmt.Errorf("load probe: attach tp_btf/cgroup_rmdir: %w", err)
+	// The hooks that keep the index and the task marks exact go first: from
+	// the first call counted on, membership changes are already followed.
+	for _, prog := range []*ebpf.Program{p.objs.EscapeRmdir, p.objs.EscapeFork, p.objs.EscapeAttach} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			p.closeAll()
+			return nil, fmt.Errorf("load probe: attach %s: %w", prog, err)
+		}
+		p.marks = append(p.marks, l)
 	}
 	if p.lnk, err = link.AttachTracing(link.TracingOptions{Program: p.objs.EscapeEnter}); err != nil {
-		p.rm.Close()
-		p.rd.Close()
-		p.objs.Close()
+		p.closeAll()
 		return nil, fmt.Errorf("load probe: attach tp_btf/sys_enter: %w", err)
 	}
 	cfg.log.Info("sensor attached", zap.Int("window", cfg.window), zap.Int("epoch", cfg.epoch),
@@ -120,8 +129,20 @@ func (p *Probe) Epoch() int { return p.cfg.epoch }
 func (p *Probe) Program() *ebpf.Program { return p.objs.EscapeEnter }
 
 // Close detaches the programs and frees their maps.
-func (p *Probe) Close() error {
-	return errors.Join(p.lnk.Close(), p.rm.Close(), p.rd.Close(), p.objs.Close())
+func (p *Probe) Close() error { return p.closeAll() }
+
+func (p *Probe) closeAll() error {
+	var errs []error
+	if p.lnk != nil {
+		errs = append(errs, p.lnk.Close())
+	}
+	for _, l := range p.marks {
+		errs = append(errs, l.Close())
+	}
+	if p.rd != nil {
+		errs = append(errs, p.rd.Close())
+	}
+	return errors.Join(append(errs, p.objs.Close())...)
 }
 
 // HashOf is the kernel's bag identity of a window: the sum of its keys.
@@ -169,7 +190,39 @@ func (p *Probe) Watch(dir string) (slot, gen uint32, err error) {
 	}
 	p.free = p.free[:len(p.free)-1]
 	p.slots[cgid] = slot
+	p.dirs[cgid] = dir
+	// Tasks forked or moved in from here on are marked by the kernel's
+	// hooks; the ones already inside are marked now.
+	if err := p.remarkThreads(dir); err != nil {
+		// A mark the kernel could not allocate is counted as a drop there.
+		p.log.Warn("mark the tasks already in a watched cgroup", zap.String("cgroup", dir), zap.Error(err))
+	}
 	return slot, gen, nil
+}
+
+// remarkThreads runs the remark program for every thread listed in the
+// cgroup's cgroup.threads (threads in the sensor's pid namespace).
+func (p *Probe) remarkThreads(dir string) error {
+	raw, err := os.ReadFile(filepath.Join(dir, "cgroup.threads"))
+	if err != nil {
+		return fmt.Errorf("list threads of %s: %w", dir, err)
+	}
+	var errs []error
+	for _, f := range strings.Fields(string(raw)) {
+		tid, err := strconv.ParseInt(f, 10, 32)
+		if err != nil {
+			return fmt.Errorf("list threads of %s: bad thread id %q", dir, f)
+		}
+		args := escbpf.SensorRemarkArgs{Tid: int32(tid)}
+		if _, err := p.objs.RemarkTask.Run(&ebpf.RunOptions{Context: &args, ContextOut: &args}); err != nil {
+			return fmt.Errorf("run %s: %w", p.objs.RemarkTask, err)
+		}
+		// ESRCH: the thread exited since the listing, nothing to mark.
+		if args.Err != 0 && syscall.Errno(-args.Err) != syscall.ESRCH {
+			errs = append(errs, fmt.Errorf("mark thread %d: %w", tid, syscall.Errno(-args.Err)))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // runPin runs the pin or unpin program for (cgid, slot).
@@ -206,6 +259,8 @@ func (p *Probe) Unwatch(cgid uint64) (*RawEpoch, error) {
 		return nil, fmt.Errorf("unwatch cgroup %d: %w", cgid, err)
 	}
 	delete(p.slots, cgid)
+	dir := p.dirs[cgid]
+	delete(p.dirs, cgid)
 	time.Sleep(inflightGrace)
 	st := new(escbpf.SensorCstate)
 	if err := p.objs.State.LookupWithFlags(slot, st, ebpf.LookupLock); err != nil {
@@ -215,6 +270,12 @@ func (p *Probe) Unwatch(cgid uint64) (*RawEpoch, error) {
 		return nil, fmt.Errorf("unwatch cgroup %d: reset slot %d: %w", cgid, slot, err)
 	}
 	p.free = append(p.free, slot)
+	// The marks of the tasks left behind are stale now (the slot's generation
+	// is reset) and would cost them a storage lookup per call: drop them. A
+	// removed cgroup has no tasks left.
+	if err := p.remarkThreads(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		p.log.Debug("unmark the tasks of an unwatched cgroup", zap.String("cgroup", dir), zap.Error(err))
+	}
 	if st.Gen != p.gens[slot] {
 		return nil, fmt.Errorf("unwatch cgroup %d: slot %d holds generation %d, want %d", cgid, slot, st.Gen, p.gens[slot])
 	}

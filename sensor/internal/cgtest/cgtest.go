@@ -25,6 +25,7 @@ const (
 	envThread = "ESCAPE_CGTEST_THREADS"
 	envSeq    = "ESCAPE_CGTEST_SEQ"
 	envRepeat = "ESCAPE_CGTEST_REPEAT"
+	envSpin   = "ESCAPE_CGTEST_SPIN"
 )
 
 // Cgroup is a test cgroup2 directory (a threaded domain root holding the
@@ -129,9 +130,84 @@ func Stream(seq []int, repeat int) []int {
 	return append(out, SysExitGroup)
 }
 
+// Domain creates a plain cgroup2 directory and removes it at cleanup.
+func Domain(t testing.TB) string {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	dir := filepath.Join(Root(t), "escape-test-"+hex.EncodeToString(b[:]))
+	must(t, os.Mkdir(dir, 0o755))
+	t.Cleanup(func() {
+		for i := 0; i < 100; i++ {
+			if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cgtest: cannot remove %s", dir)
+	})
+	return dir
+}
+
+// Spin starts, in cgroup dir, a process whose threads (at least threads of
+// them) call getppid every millisecond until it is killed; the process is
+// killed at cleanup. It returns once the threads exist.
+func Spin(t testing.TB, dir string, threads int) *exec.Cmd {
+	t.Helper()
+	fd, err := os.Open(dir)
+	must(t, err)
+	defer fd.Close()
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), envSpin+"="+strconv.Itoa(threads))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd()), Pdeathsig: syscall.SIGKILL}
+	must(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); len(Threads(t, cmd.Process.Pid)) <= threads; {
+		if time.Now().After(deadline) {
+			t.Fatalf("cgtest: spinner %d never started %d threads", cmd.Process.Pid, threads)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cmd
+}
+
+// Threads lists the thread ids of process pid.
+func Threads(t testing.TB, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	must(t, err)
+	var out []int
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		must(t, err)
+		out = append(out, tid)
+	}
+	return out
+}
+
+func spin(threads int) {
+	for range threads {
+		go func() {
+			runtime.LockOSThread()
+			for {
+				syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	select {}
+}
+
 // MaybeChild must be called first in TestMain: in the child it runs the
 // sequence and never returns.
 func MaybeChild() {
+	if n, err := strconv.Atoi(os.Getenv(envSpin)); err == nil {
+		spin(n)
+	}
 	if os.Getenv(envChild) != "1" {
 		return
 	}
