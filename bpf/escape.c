@@ -14,13 +14,16 @@
  * (its container's slot). A call of any other task returns after one load
  * from its own task_struct (task->bpf_storage is NULL), which is all an empty
  * program pays: on a host without PCID every syscall flushes the TLB, and the
- * css_set and index pages the cgroup lookup touched cost ~60 ns a call. Marks
- * are kept exact where membership changes: at fork (sched_process_fork, for
- * clone and CLONE_INTO_CGROUP alike), when a task or a whole thread group
- * moves (cgroup_attach_task), and by the loader's remark program for the
- * tasks already in a cgroup when it becomes watched or stops being watched.
- * Each of them recomputes the mark from the task's own cgroup and the
- * watched-cgroup index, so the order in which they run does not matter.
+ * css_set and index pages of the cgroup lookup cost ~60 ns a call. A marked
+ * task's call is then attributed by its cgroup, through the watched-cgroup
+ * index, so a stale mark costs time but never miscounts; a missing one would
+ * lose calls. Marks are set where membership changes: at fork
+ * (sched_process_fork, for clone and CLONE_INTO_CGROUP alike), when a task
+ * or a whole thread group moves (cgroup_attach_task), and by the loader's
+ * remark program for the tasks already in a cgroup when it becomes watched
+ * (and, to drop stale marks, when it stops being watched). Each recomputes
+ * the mark from the task's own cgroup and the index, so the order in which
+ * they run does not matter.
  *
  * Per call of a watched container:
  *   - the last W syscall numbers sit in a ring; the bag's identity is an
@@ -246,13 +249,31 @@ int BPF_PROG(escape_enter, struct pt_regs *regs, long id)
 	/* Unwatched: no task storage at all, one load from the task itself. */
 	if (!task->bpf_storage)
 		return 0;
-	struct mark *m = bpf_task_storage_get(&marks, task, 0, 0);
-	if (!m)
+
+	/* A marked task (or one with another map's storage): its cgroup decides.
+	 * The index costs two pages (css_set, bucket) where reading the mark
+	 * back would cost two (storage, element) plus a helper call, and it
+	 * keeps a stale mark harmless: marks only need to be a superset. */
+	__u64 cg = (__u64)task->cgroups->dfl_cgrp;
+	__u32 b = bucket_of(cg), slot;
+	struct bucket *bk = bpf_map_lookup_elem(&watched, &b);
+
+	if (!bk)
 		return 0;
-	__u32 slot = m->slot;
+	if (bk->cg[0] == cg)
+		slot = bk->slot[0];
+	else if (bk->cg[1] == cg)
+		slot = bk->slot[1];
+	else if (bk->cg[2] == cg)
+		slot = bk->slot[2];
+	else if (bk->cg[3] == cg)
+		slot = bk->slot[3];
+	else
+		return 0;
+
 	struct cstate *st = bpf_map_lookup_elem(&state, &slot);
-	/* A mark left from a previous generation of the slot is ignored. */
-	if (!st || st->gen != m->gen || !st->cgptr)
+	/* The slot names its cgroup too: a bucket caught mid-update is ignored. */
+	if (!st || st->cgptr != cg)
 		return 0;
 
 	__u16 nr = nr_of(id);
@@ -404,9 +425,6 @@ int unpin(struct pin_args *a)
 
 	/* ENOENT: already withdrawn by rmdir. */
 	a->err = st && st->cgptr && withdraw(st->cgptr, slot, 0) ? 0 : -2;
-	/* Marked tasks stop counting now, not when the loader resets the slot. */
-	if (st)
-		st->cgptr = 0;
 	return 0;
 }
 
