@@ -42,23 +42,28 @@ func save(p *plot.Plot, dir, name string, w, h vg.Length) error {
 	return nil
 }
 
-var lineColors = []color.RGBA{
-	{0, 0, 0, 255}, {230, 25, 75, 255}, {60, 180, 75, 255}, {0, 130, 200, 255}, {245, 130, 48, 255},
-	{145, 30, 180, 255}, {70, 240, 240, 255}, {240, 50, 230, 255}, {128, 128, 0, 255}, {0, 0, 128, 255},
+// lineColors is the figures' palette, in the order variants are drawn.
+func lineColors() []color.RGBA {
+	return []color.RGBA{
+		{0, 0, 0, 255}, {230, 25, 75, 255}, {60, 180, 75, 255}, {0, 130, 200, 255}, {245, 130, 48, 255},
+		{145, 30, 180, 255}, {70, 240, 240, 255}, {240, 50, 230, 255}, {128, 128, 0, 255}, {0, 0, 128, 255},
+	}
 }
 
-// DefaultROC are the variants drawn in roc.* and roc_low.* unless
+// DefaultROC returns the variants drawn in roc.* and roc_low.* unless
 // Config.ROC says otherwise: the papers' pure BoSC, the n-gram reference and
 // the main improvements (all variants are in the tables).
-var DefaultROC = []string{"bosc-epoch", "bosc-frac", "stide-6", "bosc-frac+A-loo", "knn-bosc+A-loo",
-	"bag-rarity+A-loo", "soft-bag+A-loo", "6gram-lm+A-loo", "logit(5)+A-loo", "knn-2class+A-loo (sup.)"}
+func DefaultROC() []string {
+	return []string{"bosc-epoch", "bosc-frac", "stide-6", "bosc-frac+A-loo", "knn-bosc+A-loo",
+		"bag-rarity+A-loo", "soft-bag+A-loo", "6gram-lm+A-loo", "logit(5)+A-loo", "knn-2class+A-loo (sup.)"}
+}
 
 // rocPlots writes the full ROC (roc.*) and its low-FPR part (roc_low.*,
 // FPR ≤ 20%), where the 5% operating point lives.
 func rocPlots(r *Report, dir string) error {
 	shown := r.Config.ROC
 	if len(shown) == 0 {
-		shown = DefaultROC
+		shown = DefaultROC()
 	}
 	for _, f := range []struct {
 		name string
@@ -100,9 +105,10 @@ func rocPlot(r *Report, dir, name string, maxX float64, shown []string) error {
 		if err != nil {
 			return err
 		}
-		l.Color = lineColors[i%len(lineColors)]
+		palette := lineColors()
+		l.Color = palette[i%len(palette)]
 		l.Width = vg.Points(1.2)
-		if i >= len(lineColors) || v.Name == "stide-6" || v.Supervised {
+		if i >= len(palette) || v.Name == "stide-6" || v.Supervised {
 			l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
 		}
 		p.Add(l)
@@ -176,7 +182,7 @@ func windowPlot(r *Report, dir string) error {
 		if err != nil {
 			return err
 		}
-		l.Color, pts.Color = lineColors[i], lineColors[i]
+		l.Color, pts.Color = lineColors()[i], lineColors()[i]
 		p.Add(l, pts)
 		p.Legend.Add(s.name, l, pts)
 	}

@@ -40,7 +40,7 @@ already in the normal data).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if list {
-				for _, v := range eval.Variants {
+				for _, v := range eval.AllVariants() {
 					fmt.Fprintf(c.OutOrStdout(), "%-28s %s\n", v.Name, v.Help)
 				}
 				return nil

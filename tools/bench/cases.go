@@ -41,6 +41,10 @@ type env struct {
 	wID, uID  uint64
 	calls     int
 	slowCalls int // for strace and bpftrace
+
+	// attached is the program the last setup attached (nil for a, f, g):
+	// the stats pass reads its kernel run time and run count around the loop.
+	attached *ebpf.Program
 }
 
 // setup returns a function that installs the case's tracer and a teardown,
@@ -51,15 +55,11 @@ type caseDef struct {
 	setup       func(ctx context.Context, e *env) (func() error, error)
 }
 
-// attached is the program the last setup attached (nil for a, f, g): the
-// stats pass reads its kernel run time and run count around the loop.
-var attached *ebpf.Program
-
 func cases() []caseDef {
 	return []caseDef{
 		{"a", "no sensor", false, func(context.Context, *env) (func() error, error) { return func() error { return nil }, nil }},
-		{"b", "empty tp_btf program (floor)", false, func(context.Context, *env) (func() error, error) { return emptyProg(true) }},
-		{"b2", "empty classic tracepoint program", false, func(context.Context, *env) (func() error, error) { return emptyProg(false) }},
+		{"b", "empty tp_btf program (floor)", false, func(_ context.Context, e *env) (func() error, error) { return emptyProg(e, true) }},
+		{"b2", "empty classic tracepoint program", false, func(_ context.Context, e *env) (func() error, error) { return emptyProg(e, false) }},
 		{"c", "sensor, caller watched", false, func(_ context.Context, e *env) (func() error, error) { return sensorCase(e, e.w) }},
 		{"d", "sensor, caller unwatched", false, func(_ context.Context, e *env) (func() error, error) { return sensorCase(e, e.u) }},
 		{"e", "per-event ring buffer, bags in userspace", false, streamCase},
@@ -68,7 +68,7 @@ func cases() []caseDef {
 	}
 }
 
-func emptyProg(btf bool) (func() error, error) {
+func emptyProg(e *env, btf bool) (func() error, error) {
 	var objs escbpf.BenchObjects
 	if err := escbpf.LoadBenchObjects(&objs, nil); err != nil {
 		return nil, fmt.Errorf("load empty programs: %w", err)
@@ -84,9 +84,9 @@ func emptyProg(btf bool) (func() error, error) {
 		objs.Close()
 		return nil, fmt.Errorf("attach empty program: %w", err)
 	}
-	attached = objs.EmptyBtf
+	e.attached = objs.EmptyBtf
 	if !btf {
-		attached = objs.EmptyTp
+		e.attached = objs.EmptyTp
 	}
 	return func() error { return errors.Join(l.Close(), objs.Close()) }, nil
 }
@@ -107,7 +107,7 @@ func sensorCase(e *env, watch string) (func() error, error) {
 		p.Close()
 		return nil, err
 	}
-	attached = p.Program()
+	e.attached = p.Program()
 	return func() error {
 		cancel()
 		return errors.Join(<-done, p.Close())
@@ -147,7 +147,7 @@ func streamCase(_ context.Context, e *env) (func() error, error) {
 		s.Close()
 		return nil, err
 	}
-	attached = s.Program()
+	e.attached = s.Program()
 	return func() error {
 		close(stop)
 		wg.Wait()

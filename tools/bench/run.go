@@ -197,12 +197,12 @@ func runCase(ctx context.Context, e *env, c caseDef) (sample, error) {
 // statsCase runs one repetition of c with kernel statistics on and returns
 // the attached program's ns per run and the loop's share of its runs.
 func statsCase(ctx context.Context, e *env, c caseDef) (float64, float64, error) {
-	attached = nil
+	e.attached = nil
 	teardown, err := c.setup(ctx, e)
 	if err != nil {
 		return 0, 0, err
 	}
-	prog := attached
+	prog := e.attached
 	var t0 time.Duration
 	var n0 uint64
 	if prog != nil {
