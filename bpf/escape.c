@@ -121,12 +121,14 @@ struct {
 const struct newbag *unused_newbag __attribute__((unused));
 const struct pin_args *unused_pin_args __attribute__((unused));
 const struct remark_args *unused_remark_args __attribute__((unused));
+const struct remark_rec *unused_remark_rec __attribute__((unused));
 /* ...and struct cgroup as a struct, not a forward declaration (kfunc check). */
 const struct cgroup *unused_cgroup __attribute__((unused));
 
 extern struct cgroup *bpf_cgroup_from_id(__u64 cgid) __ksym;
 extern void bpf_cgroup_release(struct cgroup *cgrp) __ksym;
 extern struct task_struct *bpf_task_from_vpid(__s32 vpid) __ksym;
+extern struct task_struct *bpf_task_from_pid(__s32 pid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
 
 /* Open-coded iterator over a process's threads (kernel >= 6.7). */
@@ -149,7 +151,8 @@ static __always_inline __u32 bucket_of(__u64 cg)
 	return ((lo >> 4) * 0x9E3779B1U) >> 22; /* 10 bits: WATCH_BUCKETS */
 }
 
-/* slot_of finds the cgroup's slot in the watched index; -1 if not watched. */
+/* slot_of finds the cgroup's slot in the watched index (one bucket, four
+ * compares once unrolled); -1 if not watched. Slots are < 2^31. */
 static __always_inline int slot_of(__u64 cg)
 {
 	__u32 b = bucket_of(cg);
@@ -165,9 +168,12 @@ static __always_inline int slot_of(__u64 cg)
 
 /*
  * remark makes t's mark agree with its cgroup: set to the slot of a watched
- * cgroup, deleted otherwise. It reports 1 if t is marked. A failed allocation
- * leaves a watched task unmarked, its calls unseen: it counts as a drop, so
- * the container's epochs are flagged degraded rather than passed off as clean.
+ * cgroup, deleted otherwise. It reports 1 if t is marked. Task storage comes
+ * from per-CPU caches that refill only once interrupts are on again, and
+ * cgroup_attach_task runs with them off: moving a large thread group can run
+ * them dry. A watched task left unmarked loses calls, so this counts as a drop
+ * (the container's epochs read as degraded, never clean) and asks userspace,
+ * through a REC_REMARK record, to mark it from remark_task, which may sleep.
  */
 static __always_inline int remark(struct task_struct *t)
 {
@@ -180,7 +186,10 @@ static __always_inline int remark(struct task_struct *t)
 	if (s >= 0 && (st = bpf_map_lookup_elem(&state, &slot)) && st->cgptr == cg) {
 		m = bpf_task_storage_get(&marks, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!m) {
+			struct remark_rec r = {.kind = REC_REMARK, .slot = slot, .tid = t->pid};
+
 			__sync_fetch_and_add(&st->drops, 1);
+			bpf_ringbuf_output(&events, &r, sizeof(r), 0);
 			return 0;
 		}
 		m->slot = slot;
@@ -255,22 +264,11 @@ int BPF_PROG(escape_enter, struct pt_regs *regs, long id)
 	 * back would cost two (storage, element) plus a helper call, and it
 	 * keeps a stale mark harmless: marks only need to be a superset. */
 	__u64 cg = (__u64)task->cgroups->dfl_cgrp;
-	__u32 b = bucket_of(cg), slot;
-	struct bucket *bk = bpf_map_lookup_elem(&watched, &b);
+	int s = slot_of(cg);
 
-	if (!bk)
+	if (s < 0)
 		return 0;
-	if (bk->cg[0] == cg)
-		slot = bk->slot[0];
-	else if (bk->cg[1] == cg)
-		slot = bk->slot[1];
-	else if (bk->cg[2] == cg)
-		slot = bk->slot[2];
-	else if (bk->cg[3] == cg)
-		slot = bk->slot[3];
-	else
-		return 0;
-
+	__u32 slot = s;
 	struct cstate *st = bpf_map_lookup_elem(&state, &slot);
 	/* The slot names its cgroup too: a bucket caught mid-update is ignored. */
 	if (!st || st->cgptr != cg)
@@ -438,7 +436,7 @@ int unpin(struct pin_args *a)
 SEC("syscall")
 int remark_task(struct remark_args *a)
 {
-	struct task_struct *t = bpf_task_from_vpid(a->tid);
+	struct task_struct *t = a->global ? bpf_task_from_pid(a->tid) : bpf_task_from_vpid(a->tid);
 	__u64 cg;
 	__u32 fence = 0;
 

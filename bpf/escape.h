@@ -30,6 +30,7 @@ struct css_set {
 	struct cgroup *dfl_cgrp; /* the task's cgroup in the cgroup2 hierarchy */
 } __attribute__((preserve_access_index));
 struct task_struct {
+	int pid; /* thread id, in the initial pid namespace */
 	struct css_set *cgroups;
 	void *bpf_storage; /* NULL until some task-storage map holds a value for it */
 } __attribute__((preserve_access_index));
@@ -46,9 +47,18 @@ struct mark {
 
 /* Arguments of the remark program (BPF_PROG_RUN from the loader). */
 struct remark_args {
-	__s32 tid;  /* thread id in the loader's pid namespace */
+	__s32 tid;  /* thread id: in the loader's pid namespace, or the initial one if global */
 	__s32 err;  /* out: 0, or a negative errno */
 	__u32 marked; /* out: 1 if the thread is now marked */
+	__u32 global; /* tid is from a REC_REMARK record (initial pid namespace) */
+};
+
+/* A mark the kernel could not allocate (no memory in an atomic context):
+ * userspace marks the thread from the remark program, where it may sleep. */
+struct remark_rec {
+	__u32 kind;
+	__u32 slot;
+	__s32 tid; /* initial pid namespace */
 	__u32 pad;
 };
 
@@ -73,6 +83,7 @@ enum rec_kind {
 	REC_EPOCH = 1,  /* struct epoch_hdr followed by windows x __u64 bag hashes */
 	REC_NEWBAG = 2, /* struct newbag: the exact window of a hash not shipped before */
 	REC_CALL = 3,   /* struct call_rec: one call (streaming/recording program) */
+	REC_REMARK = 4, /* struct remark_rec: a watched thread left unmarked */
 };
 
 /* Epoch flags. */

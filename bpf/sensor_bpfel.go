@@ -79,7 +79,15 @@ type SensorRemarkArgs struct {
 	Tid    int32
 	Err    int32
 	Marked uint32
-	Pad    uint32
+	Global uint32
+}
+
+type SensorRemarkRec struct {
+	_    structs.HostLayout
+	Kind uint32
+	Slot uint32
+	Tid  int32
+	Pad  uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -104,6 +112,7 @@ const (
 	SensorVarUnusedNewbag     = "unused_newbag"
 	SensorVarUnusedPinArgs    = "unused_pin_args"
 	SensorVarUnusedRemarkArgs = "unused_remark_args"
+	SensorVarUnusedRemarkRec  = "unused_remark_rec"
 	SensorVarWindow           = "window"
 )
 
@@ -179,6 +188,7 @@ type SensorVariableSpecs struct {
 	UnusedNewbag     *ebpf.VariableSpec `ebpf:"unused_newbag"`
 	UnusedPinArgs    *ebpf.VariableSpec `ebpf:"unused_pin_args"`
 	UnusedRemarkArgs *ebpf.VariableSpec `ebpf:"unused_remark_args"`
+	UnusedRemarkRec  *ebpf.VariableSpec `ebpf:"unused_remark_rec"`
 	Window           *ebpf.VariableSpec `ebpf:"window"`
 }
 
@@ -228,6 +238,7 @@ type SensorVariables struct {
 	UnusedNewbag     *ebpf.Variable `ebpf:"unused_newbag"`
 	UnusedPinArgs    *ebpf.Variable `ebpf:"unused_pin_args"`
 	UnusedRemarkArgs *ebpf.Variable `ebpf:"unused_remark_args"`
+	UnusedRemarkRec  *ebpf.Variable `ebpf:"unused_remark_rec"`
 	Window           *ebpf.Variable `ebpf:"window"`
 }
 

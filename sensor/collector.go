@@ -120,6 +120,10 @@ func (c *Collector) consume(rec any) {
 		}
 	case *RawEpoch:
 		c.enqueue(r)
+	case *RemarkRequest:
+		if err := c.probe.Remark(r); err != nil {
+			c.log.Warn("mark a watched thread", zap.Int32("tid", r.Tid), zap.Uint32("slot", r.Slot), zap.Error(err))
+		}
 	}
 	c.flushPending(false)
 }

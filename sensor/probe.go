@@ -213,16 +213,30 @@ func (p *Probe) remarkThreads(dir string) error {
 		if err != nil {
 			return fmt.Errorf("list threads of %s: bad thread id %q", dir, f)
 		}
-		args := escbpf.SensorRemarkArgs{Tid: int32(tid)}
-		if _, err := p.objs.RemarkTask.Run(&ebpf.RunOptions{Context: &args, ContextOut: &args}); err != nil {
-			return fmt.Errorf("run %s: %w", p.objs.RemarkTask, err)
-		}
-		// ESRCH: the thread exited since the listing, nothing to mark.
-		if args.Err != 0 && syscall.Errno(-args.Err) != syscall.ESRCH {
-			errs = append(errs, fmt.Errorf("mark thread %d: %w", tid, syscall.Errno(-args.Err)))
+		if err := p.remark(escbpf.SensorRemarkArgs{Tid: int32(tid)}); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Remark marks a thread the kernel could not mark itself (a REC_REMARK
+// record). The thread's cgroup decides again, so a thread that left or
+// exited meanwhile is fine.
+func (p *Probe) Remark(r *RemarkRequest) error {
+	return p.remark(escbpf.SensorRemarkArgs{Tid: r.Tid, Global: 1})
+}
+
+// remark runs the remark program for one thread. ESRCH (the thread exited)
+// is not an error: there is nothing left to mark.
+func (p *Probe) remark(args escbpf.SensorRemarkArgs) error {
+	if _, err := p.objs.RemarkTask.Run(&ebpf.RunOptions{Context: &args, ContextOut: &args}); err != nil {
+		return fmt.Errorf("run %s: %w", p.objs.RemarkTask, err)
+	}
+	if args.Err != 0 && syscall.Errno(-args.Err) != syscall.ESRCH {
+		return fmt.Errorf("mark thread %d: %w", args.Tid, syscall.Errno(-args.Err))
+	}
+	return nil
 }
 
 // runPin runs the pin or unpin program for (cgid, slot).

@@ -16,6 +16,7 @@ const (
 	recEpoch  = 1
 	recNewBag = 2
 	recCall   = 3
+	recRemark = 4
 )
 
 // epochFlushed marks an epoch closed by the idle timer (EPOCH_FLUSHED).
@@ -40,7 +41,15 @@ type NewBag struct {
 	Window    []uint16
 }
 
+// RemarkRequest is the kernel asking for a watched thread it could not mark
+// (REC_REMARK): its calls are unseen until Probe.Remark marks it.
+type RemarkRequest struct {
+	Slot uint32
+	Tid  int32 // in the initial pid namespace
+}
+
 var (
+	remarkSize = int(unsafe.Sizeof(escbpf.SensorRemarkRec{}))
 	hdrSize    = int(unsafe.Sizeof(escbpf.SensorEpochHdr{}))
 	newbagSize = int(unsafe.Sizeof(escbpf.SensorNewbag{}))
 )
@@ -48,7 +57,8 @@ var (
 // ErrTimeout is returned by ReadRecord when nothing arrived before the deadline.
 var ErrTimeout = os.ErrDeadlineExceeded
 
-// ReadRecord returns the next record, a *RawEpoch or a *NewBag, waiting
+// ReadRecord returns the next record, a *RawEpoch, a *NewBag or a
+// *RemarkRequest, waiting
 // until the deadline (zero: forever).
 func (p *Probe) ReadRecord(deadline time.Time) (any, error) {
 	p.rd.SetDeadline(deadline)
@@ -98,6 +108,11 @@ func decodeRecord(b []byte) (any, error) {
 			nb.Window[i] = le.Uint16(b[24+2*i:])
 		}
 		return nb, nil
+	case recRemark:
+		if len(b) < remarkSize {
+			return nil, fmt.Errorf("remark record of %d bytes: %w", len(b), errShort)
+		}
+		return &RemarkRequest{Slot: le.Uint32(b[4:]), Tid: int32(le.Uint32(b[8:]))}, nil
 	}
 	return nil, fmt.Errorf("record kind %d: %w", le.Uint32(b), errShort)
 }
