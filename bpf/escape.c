@@ -168,14 +168,14 @@ static __always_inline int slot_of(__u64 cg)
 
 /*
  * remark makes t's mark agree with its cgroup: set to the slot of a watched
- * cgroup, deleted otherwise. It reports 1 if t is marked. Task storage comes
+ * cgroup, deleted otherwise. Task storage comes
  * from per-CPU caches that refill only once interrupts are on again, and
  * cgroup_attach_task runs with them off: moving a large thread group can run
  * them dry. A watched task left unmarked loses calls, so this counts as a drop
  * (the container's epochs read as degraded, never clean) and asks userspace,
  * through a REC_REMARK record, to mark it from remark_task, which may sleep.
  */
-static __always_inline int remark(struct task_struct *t)
+static __always_inline void remark(struct task_struct *t)
 {
 	__u64 cg = (__u64)t->cgroups->dfl_cgrp;
 	int s = slot_of(cg);
@@ -190,15 +190,14 @@ static __always_inline int remark(struct task_struct *t)
 
 			__sync_fetch_and_add(&st->drops, 1);
 			bpf_ringbuf_output(&events, &r, sizeof(r), 0);
-			return 0;
+			return;
 		}
 		m->slot = slot;
 		m->gen = st->gen;
-		return 1;
+		return;
 	}
 	if (t->bpf_storage)
 		bpf_task_storage_delete(&marks, t);
-	return 0;
 }
 
 /* close_epoch finalises the open epoch into its buffer's header. Caller holds
@@ -441,12 +440,11 @@ int remark_task(struct remark_args *a)
 	__u32 fence = 0;
 
 	a->err = -3; /* ESRCH */
-	a->marked = 0;
 	if (!t)
 		return 0;
 	for (int i = 0; i < 4; i++) {
 		cg = (__u64)t->cgroups->dfl_cgrp;
-		a->marked = remark(t);
+		remark(t);
 		/* Full barrier: the mark is stored before the cgroup is read again. */
 		__sync_fetch_and_add(&fence, 0);
 		if ((__u64)t->cgroups->dfl_cgrp == cg) {

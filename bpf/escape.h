@@ -39,18 +39,20 @@ struct task_struct {
 #define WATCH_BUCKETS 1024
 #define WATCH_WAYS 4
 
-/* A watched task's mark (task storage): its container's state slot. */
+/* A watched task's mark (task storage). The hot path only tests that the
+ * task has storage; slot and generation say what it was marked for, for
+ * tests and diagnostics. */
 struct mark {
 	__u32 slot;
-	__u32 gen; /* the slot generation it was marked for: stale marks are ignored */
+	__u32 gen;
 };
 
 /* Arguments of the remark program (BPF_PROG_RUN from the loader). */
 struct remark_args {
 	__s32 tid;  /* thread id: in the loader's pid namespace, or the initial one if global */
 	__s32 err;  /* out: 0, or a negative errno */
-	__u32 marked; /* out: 1 if the thread is now marked */
 	__u32 global; /* tid is from a REC_REMARK record (initial pid namespace) */
+	__u32 pad;
 };
 
 /* A mark the kernel could not allocate (no memory in an atomic context):

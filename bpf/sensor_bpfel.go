@@ -78,8 +78,8 @@ type SensorRemarkArgs struct {
 	_      structs.HostLayout
 	Tid    int32
 	Err    int32
-	Marked uint32
 	Global uint32
+	Pad    uint32
 }
 
 type SensorRemarkRec struct {

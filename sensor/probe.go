@@ -31,7 +31,7 @@ type Probe struct {
 	log   *zap.Logger
 	objs  escbpf.SensorObjects
 	lnk   link.Link   // tp_btf/sys_enter
-	marks []link.Link // tp_btf/cgroup_rmdir, sched_process_fork, cgroup_attach_task
+	hooks []link.Link // tp_btf/cgroup_rmdir, sched_process_fork, cgroup_attach_task
 	rd    *ringbuf.Reader
 	keys  [nrKeys]uint64
 
@@ -108,7 +108,7 @@ func LoadProbe(opts ...ProbeOption) (*Probe, error) {
 			p.closeAll()
 			return nil, fmt.Errorf("load probe: attach %s: %w", prog, err)
 		}
-		p.marks = append(p.marks, l)
+		p.hooks = append(p.hooks, l)
 	}
 	if p.lnk, err = link.AttachTracing(link.TracingOptions{Program: p.objs.EscapeEnter}); err != nil {
 		p.closeAll()
@@ -136,7 +136,7 @@ func (p *Probe) closeAll() error {
 	if p.lnk != nil {
 		errs = append(errs, p.lnk.Close())
 	}
-	for _, l := range p.marks {
+	for _, l := range p.hooks {
 		errs = append(errs, l.Close())
 	}
 	if p.rd != nil {
@@ -284,9 +284,9 @@ func (p *Probe) Unwatch(cgid uint64) (*RawEpoch, error) {
 		return nil, fmt.Errorf("unwatch cgroup %d: reset slot %d: %w", cgid, slot, err)
 	}
 	p.free = append(p.free, slot)
-	// The marks of the tasks left behind are stale now (the slot's generation
-	// is reset) and would cost them a storage lookup per call: drop them. A
-	// removed cgroup has no tasks left.
+	// The marks of the tasks left behind are stale now and would cost them
+	// the cgroup lookup on every call: drop them. A removed cgroup has no
+	// tasks left.
 	if err := p.remarkThreads(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		p.log.Debug("unmark the tasks of an unwatched cgroup", zap.String("cgroup", dir), zap.Error(err))
 	}

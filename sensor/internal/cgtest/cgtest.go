@@ -57,14 +57,10 @@ func Root(t testing.TB) string {
 // New creates the cgroup pair and removes it at cleanup.
 func New(t testing.TB) *Cgroup {
 	t.Helper()
-	root := Root(t)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	c := &Cgroup{Dir: filepath.Join(root, "escape-test-"+hex.EncodeToString(b[:]))}
+	c := &Cgroup{Dir: Domain(t)}
 	c.Leaf = filepath.Join(c.Dir, "t")
-	must(t, os.Mkdir(c.Dir, 0o755))
-	t.Cleanup(func() { removeLater(t, c) })
 	must(t, os.Mkdir(c.Leaf, 0o755))
+	t.Cleanup(func() { removeLater(t, c.Leaf) }) // runs before Domain's: the leaf goes first
 	must(t, os.WriteFile(filepath.Join(c.Leaf, "cgroup.type"), []byte("threaded"), 0))
 	var st unix.Stat_t
 	must(t, unix.Stat(c.Leaf, &st))
@@ -72,16 +68,16 @@ func New(t testing.TB) *Cgroup {
 	return c
 }
 
-func removeLater(t testing.TB, c *Cgroup) {
-	// Exited tasks leave the cgroup asynchronously; retry briefly.
+// removeLater removes a cgroup directory: exited tasks leave it
+// asynchronously, so it retries briefly.
+func removeLater(t testing.TB, dir string) {
 	for i := 0; i < 100; i++ {
-		_ = os.Remove(c.Leaf)
-		if err := os.Remove(c.Dir); err == nil || os.IsNotExist(err) {
+		if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Errorf("cgtest: cannot remove %s", c.Dir)
+	t.Errorf("cgtest: cannot remove %s", dir)
 }
 
 func must(t testing.TB, err error) {
@@ -137,15 +133,7 @@ func Domain(t testing.TB) string {
 	_, _ = rand.Read(b[:])
 	dir := filepath.Join(Root(t), "escape-test-"+hex.EncodeToString(b[:]))
 	must(t, os.Mkdir(dir, 0o755))
-	t.Cleanup(func() {
-		for i := 0; i < 100; i++ {
-			if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("cgtest: cannot remove %s", dir)
-	})
+	t.Cleanup(func() { removeLater(t, dir) })
 	return dir
 }
 
