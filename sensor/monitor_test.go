@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
@@ -122,7 +121,7 @@ func TestMonitorLearnsThenDetects(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(sensor.NewMetrics(mon, map[string]*ebpf.Program{"escape_enter": p.Program()}))
+	reg.MustRegister(sensor.NewMetrics(mon, p.Programs()))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -137,8 +136,21 @@ func TestMonitorLearnsThenDetects(t *testing.T) {
 		got["escape_sensor_watched_containers"] != 1 {
 		t.Errorf("metrics %v", got)
 	}
-	if _, ok := got["escape_sensor_bpf_run_count_total"]; !ok {
-		t.Errorf("no BPF run statistics in %v", got)
+	progs := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "escape_sensor_bpf_run_count_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				progs[l.GetValue()] = true
+			}
+		}
+	}
+	for _, name := range []string{"escape_enter", "escape_fork", "escape_attach", "escape_rmdir", "remark_task"} {
+		if !progs[name] {
+			t.Errorf("no BPF run statistics for %s (have %v)", name, progs)
+		}
 	}
 
 	if err := mon.Remove(ctx, cg.LeafID); err != nil {

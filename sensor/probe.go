@@ -125,8 +125,24 @@ func (p *Probe) Window() int { return p.cfg.window }
 // Epoch reports E, the epoch length in calls.
 func (p *Probe) Epoch() int { return p.cfg.epoch }
 
-// Program is the attached program (for run-time statistics).
+// Program is the program attached to sys_enter, the one every system call
+// on the host runs.
 func (p *Probe) Program() *ebpf.Program { return p.objs.EscapeEnter }
+
+// Programs are every program of the sensor, by the name of its C function
+// (as bpftool lists them), for their run-time statistics: besides sys_enter,
+// the fork hook runs on every fork and thread creation on the host, the
+// attach hook on every cgroup move, the rmdir hook on every cgroup removal,
+// and remark_task when the sensor starts or stops watching a cgroup.
+func (p *Probe) Programs() map[string]*ebpf.Program {
+	return map[string]*ebpf.Program{
+		"escape_enter":  p.objs.EscapeEnter,
+		"escape_fork":   p.objs.EscapeFork,
+		"escape_attach": p.objs.EscapeAttach,
+		"escape_rmdir":  p.objs.EscapeRmdir,
+		"remark_task":   p.objs.RemarkTask,
+	}
+}
 
 // Close detaches the programs and frees their maps.
 func (p *Probe) Close() error { return p.closeAll() }

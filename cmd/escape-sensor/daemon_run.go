@@ -209,7 +209,7 @@ func endpointsOf(ctx context.Context, c *runConfig) ([]discovery.Endpoint, error
 
 func metricsServer(addr string, mon *sensor.Monitor, p *sensor.Probe, alive *atomic.Bool) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(sensor.NewMetrics(mon, map[string]*ebpf.Program{"escape_enter": p.Program()})); err != nil {
+	if err := reg.Register(sensor.NewMetrics(mon, p.Programs())); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()

@@ -25,7 +25,8 @@ import (
 )
 
 type opts struct {
-	quick bool
+	workload string // "syscall" (getppid loop) or "spawn" (fork, exec and wait)
+	quick    bool
 	out   string
 	reps  int
 	only  string
@@ -40,11 +41,15 @@ type env struct {
 	w, u      string
 	wID, uID  uint64
 	calls     int
-	slowCalls int // for strace and bpftrace
+	slowCalls int  // for strace and bpftrace
+	spawn     bool // the loop spawns /bin/true instead of calling getppid
 
-	// attached is the program the last setup attached (nil for a, f, g):
-	// the stats pass reads its kernel run time and run count around the loop.
+	// attached is the program the last setup attached to sys_enter (nil
+	// for a, f, g): the stats pass reads its kernel run time and run count
+	// around the loop. progs are all the programs that setup loaded, by
+	// name, sys_enter's among them: the spawn workload reports each.
 	attached *ebpf.Program
+	progs    map[string]*ebpf.Program
 }
 
 // setup returns a function that installs the case's tracer and a teardown,
@@ -88,6 +93,7 @@ func emptyProg(e *env, btf bool) (func() error, error) {
 	if !btf {
 		e.attached = objs.EmptyTp
 	}
+	e.progs = map[string]*ebpf.Program{"empty": e.attached}
 	return func() error { return errors.Join(l.Close(), objs.Close()) }, nil
 }
 
@@ -107,7 +113,7 @@ func sensorCase(e *env, watch string) (func() error, error) {
 		p.Close()
 		return nil, err
 	}
-	e.attached = p.Program()
+	e.attached, e.progs = p.Program(), p.Programs()
 	return func() error {
 		cancel()
 		return errors.Join(<-done, p.Close())
@@ -148,6 +154,7 @@ func streamCase(_ context.Context, e *env) (func() error, error) {
 		return nil, err
 	}
 	e.attached = s.Program()
+	e.progs = map[string]*ebpf.Program{"stream_enter": e.attached}
 	return func() error {
 		close(stop)
 		wg.Wait()
@@ -193,7 +200,11 @@ func measure(ctx context.Context, e *env, dir string, calls int, strace bool) (s
 		return sample{}, err
 	}
 	defer fd.Close()
-	args := []string{e.self, "loop", strconv.Itoa(calls)}
+	mode := "loop"
+	if e.spawn {
+		mode = "spawn"
+	}
+	args := []string{e.self, mode, strconv.Itoa(calls)}
 	if strace {
 		args = append([]string{"strace", "-f", "-o", "/dev/null"}, args...)
 	}

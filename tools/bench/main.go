@@ -16,7 +16,11 @@ func main() {
 	if len(os.Args) == 3 && os.Args[1] == "loop" {
 		os.Exit(loop(os.Args[2]))
 	}
+	if len(os.Args) == 3 && os.Args[1] == "spawn" {
+		os.Exit(spawnLoop(os.Args[2]))
+	}
 	var o opts
+	flag.StringVar(&o.workload, "workload", "syscall", "what the measured child does: syscall (getppid calls) or spawn (fork, exec and wait for /bin/true; cases a-d)")
 	flag.BoolVar(&o.quick, "quick", false, "short run (CI): fewer calls and repetitions")
 	flag.StringVar(&o.out, "out", "bench-results.md", "results file (markdown; a .json twin is written next to it)")
 	flag.IntVar(&o.reps, "reps", 0, "repetitions per case (default 3 quick, 7 full)")

@@ -32,6 +32,8 @@ type result struct {
 	// its runs that were the loop's (other processes' calls run it too).
 	StatsNs    []float64 `json:"bpf_ns_per_run,omitempty"`
 	StatsShare []float64 `json:"bpf_loop_share,omitempty"`
+	// Every loaded program's kernel statistics per repetition, by name.
+	Progs map[string][]progSample `json:"programs,omitempty"`
 }
 
 // finish fills the derived statistics against case a.
@@ -76,6 +78,24 @@ func run(ctx context.Context, o opts) error {
 	if o.reps > 0 {
 		reps = o.reps
 	}
+	switch o.workload {
+	case "", "syscall":
+	case "spawn":
+		e.spawn, e.calls, o.redis = true, spawns, false
+		if o.quick {
+			e.calls = spawns / 5
+		}
+		if o.only == "" {
+			o.only = "a,b,c,d"
+		}
+		for _, c := range strings.Split(o.only, ",") {
+			if !slices.Contains([]string{"a", "b", "c", "d"}, c) {
+				return fmt.Errorf("the spawn workload runs cases a, b, c and d, not %q", c)
+			}
+		}
+	default:
+		return fmt.Errorf("unknown workload %q (want syscall or spawn)", o.workload)
+	}
 	// Classic tracepoints and bpftrace need tracefs; some hosts do not
 	// mount it by default.
 	if _, err := os.Stat("/sys/kernel/tracing/events"); err != nil {
@@ -115,6 +135,7 @@ func run(ctx context.Context, o opts) error {
 	// program, in separate repetitions (they add two clock reads per run,
 	// which would distort the wall-clock figures above).
 	stats := map[string][2][]float64{}
+	progStats := map[string]map[string][]progSample{} // case -> program -> repetitions
 	if o.stats {
 		sc, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 		if err != nil {
@@ -125,14 +146,20 @@ func run(ctx context.Context, o opts) error {
 				if c.slow || c.name == "a" {
 					continue
 				}
-				ns, share, err := statsCase(ctx, e, c)
+				ss, err := statsCase(ctx, e, c)
 				if err != nil {
 					sc.Close()
 					return fmt.Errorf("case %s (stats): %w", c.name, err)
 				}
 				v := stats[c.name]
-				stats[c.name] = [2][]float64{append(v[0], ns), append(v[1], share)}
-				fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/run (bpf_stats, loop share %.2f)\n", rep+1, c.name, ns, share)
+				stats[c.name] = [2][]float64{append(v[0], ss.ns), append(v[1], ss.share)}
+				for name, ps := range ss.progs {
+					if progStats[c.name] == nil {
+						progStats[c.name] = map[string][]progSample{}
+					}
+					progStats[c.name][name] = append(progStats[c.name][name], ps)
+				}
+				fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/run (bpf_stats, loop share %.2f)\n", rep+1, c.name, ss.ns, ss.share)
 			}
 		}
 		sc.Close()
@@ -165,13 +192,16 @@ func run(ctx context.Context, o opts) error {
 	var res []result
 	for _, c := range defs {
 		r := result{Case: c.name, Label: c.label, Calls: e.calls, Samples: samples[c.name], CPU: cpu[c.name],
-			StatsNs: stats[c.name][0], StatsShare: stats[c.name][1]}
+			StatsNs: stats[c.name][0], StatsShare: stats[c.name][1], Progs: progStats[c.name]}
 		if c.slow {
 			r.Calls = e.slowCalls
 		}
 		res = append(res, r)
 	}
 	finish(res)
+	if e.spawn {
+		return reportSpawn(o, res, reps, time.Since(start))
+	}
 	return report(o, res, redis, reps, time.Since(start))
 }
 
@@ -194,37 +224,62 @@ func runCase(ctx context.Context, e *env, c caseDef) (sample, error) {
 	return s, err
 }
 
-// statsCase runs one repetition of c with kernel statistics on and returns
-// the attached program's ns per run and the loop's share of its runs.
-func statsCase(ctx context.Context, e *env, c caseDef) (float64, float64, error) {
-	e.attached = nil
+// progSample is one program's kernel statistics over one repetition.
+type progSample struct {
+	NsPerRun    float64 `json:"ns_per_run"`
+	RunsPerUnit float64 `json:"runs_per_unit"` // runs per loop call or spawn, all processes' runs included
+}
+
+// statsSample is one repetition's kernel statistics: the sys_enter
+// program's ns per run and the loop's share of its runs, and every loaded
+// program's figures by name.
+type statsSample struct {
+	ns, share float64
+	progs     map[string]progSample
+}
+
+// statsCase runs one repetition of c with kernel statistics on.
+func statsCase(ctx context.Context, e *env, c caseDef) (statsSample, error) {
+	e.attached, e.progs = nil, nil
 	teardown, err := c.setup(ctx, e)
 	if err != nil {
-		return 0, 0, err
+		return statsSample{}, err
 	}
-	prog := e.attached
-	var t0 time.Duration
-	var n0 uint64
-	if prog != nil {
-		if st, err := prog.Stats(); err == nil {
-			t0, n0 = st.Runtime, st.RunCount
+	type snap struct {
+		t time.Duration
+		n uint64
+	}
+	before := map[string]snap{}
+	for name, p := range e.progs {
+		if st, err := p.Stats(); err == nil {
+			before[name] = snap{st.Runtime, st.RunCount}
 		}
 	}
 	_, err = measure(ctx, e, e.w, e.calls, false)
-	var ns, share float64
-	if err == nil && prog != nil {
-		st, serr := prog.Stats()
+	out := statsSample{progs: map[string]progSample{}}
+	for name, p := range e.progs {
+		if err != nil {
+			break
+		}
+		st, serr := p.Stats()
 		if serr != nil {
-			err = fmt.Errorf("bpf stats: %w", serr)
-		} else if n := st.RunCount - n0; n > 0 {
-			ns = float64(st.Runtime-t0) / float64(n)
-			share = min(1, float64(e.calls)/float64(n))
+			err = fmt.Errorf("bpf stats of %s: %w", name, serr)
+			break
+		}
+		b := before[name]
+		ps := progSample{RunsPerUnit: float64(st.RunCount-b.n) / float64(e.calls)}
+		if n := st.RunCount - b.n; n > 0 {
+			ps.NsPerRun = float64(st.Runtime-b.t) / float64(n)
+		}
+		out.progs[name] = ps
+		if p == e.attached && ps.RunsPerUnit > 0 {
+			out.ns, out.share = ps.NsPerRun, min(1, 1/ps.RunsPerUnit)
 		}
 	}
 	if terr := teardown(); err == nil {
 		err = terr
 	}
-	return ns, share, err
+	return out, err
 }
 
 func median(x []float64) float64 {
