@@ -58,11 +58,13 @@ bench: deps build bench-go bench-sensor
 bench-go:
 	@mkdir -p out
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bags/... ./model/... | tee out/bench-go.txt
-## bench-sensor: syscall overhead, cases (a)-(g) in one run, plus redis throughput on the lab
+## bench-sensor: syscall overhead, cases (a)-(g) in one run, plus redis throughput on the lab;
+## then the cost on process creation (fork, exec, wait: the fork hook and cold caches)
 bench-sensor: deps build
 	@mkdir -p out
 	bin/escape-lab up --hosts 3
 	$(GO) run ./tools/bench --out out/bench-sensor.md
+	$(GO) run ./tools/bench --workload spawn --out out/bench-spawn.md
 ## bench-plane: checkpoint, rollback and migration downtime vs bare CRIU (1 MiB..1 GiB)
 bench-plane: deps build
 	@mkdir -p out

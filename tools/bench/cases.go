@@ -27,12 +27,12 @@ import (
 type opts struct {
 	workload string // "syscall" (getppid loop) or "spawn" (fork, exec and wait)
 	quick    bool
-	out   string
-	reps  int
-	only  string
-	redis bool
-	stats bool
-	from  string
+	out      string
+	reps     int
+	only     string
+	redis    bool
+	stats    bool
+	from     string
 }
 
 // env is the run's cgroups: the loop runs in w; u is another cgroup.
@@ -50,6 +50,9 @@ type env struct {
 	// name, sys_enter's among them: the spawn workload reports each.
 	attached *ebpf.Program
 	progs    map[string]*ebpf.Program
+	// learned is the number of distinct bags the last sensor case's
+	// collector learned from the kernel's new-bag records.
+	learned int
 }
 
 // setup returns a function that installs the case's tracer and a teardown,
@@ -116,7 +119,9 @@ func sensorCase(e *env, watch string) (func() error, error) {
 	e.attached, e.progs = p.Program(), p.Programs()
 	return func() error {
 		cancel()
-		return errors.Join(<-done, p.Close())
+		err := <-done
+		e.learned = col.Assembler().DictSize()
+		return errors.Join(err, p.Close())
 	}, nil
 }
 

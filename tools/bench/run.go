@@ -34,6 +34,8 @@ type result struct {
 	StatsShare []float64 `json:"bpf_loop_share,omitempty"`
 	// Every loaded program's kernel statistics per repetition, by name.
 	Progs map[string][]progSample `json:"programs,omitempty"`
+	// Case c: distinct bags the collector learned, per repetition.
+	Learned []float64 `json:"bags_learned,omitempty"`
 }
 
 // finish fills the derived statistics against case a.
@@ -116,6 +118,7 @@ func run(ctx context.Context, o opts) error {
 		}
 	}
 	samples := make(map[string][]float64)
+	var learned []float64 // case c: distinct bags per repetition
 	cpu := make(map[string][]float64)
 	start := time.Now()
 	// Interleave: every repetition runs every case, so drift in the shared
@@ -127,6 +130,9 @@ func run(ctx context.Context, o opts) error {
 				return fmt.Errorf("case %s: %w", c.name, err)
 			}
 			samples[c.name] = append(samples[c.name], s.wall)
+			if c.name == "c" {
+				learned = append(learned, float64(e.learned))
+			}
 			cpu[c.name] = append(cpu[c.name], s.cpu)
 			fmt.Fprintf(os.Stderr, "rep %d case %-2s %8.1f ns/call, machine cpu %8.1f ns/call\n", rep+1, c.name, s.wall, s.cpu)
 		}
@@ -195,6 +201,9 @@ func run(ctx context.Context, o opts) error {
 			StatsNs: stats[c.name][0], StatsShare: stats[c.name][1], Progs: progStats[c.name]}
 		if c.slow {
 			r.Calls = e.slowCalls
+		}
+		if c.name == "c" {
+			r.Learned = learned
 		}
 		res = append(res, r)
 	}
@@ -369,6 +378,9 @@ func report(o opts, res []result, redis map[string][]float64, reps int, took tim
 				fmt.Fprintf(&sb, "| %s | %.2f | %s |\n", q.what, v, q.target)
 			}
 		}
+	}
+	if c, ok := by["c"]; ok && len(c.Learned) > 0 {
+		fmt.Fprintf(&sb, "\nCase c: distinct bags the collector learned per repetition of %d calls: median %.0f.\n", c.Calls, median(c.Learned))
 	}
 	if len(redis) > 0 {
 		fmt.Fprintf(&sb, "\n| redis-benchmark (lab redis image, watched cgroup) | off req/s | sensor req/s | change |\n|---|---|---|---|\n")

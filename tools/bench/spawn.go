@@ -80,20 +80,13 @@ func reportSpawn(o opts, res []result, reps int, took time.Duration) error {
 	for _, r := range res {
 		fmt.Fprintf(&sb, "| %s | %.1f | %+.2f | %s |\n", r.Case, median(r.CPU)/1e3, r.CPUAdded/1e3, joinScaled(r.CPU, 1e3, "%.0f"))
 	}
-	fmt.Fprintf(&sb, "\nKernel statistics (kernel.bpf_stats_enabled, separate repetitions), medians over repetitions. Runs per spawn count every process's runs during the repetition, not only the spawn loop's; ns per spawn is ns/run × runs/spawn. The statistics add two clock reads to each run, so ns/run overstates a short program by roughly the empty program's figure.\n\n")
-	fmt.Fprintf(&sb, "| case | program | ns/run | runs/spawn | ns/spawn |\n|---|---|---|---|---|\n")
+	if o.stats {
+		writeSpawnStats(&sb, res)
+	}
 	for _, r := range res {
-		names := make([]string, 0, len(r.Progs))
-		for name := range r.Progs {
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		for _, name := range names {
-			var ns, runs, per []float64
-			for _, ps := range r.Progs[name] {
-				ns, runs, per = append(ns, ps.NsPerRun), append(runs, ps.RunsPerUnit), append(per, ps.NsPerRun*ps.RunsPerUnit)
-			}
-			fmt.Fprintf(&sb, "| %s | %s | %.1f | %.2f | %.0f |\n", r.Case, name, median(ns), median(runs), median(per))
+		if len(r.Learned) > 0 {
+			fmt.Fprintf(&sb, "\nCase %s: distinct bags the collector learned per repetition of %d spawns (one window per container stream, so the spawning parent's runtime threads interleave with each child): median %.0f (%s).\n",
+				r.Case, r.Calls, median(r.Learned), joinScaled(r.Learned, 1, "%.0f"))
 		}
 	}
 	if err := os.WriteFile(o.out, []byte(sb.String()), 0o644); err != nil {
@@ -113,4 +106,24 @@ func joinScaled(v []float64, div float64, format string) string {
 		s[i] = fmt.Sprintf(format, x/div)
 	}
 	return strings.Join(s, " ")
+}
+
+// writeSpawnStats adds every program's kernel statistics per spawn.
+func writeSpawnStats(sb *strings.Builder, res []result) {
+	fmt.Fprintf(sb, "\nKernel statistics (kernel.bpf_stats_enabled, separate repetitions), medians over repetitions. Runs per spawn count every process's runs during the repetition, not only the spawn loop's; ns per spawn is ns/run × runs/spawn. The statistics add two clock reads to each run, so ns/run overstates a short program by roughly the empty program's figure.\n\n")
+	fmt.Fprintf(sb, "| case | program | ns/run | runs/spawn | ns/spawn |\n|---|---|---|---|---|\n")
+	for _, r := range res {
+		names := make([]string, 0, len(r.Progs))
+		for name := range r.Progs {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			var ns, runs, per []float64
+			for _, ps := range r.Progs[name] {
+				ns, runs, per = append(ns, ps.NsPerRun), append(runs, ps.RunsPerUnit), append(per, ps.NsPerRun*ps.RunsPerUnit)
+			}
+			fmt.Fprintf(sb, "| %s | %s | %.1f | %.2f | %.0f |\n", r.Case, name, median(ns), median(runs), median(per))
+		}
+	}
 }
