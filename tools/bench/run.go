@@ -429,10 +429,11 @@ func rerender(o opts) error {
 		return err
 	}
 	var saved struct {
-		Results []result             `json:"results"`
-		Redis   map[string][]float64 `json:"redis"`
-		Reps    int                  `json:"reps"`
-		Quick   bool                 `json:"quick"`
+		Workload string               `json:"workload"`
+		Results  []result             `json:"results"`
+		Redis    map[string][]float64 `json:"redis"`
+		Reps     int                  `json:"reps"`
+		Quick    bool                 `json:"quick"`
 	}
 	if err := json.Unmarshal(b, &saved); err != nil {
 		return fmt.Errorf("%s: %w", o.from, err)
@@ -442,5 +443,9 @@ func rerender(o opts) error {
 	}
 	finish(saved.Results)
 	o.quick = saved.Quick
+	if saved.Workload == "spawn" {
+		o.stats = slices.ContainsFunc(saved.Results, func(r result) bool { return len(r.Progs) > 0 })
+		return reportSpawn(o, saved.Results, saved.Reps, 0)
+	}
 	return report(o, saved.Results, saved.Redis, saved.Reps, 0)
 }
