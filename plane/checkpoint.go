@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -147,20 +148,25 @@ func (p *Plane) sweepCheckpoints() {
 	}
 }
 
-// latestCheckpoint returns the newest checkpoint whose image still verifies.
-func (p *Plane) latestCheckpoint(id string) (CheckpointRecord, error) {
+// safeCheckpoints returns the checkpoints whose images still verify,
+// newest first.
+func (p *Plane) safeCheckpoints(id string) ([]CheckpointRecord, error) {
 	cks, err := p.store.Checkpoints(id)
 	if err != nil {
-		return CheckpointRecord{}, err
+		return nil, err
 	}
+	var out []CheckpointRecord
 	for i := len(cks) - 1; i >= 0; i-- {
 		if _, err := migrate.VerifyImage(cks[i].Dir); err == nil {
-			return cks[i], nil
+			out = append(out, cks[i])
 		} else {
 			p.log.Warn("checkpoint no longer verifies", zap.String("dir", cks[i].Dir), zap.Error(err))
 		}
 	}
-	return CheckpointRecord{}, fmt.Errorf("%s: %w", id, ErrNoCheckpoint)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w", id, ErrNoCheckpoint)
+	}
+	return out, nil
 }
 
 // RollbackResult reports a rollback.
@@ -192,13 +198,26 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 	if err != nil {
 		return RollbackResult{}, fmt.Errorf("rollback %s: %w", id, err)
 	}
-	ck, err := p.latestCheckpoint(id)
+	cks, err := p.safeCheckpoints(id)
 	if err != nil {
 		p.event(AuditEvent{Kind: "action", Action: "rollback", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
 			Outcome: "failed", Error: err.Error()})
 		return RollbackResult{}, fmt.Errorf("rollback: %w", err)
 	}
+	ck := cks[0]
 	res := RollbackResult{Container: id, Host: c.Host, Checkpoint: ck}
+	// Journalled before anything is killed; cleared at the end, whatever
+	// the outcome: a failed rollback is reported, a crashed one redone.
+	c.Rollback = &PendingRollback{Checkpoint: ck.Seq, Started: p.now()}
+	if err := p.store.PutContainer(c); err != nil {
+		return res, fmt.Errorf("rollback %s: journal: %w", id, err)
+	}
+	defer func() {
+		c.Rollback = nil
+		if err := p.store.PutContainer(c); err != nil {
+			p.log.Error("clear the rollback journal", zap.String("container", id), zap.Error(err))
+		}
+	}()
 	// The checkpoint's TCP connections are stale (their peers moved on) and
 	// their 4-tuples may still linger in TIME_WAIT after the kill: restore
 	// them closed. The file is put back before anything else can dump.
@@ -216,9 +235,24 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 	err = p.rt.Kill(ctx, c.Host, id)
 	t1 := time.Now()
 	if err == nil {
-		err = p.rt.Restore(ctx, c.Host, c.Spec, ck.Dir, migrate.RestoreWorkDir(ck.Dir+".restore"))
-		if err == nil {
-			_ = os.RemoveAll(ck.Dir + ".restore")
+		// The running copy is gone: a checkpoint that fails to restore
+		// must not leave the container without one, so the older safe
+		// checkpoints are tried in turn.
+		var errs []error
+		for _, cand := range cks {
+			err = p.rt.Restore(ctx, c.Host, c.Spec, cand.Dir, migrate.RestoreWorkDir(cand.Dir+".restore"))
+			if err == nil {
+				_ = os.RemoveAll(cand.Dir + ".restore")
+				ck, res.Checkpoint = cand, cand
+				break
+			}
+			p.log.Error("restore checkpoint", zap.String("container", id), zap.Uint64("seq", cand.Seq), zap.Error(err))
+			errs = append(errs, fmt.Errorf("checkpoint %d: %w", cand.Seq, err))
+		}
+		if err != nil {
+			err = errors.Join(errs...)
+		} else if len(errs) > 0 {
+			reasons = append(slices.Clip(reasons), fmt.Sprintf("restored an older checkpoint (%d): %v", ck.Seq, errors.Join(errs...)))
 		}
 	}
 	t2 := time.Now()
@@ -246,3 +280,36 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// recoverRollbacks settles what a plane that died mid-rollback left. Every
+// container's CRIU configuration is written afresh, since a rollback sets it
+// to restore connections closed and only its own end puts it back. A
+// container whose record still holds a pending rollback is rolled back
+// again: its copy may have been killed and never restored, and a copy that
+// is running may be the compromised one the rollback was meant to replace.
+// Redoing it from the last safe checkpoint is right in every case.
+func (p *Plane) recoverRollbacks(ctx context.Context) error {
+	cs, err := p.store.Containers()
+	if err != nil {
+		return fmt.Errorf("recover rollbacks: %w", err)
+	}
+	var errs []error
+	for _, c := range cs {
+		if c.Spec.CRIUConfig != "" {
+			if err := p.writeCRIUConfig(c.Spec.CRIUConfig, false); err != nil {
+				errs = append(errs, fmt.Errorf("recover %s: %w", c.Spec.ID, err))
+			}
+		}
+		if c.Rollback == nil {
+			continue
+		}
+		why := fmt.Sprintf("a rollback to checkpoint %d begun at %s did not finish (the plane stopped)",
+			c.Rollback.Checkpoint, c.Rollback.Started.UTC().Format(time.RFC3339))
+		p.event(AuditEvent{Kind: "decision", Container: c.Spec.ID, Host: c.Host, Decision: "rollback", Actor: "recovery",
+			Reasons: []string{why}})
+		if _, err := p.Rollback(ctx, c.Spec.ID, []string{why}, "recovery"); err != nil {
+			errs = append(errs, fmt.Errorf("recover %s: %w", c.Spec.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}

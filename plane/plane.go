@@ -230,9 +230,9 @@ func (p *Plane) event(ev AuditEvent) {
 }
 
 // Start settles what a previous run left: half-done migrations are
-// finished or undone, placements are checked against the hosts, stale
-// checkpoint directories are swept, and configured containers that are not
-// placed yet are deployed.
+// finished or undone, interrupted rollbacks are redone, placements are
+// checked against the hosts, stale checkpoint directories are swept, and
+// configured containers that are not placed yet are deployed.
 func (p *Plane) Start(ctx context.Context) error {
 	results, rerr := p.mig.Recover(ctx)
 	for _, r := range results {
@@ -254,6 +254,10 @@ func (p *Plane) Start(ctx context.Context) error {
 	}
 	if rerr != nil {
 		p.log.Error("recovering migrations", zap.Error(rerr))
+	}
+	if err := p.recoverRollbacks(ctx); err != nil {
+		p.log.Error("recovering rollbacks", zap.Error(err))
+		rerr = errors.Join(rerr, err)
 	}
 	if err := p.reconcile(ctx); err != nil {
 		rerr = errors.Join(rerr, err)

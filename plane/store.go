@@ -41,6 +41,19 @@ type ContainerRecord struct {
 	Image   string       `json:"image"`
 	Created time.Time    `json:"created"`
 	Updated time.Time    `json:"updated"`
+	// Rollback is set while a rollback runs (see PendingRollback).
+	Rollback *PendingRollback `json:"rollback,omitempty"`
+}
+
+// PendingRollback is journalled in the container's record before a rollback
+// kills the running copy, and cleared once the rollback has ended either
+// way. A plane that dies in between (the copy killed and not yet restored,
+// or the CRIU configuration still set to restore connections closed) finds
+// it on restart and rolls the container back again (Start): without it the
+// container would stay with no live copy until an operator noticed.
+type PendingRollback struct {
+	Checkpoint uint64    `json:"checkpoint"` // the checkpoint's sequence number
+	Started    time.Time `json:"started"`
 }
 
 // CheckpointRecord is one safe checkpoint on shared storage.

@@ -1,0 +1,192 @@
+package plane
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
+	"go.uber.org/zap/zaptest"
+)
+
+// reopen closes p, as a plane that stopped, and starts a new plane on the
+// same state, as the daemon's restart would.
+func reopen(ctx context.Context, t *testing.T, p *Plane, inv *lab.Inventory) *Plane {
+	t.Helper()
+	cfg := p.cfg
+	if err := p.Close(); err != nil {
+		t.Logf("close the first plane: %v", err)
+	}
+	p2, err := New(cfg, EnvironmentFromLab(inv), WithLogger(zaptest.NewLogger(t)),
+		WithMigrateOptions(migrate.WithStepTimeout(30*time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cs, _ := p2.store.Containers()
+		for _, c := range cs {
+			if err := p2.Remove(ctx, c.Spec.ID); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+		p2.Close()
+	})
+	if err := p2.Start(ctx); err != nil {
+		t.Fatalf("start after a stop mid-rollback: %v", err)
+	}
+	return p2
+}
+
+// auditHas reports whether the audit log holds an event matching want.
+func auditHas(t *testing.T, path string, want func(AuditEvent) bool) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var ev AuditEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		if want(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// A rollback kills the running copy before it restores the checkpoint. A
+// plane that stops in between, or a checkpoint that will not restore, must
+// not leave the container without a live copy.
+func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
+	p, inv := labPlane(t, PolicyOverrides{CleanEpochs: ptr(1), RollbackLimit: ptr(10), Retain: ptr(2)})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const id = "pl-rb"
+	c, err := p.Deploy(ctx, ContainerConfig{ID: id, Image: "redis", Host: "h1", IP: "198.18.1.241",
+		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := c.Spec.IP.Addr()
+	counter := func(p *Plane, want int64, when string) {
+		t.Helper()
+		if st, err := p.rt.State(ctx, "h1", id); err != nil || st != migrate.Running {
+			t.Fatalf("%s: container is %s (%v), want running", when, st, err)
+		}
+		rc := labtest.DialRedis(t, inv, ip, 15*time.Second)
+		if n := incr(t, rc); n != want {
+			t.Fatalf("%s: INCR = %d, want %d", when, n, want)
+		}
+	}
+	epoch := uint64(0)
+	checkpoint := func(p *Plane) CheckpointRecord {
+		t.Helper()
+		epoch++
+		if _, err := p.HandleReport(ctx, Report{Container: id, Epoch: epoch, Threshold: 3}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		ck, err := p.Checkpoint(ctx, id, false, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ck
+	}
+	// Two safe checkpoints: the counter is 1 in the older, 2 in the newer.
+	counter(p, 1, "deployed")
+	older := checkpoint(p)
+	counter(p, 2, "after the first checkpoint")
+	newer := checkpoint(p)
+	counter(p, 3, "after the second checkpoint")
+
+	// 1. Stopped after the kill: what the store, the CRIU configuration and
+	// the host hold at that point, then a restart.
+	interrupt := func(p *Plane, kill bool) {
+		t.Helper()
+		rec, err := p.store.Container(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Rollback = &PendingRollback{Checkpoint: newer.Seq, Started: time.Now()}
+		if err := p.store.PutContainer(rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.writeCRIUConfig(rec.Spec.CRIUConfig, true); err != nil {
+			t.Fatal(err)
+		}
+		if kill {
+			if err := p.rt.Kill(ctx, "h1", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	settled := func(p *Plane, when string) {
+		t.Helper()
+		rec, err := p.store.Container(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Rollback != nil {
+			t.Errorf("%s: rollback still journalled: %+v", when, rec.Rollback)
+		}
+		conf, err := os.ReadFile(rec.Spec.CRIUConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(conf), "tcp-close") {
+			t.Errorf("%s: CRIU configuration still restores connections closed:\n%s", when, conf)
+		}
+	}
+	interrupt(p, true)
+	p = reopen(ctx, t, p, inv)
+	counter(p, 3, "restart after a stop between kill and restore") // the newer checkpoint's 2, plus one
+	settled(p, "restart after a stop between kill and restore")
+	if !auditHas(t, p.cfg.Audit, func(e AuditEvent) bool {
+		return e.Kind == "action" && e.Action == "rollback" && e.Actor == "recovery" && e.Outcome == "ok" && e.Container == id
+	}) {
+		t.Error("no audited recovery rollback")
+	}
+
+	// 2. Stopped before the kill: the copy that was to be replaced still
+	// runs (its state moved on); the restart replaces it all the same.
+	counter(p, 4, "before the second stop")
+	interrupt(p, false)
+	p = reopen(ctx, t, p, inv)
+	counter(p, 3, "restart after a stop before the kill")
+	settled(p, "restart after a stop before the kill")
+
+	// 3. The newest checkpoint passes the image check but CRIU cannot
+	// restore it: the older one is restored instead.
+	mms, err := filepath.Glob(filepath.Join(newer.Dir, "mm-*.img"))
+	if err != nil || len(mms) == 0 {
+		t.Fatalf("no mm image in %s: %v", newer.Dir, err)
+	}
+	if err := os.WriteFile(mms[0], []byte("not a CRIU image"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrate.VerifyImage(newer.Dir); err != nil {
+		t.Fatalf("the damaged checkpoint should still pass the image check: %v", err)
+	}
+	res, err := p.Rollback(ctx, id, []string{"test"}, "test")
+	if err != nil {
+		t.Fatalf("rollback with an unrestorable newest checkpoint: %v", err)
+	}
+	if res.Checkpoint.Seq != older.Seq {
+		t.Errorf("restored checkpoint %d, want the older %d", res.Checkpoint.Seq, older.Seq)
+	}
+	counter(p, 2, "rollback past an unrestorable checkpoint") // the older checkpoint's 1, plus one
+	settled(p, "rollback past an unrestorable checkpoint")
+}
