@@ -151,6 +151,15 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 		}
 	}
 	interrupt(p, true)
+	st, err := p.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cs := range st.Containers {
+		if cs.ID == id && (cs.RollingBack == nil || cs.RollingBack.Checkpoint != newer.Seq) {
+			t.Errorf("status does not show the rollback in progress: %+v", cs)
+		}
+	}
 	p = reopen(ctx, t, p, inv)
 	counter(p, 3, "restart after a stop between kill and restore") // the newer checkpoint's 2, plus one
 	settled(p, "restart after a stop between kill and restore")

@@ -18,6 +18,9 @@ type ContainerStatus struct {
 	LastCheckpoint *CheckpointRecord `json:"last_checkpoint,omitempty"`
 	Epoch          EpochRecord       `json:"epoch"`
 	Rollbacks      int               `json:"rollbacks_in_window"`
+	// RollingBack is set while a rollback runs, or after a plane stopped
+	// in the middle of one (the next start redoes it).
+	RollingBack *PendingRollback `json:"rollback_in_progress,omitempty"`
 }
 
 // HostStatus is one host as status reports it.
@@ -43,7 +46,7 @@ func (p *Plane) Status(ctx context.Context) (Status, error) {
 		return st, err
 	}
 	for _, c := range cs {
-		cst := ContainerStatus{ID: c.Spec.ID, Host: c.Host, IP: c.Spec.IP.String(), Policy: c.Policy}
+		cst := ContainerStatus{ID: c.Spec.ID, Host: c.Host, IP: c.Spec.IP.String(), Policy: c.Policy, RollingBack: c.Rollback}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		if s, err := p.rt.State(sctx, c.Host, c.Spec.ID); err != nil {
 			cst.State = "unknown: " + err.Error()
