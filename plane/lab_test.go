@@ -28,6 +28,14 @@ func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
 	cfg.Audit = filepath.Join(dir, "audit.jsonl")
 	cfg.SharedDir = filepath.Join(inv.Shared, "escape-test", fmt.Sprintf("plane-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-")))
 	cfg.Defaults = defaults
+	t.Cleanup(func() { os.RemoveAll(cfg.SharedDir) })
+	return openLabPlane(t, cfg, inv), inv
+}
+
+// openLabPlane opens a plane on cfg; at the end of the test it removes the
+// containers the plane then knows and closes it.
+func openLabPlane(t *testing.T, cfg Config, inv *lab.Inventory) *Plane {
+	t.Helper()
 	p, err := New(cfg, EnvironmentFromLab(inv), WithLogger(zaptest.NewLogger(t)),
 		WithMigrateOptions(migrate.WithStepTimeout(30*time.Second)))
 	if err != nil {
@@ -43,9 +51,8 @@ func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
 			}
 		}
 		p.Close()
-		os.RemoveAll(cfg.SharedDir)
 	})
-	return p, inv
+	return p
 }
 
 // incr sends INCR k over rc, failing the test on any error.

@@ -13,7 +13,6 @@ import (
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
-	"go.uber.org/zap/zaptest"
 )
 
 // reopen closes p, as a plane that stopped, and starts a new plane on the
@@ -24,22 +23,7 @@ func reopen(ctx context.Context, t *testing.T, p *Plane, inv *lab.Inventory) *Pl
 	if err := p.Close(); err != nil {
 		t.Logf("close the first plane: %v", err)
 	}
-	p2, err := New(cfg, EnvironmentFromLab(inv), WithLogger(zaptest.NewLogger(t)),
-		WithMigrateOptions(migrate.WithStepTimeout(30*time.Second)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cs, _ := p2.store.Containers()
-		for _, c := range cs {
-			if err := p2.Remove(ctx, c.Spec.ID); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		}
-		p2.Close()
-	})
+	p2 := openLabPlane(t, cfg, inv)
 	if err := p2.Start(ctx); err != nil {
 		t.Fatalf("start after a stop mid-rollback: %v", err)
 	}
