@@ -18,7 +18,14 @@ import (
 // writeCRIUConfig writes the CRIU configuration every protected container gets: it
 // reaches CRIU on dump and on restore alike through org.criu.config.
 // Established connections are carried, and runc's masked directories are
-// external mounts (migrate.MaskConfig). While a rollback restores, closed
+// external mounts (migrate.MaskConfig). Connections still in flight, which
+// the kernel completed while the application was frozen and never accepted,
+// are skipped: without skip-in-flight a client that connects during a dump
+// fails the dump ("In-flight connection"), and with it the migration (seen
+// in the demo, where the client reconnects after each rollback). After a
+// migration such a client sees its connection reset, as after a restart; a
+// safe checkpoint leaves the container running, and it is accepted then.
+// Accepted connections are carried as before. While a rollback restores, closed
 // adds tcp-close: the checkpoint's connections are restored closed (their
 // applications see them drop).
 func (p *Plane) writeCRIUConfig(path string, closed bool) error {
@@ -26,7 +33,7 @@ func (p *Plane) writeCRIUConfig(path string, closed bool) error {
 	if err != nil {
 		return fmt.Errorf("criu config: %w", err)
 	}
-	conf := "tcp-established\n"
+	conf := "tcp-established\nskip-in-flight\n"
 	if closed {
 		conf += "tcp-close\n"
 	}

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +184,89 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 	}
 	counter(p, 2, "rollback past an unrestorable checkpoint") // the older checkpoint's 1, plus one
 	settled(p, "rollback past an unrestorable checkpoint")
+}
+
+// freezeCgroup freezes (or thaws) every process of pid's cgroup, through the
+// v1 freezer where the host mounts one, else cgroup v2's cgroup.freeze.
+func freezeCgroup(t *testing.T, pid uint32, on bool) {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file, value string
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case slices.Contains(strings.Split(f[1], ","), "freezer"):
+			file, value = filepath.Join("/sys/fs/cgroup/freezer", f[2], "freezer.state"), "THAWED"
+			if on {
+				value = "FROZEN"
+			}
+		case f[0] == "0" && file == "":
+			root := "/sys/fs/cgroup"
+			if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.controllers"); err == nil {
+				root = "/sys/fs/cgroup/unified"
+			}
+			file, value = filepath.Join(root, f[2], "cgroup.freeze"), "0"
+			if on {
+				value = "1"
+			}
+		}
+	}
+	if file == "" {
+		t.Fatalf("no freezer for pid %d in %q", pid, raw)
+	}
+	if err := os.WriteFile(file, []byte(value), 0o644); err != nil {
+		t.Fatalf("freeze %v: %v", on, err)
+	}
+}
+
+// A client whose connection the kernel completed while the service was
+// frozen, and which the service never accepted, must not fail a dump (it
+// did: "In-flight connection", and a migration reverted in the demo).
+func TestPlaneCheckpointWithConnectionInFlight(t *testing.T) {
+	p, inv := labPlane(t, PolicyOverrides{CleanEpochs: ptr(1)})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const id = "pl-inflight"
+	c, err := p.Deploy(ctx, ContainerConfig{ID: id, Image: "redis", Host: "h1", IP: "198.18.1.242",
+		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := c.Spec.IP.Addr()
+	if n := incr(t, labtest.DialRedis(t, inv, ip, 15*time.Second)); n != 1 {
+		t.Fatalf("first INCR = %d", n)
+	}
+	if _, err := p.HandleReport(ctx, Report{Container: id, Epoch: 1, Threshold: 3}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := p.rt.Pid(ctx, "h1", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freezeCgroup(t, pid, true)
+	thawed := false
+	defer func() {
+		if !thawed {
+			freezeCgroup(t, pid, false)
+		}
+	}()
+	pending := labtest.DialRedis(t, inv, ip, 15*time.Second) // handshake done by the kernel; never accepted yet
+	if _, err := p.Checkpoint(ctx, id, false, "test"); err != nil {
+		t.Fatalf("checkpoint with a connection in flight: %v", err)
+	}
+	freezeCgroup(t, pid, false)
+	thawed = true
+	if st, err := p.rt.State(ctx, "h1", id); err != nil || st != migrate.Running {
+		t.Fatalf("after the checkpoint the container is %s (%v)", st, err)
+	}
+	// The dump left the service running: the pending client is served.
+	if n := incr(t, pending); n != 2 {
+		t.Fatalf("INCR on the connection that was in flight = %d, want 2", n)
+	}
 }
