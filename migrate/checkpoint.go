@@ -169,6 +169,19 @@ type restoreOpts struct {
 	fresh bool
 }
 
+// taskOpts are the options of a task that restores from dir, its CRIU work
+// directory created.
+func (o restoreOpts) taskOpts(dir string) ([]client.NewTaskOpts, error) {
+	topts := []client.NewTaskOpts{client.WithRestoreImagePath(dir)}
+	if o.work != "" {
+		if err := os.MkdirAll(o.work, 0o700); err != nil {
+			return nil, err
+		}
+		topts = append(topts, client.WithRestoreWorkPath(o.work))
+	}
+	return topts, nil
+}
+
 // RestoreOption tunes a restore.
 type RestoreOption func(*restoreOpts)
 
@@ -207,12 +220,9 @@ func (r *Runtime) Restore(ctx context.Context, host string, s Spec, dir string, 
 	if err := deleteTask(ctx, ct); err != nil {
 		return fmt.Errorf("restore %s on %s: clear old task: %w", s.ID, host, err)
 	}
-	topts := []client.NewTaskOpts{client.WithRestoreImagePath(dir)}
-	if o.work != "" {
-		if err := os.MkdirAll(o.work, 0o700); err != nil {
-			return fmt.Errorf("restore %s: %w", s.ID, err)
-		}
-		topts = append(topts, client.WithRestoreWorkPath(o.work))
+	topts, err := o.taskOpts(dir)
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", s.ID, err)
 	}
 	t, err := ct.NewTask(ctx, cio.NullIO, topts...)
 	if err != nil {
@@ -250,12 +260,9 @@ func (r *Runtime) Stage(ctx context.Context, host string, s Spec, dir string, op
 		r.dropIfUnavailable(host, err)
 		return fmt.Errorf("stage %s on %s: %w", s.ID, host, err)
 	}
-	topts := []client.NewTaskOpts{client.WithRestoreImagePath(dir)}
-	if o.work != "" {
-		if err := os.MkdirAll(o.work, 0o700); err != nil {
-			return fmt.Errorf("stage %s: %w", s.ID, err)
-		}
-		topts = append(topts, client.WithRestoreWorkPath(o.work))
+	topts, err := o.taskOpts(dir)
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", s.ID, err)
 	}
 	if _, err := ct.NewTask(ctx, cio.NullIO, topts...); err != nil {
 		r.dropIfUnavailable(host, err)
