@@ -200,34 +200,9 @@ func (r *Runtime) Restore(ctx context.Context, host string, s Spec, dir string, 
 	for _, f := range opts {
 		f(&o)
 	}
-	if err := s.Validate(); err != nil {
-		return err
-	}
-	h, c, ctx, err := r.conn(ctx, host)
+	t, err := r.restoreTask(ctx, "restore", host, s, dir, o)
 	if err != nil {
 		return err
-	}
-	var ct client.Container
-	if o.fresh {
-		ct, err = r.newContainer(ctx, h, c, s)
-	} else {
-		ct, err = r.ensureContainer(ctx, h, c, s)
-	}
-	if err != nil {
-		r.dropIfUnavailable(host, err)
-		return fmt.Errorf("restore %s on %s: %w", s.ID, host, err)
-	}
-	if err := deleteTask(ctx, ct); err != nil {
-		return fmt.Errorf("restore %s on %s: clear old task: %w", s.ID, host, err)
-	}
-	topts, err := o.taskOpts(dir)
-	if err != nil {
-		return fmt.Errorf("restore %s: %w", s.ID, err)
-	}
-	t, err := ct.NewTask(ctx, cio.NullIO, topts...)
-	if err != nil {
-		r.dropIfUnavailable(host, err)
-		return fmt.Errorf("restore %s on %s: %w%s", s.ID, host, err, criuLogTail(o.work, "restore.log"))
 	}
 	if err := t.Start(ctx); err != nil {
 		_, _ = t.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
@@ -244,31 +219,52 @@ func (r *Runtime) Restore(ctx context.Context, host string, s Spec, dir string, 
 // source is frozen, and the frozen window keeps only runc's restore
 // (StartStaged). The container's network must exist on host.
 func (r *Runtime) Stage(ctx context.Context, host string, s Spec, dir string, opts ...RestoreOption) error {
-	var o restoreOpts
+	o := restoreOpts{fresh: true}
 	for _, f := range opts {
 		f(&o)
 	}
+	_, err := r.restoreTask(ctx, "stage", host, s, dir, o)
+	return err
+}
+
+// restoreTask creates (or, unless o.fresh, adopts) the container object on
+// host and a task that restores it from dir when started; what names the
+// operation in errors.
+func (r *Runtime) restoreTask(ctx context.Context, what, host string, s Spec, dir string, o restoreOpts) (client.Task, error) {
 	if err := s.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	h, c, ctx, err := r.conn(ctx, host)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ct, err := r.newContainer(ctx, h, c, s)
+	var ct client.Container
+	if o.fresh {
+		ct, err = r.newContainer(ctx, h, c, s)
+	} else {
+		ct, err = r.ensureContainer(ctx, h, c, s)
+	}
 	if err != nil {
 		r.dropIfUnavailable(host, err)
-		return fmt.Errorf("stage %s on %s: %w", s.ID, host, err)
+		return nil, fmt.Errorf("%s %s on %s: %w", what, s.ID, host, err)
+	}
+	// A container adopted from an earlier run may still have its task; a
+	// fresh one has none.
+	if !o.fresh {
+		if err := deleteTask(ctx, ct); err != nil {
+			return nil, fmt.Errorf("%s %s on %s: clear old task: %w", what, s.ID, host, err)
+		}
 	}
 	topts, err := o.taskOpts(dir)
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", s.ID, err)
+		return nil, fmt.Errorf("%s %s: %w", what, s.ID, err)
 	}
-	if _, err := ct.NewTask(ctx, cio.NullIO, topts...); err != nil {
+	t, err := ct.NewTask(ctx, cio.NullIO, topts...)
+	if err != nil {
 		r.dropIfUnavailable(host, err)
-		return fmt.Errorf("stage %s on %s: %w", s.ID, host, err)
+		return nil, fmt.Errorf("%s %s on %s: %w%s", what, s.ID, host, err, criuLogTail(o.work, "restore.log"))
 	}
-	return nil
+	return t, nil
 }
 
 // StartStaged starts the task Stage created on host: runc restores it from

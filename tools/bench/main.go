@@ -48,9 +48,21 @@ const chunks = 21
 // loop is the measured child: n getppid() calls on one locked thread, in
 // chunks; it prints the median chunk's mean ns per call.
 func loop(arg string) int {
+	return chunked("loop", "call", arg, func(per int) error {
+		for range per {
+			syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+		}
+		return nil
+	})
+}
+
+// chunked runs the count given by arg in chunks on one locked thread: run
+// does per units (its own loop, so that no call is added per unit), and the
+// median chunk's mean ns per unit is printed. It returns the exit status.
+func chunked(what, unit, arg string, run func(per int) error) int {
 	n, err := strconv.Atoi(arg)
 	if err != nil || n < chunks {
-		fmt.Fprintf(os.Stderr, "bench loop: want a call count >= %d\n", chunks)
+		fmt.Fprintf(os.Stderr, "bench %s: want a %s count >= %d\n", what, unit, chunks)
 		return 2
 	}
 	runtime.LockOSThread()
@@ -58,8 +70,9 @@ func loop(arg string) int {
 	res := make([]float64, chunks)
 	for c := range res {
 		start := time.Now()
-		for range per {
-			syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+		if err := run(per); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", what, err)
+			return 1
 		}
 		res[c] = float64(time.Since(start).Nanoseconds()) / float64(per)
 	}

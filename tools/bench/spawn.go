@@ -6,7 +6,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,38 +26,25 @@ const spawns = 2_100
 // spawnLoop is the measured child of the spawn workload: n spawns of
 // /bin/true, in chunks; it prints the median chunk's mean ns per spawn.
 func spawnLoop(arg string) int {
-	n, err := strconv.Atoi(arg)
-	if err != nil || n < chunks {
-		fmt.Fprintf(os.Stderr, "bench spawn: want a spawn count >= %d\n", chunks)
-		return 2
-	}
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench spawn:", err)
 		return 1
 	}
 	attr := &syscall.ProcAttr{Files: []uintptr{null.Fd(), null.Fd(), null.Fd()}}
-	runtime.LockOSThread()
-	per := n / chunks
-	res := make([]float64, chunks)
-	for c := range res {
-		start := time.Now()
+	return chunked("spawn", "spawn", arg, func(per int) error {
 		for range per {
 			pid, err := syscall.ForkExec("/bin/true", []string{"true"}, attr)
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "bench spawn: fork/exec /bin/true:", err)
-				return 1
+				return fmt.Errorf("fork/exec /bin/true: %w", err)
 			}
 			var ws syscall.WaitStatus
 			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
-				fmt.Fprintf(os.Stderr, "bench spawn: wait: %v, status %d\n", err, ws.ExitStatus())
-				return 1
+				return fmt.Errorf("wait: %v, status %d", err, ws.ExitStatus())
 			}
 		}
-		res[c] = float64(time.Since(start).Nanoseconds()) / float64(per)
-	}
-	fmt.Printf("%.2f\n", median(res))
-	return 0
+		return nil
+	})
 }
 
 // reportSpawn writes the spawn workload's report: the wall clock and the
