@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
+	"go.uber.org/zap"
 )
 
 // Checkpoint, restore and kill through a host's containerd: the calls a
@@ -165,8 +166,9 @@ func (r *Runtime) Kill(ctx context.Context, host, id string) error {
 }
 
 type restoreOpts struct {
-	work  string
-	fresh bool
+	work       string
+	fresh      bool
+	clearLocks bool
 }
 
 // taskOpts are the options of a task that restores from dir, its CRIU work
@@ -192,6 +194,12 @@ func RestoreWorkDir(dir string) RestoreOption { return func(o *restoreOpts) { o.
 // migration destination must not adopt a leftover it did not create.
 func Fresh() RestoreOption { return func(o *restoreOpts) { o.fresh = true } }
 
+// ClearNetworkLocks first removes the CRIU network locks that earlier,
+// failed restores left in the container's namespace (netlock.go). For a
+// restore that carries no live connection, such as a rollback; never for a
+// migration's, whose dump's lock protects the connections it moves.
+func ClearNetworkLocks() RestoreOption { return func(o *restoreOpts) { o.clearLocks = true } }
+
 // Restore starts the container on host from the dump in dir. The
 // container's network must exist on host (PrepareNetwork), with its address
 // in place for established TCP connections to be restored.
@@ -199,6 +207,15 @@ func (r *Runtime) Restore(ctx context.Context, host string, s Spec, dir string, 
 	var o restoreOpts
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.clearLocks {
+		names, err := clearNetworkLocks(host, s.ID)
+		if err != nil {
+			return fmt.Errorf("restore %s on %s: %w", s.ID, host, err)
+		}
+		if len(names) > 0 {
+			r.log.Warn("removed network locks left by a failed restore", zap.String("container", s.ID), zap.String("host", host), zap.Strings("tables", names))
+		}
 	}
 	t, err := r.restoreTask(ctx, "restore", host, s, dir, o)
 	if err != nil {

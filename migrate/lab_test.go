@@ -61,7 +61,7 @@ func (l *testLab) redisSpec(t *testing.T, id string, lastOctet int) Spec {
 		t.Fatalf("copy rootfs: %v: %s", err, out)
 	}
 	conf := filepath.Join(l.dir, id, "criu.conf")
-	if err := os.WriteFile(conf, []byte("tcp-established\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(testCRIUConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s := Spec{
@@ -94,6 +94,10 @@ func mustIncr(t *testing.T, rc *labtest.Redis, want int64) {
 		t.Fatalf("INCR = %d, want %d", got, want)
 	}
 }
+
+// testCRIUConfig is the container's CRIU configuration in these tests: the
+// plane's, less its mount masks.
+const testCRIUConfig = "tcp-established\nnetwork-lock nftables\n"
 
 func TestRuntimeCheckpointRestoreKeepsTCP(t *testing.T) {
 	l := newTestLab(t)

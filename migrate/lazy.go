@@ -51,12 +51,39 @@ import (
 // destination whose Host names its CRIU binary (default true).
 func WithLazyRestore(on bool) Option { return func(m *Migrator) { m.lazy = on } }
 
+// DefaultLazyFrom is the memory from which a staged migration restores
+// lazily. Below it the daemon's start and the copy's hold cost more frozen
+// time than faulting the pages in saves. planebench, lazy against full
+// restore in the same runs, medians of 3 frozen windows: 1 MiB 470–538
+// against 431–456 ms, 4 MiB 504 against 441, 16 MiB 465 against 496, and
+// 64 MiB 499 against 667 (session 5); BENCHMARKS.md, issue 5.
+const DefaultLazyFrom = 16 << 20
+
+// WithLazyFrom sets the memory (anonymous and shared, as the source's
+// cgroup counts it just before the dump) from which a staged migration
+// restores lazily (default DefaultLazyFrom; 0: always).
+func WithLazyFrom(bytes uint64) Option { return func(m *Migrator) { m.lazyFrom = bytes } }
+
 // canLazy reports whether a staged migration of spec to dest restores
-// lazily: the destination names its CRIU, and the container has a CRIU
-// configuration file through which runc can be told.
-func (m *Migrator) canLazy(dest string, spec Spec) bool {
+// lazily: the destination names its CRIU, the container has a CRIU
+// configuration file through which runc can be told, and its memory on
+// source is large enough for lazy restore to pay (WithLazyFrom). A memory
+// that cannot be read does not stop a lazy restore, which works at any
+// size.
+func (m *Migrator) canLazy(ctx context.Context, source, dest string, spec Spec) bool {
 	h, ok := m.rt.host(dest)
-	return m.lazy && ok && h.CRIU != "" && spec.CRIUConfig != ""
+	if !m.lazy || !ok || h.CRIU == "" || spec.CRIUConfig == "" {
+		return false
+	}
+	if m.lazyFrom == 0 {
+		return true
+	}
+	mem, err := m.rt.Memory(ctx, source, spec.ID)
+	if err != nil {
+		m.log.Warn("lazy restore: memory unknown, restoring lazily", zap.String("container", spec.ID), zap.Error(err))
+		return true
+	}
+	return mem >= m.lazyFrom
 }
 
 // restoreLazy is step 4 of a lazy migration: it starts the daemon, then the

@@ -143,6 +143,7 @@ type Migrator struct {
 	preflight time.Duration
 	stage     bool
 	lazy      bool
+	lazyFrom  uint64
 	// afterLazyStart, when set (by tests), runs between a lazy copy's
 	// start and its last page.
 	afterLazyStart func()
@@ -210,7 +211,7 @@ func New(rt *Runtime, j Journal, root string, opts ...Option) (*Migrator, error)
 		return nil, fmt.Errorf("migrator: checkpoint root %q must be absolute", root)
 	}
 	m := &Migrator{rt: rt, j: j, root: root, log: zap.NewNop(), timeout: 2 * time.Minute,
-		probe: 50 * time.Millisecond, last: 10 * time.Millisecond, lazy: true, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, stage: true, now: time.Now}
+		probe: 50 * time.Millisecond, last: 10 * time.Millisecond, lazy: true, lazyFrom: DefaultLazyFrom, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, stage: true, now: time.Now}
 	for _, o := range opts {
 		o(m)
 	}
@@ -299,7 +300,7 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 	}()
 	restoreWork := RestoreWorkDir(r.rec.Image + ".restore-" + dest)
 	guards := guardResets
-	if m.stage && m.canLazy(dest, spec) {
+	if m.stage && m.canLazy(ctx, source, dest, spec) {
 		r.rec.Lazy = true
 		guards |= guardHold
 	}

@@ -8,6 +8,10 @@ import (
 	"sync"
 	"time"
 
+	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/typeurl/v2"
+
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -279,20 +283,61 @@ func (r *Runtime) State(ctx context.Context, host, id string) (Status, error) {
 
 // Pid returns the host PID of the container's init process on host.
 func (r *Runtime) Pid(ctx context.Context, host, id string) (uint32, error) {
-	_, c, ctx, err := r.conn(ctx, host)
-	if err != nil {
-		return 0, err
-	}
-	ct, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		r.dropIfUnavailable(host, err)
-		return 0, fmt.Errorf("pid of %s on %s: %w", id, host, err)
-	}
-	t, err := ct.Task(ctx, nil)
+	t, _, err := r.task(ctx, host, id)
 	if err != nil {
 		return 0, fmt.Errorf("pid of %s on %s: %w", id, host, err)
 	}
 	return t.Pid(), nil
+}
+
+// Memory returns about what a dump of the container's task on host would
+// write as pages: its cgroup's anonymous memory, and shared memory where
+// the cgroup counts it apart (v2).
+func (r *Runtime) Memory(ctx context.Context, host, id string) (uint64, error) {
+	t, ctx, err := r.task(ctx, host, id)
+	if err != nil {
+		return 0, fmt.Errorf("memory of %s on %s: %w", id, host, err)
+	}
+	m, err := t.Metrics(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("memory of %s on %s: %w", id, host, err)
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return 0, fmt.Errorf("memory of %s on %s: %w", id, host, err)
+	}
+	switch st := v.(type) {
+	case *cgroup2stats.Metrics:
+		if st.Memory != nil {
+			return st.Memory.Anon + st.Memory.Shmem, nil
+		}
+	case *cgroup1stats.Metrics:
+		// v1 counts shared memory with the page cache, which a dump does
+		// not write: anonymous memory only.
+		if st.Memory != nil {
+			return st.Memory.TotalRSS, nil
+		}
+	}
+	return 0, fmt.Errorf("memory of %s on %s: metrics of type %T carry no memory", id, host, v)
+}
+
+// task loads the task of container id on host, and returns it with the
+// context its calls need (the host's namespace).
+func (r *Runtime) task(ctx context.Context, host, id string) (client.Task, context.Context, error) {
+	_, c, ctx, err := r.conn(ctx, host)
+	if err != nil {
+		return nil, nil, err
+	}
+	ct, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		r.dropIfUnavailable(host, err)
+		return nil, nil, err
+	}
+	t, err := ct.Task(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, ctx, nil
 }
 
 // dropIfUnavailable forgets a connection that timed out or was refused.

@@ -237,10 +237,12 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 	if err == nil {
 		// The running copy is gone: a checkpoint that fails to restore
 		// must not leave the container without one, so the older safe
-		// checkpoints are tried in turn.
+		// checkpoints are tried in turn. A failed attempt may leave CRIU's
+		// network lock behind (migrate.ClearNetworkLocks); the copy's
+		// connections are restored closed, so none is live to protect.
 		var errs []error
 		for _, cand := range cks {
-			err = p.rt.Restore(ctx, c.Host, c.Spec, cand.Dir, migrate.RestoreWorkDir(cand.Dir+".restore"))
+			err = p.rt.Restore(ctx, c.Host, c.Spec, cand.Dir, migrate.RestoreWorkDir(cand.Dir+".restore"), migrate.ClearNetworkLocks())
 			if err == nil {
 				_ = os.RemoveAll(cand.Dir + ".restore")
 				ck, res.Checkpoint = cand, cand

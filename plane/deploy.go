@@ -27,13 +27,14 @@ import (
 // safe checkpoint leaves the container running, and it is accepted then.
 // Accepted connections are carried as before. While a rollback restores, closed
 // adds tcp-close: the checkpoint's connections are restored closed (their
-// applications see them drop).
+// applications see them drop). The network lock is the configured one
+// (Config.NetworkLock).
 func (p *Plane) writeCRIUConfig(path string, closed bool) error {
 	masks, err := migrate.MaskConfig(p.maskDir())
 	if err != nil {
 		return fmt.Errorf("criu config: %w", err)
 	}
-	conf := "tcp-established\nskip-in-flight\n"
+	conf := "tcp-established\nskip-in-flight\nnetwork-lock " + p.cfg.NetworkLock + "\n"
 	if closed {
 		conf += "tcp-close\n"
 	}

@@ -74,6 +74,8 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 		{"containers: [{id: a, image: b, args: [x]}, {id: a, image: b, args: [x]}]\n", "declared twice"},
 		{"[not, a, map]\n", "config"},
 		{"listen: 0.0.0.0:9465\n", "listen"},
+		{"criu_network_lock: ebtables\n", "criu_network_lock"},
+		{"criu_network_lock: \"\"\n", "criu_network_lock"},
 	} {
 		_, err := ParseConfig(strings.NewReader(inPlane(tc.yaml)))
 		if err == nil {

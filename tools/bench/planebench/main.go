@@ -10,7 +10,11 @@
 // the freeze, dump requested directly); "direct" dumps directly but creates
 // the destination after the dump; "legacy" is the original path (client
 // Task.Checkpoint, which pauses first, and the destination created after
-// the dump).
+// the dump); "full" and "lazy" are the staged path with lazy restore never
+// and always, whatever the container's memory.
+//
+// -network-lock sets CRIU's network lock for the plane's containers and the
+// bare limit alike.
 package main
 
 import (
@@ -62,6 +66,7 @@ var modeOptions = map[string][]migrate.Option{
 	"direct": {migrate.WithStaging(false)},
 	"legacy": {migrate.WithStaging(false), migrate.WithPausedDump(true)},
 	"full":   {migrate.WithLazyRestore(false)},
+	"lazy":   {migrate.WithLazyFrom(0)},
 }
 
 func run() error {
@@ -69,7 +74,8 @@ func run() error {
 	reps := flag.Int("reps", 3, "repetitions per size")
 	labRoot := flag.String("lab", "/var/lib/escape-lab", "lab root")
 	criu := flag.String("criu", "/opt/escape/bin/criu", "CRIU binary (the lab's 4.2 wrapper)")
-	modesF := flag.String("modes", "legacy,direct,staged", "migration paths to compare (legacy, direct, full, staged; staged is the plane's own, lazy where it can)")
+	lock := flag.String("network-lock", "nftables", "CRIU network lock (nftables or iptables), for the plane's containers and the bare limit alike")
+	modesF := flag.String("modes", "legacy,direct,staged", "migration paths to compare (legacy, direct, full, lazy, staged; staged is the plane's own: lazy from migrate.DefaultLazyFrom; lazy: at any size; full: never)")
 	flag.Parse()
 	var modes []string
 	for _, m := range strings.Split(*modesF, ",") {
@@ -118,6 +124,7 @@ func run() error {
 	migrationRoot = filepath.Join(work, "migrations")
 	one := 1
 	cfg.Defaults = plane.PolicyOverrides{CleanEpochs: &one, Retain: &one}
+	cfg.NetworkLock = *lock
 	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
 	p, err := plane.New(cfg, plane.EnvironmentFromLab(inv), plane.WithLogger(log))
 	if err != nil {
@@ -130,7 +137,7 @@ func run() error {
 	}
 	results := map[int][]sample{}
 	for i, size := range sizes {
-		ss, err := benchSize(ctx, p, inv, rootfs, *criu, work, size, *reps, hosts, modes, 200+i)
+		ss, err := benchSize(ctx, p, inv, rootfs, *criu, *lock, work, size, *reps, hosts, modes, 200+i)
 		if err != nil {
 			return fmt.Errorf("%d MiB: %w", size, err)
 		}
@@ -156,7 +163,7 @@ func buildRootFS(busybox, dst string) error {
 	return nil
 }
 
-func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, work string, size, reps int, hosts, modes []string, octet int) ([]sample, error) {
+func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, lock, work string, size, reps int, hosts, modes []string, octet int) ([]sample, error) {
 	id := fmt.Sprintf("bench-%d", size)
 	ip := fmt.Sprintf("198.18.1.%d", octet)
 	fmt.Fprintf(os.Stderr, "== %d MiB\n", size)
@@ -243,7 +250,7 @@ func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, 
 	}
 	// The limit: the same workload as a bare process, dumped and restored
 	// by CRIU directly, in the same run.
-	if err := bare(ctx, p, inv, rootfs, criu, work, size, octet+20, out); err != nil {
+	if err := bare(ctx, p, inv, rootfs, criu, lock, work, size, octet+20, out); err != nil {
 		return nil, fmt.Errorf("bare criu: %w", err)
 	}
 	return out, nil
@@ -279,7 +286,7 @@ func migrateMode(ctx context.Context, p *plane.Plane, id, src, dst, mode string)
 // migrationRoot is where non-plane migrators keep their dumps (set in run).
 var migrationRoot string
 
-func bare(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, work string, size, octet int, out []sample) error {
+func bare(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, lock, work string, size, octet int, out []sample) error {
 	host := inv.Hosts[0].Name
 	spec := migrate.Spec{ID: fmt.Sprintf("bare-%d", size), RootFS: rootfs, Args: []string{"x"},
 		MAC: fmt.Sprintf("02:e5:00:00:0b:%02x", octet%256)}
@@ -310,7 +317,7 @@ func bare(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu,
 		time.Sleep(300 * time.Millisecond)
 		t0 := time.Now()
 		if b, err := exec.CommandContext(ctx, "nsenter", "--net="+ns, criu, "dump", "-t", strconv.Itoa(pid), "-D", dir,
-			"--tcp-established", "-o", "dump.log").CombinedOutput(); err != nil {
+			"--tcp-established", "--network-lock", lock, "-o", "dump.log").CombinedOutput(); err != nil {
 			return fmt.Errorf("dump: %v: %s %s", err, b, tailLog(filepath.Join(dir, "dump.log")))
 		}
 		t1 := time.Now()
@@ -320,7 +327,7 @@ func bare(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu,
 			return err
 		}
 		if b, err := exec.CommandContext(ctx, "nsenter", "--net="+ns, criu, "restore", "-D", dir, "-d",
-			"--tcp-established", "-o", "restore.log").CombinedOutput(); err != nil {
+			"--tcp-established", "--network-lock", lock, "-o", "restore.log").CombinedOutput(); err != nil {
 			return fmt.Errorf("restore: %v: %s %s", err, b, tailLog(filepath.Join(dir, "restore.log")))
 		}
 		t2 := time.Now()

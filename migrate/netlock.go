@@ -1,0 +1,59 @@
+package migrate
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/escape-mtd/escape/arp"
+	"github.com/google/nftables"
+)
+
+// CRIU's nftables network lock (network-lock nftables in the container's
+// CRIU configuration) is one table per dump, "inet CRIU-<run id of the
+// dump>": a dump adds it, and the restore of that dump removes it once its
+// sockets are back. A restore that fails leaves its table behind, and the
+// restore of another checkpoint removes only its own, so the copy it
+// starts would stay cut off. iptables has no such trap: every lock is the
+// one CRIU chain.
+
+// criuTablePrefix names CRIU's lock tables.
+const criuTablePrefix = "CRIU-"
+
+// clearNetworkLocks removes every CRIU lock table from the namespace of
+// container id on host and returns their names. Only for a restore that
+// carries no live connection (a rollback): a migration's dump keeps its
+// lock until its own restore takes the connections over, and removing it
+// earlier would let the kernel reset them.
+func clearNetworkLocks(host, id string) ([]string, error) {
+	ns, err := os.Open(arp.NetnsPath(CtNetns(host, id)))
+	if os.IsNotExist(err) {
+		return nil, nil // no namespace, no lock
+	}
+	if err != nil {
+		return nil, fmt.Errorf("network locks of %s on %s: %w", id, host, err)
+	}
+	defer ns.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		return nil, fmt.Errorf("network locks of %s on %s: %w", id, host, err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("network locks of %s on %s: list: %w", id, host, err)
+	}
+	var names []string
+	for _, t := range tables {
+		if strings.HasPrefix(t.Name, criuTablePrefix) {
+			c.DelTable(t)
+			names = append(names, t.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("network locks of %s on %s: remove %v: %w", id, host, names, err)
+	}
+	return names, nil
+}
