@@ -36,7 +36,7 @@ func newDoctorCmd() *cobra.Command {
 		Use:   "doctor",
 		Short: "Check that this machine can run ESCAPE, and say how to fix what is missing",
 		Long: `doctor checks BTF, bpf() permission, the raw_syscalls tracepoint, cgroup id
-resolution, containerd, runc, CRIU against the kernel, iptables and network
+resolution, containerd, runc, CRIU against the kernel, iptables, nftables and network
 namespaces. It exits 2 when a check that --mode needs fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
 	"github.com/escape-mtd/escape/tools/lab"
@@ -320,10 +321,25 @@ func criuFitsKernel(major, minor, kmaj, kmin int) error {
 func checkIptables(ctx context.Context, _ *config) (string, string, error) {
 	out, err := exec.CommandContext(ctx, "iptables-restore", "--version").CombinedOutput()
 	if err != nil {
-		return "", "install iptables (make deps): CRIU locks the container's network with iptables-restore during dump",
+		return "", "install iptables (make deps): a migration guards the destination's namespace with iptables-restore, and CRIU locks the network with it when criu_network_lock is iptables",
 			fmt.Errorf("iptables-restore: %w", err)
 	}
 	return lastLine(out), "", nil
+}
+
+// checkNftables asks the kernel for its inet tables: CRIU's default network
+// lock in the plane (criu_network_lock: nftables) is one such table.
+func checkNftables(context.Context, *config) (string, string, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return "", "", fmt.Errorf("nftables: %w", err)
+	}
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return "", "use a kernel with CONFIG_NF_TABLES_INET, or set criu_network_lock: iptables in the plane's configuration",
+			fmt.Errorf("list inet tables: %w", err)
+	}
+	return fmt.Sprintf("inet family available (%d tables)", len(ts)), "", nil
 }
 
 // checkNetns creates a network namespace on a throw-away thread: the

@@ -101,6 +101,7 @@ func checks() []check {
 		{"runc", runtime, checkRunc},
 		{"criu", runtime, checkCRIU},
 		{"iptables", runtime, checkIptables},
+		{"nftables", runtime, checkNftables},
 		{"netns", runtime, checkNetns},
 	}
 }
