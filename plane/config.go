@@ -73,7 +73,7 @@ type Config struct {
 	// dumps and restores it: "nftables" (the default: CRIU adds and drops
 	// one table over netlink, inside its own process) or "iptables" (CRIU's
 	// own default: it runs iptables-restore and ip6tables-restore, about
-	// 4 ms an exec here, 3 times on a dump and 7 on a restore, all of it
+	// 4 ms an exec here, 2 execs on a dump and 7 on a restore, all of it
 	// time the container is frozen).
 	NetworkLock string `yaml:"criu_network_lock"`
 	// Defaults is the policy every container starts from.
