@@ -20,12 +20,24 @@ import (
 // criuTablePrefix names CRIU's lock tables.
 const criuTablePrefix = "CRIU-"
 
+// NetworkLocks returns the names of the CRIU lock tables in the namespace
+// of container id on host. Outside a dump or a restore of the container
+// there should be none: one that is left cuts the running copy off from
+// every client.
+func NetworkLocks(host, id string) ([]string, error) {
+	return networkLocks(host, id, false)
+}
+
 // clearNetworkLocks removes every CRIU lock table from the namespace of
 // container id on host and returns their names. Only for a restore that
 // carries no live connection (a rollback): a migration's dump keeps its
 // lock until its own restore takes the connections over, and removing it
 // earlier would let the kernel reset them.
 func clearNetworkLocks(host, id string) ([]string, error) {
+	return networkLocks(host, id, true)
+}
+
+func networkLocks(host, id string, remove bool) ([]string, error) {
 	ns, err := os.Open(arp.NetnsPath(CtNetns(host, id)))
 	if os.IsNotExist(err) {
 		return nil, nil // no namespace, no lock
@@ -45,12 +57,14 @@ func clearNetworkLocks(host, id string) ([]string, error) {
 	var names []string
 	for _, t := range tables {
 		if strings.HasPrefix(t.Name, criuTablePrefix) {
-			c.DelTable(t)
+			if remove {
+				c.DelTable(t)
+			}
 			names = append(names, t.Name)
 		}
 	}
-	if len(names) == 0 {
-		return nil, nil
+	if !remove || len(names) == 0 {
+		return names, nil
 	}
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("network locks of %s on %s: remove %v: %w", id, host, names, err)

@@ -38,6 +38,9 @@ func TestClearNetworkLocksRemovesOnlyCRIUTables(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if found, err := NetworkLocks(host, id); err != nil || len(found) != 2 {
+		t.Fatalf("NetworkLocks: %v, %v; want the two inet CRIU- tables", found, err)
+	}
 	removed, err := clearNetworkLocks(host, id)
 	if err != nil {
 		t.Fatal(err)

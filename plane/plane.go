@@ -276,6 +276,23 @@ func (p *Plane) Start(ctx context.Context) error {
 
 // reconcile checks each container's placement against the hosts: if it
 // runs on exactly one host, that is where it is.
+// reportNetworkLocks audits CRIU lock tables found in the namespace of a
+// running copy at start: a dump or a restore that was cut short left them,
+// and no client reaches the copy until they go. They are reported, not
+// removed: a dump the previous plane asked for may still be running, and
+// its lock must stay until it ends. A rollback removes them.
+func (p *Plane) reportNetworkLocks(id, host string) {
+	locks, err := migrate.NetworkLocks(host, id)
+	if err != nil {
+		p.log.Warn("reconcile: network locks", zap.String("container", id), zap.String("host", host), zap.Error(err))
+		return
+	}
+	if len(locks) > 0 {
+		p.event(AuditEvent{Kind: "decision", Container: id, Host: host, Decision: "none", Outcome: "failed",
+			Reasons: []string{fmt.Sprintf("CRIU network lock tables %v in its namespace, left by a dump or restore that was cut short: no client can reach it; a rollback removes them", locks)}})
+	}
+}
+
 func (p *Plane) reconcile(ctx context.Context) error {
 	cs, err := p.store.Containers()
 	if err != nil {
@@ -293,6 +310,9 @@ func (p *Plane) reconcile(ctx context.Context) error {
 			if st == migrate.Running {
 				running = append(running, h.Name)
 			}
+		}
+		if len(running) == 1 {
+			p.reportNetworkLocks(c.Spec.ID, running[0])
 		}
 		switch {
 		case len(running) == 1 && running[0] != c.Host:

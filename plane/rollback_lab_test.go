@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
+	"github.com/google/nftables"
 )
 
 // reopen closes p, as a plane that stopped, and starts a new plane on the
@@ -184,6 +186,46 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 	}
 	counter(p, 2, "rollback past an unrestorable checkpoint") // the older checkpoint's 1, plus one
 	settled(p, "rollback past an unrestorable checkpoint")
+
+	// 4. A CRIU lock table in the running copy's namespace, as a dump cut
+	// short leaves it: reported when the plane starts, and removed by the
+	// next rollback (whose first restore, of the damaged checkpoint, fails
+	// and leaves a lock of its own, removed before the older one restores).
+	const left = "CRIU-left-by-a-test"
+	addInetTable(t, migrate.CtNetns("h1", id), left)
+	p = reopen(ctx, t, p, inv)
+	if !auditHas(t, p.cfg.Audit, func(e AuditEvent) bool {
+		return e.Kind == "decision" && e.Container == id && e.Outcome == "failed" && slices.ContainsFunc(e.Reasons, func(r string) bool {
+			return strings.Contains(r, left)
+		})
+	}) {
+		t.Error("a lock table in the running copy's namespace was not reported at start")
+	}
+	if _, err := p.Rollback(ctx, id, []string{"test"}, "test"); err != nil {
+		t.Fatalf("rollback with a lock table left: %v", err)
+	}
+	if locks, err := migrate.NetworkLocks("h1", id); err != nil || len(locks) != 0 {
+		t.Fatalf("lock tables after the rollback: %v (%v), want none", locks, err)
+	}
+	counter(p, 2, "rollback with a lock table left")
+}
+
+// addInetTable adds an empty inet table to the named network namespace.
+func addInetTable(t *testing.T, netns, name string) {
+	t.Helper()
+	f, err := os.Open(arp.NetnsPath(netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // freezeCgroup freezes (or thaws) every process of pid's cgroup, through the
