@@ -59,9 +59,9 @@ func WithLazyRestore(on bool) Option { return func(m *Migrator) { m.lazy = on } 
 // 64 MiB 499 against 667 (session 5); BENCHMARKS.md, issue 5.
 const DefaultLazyFrom = 16 << 20
 
-// WithLazyFrom sets the memory (anonymous and shared, as the source's
-// cgroup counts it just before the dump) from which a staged migration
-// restores lazily (default DefaultLazyFrom; 0: always).
+// WithLazyFrom sets the memory (Runtime.Memory of the source copy, read
+// before anything is staged) from which a staged migration restores lazily
+// (default DefaultLazyFrom; 0: always).
 func WithLazyFrom(bytes uint64) Option { return func(m *Migrator) { m.lazyFrom = bytes } }
 
 // canLazy reports whether a staged migration of spec to dest restores
