@@ -274,8 +274,6 @@ func (p *Plane) Start(ctx context.Context) error {
 	return rerr
 }
 
-// reconcile checks each container's placement against the hosts: if it
-// runs on exactly one host, that is where it is.
 // reportNetworkLocks audits CRIU lock tables found in the namespace of a
 // running copy at start: a dump or a restore that was cut short left them,
 // and no client reaches the copy until they go. They are reported, not
@@ -293,6 +291,8 @@ func (p *Plane) reportNetworkLocks(id, host string) {
 	}
 }
 
+// reconcile checks each container's placement against the hosts: if it
+// runs on exactly one host, that is where it is.
 func (p *Plane) reconcile(ctx context.Context) error {
 	cs, err := p.store.Containers()
 	if err != nil {
