@@ -13,6 +13,13 @@
 // the dump); "full" and "lazy" are the staged path with lazy restore never
 // and always, whatever the container's memory.
 //
+// Each size also measures two runc floors: the container with the plane's
+// own OCI spec, and the same without its /dev and /dev/shm tmpfs mounts,
+// checkpointed and restored by runc alone (runc.go). The design runs
+// containers through containerd and runc, so no migration can be faster
+// than the floor; it tells what CRIU inside a runc container costs over
+// the bare limit, apart from what containerd and ESCAPE add.
+//
 // -network-lock sets CRIU's network lock for the plane's containers and the
 // bare limit alike.
 package main
@@ -49,6 +56,7 @@ type sample struct {
 	bareDump, bareRestore, bareGap   time.Duration
 	bareCRIU                         migrate.CRIUStats
 	bareResets                       int
+	floors                           map[string]floorSample
 	ckBytes                          int64
 }
 
@@ -244,8 +252,20 @@ func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, 
 	}
 	_ = c
 	pr.close()
-	// The container leaves before the bare process takes the stage.
+	where, err := p.Store().Container(id)
+	if err != nil {
+		return nil, err
+	}
+	bundle, err := captureBundle(ctx, inv, where.Host, id)
+	if err != nil {
+		return nil, err
+	}
+	// The container leaves before the floor and the bare process take the
+	// stage.
 	if err := p.Remove(ctx, id); err != nil {
+		return nil, err
+	}
+	if err := runFloors(ctx, p, inv, bundle, criu, rootfs, work, size, octet+40, out); err != nil {
 		return nil, err
 	}
 	// The limit: the same workload as a bare process, dumped and restored
@@ -400,6 +420,9 @@ func report(w *os.File, sizes []int, modes []string, res map[int][]sample, reps 
 		resets := 0
 		for _, s := range ss {
 			resets += s.bareResets
+			for _, f := range s.floors {
+				resets += f.resets
+			}
 			for _, m := range s.mig {
 				resets += m.resets
 			}
@@ -434,6 +457,31 @@ func report(w *os.File, sizes []int, modes []string, res map[int][]sample, reps 
 		row = append(row, msf(col(ss, func(s sample) time.Duration { return s.bareCRIU.Frozen })),
 			msf(col(ss, func(s sample) time.Duration { return s.bareCRIU.Restore })), "")
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
+	}
+	fmt.Fprint(w, "\nThe runc floors: the same container checkpointed and restored by runc alone (no containerd, no shim, no ESCAPE), medians, ms. "+
+		"runc: the plane's own OCI spec; runc-no-tmpfs: the same without the /dev and /dev/shm tmpfs mounts, which CRIU archives.\n\n")
+	fmt.Fprint(w, "| MiB | floor | checkpoint | restore | gap | criu frozen | criu restore | bare gap (limit) | gap / limit |")
+	for _, m := range modes {
+		fmt.Fprintf(w, " %s gap / floor gap |", m)
+	}
+	fmt.Fprintln(w, "\n|---|---|---|---|---|---|---|---|---|"+strings.Repeat("---|", len(modes)))
+	for _, size := range sizes {
+		ss := res[size]
+		bg := col(ss, func(s sample) time.Duration { return s.bareGap })
+		for _, f := range floors {
+			fc := func(g func(floorSample) time.Duration) time.Duration {
+				return col(ss, func(s sample) time.Duration { return g(s.floors[f.name]) })
+			}
+			fg := fc(func(f floorSample) time.Duration { return f.gap })
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %.2f |", size, f.name,
+				msf(fc(func(f floorSample) time.Duration { return f.dump })), msf(fc(func(f floorSample) time.Duration { return f.restore })), msf(fg),
+				msf(fc(func(f floorSample) time.Duration { return f.criu.Frozen })), msf(fc(func(f floorSample) time.Duration { return f.criu.Restore })),
+				msf(bg), ratio(fg, bg))
+			for _, m := range modes {
+				fmt.Fprintf(w, " %.2f |", ratio(col(ss, func(s sample) time.Duration { return s.mig[m].gap }), fg))
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	fmt.Fprint(w, "\nRollback (medians, ms):\n\n| MiB | kill | restore | checkpoint bytes |\n|---|---|---|---|\n")
 	for _, size := range sizes {
