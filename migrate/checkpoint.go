@@ -169,6 +169,7 @@ type restoreOpts struct {
 	work       string
 	fresh      bool
 	clearLocks bool
+	lazy       bool
 }
 
 // taskOpts are the options of a task that restores from dir, its CRIU work
@@ -194,10 +195,12 @@ func RestoreWorkDir(dir string) RestoreOption { return func(o *restoreOpts) { o.
 // migration destination must not adopt a leftover it did not create.
 func Fresh() RestoreOption { return func(o *restoreOpts) { o.fresh = true } }
 
-// ClearNetworkLocks first removes the CRIU network locks that earlier,
-// failed restores left in the container's namespace (netlock.go). For a
-// restore that carries no live connection, such as a rollback; never for a
-// migration's, whose dump's lock protects the connections it moves.
+// ClearNetworkLocks removes what earlier, failed restores left blocking the
+// container's namespace: CRIU's network locks (netlock.go) and a lazy
+// restore's hold (guardHold). It does so once the old task is gone, just
+// before the restore. For a restore that carries no live connection, such
+// as a rollback; never for a migration's, whose dump's lock protects the
+// connections it moves.
 func ClearNetworkLocks() RestoreOption { return func(o *restoreOpts) { o.clearLocks = true } }
 
 // Restore starts the container on host from the dump in dir. The
@@ -208,24 +211,59 @@ func (r *Runtime) Restore(ctx context.Context, host string, s Spec, dir string, 
 	for _, f := range opts {
 		f(&o)
 	}
+	if o.lazy {
+		return r.restoreLazily(ctx, host, s, dir, o)
+	}
+	_, err := r.startRestore(ctx, host, s, dir, o)
+	return err
+}
+
+// startRestore creates the task that restores s from dir, replacing any
+// old one, clears the namespace if asked (ClearNetworkLocks), holds it if
+// the restore is lazy (guardHold), and starts the task. On error no task
+// of the restore is left and no hold is added; on success a lazy restore's
+// hold is the caller's to lift.
+func (r *Runtime) startRestore(ctx context.Context, host string, s Spec, dir string, o restoreOpts) (_ client.Task, err error) {
+	t, err := r.restoreTask(ctx, "restore", host, s, dir, o)
+	if err != nil {
+		return nil, err
+	}
+	bg := context.WithoutCancel(ctx)
 	if o.clearLocks {
-		names, err := clearNetworkLocks(host, s.ID)
-		if err != nil {
-			return fmt.Errorf("restore %s on %s: %w", s.ID, host, err)
-		}
-		if len(names) > 0 {
-			r.log.Warn("removed network locks left by a failed restore", zap.String("container", s.ID), zap.String("host", host), zap.Strings("tables", names))
+		if err := r.clearBlocks(ctx, host, s.ID); err != nil {
+			_, _ = t.Delete(bg)
+			return nil, fmt.Errorf("restore %s on %s: %w", s.ID, host, err)
 		}
 	}
-	t, err := r.restoreTask(ctx, "restore", host, s, dir, o)
+	if o.lazy {
+		if err := setGuards(ctx, host, s.ID, guardHold, true); err != nil {
+			_, _ = t.Delete(bg)
+			return nil, fmt.Errorf("restore %s on %s: %w", s.ID, host, err)
+		}
+		defer func() {
+			if err != nil {
+				err = errors.Join(err, setGuards(bg, host, s.ID, guardHold, false))
+			}
+		}()
+	}
+	if err := t.Start(ctx); err != nil {
+		_, _ = t.Delete(bg, client.WithProcessKill)
+		return nil, fmt.Errorf("restore %s on %s: start: %w%s", s.ID, host, err, criuLogTail(o.work, "restore.log"))
+	}
+	return t, nil
+}
+
+// clearBlocks removes the CRIU lock tables and the hold rule found in the
+// namespace of container id on host (ClearNetworkLocks).
+func (r *Runtime) clearBlocks(ctx context.Context, host, id string) error {
+	names, err := clearNetworkLocks(host, id)
 	if err != nil {
 		return err
 	}
-	if err := t.Start(ctx); err != nil {
-		_, _ = t.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
-		return fmt.Errorf("restore %s on %s: start: %w%s", s.ID, host, err, criuLogTail(o.work, "restore.log"))
+	if len(names) > 0 {
+		r.log.Warn("removed network locks left by a failed restore", zap.String("container", id), zap.String("host", host), zap.Strings("tables", names))
 	}
-	return nil
+	return clearGuards(ctx, host, id, guardHold)
 }
 
 // Stage prepares a restore on host without running it: it creates the

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/escape-mtd/escape/internal/atomicfile"
 	"go.uber.org/zap"
 )
@@ -91,9 +92,73 @@ func (m *Migrator) canLazy(ctx context.Context, source, dest string, spec Spec) 
 // Nothing reaches the copy throughout (guardHold).
 func (r *run) restoreLazy(ctx context.Context, work RestoreOption) error {
 	m, spec, dest := r.m, r.rec.Spec, r.rec.Dest
-	dir := r.rec.Image + ".restore-" + dest
 	h, _ := m.rt.host(dest)
-	d, err := m.startLazy(ctx, h, spec, r.rec.Image, dir)
+	start := func(ctx context.Context) error { return m.rt.StartStaged(ctx, dest, spec.ID, work) }
+	if err := m.rt.lazily(ctx, h, spec, r.rec.Image, r.rec.Image+".restore-"+dest, start, m.afterLazyStart); err != nil {
+		return err
+	}
+	r.res.Lazy = true
+	r.rec.LazyDone = true
+	return r.save(ctx)
+}
+
+// RestoreLazily makes Restore bring the container's memory in lazily, as a
+// staged migration does, and hold every packet off the copy (guardHold)
+// until the last page is in. It needs a host that names its CRIU, a
+// container with a CRIU configuration file, and a RestoreWorkDir
+// (CanRestoreLazily). On error no copy of the restore is left running:
+// the caller restores again, in full.
+func RestoreLazily() RestoreOption { return func(o *restoreOpts) { o.lazy = true } }
+
+// CanRestoreLazily reports whether Restore can restore s on host lazily.
+func (r *Runtime) CanRestoreLazily(host string, s Spec) bool {
+	h, ok := r.host(host)
+	return ok && h.CRIU != "" && s.CRIUConfig != ""
+}
+
+// restoreLazily is Restore with RestoreLazily.
+func (r *Runtime) restoreLazily(ctx context.Context, host string, s Spec, dir string, o restoreOpts) (err error) {
+	h, _ := r.host(host)
+	if !r.CanRestoreLazily(host, s) || o.work == "" {
+		return fmt.Errorf("restore %s on %s lazily: needs the host's CRIU, the container's CRIU configuration file and a work directory", s.ID, host)
+	}
+	var t client.Task // set once the copy runs, held (startRestore)
+	defer func() {
+		if t == nil {
+			return
+		}
+		bg := context.WithoutCancel(ctx)
+		if err != nil {
+			// Its memory is incomplete, so it must never serve: if it
+			// cannot be killed the hold stays, for ClearNetworkLocks to
+			// lift once a later restore has replaced it.
+			if _, e := t.Delete(bg, client.WithProcessKill); e != nil {
+				err = errors.Join(err, fmt.Errorf("kill the incomplete copy (its namespace stays held): %w", e))
+				return
+			}
+		}
+		if e := setGuards(bg, host, s.ID, guardHold, false); e != nil {
+			err = errors.Join(err, e)
+		}
+	}()
+	start := func(ctx context.Context) error {
+		var err error
+		t, err = r.startRestore(ctx, host, s, dir, o)
+		return err
+	}
+	return r.lazily(ctx, h, s, dir, o.work, start, nil)
+}
+
+// lazily runs start, a restore of spec on h by runc, with lazy-pages in the
+// container's CRIU file and a daemon serving the pages of image, and
+// returns once every page is in. work is the restore's CRIU work
+// directory, where the restore finds the daemon. afterStart, if set, runs
+// once start has returned (a test hook). On error the file no longer says
+// lazy-pages and neither the daemon nor the restoring CRIU is left
+// running; a copy that start did bring up keeps running with its memory
+// incomplete, for the caller to kill.
+func (r *Runtime) lazily(ctx context.Context, h Host, spec Spec, image, work string, start func(context.Context) error, afterStart func()) error {
+	d, err := r.startLazy(ctx, h, spec, image, work)
 	if err != nil {
 		return err
 	}
@@ -124,9 +189,9 @@ func (r *run) restoreLazy(ctx context.Context, work RestoreOption) error {
 			return
 		}
 		d.kill()
-		aborted <- fmt.Sprintf("%s; stopped the restore, criu pids %v", why, killCRIUIn(dir))
+		aborted <- fmt.Sprintf("%s; stopped the restore, criu pids %v", why, killCRIUIn(work))
 	}()
-	err = m.rt.StartStaged(ctx, dest, spec.ID, work)
+	err = start(ctx)
 	close(started)
 	// Before anything else can dump or restore this container: runc reads
 	// the same file on the source.
@@ -141,29 +206,29 @@ func (r *run) restoreLazy(ctx context.Context, work RestoreOption) error {
 		default:
 			// The start failed on its own: nothing may still wait for
 			// pages when the undo kills this copy.
-			if pids := killCRIUIn(dir); len(pids) > 0 {
+			if pids := killCRIUIn(work); len(pids) > 0 {
 				err = fmt.Errorf("%w (stopped the restore, criu pids %v)", err, pids)
 			}
 		}
-		// A killed CRIU cannot unmount its cgroup yard.
-		if e := unmountUnder(dir); e != nil {
-			m.log.Warn("lazy restore: clean up after criu", zap.String("container", spec.ID), zap.Error(e))
+		// A killed CRIU cannot unmount its cgroup yard, nor kill the
+		// tasks it had restored.
+		if e := unmountUnder(work); e != nil {
+			r.log.Warn("lazy restore: clean up after criu", zap.String("container", spec.ID), zap.Error(e))
 		}
-		return err
+		pids, e := killLeftovers(h, spec.ID)
+		if len(pids) > 0 {
+			err = fmt.Errorf("%w (killed the restore's leftover tasks %v)", err, pids)
+		}
+		return errors.Join(err, e)
 	}
-	if m.afterLazyStart != nil {
-		m.afterLazyStart()
+	if afterStart != nil {
+		afterStart()
 	}
 	t0 := time.Now()
 	if err := d.wait(ctx); err != nil {
 		return err
 	}
-	r.res.Lazy = true
-	r.rec.LazyDone = true
-	if err := r.save(ctx); err != nil {
-		return err
-	}
-	m.log.Debug("lazy restore complete", zap.String("container", spec.ID), zap.Duration("after_start", time.Since(t0)))
+	r.log.Debug("lazy restore complete", zap.String("container", spec.ID), zap.Duration("after_start", time.Since(t0)))
 	return nil
 }
 
@@ -225,14 +290,14 @@ type lazyDaemon struct {
 // starts the daemon that serves the dump in image, rendezvousing with the
 // restore in work. It returns once the daemon listens. On error nothing is
 // left behind: the configuration is as it was and no daemon runs.
-func (m *Migrator) startLazy(ctx context.Context, h Host, spec Spec, image, work string) (*lazyDaemon, error) {
+func (r *Runtime) startLazy(ctx context.Context, h Host, spec Spec, image, work string) (*lazyDaemon, error) {
 	if err := addLazy(spec.CRIUConfig); err != nil {
 		return nil, err
 	}
 	d, err := startLazyDaemon(ctx, h.CRIU, image, work)
 	if err != nil {
 		if e := stripLazy(spec.CRIUConfig); e != nil {
-			m.log.Error("lazy restore: put back the criu config", zap.String("container", spec.ID), zap.Error(e))
+			r.log.Error("lazy restore: put back the criu config", zap.String("container", spec.ID), zap.Error(e))
 		}
 		return nil, err
 	}

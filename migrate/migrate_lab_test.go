@@ -447,24 +447,7 @@ func TestFaultLazyDaemon(t *testing.T) {
 			if h2.CRIU == "" {
 				t.Fatal("the lab's inventory names no CRIU binary (re-create the lab)")
 			}
-			wrapper := filepath.Join(f.l.dir, "criu-lazy-"+tc.name)
-			script := `#!/bin/sh
-# CRIU, but its lazy-pages daemon gets SIG` + tc.signal + ` once a restore connects.
-[ "$1" = lazy-pages ] || exec "` + h2.CRIU + `" "$@"
-work=""; prev=""
-for a in "$@"; do [ "$prev" = --work-dir ] && work="$a"; prev="$a"; done
-"` + h2.CRIU + `" "$@" & pid=$!
-i=0
-while [ $i -lt 1000 ]; do
-  grep -q "Received PID" "$work/lazy-pages.log" 2>/dev/null && break
-  sleep 0.005; i=$((i+1))
-done
-kill -` + tc.signal + ` $pid
-wait $pid
-`
-			if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-				t.Fatal(err)
-			}
+			wrapper := labtest.LazyDaemonFault(t, f.l.dir, h2.CRIU, tc.signal)
 			hosts := hostsOf(f.l.inv)
 			for i := range hosts {
 				hosts[i].CRIU = wrapper
@@ -498,6 +481,12 @@ wait $pid
 			}
 			if b, err := os.ReadFile(f.spec.CRIUConfig); err != nil || hasLazy(b) {
 				t.Fatalf("the container's CRIU configuration after the failure (%v):\n%s", err, b)
+			}
+			// The tasks CRIU had restored before it was stopped are gone
+			// with it, not left orphaned on the destination.
+			dh, _ := rt.host("h2")
+			if pids, err := cgroupProcs(dh, f.spec.ID); err != nil || len(pids) > 0 {
+				t.Fatalf("processes left in the destination's cgroup: %v (%v)", pids, err)
 			}
 			f.next(t)
 			f.placement(t, "h1")

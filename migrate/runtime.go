@@ -171,7 +171,7 @@ func (r *Runtime) specOpts(h Host, s Spec) []oci.SpecOpts {
 		oci.WithProcessArgs(s.Args...),
 		oci.WithHostname(s.ID),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: filepath.Join("/run/netns", CtNetns(h.Name, s.ID))}),
-		oci.WithCgroup("/" + h.CgroupParent + "/" + h.Name + "/" + s.ID),
+		oci.WithCgroup(h.cgroupPath(s.ID)),
 		oci.WithoutRunMount, // one tmpfs fewer for CRIU to archive (mounts.go)
 	}
 	if len(s.Env) > 0 {

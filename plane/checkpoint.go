@@ -181,6 +181,9 @@ type RollbackResult struct {
 	Restore  Duration `json:"restore"`
 	// InWindow counts rollbacks within the policy window, this one included.
 	InWindow int `json:"in_window"`
+	// Lazy is set when the memory came in lazily (Config.LazyRestoreFrom);
+	// Downtime then runs to the last page, when the copy takes traffic.
+	Lazy bool `json:"lazy,omitempty"`
 }
 
 // Rollback restores a container on its host from its last safe checkpoint.
@@ -241,8 +244,20 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 		// network lock behind (migrate.ClearNetworkLocks); the copy's
 		// connections are restored closed, so none is live to protect.
 		var errs []error
-		for _, cand := range cks {
-			err = p.rt.Restore(ctx, c.Host, c.Spec, cand.Dir, migrate.RestoreWorkDir(cand.Dir+".restore"), migrate.ClearNetworkLocks())
+		for i, cand := range cks {
+			opts := []migrate.RestoreOption{migrate.RestoreWorkDir(cand.Dir + ".restore"), migrate.ClearNetworkLocks()}
+			if i == 0 && p.lazyRollback(c, cand) {
+				// A lazy restore that fails leaves no copy: the same
+				// checkpoint is then restored in full.
+				if err = p.rt.Restore(ctx, c.Host, c.Spec, cand.Dir, append(opts, migrate.RestoreLazily())...); err == nil {
+					_ = os.RemoveAll(cand.Dir + ".restore")
+					ck, res.Checkpoint, res.Lazy = cand, cand, true
+					break
+				}
+				p.log.Error("restore checkpoint lazily", zap.String("container", id), zap.Uint64("seq", cand.Seq), zap.Error(err))
+				reasons = append(slices.Clip(reasons), fmt.Sprintf("lazy restore of checkpoint %d failed, restored in full: %v", cand.Seq, err))
+			}
+			err = p.rt.Restore(ctx, c.Host, c.Spec, cand.Dir, opts...)
 			if err == nil {
 				_ = os.RemoveAll(cand.Dir + ".restore")
 				ck, res.Checkpoint = cand, cand
@@ -277,8 +292,16 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 	p.event(AuditEvent{Kind: "action", Action: "rollback", Container: id, Host: c.Host, Actor: actor, Reasons: reasons,
 		Outcome: "ok", Duration: ms(t2.Sub(t0)),
 		Details: map[string]any{"checkpoint_seq": ck.Seq, "safe_epoch": ck.SafeEpoch, "kill_ms": ms(t1.Sub(t0)),
-			"restore_ms": ms(t2.Sub(t1)), "rollbacks_in_window": n}})
+			"restore_ms": ms(t2.Sub(t1)), "rollbacks_in_window": n, "lazy": res.Lazy}})
 	return res, nil
+}
+
+// lazyRollback reports whether a rollback of c restores ck lazily: the
+// checkpoint is at least Config.LazyRestoreFrom and the host can
+// (migrate.Runtime.CanRestoreLazily).
+func (p *Plane) lazyRollback(c ContainerRecord, ck CheckpointRecord) bool {
+	from, on, err := p.cfg.lazyRestoreFrom()
+	return err == nil && on && ck.Bytes >= 0 && uint64(ck.Bytes) >= from && p.rt.CanRestoreLazily(c.Host, c.Spec)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

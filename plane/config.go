@@ -76,6 +76,11 @@ type Config struct {
 	// 4 ms an exec here, 2 execs on a dump and 7 on a restore, all of it
 	// time the container is frozen).
 	NetworkLock string `yaml:"criu_network_lock"`
+	// LazyRestoreFrom is the size from which restores bring memory in
+	// lazily (migrate.RestoreLazily), for migrations (the source copy's
+	// memory) and rollbacks (the checkpoint's size) alike: a size such as
+	// 16MiB (the default, migrate.DefaultLazyFrom), "always" or "never".
+	LazyRestoreFrom string `yaml:"lazy_restore_from"`
 	// Defaults is the policy every container starts from.
 	Defaults PolicyOverrides `yaml:"defaults"`
 	// Containers are deployed at start if not already placed.
@@ -99,12 +104,13 @@ type ContainerConfig struct {
 // DefaultConfig is the configuration with nothing set.
 func DefaultConfig() Config {
 	return Config{
-		Socket:      "/run/escape-plane/plane.sock",
-		Listen:      "127.0.0.1:9465",
-		State:       "/var/lib/escape-plane/state.db",
-		Audit:       "/var/lib/escape-plane/audit.jsonl",
-		LabRoot:     "/var/lib/escape-lab",
-		NetworkLock: "nftables",
+		Socket:          "/run/escape-plane/plane.sock",
+		Listen:          "127.0.0.1:9465",
+		State:           "/var/lib/escape-plane/state.db",
+		Audit:           "/var/lib/escape-plane/audit.jsonl",
+		LabRoot:         "/var/lib/escape-lab",
+		NetworkLock:     "nftables",
+		LazyRestoreFrom: fmt.Sprintf("%dMiB", migrate.DefaultLazyFrom>>20),
 	}
 }
 
@@ -162,6 +168,9 @@ func (c Config) Validate() error {
 	if c.NetworkLock != "nftables" && c.NetworkLock != "iptables" {
 		errs = append(errs, fmt.Errorf("criu_network_lock: %q: want nftables or iptables", c.NetworkLock))
 	}
+	if _, _, err := c.lazyRestoreFrom(); err != nil {
+		errs = append(errs, fmt.Errorf("lazy_restore_from: %w", err))
+	}
 	if c.SharedDir != "" && !filepath.IsAbs(c.SharedDir) {
 		errs = append(errs, fmt.Errorf("shared_dir: %q must be an absolute path", c.SharedDir))
 	}
@@ -183,6 +192,24 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: section plane: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// lazyRestoreFrom is LazyRestoreFrom parsed: whether restores may be lazy,
+// and from which size.
+func (c Config) lazyRestoreFrom() (bytes uint64, on bool, err error) {
+	switch c.LazyRestoreFrom {
+	case "":
+		return migrate.DefaultLazyFrom, true, nil
+	case "always":
+		return 0, true, nil
+	case "never":
+		return 0, false, nil
+	}
+	n, err := ParseSize(c.LazyRestoreFrom)
+	if err != nil {
+		return 0, false, fmt.Errorf("%w, always or never", err)
+	}
+	return n, true, nil
 }
 
 func (cc ContainerConfig) validate(defaults PolicyOverrides) error {

@@ -21,6 +21,13 @@ import (
 func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
 	t.Helper()
 	inv := labtest.Ensure(t)
+	return openLabPlane(t, labConfig(t, inv, defaults), inv), inv
+}
+
+// labConfig is a plane configuration on the lab whose state, audit log and
+// shared directory belong to the test.
+func labConfig(t *testing.T, inv *lab.Inventory, defaults PolicyOverrides) Config {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.Socket = filepath.Join(dir, "plane.sock")
@@ -29,14 +36,20 @@ func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
 	cfg.SharedDir = filepath.Join(inv.Shared, "escape-test", fmt.Sprintf("plane-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-")))
 	cfg.Defaults = defaults
 	t.Cleanup(func() { os.RemoveAll(cfg.SharedDir) })
-	return openLabPlane(t, cfg, inv), inv
+	return cfg
 }
 
 // openLabPlane opens a plane on cfg; at the end of the test it removes the
 // containers the plane then knows and closes it.
 func openLabPlane(t *testing.T, cfg Config, inv *lab.Inventory) *Plane {
 	t.Helper()
-	p, err := New(cfg, EnvironmentFromLab(inv), WithLogger(zaptest.NewLogger(t)),
+	return openPlaneIn(t, cfg, EnvironmentFromLab(inv))
+}
+
+// openPlaneIn is openLabPlane on an environment the test has changed.
+func openPlaneIn(t *testing.T, cfg Config, env Environment) *Plane {
+	t.Helper()
+	p, err := New(cfg, env, WithLogger(zaptest.NewLogger(t)),
 		WithMigrateOptions(migrate.WithStepTimeout(30*time.Second)))
 	if err != nil {
 		t.Fatal(err)

@@ -160,7 +160,11 @@ func (p *Plane) open() error {
 	if p.audit, err = OpenAudit(p.cfg.Audit); err != nil {
 		return err
 	}
-	mopts := append([]migrate.Option{migrate.WithLogger(p.log)}, p.migOpts...)
+	from, lazy, err := p.cfg.lazyRestoreFrom()
+	if err != nil {
+		return err
+	}
+	mopts := append([]migrate.Option{migrate.WithLogger(p.log), migrate.WithLazyRestore(lazy), migrate.WithLazyFrom(from)}, p.migOpts...)
 	p.mig, err = migrate.New(p.rt, p.store, filepath.Join(p.checkpointRoot(), "migrations"), mopts...)
 	return err
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/escape-mtd/escape/migrate"
 )
 
 func TestConfigParsesAndLayersPolicy(t *testing.T) {
@@ -76,6 +78,8 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 		{"listen: 0.0.0.0:9465\n", "listen"},
 		{"criu_network_lock: ebtables\n", "criu_network_lock"},
 		{"criu_network_lock: \"\"\n", "criu_network_lock"},
+		{"lazy_restore_from: sometimes\n", "lazy_restore_from"},
+		{"lazy_restore_from: 0MiB\n", "lazy_restore_from"},
 	} {
 		_, err := ParseConfig(strings.NewReader(inPlane(tc.yaml)))
 		if err == nil {
@@ -98,6 +102,28 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 	cfg, err := ParseConfig(strings.NewReader(""))
 	if err != nil || cfg.Socket != DefaultConfig().Socket {
 		t.Fatalf("empty config: %v", err)
+	}
+}
+
+func TestLazyRestoreFrom(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		from  uint64
+		on    bool
+	}{
+		{"", migrate.DefaultLazyFrom, true},
+		{"always", 0, true},
+		{"never", 0, false},
+		{"64MiB", 64 << 20, true},
+	} {
+		cfg, err := ParseConfig(strings.NewReader(inPlane("lazy_restore_from: \"" + tc.value + "\"\n")))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.value, err)
+		}
+		from, on, err := cfg.lazyRestoreFrom()
+		if err != nil || from != tc.from || on != tc.on {
+			t.Errorf("%q: from %d, on %v (%v); want %d, %v", tc.value, from, on, err, tc.from, tc.on)
+		}
 	}
 }
 

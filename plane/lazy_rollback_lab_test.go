@@ -1,0 +1,115 @@
+package plane
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/escape-mtd/escape/arp"
+	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
+)
+
+// A rollback restores its checkpoint lazily from Config.LazyRestoreFrom on.
+// The copy comes back with the checkpoint's state, nothing is left holding
+// its namespace or in its CRIU file, and the audit says it was lazy. When
+// the lazy-pages daemon dies mid-copy, the same checkpoint is restored in
+// full instead and the audit says why.
+func TestPlaneLazyRollback(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		octet int
+		fault bool
+	}{
+		{"completes", 243, false},
+		{"daemon dies", 244, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inv := labtest.Ensure(t)
+			cfg := labConfig(t, inv, PolicyOverrides{CleanEpochs: ptr(1), RollbackLimit: ptr(10)})
+			cfg.LazyRestoreFrom = "always" // the test's redis is far below the default
+			env := EnvironmentFromLab(inv)
+			if tc.fault {
+				h1, _ := inv.Host("h1")
+				if h1.CRIU == "" {
+					t.Fatal("the lab's inventory names no CRIU binary, so the lazy restore would go untested (re-create the lab)")
+				}
+				wrapper := labtest.LazyDaemonFault(t, t.TempDir(), h1.CRIU, "KILL")
+				for i := range env.Hosts {
+					env.Hosts[i].CRIU = wrapper
+				}
+			}
+			p := openPlaneIn(t, cfg, env)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			id := fmt.Sprintf("pl-lazy-%d", tc.octet)
+			c, err := p.Deploy(ctx, ContainerConfig{ID: id, Image: "redis", Host: "h1", IP: fmt.Sprintf("198.18.1.%d", tc.octet),
+				Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !p.rt.CanRestoreLazily("h1", c.Spec) {
+				t.Fatal("the plane cannot restore lazily on h1, so the lazy rollback would go untested")
+			}
+			rc := labtest.DialRedis(t, inv, c.Spec.IP.Addr(), 15*time.Second)
+			if n := incr(t, rc); n != 1 {
+				t.Fatalf("INCR = %d, want 1", n)
+			}
+			if _, err := p.HandleReport(ctx, Report{Container: id, Epoch: 1, Threshold: 3}, "test"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Checkpoint(ctx, id, false, "test"); err != nil {
+				t.Fatal(err)
+			}
+			incr(t, rc)
+			incr(t, rc) // 3 now; the checkpoint holds 1
+
+			res, err := p.Rollback(ctx, id, []string{"test"}, "test")
+			if err != nil {
+				t.Fatalf("rollback: %v", err)
+			}
+			if res.Lazy == tc.fault {
+				t.Fatalf("rollback lazy = %v, want %v", res.Lazy, !tc.fault)
+			}
+			t.Logf("rollback: lazy %v, downtime %v (kill %v, restore %v)", res.Lazy, time.Duration(res.Downtime), time.Duration(res.Kill), time.Duration(res.Restore))
+			if st, err := p.rt.State(ctx, "h1", id); err != nil || st != migrate.Running {
+				t.Fatalf("after the rollback the container is %s (%v), want running", st, err)
+			}
+			rc = labtest.DialRedis(t, inv, c.Spec.IP.Addr(), 15*time.Second)
+			if n := incr(t, rc); n != 2 {
+				t.Fatalf("INCR after the rollback = %d, want 2 (the checkpoint's 1, plus one)", n)
+			}
+
+			// Nothing left holding the namespace: its INPUT chain lists
+			// no hold rule (listed, not probed, so that a missing
+			// namespace fails the test rather than passing it).
+			out, err := exec.Command("nsenter", "--net="+arp.NetnsPath(migrate.CtNetns("h1", id)), "iptables", "-w", "-S", "INPUT").CombinedOutput()
+			if err != nil {
+				t.Fatalf("list the copy's INPUT chain: %v: %s", err, out)
+			}
+			if strings.Contains(string(out), "escape-hold") {
+				t.Fatalf("the copy's namespace is still held:\n%s", out)
+			}
+			conf, err := os.ReadFile(c.Spec.CRIUConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(conf), "lazy-pages") {
+				t.Fatalf("the CRIU file still says lazy-pages:\n%s", conf)
+			}
+			if !auditHas(t, cfg.Audit, func(ev AuditEvent) bool {
+				if ev.Action != "rollback" || ev.Outcome != "ok" || ev.Container != id || ev.Details["lazy"] != !tc.fault {
+					return false
+				}
+				said := strings.Contains(strings.Join(ev.Reasons, "\n"), "lazy restore of checkpoint")
+				return said == tc.fault
+			}) {
+				t.Fatalf("no audited rollback with lazy=%v (and, after a fault, its reason)", !tc.fault)
+			}
+		})
+	}
+}
