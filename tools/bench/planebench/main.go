@@ -20,6 +20,9 @@
 // than the floor; it tells what CRIU inside a runc container costs over
 // the bare limit, apart from what containerd and ESCAPE add.
 //
+// -lazy-restore-from sets the plane's lazy_restore_from, for its rollbacks
+// and its own ("staged") migrations alike.
+//
 // -network-lock sets CRIU's network lock for the plane's containers and the
 // bare limit alike.
 package main
@@ -83,6 +86,7 @@ func run() error {
 	labRoot := flag.String("lab", "/var/lib/escape-lab", "lab root")
 	criu := flag.String("criu", "/opt/escape/bin/criu", "CRIU binary (the lab's 4.2 wrapper)")
 	lock := flag.String("network-lock", "nftables", "CRIU network lock (nftables or iptables), for the plane's containers and the bare limit alike")
+	lazyFrom := flag.String("lazy-restore-from", "", "the plane's lazy_restore_from (a size, always or never; default the plane's)")
 	modesF := flag.String("modes", "legacy,direct,staged", "migration paths to compare (legacy, direct, full, lazy, staged; staged is the plane's own: lazy from migrate.DefaultLazyFrom; lazy: at any size; full: never)")
 	flag.Parse()
 	var modes []string
@@ -133,6 +137,12 @@ func run() error {
 	one := 1
 	cfg.Defaults = plane.PolicyOverrides{CleanEpochs: &one, Retain: &one}
 	cfg.NetworkLock = *lock
+	if *lazyFrom != "" {
+		cfg.LazyRestoreFrom = *lazyFrom
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+	}
 	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
 	p, err := plane.New(cfg, plane.EnvironmentFromLab(inv), plane.WithLogger(log))
 	if err != nil {
