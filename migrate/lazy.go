@@ -72,8 +72,7 @@ func WithLazyFrom(bytes uint64) Option { return func(m *Migrator) { m.lazyFrom =
 // that cannot be read does not stop a lazy restore, which works at any
 // size.
 func (m *Migrator) canLazy(ctx context.Context, source, dest string, spec Spec) bool {
-	h, ok := m.rt.host(dest)
-	if !m.lazy || !ok || h.CRIU == "" || spec.CRIUConfig == "" {
+	if !m.lazy || !m.rt.CanRestoreLazily(dest, spec) {
 		return false
 	}
 	if m.lazyFrom == 0 {
