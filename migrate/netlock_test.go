@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/escape-mtd/escape/arp"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
 	"github.com/google/nftables"
 )
 
@@ -21,15 +22,7 @@ func TestClearNetworkLocksRemovesOnlyCRIUTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = arp.DeleteNetns(ns) })
-	f, err := os.Open(arp.NetnsPath(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := labtest.NFTables(t, ns)
 	for _, name := range []string{"CRIU-0a1b2c3d-dump-one", "CRIU-4e5f-dump-two", "operator"} {
 		c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
 	}

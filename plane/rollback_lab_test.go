@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
@@ -192,7 +191,11 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 	// next rollback (whose first restore, of the damaged checkpoint, fails
 	// and leaves a lock of its own, removed before the older one restores).
 	const left = "CRIU-left-by-a-test"
-	addInetTable(t, migrate.CtNetns("h1", id), left)
+	nft := labtest.NFTables(t, migrate.CtNetns("h1", id))
+	nft.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: left})
+	if err := nft.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	p = reopen(ctx, t, p, inv)
 	if !auditHas(t, p.cfg.Audit, func(e AuditEvent) bool {
 		return e.Kind == "decision" && e.Container == id && e.Outcome == "failed" && slices.ContainsFunc(e.Reasons, func(r string) bool {
@@ -208,24 +211,6 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 		t.Fatalf("lock tables after the rollback: %v (%v), want none", locks, err)
 	}
 	counter(p, 2, "rollback with a lock table left")
-}
-
-// addInetTable adds an empty inet table to the named network namespace.
-func addInetTable(t *testing.T, netns, name string) {
-	t.Helper()
-	f, err := os.Open(arp.NetnsPath(netns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // freezeCgroup freezes (or thaws) every process of pid's cgroup, through the

@@ -478,7 +478,7 @@ func report(w *os.File, sizes []int, modes []string, res map[int][]sample, reps 
 	for _, size := range sizes {
 		ss := res[size]
 		bg := col(ss, func(s sample) time.Duration { return s.bareGap })
-		for _, f := range floors {
+		for _, f := range floors() {
 			fc := func(g func(floorSample) time.Duration) time.Duration {
 				return col(ss, func(s sample) time.Duration { return g(s.floors[f.name]) })
 			}

@@ -37,7 +37,8 @@ type floor struct {
 	dropTmpfs bool
 }
 
-var floors = []floor{{name: "runc"}, {name: "runc-no-tmpfs", dropTmpfs: true}}
+// floors are the floors each size measures, in this order.
+func floors() []floor { return []floor{{name: "runc"}, {name: "runc-no-tmpfs", dropTmpfs: true}} }
 
 // floorSample is one checkpoint and restore of a floor.
 type floorSample struct {
@@ -57,13 +58,8 @@ type runcBundle struct {
 // own state (its bundle path), so the floor runs the very spec the plane
 // produced rather than a reconstruction of it.
 func captureBundle(ctx context.Context, inv *lab.Inventory, host, id string) (runcBundle, error) {
-	var h *lab.Host
-	for i := range inv.Hosts {
-		if inv.Hosts[i].Name == host {
-			h = &inv.Hosts[i]
-		}
-	}
-	if h == nil {
+	h, ok := inv.Host(host)
+	if !ok {
 		return runcBundle{}, fmt.Errorf("host %s not in the inventory", host)
 	}
 	// The shim keeps each containerd namespace's containers in a runc root
@@ -270,7 +266,7 @@ func runFloors(ctx context.Context, p *plane.Plane, inv *lab.Inventory, b runcBu
 			fr.close()
 		}
 	}()
-	for i, f := range floors {
+	for i, f := range floors() {
 		fr, err := startFloor(ctx, p, inv, b, f, criu, rootfs, work, size, octet+i)
 		if err != nil {
 			return fmt.Errorf("%s floor: %w", f.name, err)

@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/escape-mtd/escape/arp"
+	"github.com/google/nftables"
 )
 
 // LazyDaemonFault writes, in dir, a stand-in for the CRIU binary criu whose
@@ -32,4 +35,21 @@ wait $pid
 		t.Fatal(err)
 	}
 	return wrapper
+}
+
+// NFTables returns an nftables connection into the named network
+// namespace, for a test to add or list tables there (the tables CRIU's
+// network lock or an operator would leave).
+func NFTables(t testing.TB, netns string) *nftables.Conn {
+	t.Helper()
+	f, err := os.Open(arp.NetnsPath(netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
