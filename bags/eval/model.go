@@ -85,6 +85,10 @@ type Scores struct {
 	GramRarity   float64 // mean add-one 6-gram rarity −ln((c+1)/(N6+|G|+1)), nats
 	LM           float64 // mean −ln of the stupid-backoff 6-gram probability of each call, nats
 
+	// Cover is the covering channel (CoverIndex.Cover): the fewest runs of
+	// reference calls that spell the trace, per call.
+	Cover float64
+
 	// KNNAttack is the supervised channel's cosine distance to the nearest
 	// dev attack trace (filled by Run; never a normal-only score).
 	KNNAttack float64

@@ -55,7 +55,7 @@ func lineColors() []color.RGBA {
 // the main improvements (all variants are in the tables).
 func DefaultROC() []string {
 	return []string{"bosc-epoch", "bosc-frac", "stide-6", "bosc-frac+A-loo", "knn-bosc+A-loo",
-		"bag-rarity+A-loo", "soft-bag+A-loo", "6gram-lm+A-loo", "logit(5)+A-loo", "knn-2class+A-loo (sup.)"}
+		"6gram-lm+A-loo", "cover+A-loo", "logit(5)+A-loo", "logit(6)+A-loo", "knn-2class+A-loo (sup.)"}
 }
 
 // rocPlots writes the full ROC (roc.*) and its low-FPR part (roc_low.*,

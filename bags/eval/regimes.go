@@ -36,7 +36,7 @@ func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config,
 		return sets, err
 	}
 	plain := func(m *Model, refs []Trace, thr []Trace) regimeScores {
-		db, kn := NewRefDB(refs, cfg.Window), NewKNN(refs, cfg.Window, k, false)
+		db, kn, cx := NewRefDB(refs, cfg.Window), NewKNN(refs, cfg.Window, k, false), NewCoverIndex(refs)
 		var out regimeScores
 		for i, ts := range [][]Trace{thr, rep, d.Attack} {
 			out[i] = make([]Scores, len(ts))
@@ -44,6 +44,7 @@ func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config,
 				s, p := m.Score(t.Calls), db.Score(t.Calls, false)
 				s.BagRarity, s.BagRarityMax, s.Soft, s.GramRarity, s.LM = p.BagRarity, p.BagRarityMax, p.Soft, p.GramRarity, p.LM
 				s.KNN = kn.Score(t.Calls, -1)
+				s.Cover = cx.Cover(t.Calls, false)
 				out[i][j] = s
 			}
 		}
@@ -59,7 +60,7 @@ func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config,
 	}
 
 	all := append(append([]Trace(nil), d.Train...), sel...)
-	db, kn := NewRefDB(all, cfg.Window), NewKNN(all, cfg.Window, k, false)
+	db, kn, cx := NewRefDB(all, cfg.Window), NewKNN(all, cfg.Window, k, false), NewCoverIndex(all)
 	dev, _ := splitAttacks(d.Attack, cfg.DevRuns)
 	kAll := NewKNN(dev, cfg.Window, 1, false)
 	kOut := map[int]*KNN{} // dev run → references without that run
@@ -82,6 +83,7 @@ func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config,
 				ex = len(d.Train) + j
 			}
 			s.KNN = kn.Score(t.Calls, ex)
+			s.Cover = cx.Cover(t.Calls, self)
 			ka := kAll
 			if r := attackRun(t); i == 2 && r >= 1 && r <= cfg.DevRuns {
 				ka = kOut[r]

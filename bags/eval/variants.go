@@ -43,6 +43,7 @@ func bagRarity(s Scores) float64 { return s.BagRarity }
 func soft(s Scores) float64      { return s.Soft }
 func gramRar(s Scores) float64   { return s.GramRarity }
 func lm(s Scores) float64        { return s.LM }
+func cover(s Scores) float64     { return s.Cover }
 
 // AllVariants returns the papers' BoSC and the improvements, in report order
 // (a fresh slice each call: callers may not change the table).
@@ -58,6 +59,7 @@ func AllVariants() []Variant {
 		{Name: "freq+6gram", Help: "mean of freq-weighted and the 6-gram channel", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }},
 		{Name: "soft-bag", Help: "mean nearest-bag distance (0 seen, 1/2 one call off, 1 farther)", Score: soft},
 		{Name: "6gram-lm", Help: "mean -ln stupid-backoff 6-gram probability per call", Score: lm},
+		{Name: "cover", Help: "fewest runs of training calls that spell the trace, per call (covering similarity)", Score: cover},
 		{Name: "knn-bosc", Help: "cosine distance of the trace's TF-IDF bag counts to the nearest training trace", Score: knn},
 		{Name: "bosc-frac+valA", Help: "bosc-frac, database also fed a quarter of validation (A1)", Score: frac, Regime: ExtA1},
 		{Name: "freq+6gram+valA", Help: "freq+6gram, database also fed a quarter of validation (A1)", Score: func(s Scores) float64 { return (s.Surprisal + s.Stide) / 2 }, Regime: ExtA1},
@@ -69,12 +71,15 @@ func AllVariants() []Variant {
 		{Name: "soft-bag+A-loo", Help: "soft-bag, same regime", Score: soft, Regime: LOOA},
 		{Name: "6gram-rarity+A-loo", Help: "mean add-one 6-gram rarity -ln((c+1)/(N+|G|+1))", Score: gramRar, Regime: LOOA},
 		{Name: "6gram-lm+A-loo", Help: "6gram-lm, same regime", Score: lm, Regime: LOOA},
+		{Name: "cover+A-loo", Help: "cover, references = training + all of A, A scored leave-one-out", Score: cover, Regime: LOOA},
 		{Name: "knn-bosc+A-loo", Help: "knn-bosc, references = training + all of A, A scored leave-one-out", Score: knn, Regime: LOOA},
 		{Name: "rank(6gram,knn)+A-loo", Help: "mean normal-data CDF of stide-6 and knn-bosc", Regime: LOOA, Rank: []Channel{stide, knn}},
 		{Name: "rank(bosc,6gram,knn)+A-loo", Help: "mean normal-data CDF of bosc-frac, stide-6 and knn-bosc", Regime: LOOA, Rank: []Channel{frac, stide, knn}},
 		{Name: "rank(lm,knn)+A-loo", Help: "mean normal-data CDF of 6gram-lm and knn-bosc", Regime: LOOA, Rank: []Channel{lm, knn}},
 		{Name: "logit(5)+A-loo", Help: "logistic model of knn-bosc, 6gram-lm, 6gram-rarity, bag-rarity, soft-bag fitted on A + dev attacks", Regime: LOOA,
 			Logit: []Channel{knn, lm, gramRar, bagRarity, soft}},
+		{Name: "logit(6)+A-loo", Help: "logit(5) plus the covering channel", Regime: LOOA,
+			Logit: []Channel{knn, lm, gramRar, bagRarity, soft, cover}},
 		{Name: "knn-2class+A-loo (sup.)", Help: "SUPERVISED: knn-bosc distance to normal minus distance to the nearest dev attack trace", Regime: LOOA, Supervised: true,
 			Score: func(s Scores) float64 { return s.KNN - s.KNNAttack }},
 	}
