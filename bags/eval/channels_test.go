@@ -3,6 +3,7 @@ package eval
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/escape-mtd/escape/bags"
@@ -186,5 +187,24 @@ func TestSelectVariants(t *testing.T) {
 	}
 	if vs, _ := selectVariants(nil); len(vs) != len(AllVariants()) {
 		t.Fatal("empty selection must mean all")
+	}
+}
+
+func TestSplitVariantNames(t *testing.T) {
+	for in, want := range map[string][]string{
+		"":                         nil,
+		"cover":                    {"cover"},
+		"rank(lm,knn)+A-loo,cover": {"rank(lm,knn)+A-loo", "cover"},
+		" bosc-frac , rank(bosc,6gram,knn)+A-loo,": {"bosc-frac", "rank(bosc,6gram,knn)+A-loo"},
+		"knn-2class+A-loo (sup.),logit(6)+A-loo":   {"knn-2class+A-loo (sup.)", "logit(6)+A-loo"},
+		"a),b":                                     {"a)", "b"},
+	} {
+		if got := SplitVariantNames(in); !slices.Equal(got, want) {
+			t.Errorf("SplitVariantNames(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// Every listed name survives a round trip through the joined list.
+	if got := SplitVariantNames(strings.Join(VariantNames(), ",")); !slices.Equal(got, VariantNames()) {
+		t.Fatalf("round trip of all names: %q", got)
 	}
 }

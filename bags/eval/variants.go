@@ -3,6 +3,7 @@ package eval
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Regime is the normal data a variant's database holds and where its
@@ -90,6 +91,37 @@ func VariantNames() []string {
 	out := make([]string, len(AllVariants()))
 	for i, v := range AllVariants() {
 		out[i] = v.Name
+	}
+	return out
+}
+
+// SplitVariantNames splits a comma-separated list of variant names at the
+// commas outside parentheses, so "rank(lm,knn)+A-loo,cover" is two names.
+// Blank items are dropped; the names are not checked here (Run does).
+func SplitVariantNames(list string) []string {
+	var out []string
+	depth, from := 0, 0
+	for i := 0; i <= len(list); i++ {
+		if i < len(list) {
+			switch list[i] {
+			case '(':
+				depth++
+				continue
+			case ')':
+				depth = max(depth-1, 0)
+				continue
+			case ',':
+				if depth > 0 {
+					continue
+				}
+			default:
+				continue
+			}
+		}
+		if name := strings.TrimSpace(list[from:i]); name != "" {
+			out = append(out, name)
+		}
+		from = i + 1
 	}
 	return out
 }

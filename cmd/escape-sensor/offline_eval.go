@@ -14,7 +14,7 @@ func newEvalCmd() *cobra.Command {
 	var window, epoch int
 	var target float64
 	var windows []int
-	var variants, roc []string
+	var variants, roc string
 	var devRuns, k int
 	var verbose, list, ceiling bool
 	c := &cobra.Command{
@@ -52,7 +52,8 @@ already in the normal data).`,
 			if len(windows) > 0 {
 				cfg.Windows = windows
 			}
-			cfg.Variants, cfg.ROC, cfg.DevRuns, cfg.KNN, cfg.Ceiling = variants, roc, devRuns, k, ceiling
+			cfg.Variants, cfg.ROC = eval.SplitVariantNames(variants), eval.SplitVariantNames(roc)
+			cfg.DevRuns, cfg.KNN, cfg.Ceiling = devRuns, k, ceiling
 			r, err := eval.Run(c.Context(), cfg)
 			if err != nil {
 				return fmt.Errorf("eval: %w", err)
@@ -89,8 +90,10 @@ already in the normal data).`,
 	c.Flags().IntVarP(&epoch, "epoch", "e", 1000, "epoch length of the papers' rule in the main comparison")
 	c.Flags().Float64Var(&target, "target-fpr", 0.05, "FPR target for thresholds chosen on validation A")
 	c.Flags().IntSliceVar(&windows, "windows", nil, "window sizes to sweep (default 2,4,6,8,10,12,16)")
-	c.Flags().StringSliceVar(&variants, "variants", nil, "variants to report, comma-separated (default all; see --list-variants)")
-	c.Flags().StringSliceVar(&roc, "roc", nil, "variants drawn in roc.* and roc_low.* (default: papers' BoSC and the main improvements)")
+	// Plain strings, split by eval.SplitVariantNames: some names hold commas
+	// inside parentheses, which a slice flag would cut.
+	c.Flags().StringVar(&variants, "variants", "", "variants to report, comma-separated (default all; see --list-variants)")
+	c.Flags().StringVar(&roc, "roc", "", "variants drawn in roc.* and roc_low.* (default: papers' BoSC and the main improvements)")
 	c.Flags().BoolVar(&list, "list-variants", false, "list the variants and exit")
 	c.Flags().IntVar(&devRuns, "dev-runs", 5, "attack runs 1..N of each family form the dev (model-selection) subset")
 	c.Flags().IntVar(&k, "knn", 1, "neighbours of the knn-bosc scorer")
