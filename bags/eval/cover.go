@@ -30,7 +30,6 @@ type CoverIndex struct {
 type coverEdge struct {
 	to, next int32
 	call     uint16
-	_        uint16
 }
 
 // separator joins the reference traces. ADFA-LD's i386 numbers stay below
@@ -106,6 +105,10 @@ func (x *CoverIndex) setNext(s int32, c uint16, to int32) {
 			return
 		}
 	}
+	x.addEdge(s, c, to)
+}
+
+func (x *CoverIndex) addEdge(s int32, c uint16, to int32) {
 	x.edges = append(x.edges, coverEdge{to: to, next: x.first[s], call: c})
 	x.first[s] = int32(len(x.edges) - 1)
 }
@@ -135,8 +138,7 @@ func (x *CoverIndex) extend(last int32, c uint16) int32 {
 	}
 	clone := x.state(x.length[p] + 1)
 	for e := x.first[q]; e >= 0; e = x.edges[e].next {
-		x.edges = append(x.edges, coverEdge{to: x.edges[e].to, next: x.first[clone], call: x.edges[e].call})
-		x.first[clone] = int32(len(x.edges) - 1)
+		x.addEdge(clone, x.edges[e].call, x.edges[e].to)
 	}
 	x.link[clone] = x.link[q]
 	for ; p >= 0 && x.next(p, c) == q; p = x.link[p] {

@@ -100,29 +100,26 @@ func VariantNames() []string {
 // Blank items are dropped; the names are not checked here (Run does).
 func SplitVariantNames(list string) []string {
 	var out []string
-	depth, from := 0, 0
-	for i := 0; i <= len(list); i++ {
-		if i < len(list) {
-			switch list[i] {
-			case '(':
-				depth++
-				continue
-			case ')':
-				depth = max(depth-1, 0)
-				continue
-			case ',':
-				if depth > 0 {
-					continue
-				}
-			default:
-				continue
-			}
-		}
-		if name := strings.TrimSpace(list[from:i]); name != "" {
+	keep := func(name string) {
+		if name = strings.TrimSpace(name); name != "" {
 			out = append(out, name)
 		}
-		from = i + 1
 	}
+	depth, from := 0, 0
+	for i, r := range list {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			depth = max(depth-1, 0)
+		case ',':
+			if depth == 0 {
+				keep(list[from:i])
+				from = i + 1
+			}
+		}
+	}
+	keep(list[from:])
 	return out
 }
 
