@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/escape-mtd/escape/bags/trace"
@@ -53,11 +54,27 @@ func LoadADFA(ctx context.Context, root string) (*Dataset, error) {
 	if d.Attack, err = loadDir(ctx, root, "Attack_Data_Master"); err != nil {
 		return nil, err
 	}
-	if len(d.Train) == 0 || len(d.Valid) < 2 || len(d.Attack) == 0 {
-		return nil, fmt.Errorf("load ADFA-LD %s: %d training, %d validation, %d attack traces: incomplete dataset",
+	// Validation is cut in halves (A, B) and A again in halves (A1, A2).
+	if len(d.Train) == 0 || len(d.Valid) < 4 || len(d.Attack) == 0 {
+		return nil, fmt.Errorf("load ADFA-LD %s: %d training, %d validation (4 or more), %d attack traces: incomplete dataset",
 			root, len(d.Train), len(d.Valid), len(d.Attack))
 	}
 	return &d, nil
+}
+
+// parseRunDir splits an attack run folder name, Hydra_FTP_3 → (Hydra_FTP, 3).
+// The run number orders the dev/held-out split, so it must be a positive
+// integer and the family must not be empty.
+func parseRunDir(dir string) (family string, run int, ok bool) {
+	i := strings.LastIndexByte(dir, '_')
+	if i <= 0 {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(dir[i+1:])
+	if err != nil || n < 1 {
+		return "", 0, false
+	}
+	return dir[:i], n, true
 }
 
 func loadDir(ctx context.Context, root, sub string) ([]Trace, error) {
@@ -93,8 +110,10 @@ func loadDir(ctx context.Context, root, sub string) ([]Trace, error) {
 		rel, _ := filepath.Rel(root, p)
 		fam := "normal"
 		if sub == "Attack_Data_Master" {
-			run := filepath.Base(filepath.Dir(p)) // e.g. Hydra_FTP_3
-			fam = run[:strings.LastIndexByte(run, '_')]
+			var ok bool
+			if fam, _, ok = parseRunDir(filepath.Base(filepath.Dir(p))); !ok || filepath.Dir(filepath.Dir(p)) != dir {
+				return nil, fmt.Errorf("load ADFA-LD %s: an attack trace must sit in a run folder %s/<family>_<run> (run 1, 2, ...)", p, dir)
+			}
 		}
 		out = append(out, Trace{Name: rel, Family: fam, Calls: calls})
 	}

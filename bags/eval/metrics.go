@@ -37,8 +37,12 @@ func Rate(scores []float64, threshold float64) float64 {
 }
 
 // ThresholdAtFPR returns the smallest threshold t (from the normal scores)
-// with Rate(normal, t) <= fpr: the rule "flag when score > t".
+// with Rate(normal, t) <= fpr: the rule "flag when score > t". Without
+// normal scores there is no threshold: NaN, which flags nothing.
 func ThresholdAtFPR(normal []float64, fpr float64) float64 {
+	if len(normal) == 0 {
+		return math.NaN()
+	}
 	n := append([]float64(nil), normal...)
 	sort.Float64s(n)
 	allowed := int(math.Floor(fpr*float64(len(n)) + 1e-9))

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -146,6 +144,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	dev, held := splitAttacks(d.Attack, cfg.DevRuns)
 	r.Dev, r.Held = len(dev), len(held)
+	if len(dev) == 0 || len(held) == 0 {
+		// Every figure is either a dev choice or a held-out read; without
+		// both there is nothing honest to report.
+		return nil, fmt.Errorf("evaluate %s: %d dev attack traces (runs 1-%d) and %d held-out (runs > %d): both sets are needed",
+			cfg.Root, len(dev), cfg.DevRuns, len(held), cfg.DevRuns)
+	}
 	if cfg.Ceiling {
 		if r.Ceiling, err = Ceiling(ctx, d, cfg.DevRuns, cfg.Window); err != nil {
 			return nil, err
@@ -288,10 +292,9 @@ func (v VariantResult) String() string {
 }
 
 // attackRun is the run number of an attack trace (Adduser_3/... → 3), 0 when
-// the folder name carries none.
+// the folder name carries none (LoadADFA refuses such traces).
 func attackRun(t Trace) int {
-	dir := filepath.Base(filepath.Dir(t.Name))
-	n, _ := strconv.Atoi(dir[strings.LastIndexByte(dir, '_')+1:])
+	_, n, _ := parseRunDir(filepath.Base(filepath.Dir(t.Name)))
 	return n
 }
 
