@@ -37,6 +37,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			100*v.DR1, 100*v.DR5, 100*v.DR10, 100*v.HeldDR, 100*v.HeldFPR, v.AUCAll, strings.Join(fs, ", "))
 	}
 	r.writeSessions(&b)
+	r.writeFoldChecks(&b)
 	b.WriteString("\nWindow sweep (E fixed):\n\n| W | bags | AUC bosc-frac | AUC freq+6gram | held-out DR bosc-frac | held-out FPR |\n|---|---|---|---|---|---|\n")
 	for _, x := range r.Windows {
 		fmt.Fprintf(&b, "| %d | %d | %.3f | %.3f | %.1f%% | %.1f%% |\n", x.W, x.Bags, x.AUCFrac, x.AUCFreq6, 100*x.HeldDRFrac, 100*x.HeldFPRFrac)

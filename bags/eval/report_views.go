@@ -35,6 +35,22 @@ func (r *Report) writeSessions(b *strings.Builder) {
 	}
 }
 
+// writeFoldChecks renders the fold-out threshold check (foldout.go).
+func (r *Report) writeFoldChecks(b *strings.Builder) {
+	if len(r.FoldChecks) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nFOLD-OUT THRESHOLD CHECK (+A-loo variants): thresholds chosen on A at FPR <= %.0f%% with A scored leave-one-out (as reported above), with %d folds of A pseudo-sessions left out (siblings in a pseudo-session leave together), and with %d folds of single traces left out (same database size, siblings stay). Cells: held-out DR / FPR on B at that threshold.\n\n",
+		100*r.Config.TargetFPR, r.Config.FoldCheck, r.Config.FoldCheck)
+	b.WriteString("| variant | unit | leave-one-out | session folds | trace folds |\n|---|---|---|---|---|\n")
+	cell := func(x [2]float64) string { return fmt.Sprintf("%.1f%% / %.1f%%", 100*x[0], 100*x[1]) }
+	for _, fc := range r.FoldChecks {
+		for _, row := range fc.Rows {
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", fc.Variant, row.Unit, cell(row.LOO), cell(row.SessionFold), cell(row.TraceFold))
+		}
+	}
+}
+
 // writeMarkdown renders the ceiling analysis.
 func (c *CeilingReport) writeMarkdown(b *strings.Builder) {
 	fmt.Fprintf(b, "PER-TRACE CEILING on the held-out split (%d attack traces of runs > %d vs %d validation-B traces, W=%d).\n\n", c.Held, c.DevRuns, c.Rep, c.W)

@@ -27,7 +27,11 @@ type Config struct {
 	// session.go). It is reported beside the per-trace figures.
 	Sessions []SessionAgg
 	Ceiling  bool // also run the per-trace ceiling analysis (ceiling.go)
-	Log      *zap.Logger
+	// FoldCheck, when 2 or more, also chooses the +A-loo thresholds on A
+	// scored with FoldCheck folds left out by pseudo-session and by trace
+	// (foldout.go); 0 skips it (it rebuilds the references 2×FoldCheck times).
+	FoldCheck int
+	Log       *zap.Logger
 }
 
 // DefaultConfig is the papers' grid plus a window sweep.
@@ -87,6 +91,7 @@ type Report struct {
 	Sweep                   []SweepCell
 	Windows                 []WindowRow
 	Ceiling                 *CeilingReport // nil unless Config.Ceiling
+	FoldChecks              []FoldCheck    // empty unless Config.FoldCheck
 	Elapsed                 time.Duration
 }
 
@@ -160,6 +165,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	var sessFold, traceFold []Scores
+	if cfg.FoldCheck != 0 {
+		bySession, byTrace, err := foldAssignments(len(sel), sizes, cfg.FoldCheck)
+		if err != nil {
+			return nil, err
+		}
+		if sessFold, err = foldScores(ctx, d.Train, sel, bySession, cfg.FoldCheck, cfg); err != nil {
+			return nil, err
+		}
+		if traceFold, err = foldScores(ctx, d.Train, sel, byTrace, cfg.FoldCheck, cfg); err != nil {
+			return nil, err
+		}
+	}
 	devRun := make([]int, len(d.Attack)) // run number of dev attacks, 0 for held-out ones
 	for i, t := range d.Attack {
 		if n := attackRun(t); n <= cfg.DevRuns {
@@ -206,6 +224,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		res.Sessions = sessionView(sessionInput{sel: s, rep: n, devSel: ds, devAtt: da, held: ah,
 			devTraces: dev, heldTraces: held, sizes: sizes, target: cfg.TargetFPR}, cfg.Sessions)
 		r.Variants = append(r.Variants, res)
+		if sessFold != nil && v.Regime == LOOA && !v.Supervised {
+			r.FoldChecks = append(r.FoldChecks, foldCheck(v.Name, s, pick(sessFold, f), pick(traceFold, f), n, ah, held, sizes, cfg.Sessions, cfg.TargetFPR))
+		}
 		log.Info("variant", zap.String("result", res.String()))
 		for _, sr := range res.Sessions {
 			log.Info("variant session view", zap.String("variant", v.Name), zap.String("result", sr.String()))

@@ -15,7 +15,7 @@ func newEvalCmd() *cobra.Command {
 	var target float64
 	var windows []int
 	var variants, roc string
-	var devRuns, k int
+	var devRuns, k, folds int
 	var verbose, list, ceiling bool
 	c := &cobra.Command{
 		Use:   "eval [flags]",
@@ -36,7 +36,9 @@ the runs; it is labelled as such and never replaces the per-trace figures.
 --ceiling adds the per-trace ceiling: exact duplicates of normal traces
 among the held-out attacks, the resulting bound on DR for any per-trace
 detector, and the traces no novelty detector can see (every n-gram and bag
-already in the normal data).`,
+already in the normal data). --fold-check N re-chooses the +A-loo thresholds
+on validation A scored with N folds left out, by pseudo-session and by
+trace, to measure what leaving out one trace at a time does to them.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if list {
@@ -53,7 +55,7 @@ already in the normal data).`,
 				cfg.Windows = windows
 			}
 			cfg.Variants, cfg.ROC = eval.SplitVariantNames(variants), eval.SplitVariantNames(roc)
-			cfg.DevRuns, cfg.KNN, cfg.Ceiling = devRuns, k, ceiling
+			cfg.DevRuns, cfg.KNN, cfg.Ceiling, cfg.FoldCheck = devRuns, k, ceiling, folds
 			r, err := eval.Run(c.Context(), cfg)
 			if err != nil {
 				return fmt.Errorf("eval: %w", err)
@@ -98,6 +100,7 @@ already in the normal data).`,
 	c.Flags().IntVar(&devRuns, "dev-runs", 5, "attack runs 1..N of each family form the dev (model-selection) subset")
 	c.Flags().IntVar(&k, "knn", 1, "neighbours of the knn-bosc scorer")
 	c.Flags().BoolVar(&ceiling, "ceiling", false, "also measure the per-trace ceiling (exact duplicates, novelty coverage) on the held-out split")
+	c.Flags().IntVar(&folds, "fold-check", 0, "also choose the +A-loo thresholds on A scored with N folds left out, by pseudo-session and by trace (0: off; N >= 2, about 4 s per fold)")
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return c
 }
