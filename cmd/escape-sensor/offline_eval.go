@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/escape-mtd/escape/bags/eval"
+	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/spf13/cobra"
 )
 
@@ -69,20 +71,18 @@ trace, to measure what leaving out one trace at a time does to them.`,
 				}
 				log.Info("figures written: " + filepath.Join(figs, "{roc,roc_low,sweep_dr,sweep_fpr,window_auc}.{png,svg}"))
 			}
+			var report bytes.Buffer
+			if err := r.WriteMarkdown(&report); err != nil {
+				return fmt.Errorf("eval: render report: %w", err)
+			}
 			if md != "" {
-				f, err := os.Create(md)
-				if err != nil {
-					return fmt.Errorf("eval: %w", err)
-				}
-				werr := r.WriteMarkdown(f)
-				if cerr := f.Close(); werr == nil {
-					werr = cerr
-				}
-				if werr != nil {
-					return fmt.Errorf("eval: write %s: %w", md, werr)
+				// Whole or not at all: an earlier report survives a failed run.
+				if err := atomicfile.WriteFile(md, report.Bytes(), 0o644); err != nil {
+					return fmt.Errorf("eval: write %s: %w", md, err)
 				}
 			}
-			return r.WriteMarkdown(c.OutOrStdout())
+			_, err = c.OutOrStdout().Write(report.Bytes())
+			return err
 		},
 	}
 	c.Flags().StringVar(&root, "adfa", "../shared/datasets/adfa-ld", "ADFA-LD root")
