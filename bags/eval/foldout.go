@@ -45,7 +45,6 @@ type FoldCheckRow struct {
 // fields as the leave-one-out regime.
 func foldScores(ctx context.Context, train, sel []Trace, fold []int, folds int, cfg Config) ([]Scores, error) {
 	out := make([]Scores, len(sel))
-	k := max(cfg.KNN, 1)
 	for f := range folds {
 		refs := append([]Trace(nil), train...)
 		var idx []int
@@ -59,15 +58,12 @@ func foldScores(ctx context.Context, train, sel []Trace, fold []int, folds int, 
 		if len(idx) == 0 {
 			continue
 		}
-		db, kn, cx := NewRefDB(refs, cfg.Window), NewKNN(refs, cfg.Window, k, false), NewCoverIndex(refs)
+		rs := newReferences(refs, cfg)
 		for _, i := range idx {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			s := db.Score(sel[i].Calls, false)
-			s.KNN = kn.Score(sel[i].Calls, -1)
-			s.Cover = cx.Cover(sel[i].Calls, false)
-			out[i] = s
+			out[i] = rs.score(sel[i].Calls, false, -1)
 		}
 	}
 	return out, nil

@@ -2,6 +2,30 @@ package eval
 
 import "context"
 
+// references are the scorers built over one set of normal reference traces:
+// the pooled database, the k-NN index and the covering index.
+type references struct {
+	db *RefDB
+	kn *KNN
+	cx *CoverIndex
+}
+
+func newReferences(refs []Trace, cfg Config) references {
+	return references{NewRefDB(refs, cfg.Window), NewKNN(refs, cfg.Window, max(cfg.KNN, 1), false), NewCoverIndex(refs)}
+}
+
+// score fills the pooled, k-NN and covering scores of calls. self means
+// calls is reference trace number ref, scored with itself left out.
+func (r references) score(calls []uint16, self bool, ref int) Scores {
+	s := r.db.Score(calls, self)
+	if !self {
+		ref = -1
+	}
+	s.KNN = r.kn.Score(calls, ref)
+	s.Cover = r.cx.Cover(calls, self)
+	return s
+}
+
 // regimeScores are one regime's per-trace scores: [0] the normal selection
 // traces (where thresholds and combiners are fitted), [1] the reporting half
 // B, [2] all attack traces (dev and held-out, in dataset order).
@@ -18,7 +42,6 @@ type regimeScores [3][]Scores
 // as its reference, and every other trace with all dev attacks.
 func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config, base *Model) ([3]regimeScores, error) {
 	var sets [3]regimeScores
-	k := max(cfg.KNN, 1)
 	// ExtA1 feeds half of A (A1) to the database as extra normal data and
 	// chooses thresholds on the other half (A2), so B and the attacks stay
 	// unseen.
@@ -36,15 +59,14 @@ func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config,
 		return sets, err
 	}
 	plain := func(m *Model, refs []Trace, thr []Trace) regimeScores {
-		db, kn, cx := NewRefDB(refs, cfg.Window), NewKNN(refs, cfg.Window, k, false), NewCoverIndex(refs)
+		rs := newReferences(refs, cfg)
 		var out regimeScores
 		for i, ts := range [][]Trace{thr, rep, d.Attack} {
 			out[i] = make([]Scores, len(ts))
 			for j, t := range ts {
-				s, p := m.Score(t.Calls), db.Score(t.Calls, false)
+				s, p := m.Score(t.Calls), rs.score(t.Calls, false, -1)
 				s.BagRarity, s.BagRarityMax, s.Soft, s.GramRarity, s.LM = p.BagRarity, p.BagRarityMax, p.Soft, p.GramRarity, p.LM
-				s.KNN = kn.Score(t.Calls, -1)
-				s.Cover = cx.Cover(t.Calls, false)
+				s.KNN, s.Cover = p.KNN, p.Cover
 				out[i][j] = s
 			}
 		}
@@ -60,7 +82,7 @@ func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config,
 	}
 
 	all := append(append([]Trace(nil), d.Train...), sel...)
-	db, kn, cx := NewRefDB(all, cfg.Window), NewKNN(all, cfg.Window, k, false), NewCoverIndex(all)
+	rs := newReferences(all, cfg)
 	dev, _ := splitAttacks(d.Attack, cfg.DevRuns)
 	kAll := NewKNN(dev, cfg.Window, 1, false)
 	kOut := map[int]*KNN{} // dev run → references without that run
@@ -76,14 +98,7 @@ func scoreRegimes(ctx context.Context, d *Dataset, sel, rep []Trace, cfg Config,
 	for i, ts := range [][]Trace{sel, rep, d.Attack} {
 		sets[LOOA][i] = make([]Scores, len(ts))
 		for j, t := range ts {
-			self := i == 0
-			s := db.Score(t.Calls, self)
-			ex := -1
-			if self {
-				ex = len(d.Train) + j
-			}
-			s.KNN = kn.Score(t.Calls, ex)
-			s.Cover = cx.Cover(t.Calls, self)
+			s := rs.score(t.Calls, i == 0, len(d.Train)+j)
 			ka := kAll
 			if r := attackRun(t); i == 2 && r >= 1 && r <= cfg.DevRuns {
 				ka = kOut[r]
