@@ -249,7 +249,10 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 			if i == 0 && p.lazyRollback(c, cand) {
 				// A lazy restore that fails leaves no copy: the same
 				// checkpoint is then restored in full.
-				if err = p.rt.Restore(ctx, c.Host, c.Spec, cand.Dir, append(opts, migrate.RestoreLazily())...); err == nil {
+				lctx, cancel := lazyAttemptContext(ctx)
+				err = p.rt.Restore(lctx, c.Host, c.Spec, cand.Dir, append(opts, migrate.RestoreLazily())...)
+				cancel()
+				if err == nil {
 					_ = os.RemoveAll(cand.Dir + ".restore")
 					ck, res.Checkpoint, res.Lazy = cand, cand, true
 					break
@@ -302,6 +305,24 @@ func (p *Plane) rollbackLocked(ctx context.Context, id string, reasons []string,
 func (p *Plane) lazyRollback(c ContainerRecord, ck CheckpointRecord) bool {
 	from, on, err := p.cfg.lazyRestoreFrom()
 	return err == nil && on && ck.Bytes >= 0 && uint64(ck.Bytes) >= from && p.rt.CanRestoreLazily(c.Host, c.Spec)
+}
+
+// lazyRestoreBudget bounds the lazy attempt of a rollback. A lazy-pages
+// daemon that dies just as CRIU finishes can leave runc waiting until its
+// context ends, and the full restore that follows needs time of its own:
+// in CI (session 11) the lazy attempt spent the whole budget and the
+// rollback failed with no copy running. A lazy restore takes well under a
+// second (docs/plane.md).
+const lazyRestoreBudget = 20 * time.Second
+
+// lazyAttemptContext gives the lazy attempt lazyRestoreBudget, and never more
+// than half of what ctx has left.
+func lazyAttemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	budget := lazyRestoreBudget
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(dl)/2)
+	}
+	return context.WithTimeout(ctx, budget)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,6 +1,7 @@
 package plane
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +150,30 @@ func TestParseSize(t *testing.T) {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
+	}
+}
+
+// TestLazyAttemptContext: the lazy attempt of a rollback never takes more
+// than its budget, nor more than half of what is left, so the full restore
+// after a hung lazy one still has time.
+func TestLazyAttemptContext(t *testing.T) {
+	left := func(ctx context.Context) time.Duration {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			t.Fatal("the lazy attempt must have a deadline")
+		}
+		return time.Until(dl)
+	}
+	ctx, cancel := lazyAttemptContext(context.Background())
+	defer cancel()
+	if d := left(ctx); d > lazyRestoreBudget || d < lazyRestoreBudget-time.Second {
+		t.Fatalf("no outer deadline: %v left, want the budget %v", d, lazyRestoreBudget)
+	}
+	outer, cancelOuter := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelOuter()
+	ctx2, cancel2 := lazyAttemptContext(outer)
+	defer cancel2()
+	if d := left(ctx2); d > 5*time.Second || d < 4*time.Second {
+		t.Fatalf("10 s left: the lazy attempt got %v, want half", d)
 	}
 }
