@@ -161,37 +161,12 @@ func (r *Runtime) lazily(ctx context.Context, h Host, spec Spec, image, work str
 	if err != nil {
 		return err
 	}
-	// A daemon that dies or stalls while the restore runs leaves CRIU
-	// waiting for pages that never come. Stop CRIU, not runc: runc then
-	// fails the start itself and undoes its own mounts, which it cannot do
-	// once the step's deadline has cancelled it.
 	started := make(chan struct{})
 	aborted := make(chan string, 1)
-	go func() {
-		var stall <-chan time.Time
-		if dl, ok := ctx.Deadline(); ok {
-			t := time.NewTimer(time.Until(dl) - abortMargin(time.Until(dl)))
-			defer t.Stop()
-			stall = t.C
-		}
-		why := ""
-		select {
-		case err := <-d.done:
-			d.done <- err
-			if err == nil {
-				return
-			}
-			why = "lazy-pages daemon died"
-		case <-stall:
-			why = "restore stalled"
-		case <-started:
-			return
-		}
-		d.kill()
-		aborted <- fmt.Sprintf("%s; stopped the restore, criu pids %v", why, killCRIUIn(work))
-	}()
+	go func() { aborted <- stopRestoreOnFault(ctx, d, work, started) }()
 	err = start(ctx)
 	close(started)
+	why := <-aborted
 	// Before anything else can dump or restore this container: runc reads
 	// the same file on the source.
 	if e := stripLazy(spec.CRIUConfig); e != nil {
@@ -199,15 +174,12 @@ func (r *Runtime) lazily(ctx context.Context, h Host, spec Spec, image, work str
 	}
 	if err != nil {
 		d.kill()
-		select {
-		case why := <-aborted:
+		if why != "" {
 			err = fmt.Errorf("%w (%s)", err, why)
-		default:
+		} else if pids := killCRIUIn(work); len(pids) > 0 {
 			// The start failed on its own: nothing may still wait for
 			// pages when the undo kills this copy.
-			if pids := killCRIUIn(work); len(pids) > 0 {
-				err = fmt.Errorf("%w (stopped the restore, criu pids %v)", err, pids)
-			}
+			err = fmt.Errorf("%w (stopped the restore, criu pids %v)", err, pids)
 		}
 		// A killed CRIU cannot unmount its cgroup yard, nor kill the
 		// tasks it had restored.
@@ -230,6 +202,59 @@ func (r *Runtime) lazily(ctx context.Context, h Host, spec Spec, image, work str
 	r.log.Debug("lazy restore complete", zap.String("container", spec.ID), zap.Duration("after_start", time.Since(t0)))
 	return nil
 }
+
+// stopRestoreOnFault watches the daemon d while runc restores (until
+// started is closed) and, if the daemon dies or the restore nears ctx's
+// deadline, stops the restore and says why; it returns "" otherwise.
+//
+// It stops CRIU, not runc: runc then fails the start itself and undoes its
+// own mounts, which it cannot do once the step's deadline has cancelled
+// it. CRIU does not end by itself either way. Waiting for pages that never
+// come, it hangs. Finding the daemon gone when it reports the restore
+// finished, it kills the copy and then stays until it is stopped (with the
+// fault test's death noticed a second late, runc returned the moment CRIU
+// was stopped). And at the instant the daemon dies CRIU is not always
+// where killCRIUIn looks (its work directory), so it is stopped again and
+// again until runc returns: a single attempt let a restore hang until the
+// step's deadline, after which runc, cancelled, left the source's undo
+// unable to restore (TestFaultLazyDaemon).
+func stopRestoreOnFault(ctx context.Context, d *lazyDaemon, work string, started <-chan struct{}) string {
+	var stall <-chan time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		t := time.NewTimer(time.Until(dl) - abortMargin(time.Until(dl)))
+		defer t.Stop()
+		stall = t.C
+	}
+	why := ""
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err == nil {
+			return ""
+		}
+		why = "lazy-pages daemon died"
+	case <-stall:
+		why = "restore stalled"
+	case <-started:
+		return ""
+	}
+	d.kill()
+	pids := killCRIUIn(work)
+	tick := time.NewTicker(criuStopInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-started:
+			return fmt.Sprintf("%s; stopped the restore, criu pids %v", why, pids)
+		case <-tick.C:
+			pids = append(pids, killCRIUIn(work)...)
+		}
+	}
+}
+
+// criuStopInterval is how often a faulted lazy restore's CRIU is looked
+// for and stopped until runc returns.
+const criuStopInterval = 50 * time.Millisecond
 
 // abortMargin is how long before the step's deadline a stalled lazy
 // restore is stopped, leaving runc time to fail and clean up.

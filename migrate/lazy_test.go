@@ -65,14 +65,19 @@ func TestGuardRules(t *testing.T) {
 		t.Fatalf("reset guard: %d rules", n)
 	}
 	all := (guardResets | guardHold).rules()
-	if len(all) != 2 {
+	if len(all) != 3 {
 		t.Fatalf("reset guard and hold: %d rules", len(all))
 	}
-	// The hold drops what comes in, never loopback, and lets out what the
-	// restored sockets send.
-	hold := all[1]
-	if hold[0] != "INPUT" || !slices.Contains(hold, "lo") || !slices.Contains(hold, "!") || hold[len(hold)-1] != "DROP" {
-		t.Fatalf("hold rule %v", hold)
+	// The hold drops what comes in, never loopback; of what goes out, only
+	// FINs, and never loopback's. What the restored sockets send passes.
+	in, out := all[1], all[2]
+	if in[0] != "INPUT" || !slices.Contains(in, "lo") || !slices.Contains(in, "!") || in[len(in)-1] != "DROP" {
+		t.Fatalf("hold rule %v", in)
+	}
+	flags := slices.Index(out, "--tcp-flags")
+	if out[0] != "OUTPUT" || !slices.Contains(out, "lo") || !slices.Contains(out, "!") || out[len(out)-1] != "DROP" ||
+		flags < 0 || flags+2 >= len(out) || out[flags+1] != "FIN" || out[flags+2] != "FIN" {
+		t.Fatalf("hold's FIN rule %v", out)
 	}
 }
 

@@ -137,16 +137,23 @@ const (
 	// and the connection lost. With the rule it is dropped and
 	// retransmitted.
 	guardResets guard = 1 << iota
-	// guardHold drops every packet coming in but loopback's. A lazily
-	// restored copy runs before all its memory is in (lazy.go): until the
-	// last page is, no client request may reach it, so that a copy with
-	// missing memory can still be thrown away and the source restored
-	// instead, with nothing a client was told lost. Outgoing packets pass:
+	// guardHold drops every packet coming in but loopback's, and the FINs
+	// going out. A lazily restored copy runs before all its memory is in
+	// (lazy.go): until the last page is, no client request may reach it,
+	// so that a copy with missing memory can still be thrown away and the
+	// source restored instead, with nothing a client was told lost. A
+	// thrown-away copy's sockets close as it dies, and their FIN would
+	// tell the client the connection ended although the source then
+	// carries it on (its RST is dropped by guardResets): CRIU takes the
+	// sockets out of repair mode before it learns that the daemon died
+	// (TestFaultLazyDaemon/dies-unnoticed). Other outgoing packets pass:
 	// they carry what the dump holds (the restored sockets' queues), which
-	// the source would send again after an undo. Dropping them as well
+	// the source would send again after an undo. Dropping all of them
 	// made the client's gap longer than the frozen window by 280 ms and
 	// more (planebench, 64 MiB): a send that netfilter refuses counts as
-	// local congestion, and TCP waits 500 ms before trying again.
+	// local congestion, and TCP waits 500 ms before trying again. A FIN
+	// the copy sends on its own while held is sent again the same way
+	// once the hold is lifted.
 	guardHold
 )
 
@@ -156,7 +163,8 @@ func (g guard) rules() [][]string {
 		rs = append(rs, []string{"OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-m", "comment", "--comment", "escape-migration", "-j", "DROP"})
 	}
 	if g&guardHold != 0 {
-		rs = append(rs, []string{"INPUT", "!", "-i", "lo", "-m", "comment", "--comment", "escape-hold", "-j", "DROP"})
+		rs = append(rs, []string{"INPUT", "!", "-i", "lo", "-m", "comment", "--comment", "escape-hold", "-j", "DROP"},
+			[]string{"OUTPUT", "!", "-o", "lo", "-p", "tcp", "--tcp-flags", "FIN", "FIN", "-m", "comment", "--comment", "escape-hold", "-j", "DROP"})
 	}
 	return rs
 }

@@ -1,9 +1,12 @@
 package labtest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/escape-mtd/escape/arp"
 	"github.com/google/nftables"
@@ -14,9 +17,17 @@ import (
 // connected to it, and returns its path. Every other CRIU command runs
 // criu unchanged. A host given it as its CRIU exercises a lazy restore
 // whose daemon dies (KILL) or stalls (STOP) mid-copy.
-func LazyDaemonFault(t testing.TB, dir, criu, signal string) string {
+//
+// The stand-in itself exits unnoticed after the daemon does. Whoever
+// started the daemon waits on the stand-in, so for that long only CRIU's
+// restore can find the daemon gone: it does when it tells the daemon the
+// restore is finished, which is after the restored sockets have left
+// repair mode, so that the copy CRIU then kills closes live connections.
+// With 0 the death shows at once, and the restore is usually stopped
+// before that point.
+func LazyDaemonFault(t testing.TB, dir, criu, signal string, unnoticed time.Duration) string {
 	t.Helper()
-	wrapper := filepath.Join(dir, "criu-lazy-"+signal)
+	wrapper := filepath.Join(dir, fmt.Sprintf("criu-lazy-%s-%d", signal, unnoticed.Milliseconds()))
 	script := `#!/bin/sh
 # CRIU, but its lazy-pages daemon gets SIG` + signal + ` once a restore connects.
 [ "$1" = lazy-pages ] || exec "` + criu + `" "$@"
@@ -29,6 +40,7 @@ while [ $i -lt 1000 ]; do
   sleep 0.005; i=$((i+1))
 done
 kill -` + signal + ` $pid
+sleep ` + strconv.FormatFloat(unnoticed.Seconds(), 'f', 3, 64) + `
 wait $pid
 `
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
