@@ -211,32 +211,29 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord
 
 // Remove stops protecting a container and deletes it everywhere.
 func (p *Plane) Remove(ctx context.Context, id string) error {
-	unlock, err := p.lock(ctx, id)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	c, err := p.store.Container(id)
+	err := p.withLock(ctx, id, func(c ContainerRecord) error {
+		var errs []error
+		for _, h := range p.env.Hosts {
+			if err := p.rt.Remove(ctx, h.Name, id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		for _, d := range []string{c.Spec.RootFS, filepath.Join(p.checkpointRoot(), id), c.Spec.CRIUConfig} {
+			if err := os.RemoveAll(d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		errs = append(errs, p.store.DeleteContainer(id))
+		p.event(AuditEvent{Kind: "action", Action: "remove", Container: id, Host: c.Host, Outcome: "ok"})
+		return errors.Join(errs...)
+	})
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
-	var errs []error
-	for _, h := range p.env.Hosts {
-		if err := p.rt.Remove(ctx, h.Name, id); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("remove %s: %w", id, err)
-	}
-	for _, d := range []string{c.Spec.RootFS, filepath.Join(p.checkpointRoot(), id), c.Spec.CRIUConfig} {
-		if err := os.RemoveAll(d); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	errs = append(errs, p.store.DeleteContainer(id))
-	p.event(AuditEvent{Kind: "action", Action: "remove", Container: id, Host: c.Host, Outcome: "ok"})
-	return errors.Join(errs...)
+	return nil
 }
 
 func keys[V any](m map[string]V) []string {
