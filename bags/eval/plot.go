@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/escape-mtd/escape/internal/atomicfile"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/palette/moreland"
 	"gonum.org/v1/plot/plotter"
@@ -35,7 +36,12 @@ func WriteFigures(r *Report, dir string) error {
 func save(p *plot.Plot, dir, name string, w, h vg.Length) error {
 	for _, ext := range []string{".png", ".svg"} {
 		path := filepath.Join(dir, name+ext)
-		if err := p.Save(w, h, path); err != nil {
+		wt, err := p.WriterTo(w, h, ext[1:])
+		if err != nil {
+			return fmt.Errorf("save figure %s: %w", path, err)
+		}
+		// Whole or not at all: a failed run keeps the earlier figure.
+		if err := atomicfile.WriteFrom(path, wt, 0o644); err != nil {
 			return fmt.Errorf("save figure %s: %w", path, err)
 		}
 	}

@@ -1,8 +1,12 @@
 package eval
 
 import (
+	"bytes"
 	"context"
+	"image/png"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -43,9 +47,11 @@ func TestRunSmall(t *testing.T) {
 	if r.Ceiling == nil || r.Ceiling.Held != r.Held {
 		t.Fatalf("ceiling %+v for %d held-out traces", r.Ceiling, r.Held)
 	}
-	if err := WriteFigures(r, t.TempDir()); err != nil {
+	figs := t.TempDir()
+	if err := WriteFigures(r, figs); err != nil {
 		t.Fatal(err)
 	}
+	checkFigures(t, figs, "roc", "sweep_dr")
 	var b strings.Builder
 	if err := r.WriteMarkdown(&b); err != nil {
 		t.Fatal(err)
@@ -53,6 +59,36 @@ func TestRunSmall(t *testing.T) {
 	for _, want := range []string{"PER-TRACE CEILING", "SESSION VIEW (not per trace), aggregate max", "| bosc-frac |"} {
 		if !strings.Contains(b.String(), want) {
 			t.Fatalf("report lacks %q", want)
+		}
+	}
+}
+
+// checkFigures checks that each named figure is a whole PNG and SVG and
+// that no temporary file of the atomic writes is left in dir.
+func checkFigures(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		f, err := os.Open(filepath.Join(dir, n+".png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s.png: %v", n, err)
+		}
+		svg, err := os.ReadFile(filepath.Join(dir, n+".svg"))
+		if err != nil || !bytes.Contains(svg, []byte("<svg")) || !bytes.HasSuffix(bytes.TrimSpace(svg), []byte("</svg>")) {
+			t.Fatalf("%s.svg is not a whole SVG (%v)", n, err)
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Fatalf("temporary file left: %s", e.Name())
 		}
 	}
 }

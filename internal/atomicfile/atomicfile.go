@@ -5,7 +5,9 @@
 package atomicfile
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -33,6 +35,16 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: sync directory: %w", path, err)
 	}
 	return nil
+}
+
+// WriteFrom renders w whole in memory, then replaces path with it as
+// WriteFile does: a rendering that fails leaves the earlier file.
+func WriteFrom(path string, w io.WriterTo, perm os.FileMode) error {
+	var b bytes.Buffer
+	if _, err := w.WriteTo(&b); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return WriteFile(path, b.Bytes(), perm)
 }
 
 func writeSynced(f *os.File, data []byte, perm os.FileMode) error {

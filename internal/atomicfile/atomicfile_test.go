@@ -1,8 +1,11 @@
 package atomicfile
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -55,5 +58,32 @@ func TestWriteFileFailureKeepsOldContent(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 2 {
 		t.Errorf("temporary files left behind: %v", entries)
+	}
+}
+
+// failingWriter writes part of its output, then fails, as a renderer may.
+type failingWriter struct{}
+
+func (failingWriter) WriteTo(w io.Writer) (int64, error) {
+	n, _ := w.Write([]byte("half"))
+	return int64(n), errors.New("render failed")
+}
+
+func TestWriteFromKeepsTheEarlierFileOnError(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fig.svg")
+	if err := WriteFrom(path, strings.NewReader("whole"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteFrom(path, failingWriter{}, 0o644)
+	if err == nil || !strings.Contains(err.Error(), "render failed") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("error %v, want the renderer's, naming %s", err, path)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || string(got) != "whole" {
+		t.Fatalf("after a failed render: %q, %v", got, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("files left: %v", entries)
 	}
 }

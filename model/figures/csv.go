@@ -1,9 +1,11 @@
 package figures
 
 import (
+	"bytes"
 	"encoding/csv"
-	"os"
 	"strconv"
+
+	"github.com/escape-mtd/escape/internal/atomicfile"
 )
 
 func ff(x float64) string { return strconv.FormatFloat(x, 'g', 8, 64) }
@@ -11,11 +13,8 @@ func ff(x float64) string { return strconv.FormatFloat(x, 'g', 8, 64) }
 // writeCSV writes one row per series and time: the closed form and the
 // simulated survival with its interval, plus the interpretation used.
 func writeCSV(path string, f Figure, curves [][]Curve, c Config) error {
-	file, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := csv.NewWriter(file)
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
 	_ = w.Write([]string{"figure", "panel", "series", "kind", "V", "N0", "growth", "k", "mu", "td", "t",
 		"closed_form", "sim", "sim_lo95", "sim_hi95", "trials"})
 	for _, panel := range curves {
@@ -37,8 +36,7 @@ func writeCSV(path string, f Figure, curves [][]Curve, c Config) error {
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
-		file.Close()
 		return err
 	}
-	return file.Close()
+	return atomicfile.WriteFile(path, b.Bytes(), 0o644)
 }

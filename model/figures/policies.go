@@ -1,6 +1,7 @@
 package figures
 
 import (
+	"bytes"
 	"encoding/csv"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/escape-mtd/escape/model"
 )
 
@@ -57,11 +59,8 @@ func WritePolicies(dir string, runs []model.PolicyRun, caption []string) error {
 	if err := renderPanels(dir, "policies", "Destination policies", panels, caption); err != nil {
 		return fmt.Errorf("rendering policy comparison: %w", err)
 	}
-	f, err := os.Create(filepath.Join(dir, "policies.csv"))
-	if err != nil {
-		return fmt.Errorf("writing policies.csv: %w", err)
-	}
-	w := csv.NewWriter(f)
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
 	_ = w.Write([]string{"scenario", "policy", "t", "sim", "sim_lo95", "sim_hi95", "trials"})
 	for _, r := range runs {
 		for i, t := range r.Result.Times {
@@ -70,12 +69,11 @@ func WritePolicies(dir string, runs []model.PolicyRun, caption []string) error {
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
-		f.Close()
 		return fmt.Errorf("writing policies.csv: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing policies.csv: %w", err)
+	if err := atomicfile.WriteFile(filepath.Join(dir, "policies.csv"), b.Bytes(), 0o644); err != nil {
+		return err
 	}
 	md := "# Destination policy comparison\n\n" + strings.Join(caption, "\n\n") + "\n\n" + PolicyTable(runs)
-	return os.WriteFile(filepath.Join(dir, "policies.md"), []byte(md), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, "policies.md"), []byte(md), 0o644)
 }

@@ -3,8 +3,6 @@ package figures
 import (
 	"fmt"
 	"image/color"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -17,6 +15,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 
+	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/escape-mtd/escape/model"
 )
 
@@ -60,14 +59,14 @@ func renderPanels(dir, id, title string, panels []panelData, caption []string) e
 	if err := drawAll(draw.New(png), row, caption); err != nil {
 		return err
 	}
-	if err := writeTo(filepath.Join(dir, id+".png"), vgimg.PngCanvas{Canvas: png}); err != nil {
+	if err := atomicfile.WriteFrom(filepath.Join(dir, id+".png"), vgimg.PngCanvas{Canvas: png}, 0o644); err != nil {
 		return err
 	}
 	svg := vgsvg.New(w, h)
 	if err := drawAll(draw.New(svg), row, caption); err != nil {
 		return err
 	}
-	return writeTo(filepath.Join(dir, id+".svg"), svg)
+	return atomicfile.WriteFrom(filepath.Join(dir, id+".svg"), svg, 0o644)
 }
 
 // drawAll lays the panels side by side above the caption lines.
@@ -156,18 +155,6 @@ func ciBand(r *model.SimResult, col color.Color) (*plotter.Polygon, error) {
 	poly.Color = c
 	poly.LineStyle.Width = 0
 	return poly, nil
-}
-
-func writeTo(path string, w io.WriterTo) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := w.WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return f.Close()
 }
 
 // wrap breaks caption lines at spaces so none exceeds width characters.

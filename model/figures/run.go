@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/escape-mtd/escape/model"
 )
 
@@ -126,7 +127,7 @@ func WriteIndex(dir string, figs []Figure, c Config) error {
 	for _, f := range figs {
 		fmt.Fprintf(&b, "\n## %s\n\n![%s](%s.png) ([svg](%s.svg), [csv](%s.csv))\n\n%s\n", f.Title, f.ID, f.ID, f.ID, f.ID, strings.Join(Caption(f, c), "\n\n"))
 	}
-	if err := os.WriteFile(filepath.Join(dir, "index.md"), []byte(b.String()), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "index.md"), []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("writing figure index: %w", err)
 	}
 	return nil
