@@ -29,6 +29,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := d.run(ctx)
 	stop()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		// Before cleanup: the daemons' logs are complete and the failure
+		// sits next to the step that caused it.
+		d.diagnose(os.Stderr, err)
+	}
 	d.cleanup()
 	switch {
 	case errors.Is(err, context.Canceled):
