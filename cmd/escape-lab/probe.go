@@ -17,7 +17,7 @@ import (
 // users would, until interrupted.
 func probeCmd(root *string) *cobra.Command {
 	var addr, out string
-	var interval, timeout time.Duration
+	var interval, timeout, dialTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "probe",
 		Short: "Hold one connection to a redis service from the client namespace and report every outage (JSON lines)",
@@ -51,7 +51,8 @@ SIGINT or SIGTERM, then writes a summary line.`,
 				})
 				return nc, err
 			}
-			p, err := probe.New(addr, w, probe.WithInterval(interval), probe.WithTimeout(timeout), probe.WithDialer(dial))
+			p, err := probe.New(addr, w, probe.WithInterval(interval), probe.WithTimeout(timeout),
+				probe.WithDialTimeout(dialTimeout), probe.WithDialer(dial))
 			if err != nil {
 				return err
 			}
@@ -65,6 +66,8 @@ SIGINT or SIGTERM, then writes a summary line.`,
 	cmd.Flags().StringVar(&out, "out", "", "write the JSON lines here (default stdout)")
 	cmd.Flags().DurationVar(&interval, "interval", 50*time.Millisecond, "time between requests")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long one request may wait (a migration freezes the service)")
+	cmd.Flags().DurationVar(&dialTimeout, "dial-timeout", 250*time.Millisecond,
+		"how long one connection attempt may take (a SYN lost while the address moves is retried on the next tick, not after TCP's 1 s backoff)")
 	_ = cmd.MarkFlagRequired("addr")
 	return cmd
 }

@@ -62,6 +62,10 @@ type demo struct {
 	// actions, even where the next action's start (from the audit log)
 	// falls before the client's reconnection.
 	clientSeen time.Time
+	// decisionSeen is the newest plane decision the demo has accounted for.
+	decisionSeen time.Time
+	// unprovoked counts the rollbacks no attack of the demo caused.
+	unprovoked int
 }
 
 const (
@@ -125,10 +129,19 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.step(fmt.Sprintf("6/9 the attack: a shell inside the container on %s (recon, /etc/shadow, a reverse connection to h2)", host))
-	var rollbacks []time.Time
+	// The plane counts every rollback toward its limit, the demo's and any
+	// false positive's on a restored copy, so the demo counts them the same.
+	rollbacks := 0
 	var migrated *plane.AuditEvent
 	for i := 1; i <= d.limit+1 && migrated == nil; i++ {
 		if i > 1 {
+			n, err := d.settle(ctx)
+			if err != nil {
+				return err
+			}
+			if rollbacks += n; rollbacks > d.limit {
+				return fmt.Errorf("%d rollbacks before attack %d; the plane's limit is %d", rollbacks, i, d.limit)
+			}
 			d.step(fmt.Sprintf("7/9 the attack persists: round %d of %d", i, d.limit+1))
 		}
 		dec, err := d.attackOnce(ctx, i)
@@ -137,7 +150,7 @@ func (d *demo) run(ctx context.Context) error {
 		}
 		switch dec.Decision {
 		case "rollback":
-			rollbacks = append(rollbacks, dec.Time)
+			rollbacks++
 			if err := d.afterRollback(ctx, dec); err != nil {
 				return err
 			}
@@ -151,8 +164,8 @@ func (d *demo) run(ctx context.Context) error {
 			return fmt.Errorf("attack %d: the plane decided %q (%s), want rollback or migrate", i, dec.Decision, strings.Join(dec.Reasons, "; "))
 		}
 	}
-	if len(rollbacks) != d.limit || migrated == nil {
-		return fmt.Errorf("%d rollbacks and migrated=%v; want %d rollbacks, then a migration", len(rollbacks), migrated != nil, d.limit)
+	if rollbacks != d.limit || migrated == nil {
+		return fmt.Errorf("%d rollbacks and migrated=%v; want %d rollbacks, then a migration", rollbacks, migrated != nil, d.limit)
 	}
 	return d.summarize()
 }

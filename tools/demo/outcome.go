@@ -150,7 +150,8 @@ func (d *demo) summarize() error {
 			anomalies++
 		}
 	}
-	fmt.Fprintf(&b, "  - sensor: %d anomalous epochs reported; plane: %d rollbacks, then a migration (policy N=%d)\n", anomalies, d.limit, d.limit)
+	fmt.Fprintf(&b, "  - sensor: %d anomalous epochs reported; plane: %d rollbacks (%d unprovoked), then a migration (policy N=%d)\n",
+		anomalies, d.limit, d.unprovoked, d.limit)
 	// The model for this lab: V hosts, one of them (the source) now
 	// compromised. Equation 1 (static) against equation 2 (moving).
 	m, err := model.New(model.Params{V: float64(len(d.inv.Hosts)), N: 1})
@@ -170,4 +171,58 @@ func (d *demo) summarize() error {
 	fmt.Fprintf(&b, "  - figures: docs/figures/model (Figs 4-10), docs/figures/bosc; benchmarks: BENCHMARKS.md\n")
 	fmt.Printf("\n\033[1m%s == summary\033[0m\n%s", d.elapsed(), b.String())
 	return os.WriteFile(filepath.Join(d.out, "summary.txt"), []byte(b.String()), 0o644)
+}
+
+// settleFor is how long the newest copy of redis must run under the
+// sensor's watch before the next attack: a false positive on a restored copy
+// comes within its first second or so, and an attack that lands during the
+// rollback it causes would hit a container that is going away.
+const settleFor = 2 * time.Second
+
+// settle waits until the newest copy of redis runs, no rollback is under
+// way and the sensor has watched it for settleFor, then reports the plane's
+// rollbacks since the demo's last accounted decision that no attack of the
+// demo caused: false positives on a restored copy, whose first epochs can
+// hold behaviour the sensor never learned. The plane counts them toward its
+// limit, so they are part of the run, said plainly rather than hidden.
+func (d *demo) settle(ctx context.Context) (int, error) {
+	err := d.waitFor(ctx, "redis to settle after the rollback", 90*time.Second, func() (bool, error) {
+		c, err := d.status(ctx)
+		if err != nil || c.State != "running" || c.RollingBack != nil {
+			return false, nil
+		}
+		evs, err := d.events()
+		var watched time.Time
+		for _, e := range evs {
+			if e.Type == events.TypeWatched && e.Container != nil && e.Container.Identity == serviceID {
+				watched = e.Time
+			}
+		}
+		return !watched.IsZero() && watched.After(d.decisionSeen) && time.Since(watched) >= settleFor, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	evs, err := d.audit()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range evs {
+		if e.Kind != "decision" || e.Container != serviceID || e.Decision == "none" || !e.Time.After(d.decisionSeen) {
+			continue
+		}
+		if e.Decision != "rollback" || e.Outcome != "ok" {
+			return n, fmt.Errorf("with no attack running the plane decided %s (%s): %s %s",
+				e.Decision, e.Outcome, strings.Join(e.Reasons, "; "), e.Error)
+		}
+		n++
+		d.decisionSeen = e.Time
+		line := fmt.Sprintf("unprovoked rollback (a false positive on the restored copy, no attack running): %s",
+			strings.Join(e.Reasons, "; "))
+		d.note("%s", line)
+		d.summary = append(d.summary, line)
+	}
+	d.unprovoked += n
+	return n, nil
 }

@@ -217,7 +217,7 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 	err = d.waitFor(ctx, "the plane's decision", 3*time.Minute, func() (bool, error) {
 		evs, err := d.audit()
 		for _, e := range evs {
-			if e.Kind == "decision" && e.Container == serviceID && e.Time.After(t0) && e.Decision != "none" {
+			if e.Kind == "decision" && e.Container == serviceID && e.Time.After(t0) && e.Time.After(d.decisionSeen) && e.Decision != "none" {
 				dec = e
 				return true, nil
 			}
@@ -227,6 +227,7 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 	if err != nil {
 		return plane.AuditEvent{}, err
 	}
+	d.decisionSeen = dec.Time
 	d.note("plane decided %s (%s): %s", dec.Decision, dec.Outcome, strings.Join(dec.Reasons, "; "))
 	if dec.Outcome != "ok" {
 		return dec, fmt.Errorf("the %s failed: %s", dec.Decision, dec.Error)

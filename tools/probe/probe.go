@@ -41,6 +41,7 @@ type Probe struct {
 	addr     string
 	interval time.Duration
 	timeout  time.Duration
+	dialMax  time.Duration
 	dial     func(ctx context.Context, addr string) (net.Conn, error)
 	out      io.Writer
 	now      func() time.Time
@@ -60,6 +61,13 @@ func WithInterval(d time.Duration) Option { return func(p *Probe) { p.interval =
 // service for seconds and the request must wait it out, not fail).
 func WithTimeout(d time.Duration) Option { return func(p *Probe) { p.timeout = d } }
 
+// WithDialTimeout bounds one connection attempt (default 250 ms). A SYN sent
+// while the service's address is away (a rollback or a migration in
+// progress) is lost, and the kernel would resend it only after a second, then
+// three: a short attempt and a fresh SYN on the next tick measure the
+// service's outage, not TCP's backoff.
+func WithDialTimeout(d time.Duration) Option { return func(p *Probe) { p.dialMax = d } }
+
 // WithDialer replaces the dialer (e.g. one that enters a network namespace).
 func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
 	return func(p *Probe) { p.dial = dial }
@@ -72,13 +80,13 @@ func New(addr string, out io.Writer, opts ...Option) (*Probe, error) {
 		return nil, fmt.Errorf("probe address %q: %w", addr, err)
 	}
 	var d net.Dialer
-	p := &Probe{addr: addr, interval: 50 * time.Millisecond, timeout: 30 * time.Second, out: out, now: time.Now,
+	p := &Probe{addr: addr, interval: 50 * time.Millisecond, timeout: 30 * time.Second, dialMax: 250 * time.Millisecond, out: out, now: time.Now,
 		dial: func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp4", a) }}
 	for _, o := range opts {
 		o(p)
 	}
-	if p.interval <= 0 || p.timeout <= 0 {
-		return nil, errors.New("probe: interval and timeout must be positive")
+	if p.interval <= 0 || p.timeout <= 0 || p.dialMax <= 0 {
+		return nil, errors.New("probe: interval, timeout and dial timeout must be positive")
 	}
 	p.enc = json.NewEncoder(out)
 	return p, nil
@@ -112,7 +120,7 @@ func (p *Probe) Run(ctx context.Context) error {
 		everConnected, seededUp bool
 	)
 	connect := func() error {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := context.WithTimeout(ctx, p.dialMax)
 		defer cancel()
 		nc, err := p.dial(cctx, p.addr)
 		if err != nil {

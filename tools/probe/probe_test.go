@@ -230,3 +230,58 @@ func TestProbeNeverReachedIsAnError(t *testing.T) {
 		t.Fatal("bad address accepted")
 	}
 }
+
+// A SYN lost while the service's address moves must cost the probe one dial
+// timeout, not the kernel's 1 s SYN backoff: the dialer here black-holes its
+// first attempts, as a network with the address gone does.
+func TestProbeRetriesALostConnectionAttemptAfterTheDialTimeout(t *testing.T) {
+	f := newFake(t)
+	var (
+		mu       sync.Mutex
+		attempts []time.Duration // the time each black-holed attempt was given
+	)
+	var d net.Dialer
+	dial := func(ctx context.Context, a string) (net.Conn, error) {
+		mu.Lock()
+		n := len(attempts)
+		mu.Unlock()
+		if n < 3 {
+			dl, ok := ctx.Deadline()
+			if !ok {
+				dl = time.Now().Add(time.Hour)
+			}
+			mu.Lock()
+			attempts = append(attempts, time.Until(dl))
+			mu.Unlock()
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return d.DialContext(ctx, "tcp4", a)
+	}
+	var out syncBuffer
+	p, err := New(f.ln.Addr().String(), &out, WithInterval(10*time.Millisecond), WithDialTimeout(40*time.Millisecond), WithDialer(dial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, "requests after the lost attempts", func() bool { return f.counter() >= 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(attempts) != 3 {
+		t.Fatalf("%d black-holed attempts, want 3", len(attempts))
+	}
+	for i, a := range attempts {
+		if a <= 0 || a > 40*time.Millisecond {
+			t.Errorf("attempt %d was given %v, want at most the 40 ms dial timeout", i, a)
+		}
+	}
+	if _, err := New("127.0.0.1:1", &out, WithDialTimeout(0)); err == nil {
+		t.Error("a zero dial timeout was accepted")
+	}
+}
