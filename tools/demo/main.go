@@ -62,8 +62,11 @@ type demo struct {
 	// actions, even where the next action's start (from the audit log)
 	// falls before the client's reconnection.
 	clientSeen time.Time
-	// decisionSeen is the newest plane decision the demo has accounted for.
-	decisionSeen time.Time
+	// decisionSeen is when the newest plane decision the demo has accounted
+	// for was logged (at its action's end) and decisionStart when its
+	// action began: the sensor may watch the restored copy before the
+	// decision is logged.
+	decisionSeen, decisionStart time.Time
 	// unprovoked counts the rollbacks no attack of the demo caused.
 	unprovoked int
 }

@@ -198,7 +198,7 @@ func (d *demo) settle(ctx context.Context) (int, error) {
 				watched = e.Time
 			}
 		}
-		return !watched.IsZero() && watched.After(d.decisionSeen) && time.Since(watched) >= settleFor, err
+		return !watched.IsZero() && watched.After(d.decisionStart) && time.Since(watched) >= settleFor, err
 	})
 	if err != nil {
 		return 0, err
@@ -217,7 +217,7 @@ func (d *demo) settle(ctx context.Context) (int, error) {
 				e.Decision, e.Outcome, strings.Join(e.Reasons, "; "), e.Error)
 		}
 		n++
-		d.decisionSeen = e.Time
+		d.decisionSeen, d.decisionStart = e.Time, since(e)
 		line := fmt.Sprintf("unprovoked rollback (a false positive on the restored copy, no attack running): %s",
 			strings.Join(e.Reasons, "; "))
 		d.note("%s", line)

@@ -227,7 +227,7 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 	if err != nil {
 		return plane.AuditEvent{}, err
 	}
-	d.decisionSeen = dec.Time
+	d.decisionSeen, d.decisionStart = dec.Time, since(dec)
 	d.note("plane decided %s (%s): %s", dec.Decision, dec.Outcome, strings.Join(dec.Reasons, "; "))
 	if dec.Outcome != "ok" {
 		return dec, fmt.Errorf("the %s failed: %s", dec.Decision, dec.Error)
