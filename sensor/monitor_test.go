@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/escape-mtd/escape/bags"
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/control"
 	"github.com/escape-mtd/escape/sensor/events"
@@ -176,10 +177,39 @@ func TestMonitorLearnsThenDetects(t *testing.T) {
 			if e.Epoch.Mismatches <= 10 {
 				t.Errorf("anomaly with %d mismatches", e.Epoch.Mismatches)
 			}
+			checkEvidence(t, e.Epoch.Unseen)
 		}
 	}
 	if train != 3 || detect < 2 || anomalies < 1 {
 		t.Errorf("%d training, %d detection epochs, %d anomalies", train, detect, anomalies)
+	}
+}
+
+// checkEvidence checks an anomaly's evidence against the new behaviour of
+// TestMonitorLearnsThenDetects. The numbers 1000-4000, which no kernel has,
+// reach the profile as bags.Unknown: it is the novel call, listed first, with
+// the exit_group that ends each child (the training child's exit fell in no
+// learned window). The learned calls (the known stream) may appear only as
+// known calls in a new mix.
+func checkEvidence(t *testing.T, unseen []events.Syscall) {
+	t.Helper()
+	novel := map[uint16]string{bags.Unknown: "unknown", 231: "exit_group"}
+	learned := map[uint16]string{24: "sched_yield", 39: "getpid", 102: "getuid", 104: "getgid", 107: "geteuid",
+		108: "getegid", 110: "getppid", 111: "getpgrp", 186: "gettid"}
+	if len(unseen) == 0 || unseen[0].Nr != bags.Unknown || !unseen[0].Novel {
+		t.Fatalf("anomaly evidence %+v: want the unknown calls first, as novel", unseen)
+	}
+	for i, u := range unseen {
+		want, isNovel := novel[u.Nr]
+		if !isNovel {
+			want = learned[u.Nr]
+		}
+		if u.Name != want || u.Novel != isNovel || u.Windows == 0 {
+			t.Errorf("evidence %d: %+v; want name %q, novel %v", i, u, want, isNovel)
+		}
+		if i > 0 && u.Novel && !unseen[i-1].Novel {
+			t.Errorf("novel call %+v after a known one", u)
+		}
 	}
 }
 

@@ -2,8 +2,11 @@ package sensor
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/bags/syscalls"
 	"github.com/escape-mtd/escape/sensor/events"
 	"go.uber.org/zap"
 )
@@ -68,6 +71,7 @@ func (m *Monitor) handle(e Epoch) {
 		if anomalous {
 			st.Anomalies++
 			t.state = StateAnomalous
+			ep.Unseen = evidence(t.profile, e.Bags)
 		}
 	}
 	if e.Bags.Degraded {
@@ -102,6 +106,32 @@ func (m *Monitor) handle(e Epoch) {
 	if e.Final {
 		m.emit(ctx, events.TypeUnwatched, events.SevInfo, c, nil, nil, "")
 	}
+}
+
+// evidenceCalls is how many system calls an anomaly event names: enough to
+// show an attack's execve or connect beside the workload's own calls, few
+// enough to keep the event small for a SIEM.
+const evidenceCalls = 8
+
+// evidence names the system calls of an anomalous epoch's unseen windows.
+func evidence(p *bags.Profile, e bags.Epoch) []events.Syscall {
+	arch, archErr := syscalls.ParseArch(p.Arch())
+	ev := p.Explain(e, evidenceCalls)
+	out := make([]events.Syscall, len(ev))
+	for i, x := range ev {
+		name, ok := "", false
+		if archErr == nil {
+			name, ok = arch.Name(x.Syscall)
+		}
+		switch {
+		case x.Syscall == bags.Unknown:
+			name = "unknown"
+		case !ok:
+			name = fmt.Sprintf("nr_%d", x.Syscall)
+		}
+		out[i] = events.Syscall{Name: name, Nr: x.Syscall, Windows: x.Windows, Novel: x.Novel}
+	}
+	return out
 }
 
 // Row is one container's line in top and the metrics.

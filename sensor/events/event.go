@@ -73,6 +73,17 @@ type Epoch struct {
 	Degraded   bool      `json:"degraded"`
 	Flushed    bool      `json:"flushed,omitempty"`
 	Final      bool      `json:"final,omitempty"`
+	// Unseen is the evidence of an anomalous epoch: the system calls of its
+	// windows that the profile lacks, novel calls first.
+	Unseen []Syscall `json:"unseen,omitempty"`
+}
+
+// Syscall is one system call of an anomalous epoch's unseen windows.
+type Syscall struct {
+	Name    string `json:"name"` // "nr_N" if the architecture's table lacks it
+	Nr      uint16 `json:"nr"`
+	Windows uint64 `json:"windows"`         // unseen windows that hold it
+	Novel   bool   `json:"novel,omitempty"` // no learned bag holds it
 }
 
 // Drops describes lost data.
