@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,8 +104,15 @@ func ValidateSensorEvent(ev events.Event) error {
 	if scored(ev) && ev.Epoch == nil {
 		errs = append(errs, fmt.Errorf("epoch: a %s event needs its epoch", ev.Type))
 	}
+	if ev.Epoch != nil && len(ev.Epoch.Unseen) > maxEvidence {
+		errs = append(errs, fmt.Errorf("epoch.unseen: %d calls, at most %d", len(ev.Epoch.Unseen), maxEvidence))
+	}
 	return errors.Join(errs...)
 }
+
+// maxEvidence bounds an event's evidence list: the sensor sends 8 calls; a
+// longer list is garbage, and would bloat the audit.
+const maxEvidence = 64
 
 // scored reports whether ev carries an epoch verdict.
 func scored(ev events.Event) bool {
@@ -163,7 +171,9 @@ func (p *Plane) runFeed(ctx context.Context) {
 //     migration), or emitted before its current copy started (a rollback);
 //   - the first epoch of a copy the plane restored or restarted;
 //   - an epoch that overlaps the plane's own checkpoint, restore or
-//     migration of the container.
+//     migration of the container;
+//   - an anomaly of a copy the plane started less than RestoreSettle ago
+//     whose evidence holds no novel call.
 func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor string) (Decision, error) {
 	if err := ValidateSensorEvent(ev); err != nil {
 		return Decision{}, fmt.Errorf("sensor event: %w", err)
@@ -207,6 +217,9 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 		skip = "first epoch of a copy the plane started: it holds the end of the restore"
 	case p.feed.overlaps(id, start, ev.Time):
 		skip = "overlaps the plane's own checkpoint, restore or migration (CRIU runs code inside the container)"
+	case ev.Type == events.TypeAnomaly && settling(c.Policy, last.Since, ev.Time) && knownCallsOnly(ep.Unseen):
+		skip = fmt.Sprintf("%v after the plane started this copy (settling for %v) and every call of the unseen windows is one the workload makes (%s): a restored copy's old connections resetting, not an attack's new calls",
+			ev.Time.Sub(last.Since).Round(time.Millisecond), c.Policy.RestoreSettle, callNames(ep.Unseen))
 	}
 	if skip != "" {
 		p.event(AuditEvent{Kind: "report", Container: id, Host: c.Host, Actor: actor, Outcome: "ignored", Reasons: []string{skip},
@@ -234,4 +247,30 @@ func (p *Plane) resolveIdentity(c *events.Container) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("sensor event for %q (id %q): %w", c.Identity, c.ID, ErrNotFound)
+}
+
+// settling reports whether a copy the plane started at since (zero for the
+// copy it deployed) is still within the policy's RestoreSettle at t.
+func settling(pol Policy, since, t time.Time) bool {
+	return !since.IsZero() && pol.RestoreSettle > 0 && t.Sub(since) < pol.RestoreSettle
+}
+
+// knownCallsOnly reports whether an anomaly's evidence is all calls the
+// profile knows. No evidence (a sensor that sends none) is not known-only:
+// the plane then acts as it always did.
+func knownCallsOnly(unseen []events.Syscall) bool {
+	for _, u := range unseen {
+		if u.Novel {
+			return false
+		}
+	}
+	return len(unseen) > 0
+}
+
+func callNames(unseen []events.Syscall) string {
+	names := make([]string, len(unseen))
+	for i, u := range unseen {
+		names[i] = u.Name
+	}
+	return strings.Join(names, ", ")
 }

@@ -213,3 +213,62 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A copy the plane restored settles for RestoreSettle: an anomaly made only
+// of calls the workload makes is set aside then, one with a novel call is
+// acted on at once, and after the settle time every anomaly is acted on.
+func TestSettlingCopySetsAsideKnownCallAnomalies(t *testing.T) {
+	p, _ := offlinePlane(t)
+	protect(t, p, "db")
+	ctx := context.Background()
+	restored := time.Now()
+	p.newCopy("db", restored)
+	anomaly := func(after time.Duration, unseen ...events.Syscall) events.Event {
+		ev := sensorEvent(events.TypeAnomaly, "detecting", restored.Add(after))
+		ev.Epoch.Start = restored.Add(after - 20*time.Millisecond)
+		ev.Epoch.Mismatches, ev.Epoch.Unseen = 17, unseen
+		return ev
+	}
+	known := []events.Syscall{{Name: "read", Nr: 0, Windows: 17}, {Name: "accept4", Nr: 288, Windows: 1}}
+	novel := append([]events.Syscall{{Name: "execve", Nr: 59, Windows: 10, Novel: true}}, known...)
+	for _, tc := range []struct {
+		name   string
+		ev     events.Event
+		ignore bool
+	}{
+		{"known calls while settling", anomaly(2*time.Second, known...), true},
+		{"a novel call while settling", anomaly(2*time.Second, novel...), false},
+		{"no evidence while settling", anomaly(2*time.Second), false},
+		{"known calls after settling", anomaly(6*time.Second, known...), false},
+	} {
+		d, err := p.HandleSensorEvent(ctx, tc.ev, "test")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		ignored := d.Action == "none" && strings.Contains(strings.Join(d.Reasons, " "), "settling for 5s")
+		if ignored != tc.ignore {
+			t.Errorf("%s: %+v; want ignored %v", tc.name, d, tc.ignore)
+		}
+		if !tc.ignore && d.Action != "rollback" {
+			t.Errorf("%s: action %q, want rollback", tc.name, d.Action)
+		}
+	}
+
+	// Off: every anomaly counts.
+	c, err := p.store.Container("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Policy.RestoreSettle = 0
+	if err := p.store.PutContainer(c); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := p.HandleSensorEvent(ctx, anomaly(2*time.Second, known...), "test"); err != nil || d.Action != "rollback" {
+		t.Errorf("restore_settle 0: %+v %v", d, err)
+	}
+
+	long := anomaly(time.Second, make([]events.Syscall, maxEvidence+1)...)
+	if _, err := p.HandleSensorEvent(ctx, long, "test"); err == nil || !strings.Contains(err.Error(), "epoch.unseen") {
+		t.Errorf("an evidence list of %d calls: %v", maxEvidence+1, err)
+	}
+}

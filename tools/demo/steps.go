@@ -212,6 +212,7 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 	fmt.Printf("      {\"type\":%q,\"severity\":%q,\"container\":%q,\"host\":%q,\"epoch\":{\"seq\":%d,\"mismatches\":%d,\"threshold\":%d,\"new_bags\":%d}}\n",
 		anomaly.Type, anomaly.Severity, anomaly.Container.Identity, anomaly.Container.Host, anomaly.Epoch.Seq,
 		anomaly.Epoch.Mismatches, anomaly.Epoch.Threshold, anomaly.Epoch.NewBags)
+	d.note("evidence (system calls of the unseen windows, novel ones first): %s", evidence(anomaly.Epoch.Unseen))
 
 	var dec plane.AuditEvent
 	err = d.waitFor(ctx, "the plane's decision", 3*time.Minute, func() (bool, error) {
@@ -240,4 +241,21 @@ func ctrPath() string {
 		return p
 	}
 	return "/opt/escape/bin/ctr"
+}
+
+// evidence renders an anomaly's unseen system calls for a reader, e.g.
+// "execve (novel, 10 windows), read (41)".
+func evidence(unseen []events.Syscall) string {
+	if len(unseen) == 0 {
+		return "none reported"
+	}
+	parts := make([]string, len(unseen))
+	for i, u := range unseen {
+		if u.Novel {
+			parts[i] = fmt.Sprintf("%s (novel, %d windows)", u.Name, u.Windows)
+		} else {
+			parts[i] = fmt.Sprintf("%s (%d)", u.Name, u.Windows)
+		}
+	}
+	return strings.Join(parts, ", ")
 }
