@@ -238,7 +238,7 @@ func TestSettlingCopySetsAsideKnownCallAnomalies(t *testing.T) {
 	}{
 		{"known calls while settling", anomaly(2*time.Second, known...), true},
 		{"a novel call while settling", anomaly(2*time.Second, novel...), false},
-		{"no evidence while settling", anomaly(2*time.Second), false},
+		{"no evidence while settling", anomaly(2 * time.Second), false},
 		{"known calls after settling", anomaly(6*time.Second, known...), false},
 	} {
 		d, err := p.HandleSensorEvent(ctx, tc.ev, "test")
