@@ -218,7 +218,7 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 	case p.feed.overlaps(id, start, ev.Time):
 		skip = "overlaps the plane's own checkpoint, restore or migration (CRIU runs code inside the container)"
 	case ev.Type == events.TypeAnomaly && settling(c.Policy, last.Since, ev.Time) && knownCallsOnly(ep.Unseen):
-		skip = fmt.Sprintf("%v after the plane started this copy (settling for %v) and every call of the unseen windows is one the workload makes (%s): a restored copy's old connections resetting, not an attack's new calls",
+		skip = fmt.Sprintf("%v after the plane started this copy (settling for %v) and every call of the unseen windows is one the workload makes (%s): a new copy settling (old connections reset, memory purged), not an attack's new calls",
 			ev.Time.Sub(last.Since).Round(time.Millisecond), c.Policy.RestoreSettle, callNames(ep.Unseen))
 	}
 	if skip != "" {
