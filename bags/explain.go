@@ -13,8 +13,8 @@ type Evidence struct {
 
 // Explain returns the system calls of e's windows whose bag the database
 // lacks: novel calls first, then by the number of unseen windows that hold
-// them, at most n. It allocates and scans the database, so the sensor calls
-// it for anomalous epochs only, never on the hot path.
+// them, at most n. It allocates, so the sensor calls it for anomalous epochs
+// only, never on the hot path.
 func (p *Profile) Explain(e Epoch, n int) []Evidence {
 	if n <= 0 {
 		return nil
@@ -40,21 +40,10 @@ func (p *Profile) Explain(e Epoch, n int) []Evidence {
 	if len(windows) == 0 {
 		return nil
 	}
-	known := make(map[uint16]bool, len(windows))
-	p.db.each(func(s *slot) bool {
-		for _, nr := range s.bag {
-			if nr == pad {
-				break
-			}
-			if _, ok := windows[nr]; ok {
-				known[nr] = true
-			}
-		}
-		return len(known) < len(windows)
-	})
+	known := p.knownCalls()
 	out := make([]Evidence, 0, len(windows))
 	for nr, w := range windows {
-		out = append(out, Evidence{Syscall: nr, Windows: w, Novel: !known[nr]})
+		out = append(out, Evidence{Syscall: nr, Windows: w, Novel: !known.has(nr)})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -70,4 +59,34 @@ func (p *Profile) Explain(e Epoch, n int) []Evidence {
 		out = out[:n]
 	}
 	return out
+}
+
+// callSet is the set of system calls that some bag of the database holds,
+// kept up to date incrementally: the database only grows, in insertion
+// order, so each bag is folded in once. An attack's flood of anomalous epochs
+// then costs no database scan each.
+type callSet struct {
+	bits [1 << 16 / 64]uint64
+	upTo int // bags of the database's insertion order folded in
+}
+
+func (c *callSet) has(nr uint16) bool { return c.bits[nr/64]&(1<<(nr%64)) != 0 }
+
+// knownCalls returns the profile's call set, folding in the bags added since
+// its last use. The caller holds p.mu.
+func (p *Profile) knownCalls() *callSet {
+	if p.known == nil {
+		p.known = new(callSet)
+	}
+	c := p.known
+	for _, i := range p.db.used[c.upTo:] {
+		for _, nr := range p.db.slots[i].bag {
+			if nr == pad {
+				break
+			}
+			c.bits[nr/64] |= 1 << (nr % 64)
+		}
+	}
+	c.upTo = len(p.db.used)
+	return c
 }

@@ -42,3 +42,24 @@ func TestExplainRanksNovelCallsFirstAndCountsWindowsOnce(t *testing.T) {
 		t.Fatalf("verdict after Explain: %+v", v)
 	}
 }
+
+// The call set follows the database as it grows: a call that was novel in
+// one anomaly is known once online learning or training has added a bag
+// holding it.
+func TestExplainFollowsTheGrowingDatabase(t *testing.T) {
+	p := NewProfile(WithWindow(2), WithThreshold(0))
+	if _, err := p.Train(ep(1, bc(1, 1, 2))); err != nil {
+		t.Fatal(err)
+	}
+	e := ep(1, bc(1, 1, 9))
+	if got := p.Explain(e, 5); len(got) != 2 || got[0] != (Evidence{Syscall: 9, Windows: 1, Novel: true}) {
+		t.Fatalf("before: %+v", got)
+	}
+	if _, err := p.Train(ep(1, bc(1, 9, 9))); err != nil {
+		t.Fatal(err)
+	}
+	want := []Evidence{{Syscall: 1, Windows: 1}, {Syscall: 9, Windows: 1}}
+	if got := p.Explain(e, 5); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after training {9,9}: %+v, want %+v", got, want)
+	}
+}

@@ -16,6 +16,7 @@ type Profile struct {
 	stats   Stats
 	stable  int // consecutive non-empty training epochs without a new bag
 	pending []BagCount
+	known   *callSet // for Explain; built on first use
 }
 
 // Stats summarises a profile's history.
