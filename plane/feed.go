@@ -107,12 +107,24 @@ func ValidateSensorEvent(ev events.Event) error {
 	if ev.Epoch != nil && len(ev.Epoch.Unseen) > maxEvidence {
 		errs = append(errs, fmt.Errorf("epoch.unseen: %d calls, at most %d", len(ev.Epoch.Unseen), maxEvidence))
 	}
+	if ev.Epoch != nil {
+		for i, u := range ev.Epoch.Unseen {
+			if u.Name == "" || len(u.Name) > maxCallName {
+				errs = append(errs, fmt.Errorf("epoch.unseen[%d]: name of %d bytes, want 1..%d", i, len(u.Name), maxCallName))
+				break
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // maxEvidence bounds an event's evidence list: the sensor sends 8 calls; a
 // longer list is garbage, and would bloat the audit.
 const maxEvidence = 64
+
+// maxCallName bounds a system call's name in the evidence (the longest
+// x86_64 name has 22 bytes); the names go into the audit's reasons.
+const maxCallName = 64
 
 // scored reports whether ev carries an epoch verdict.
 func scored(ev events.Event) bool {

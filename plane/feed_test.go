@@ -271,4 +271,12 @@ func TestSettlingCopySetsAsideKnownCallAnomalies(t *testing.T) {
 	if _, err := p.HandleSensorEvent(ctx, long, "test"); err == nil || !strings.Contains(err.Error(), "epoch.unseen") {
 		t.Errorf("an evidence list of %d calls: %v", maxEvidence+1, err)
 	}
+	for name, bad := range map[string]events.Syscall{
+		"no name":   {Nr: 1, Windows: 1},
+		"long name": {Name: strings.Repeat("x", maxCallName+1), Nr: 1, Windows: 1},
+	} {
+		if _, err := p.HandleSensorEvent(ctx, anomaly(time.Second, bad), "test"); err == nil || !strings.Contains(err.Error(), "epoch.unseen[0]: name") {
+			t.Errorf("evidence with %s: %v", name, err)
+		}
+	}
 }

@@ -80,7 +80,7 @@ type Epoch struct {
 
 // Syscall is one system call of an anomalous epoch's unseen windows.
 type Syscall struct {
-	Name    string `json:"name"` // "nr_N" if the architecture's table lacks it
+	Name    string `json:"name"` // "unknown" outside the table the sensor reads, "nr_N" if its architecture lacks N
 	Nr      uint16 `json:"nr"`
 	Windows uint64 `json:"windows"`         // unseen windows that hold it
 	Novel   bool   `json:"novel,omitempty"` // no learned bag holds it
