@@ -66,9 +66,13 @@ type tracked struct {
 	last     Container
 	profile  *bags.Profile
 	learned  int // clean epochs trained
-	state    string
-	cur      *watch // the cgroup being watched now, nil when gone
-	stats    ContainerStats
+	// learnSince is when this daemon trained the identity's first epoch:
+	// learn_for counts from it. Zero until then.
+	learnSince time.Time
+	trained    bool // learning is over: detection from the next epoch on
+	state      string
+	cur        *watch // the cgroup being watched now, nil when gone
+	stats      ContainerStats
 }
 
 // ContainerStats are an identity's cumulative counters.
@@ -82,6 +86,7 @@ type ContainerStats struct {
 type monitorConfig struct {
 	host        string
 	learnEpochs int
+	learnFor    time.Duration
 	threshold   uint64
 	epochEvents bool
 	profileDir  string
@@ -98,6 +103,13 @@ func WithHost(h string) MonitorOption { return func(c *monitorConfig) { c.host =
 // WithLearnEpochs sets how many clean epochs train a new identity's profile
 // before detection starts (default 30).
 func WithLearnEpochs(n int) MonitorOption { return func(c *monitorConfig) { c.learnEpochs = n } }
+
+// WithLearnFor sets the least time a new identity learns, counted from its
+// first trained epoch, besides WithLearnEpochs (default 0: epochs alone).
+// Epochs fill at the workload's call rate, so a busy service can finish its
+// epochs in seconds and never show the learner what it does every few
+// seconds or minutes: memory purges, expiry cycles, health checks.
+func WithLearnFor(d time.Duration) MonitorOption { return func(c *monitorConfig) { c.learnFor = d } }
 
 // WithThreshold sets the mismatch threshold of new profiles.
 func WithThreshold(t uint64) MonitorOption { return func(c *monitorConfig) { c.threshold = t } }
@@ -129,6 +141,9 @@ func NewMonitor(p *Probe, sink events.Sink, opts ...MonitorOption) (*Monitor, er
 	}
 	if cfg.learnEpochs < 1 {
 		return nil, fmt.Errorf("monitor: learn epochs %d < 1", cfg.learnEpochs)
+	}
+	if cfg.learnFor < 0 {
+		return nil, fmt.Errorf("monitor: learn for %v < 0", cfg.learnFor)
 	}
 	if cfg.profileDir != "" {
 		if err := os.MkdirAll(cfg.profileDir, 0o700); err != nil {
@@ -220,6 +235,10 @@ func (m *Monitor) trackedLocked(c Container) (*tracked, error) {
 			}
 			t.profile = p
 			t.learned = int(p.Stats().TrainedEpochs)
+			// The file does not record how long it learned: a profile that
+			// has its epochs is taken as trained, one that has not starts its
+			// learn_for afresh.
+			t.trained = t.learned >= m.cfg.learnEpochs
 		case !errors.Is(err, os.ErrNotExist):
 			return nil, fmt.Errorf("load profile of %s: %w", id, err)
 		}
@@ -237,10 +256,26 @@ func (m *Monitor) trackedLocked(c Container) (*tracked, error) {
 }
 
 func (m *Monitor) modeLocked(t *tracked) string {
-	if t.learned < m.cfg.learnEpochs {
+	if !t.trained {
 		return StateLearning
 	}
 	return StateWatching
+}
+
+// learnedEpoch counts a trained epoch seen at now and ends learning once
+// both the epochs and the time are done.
+func (m *Monitor) learnedEpoch(t *tracked, now time.Time) {
+	if t.learnSince.IsZero() {
+		t.learnSince = now
+	}
+	t.learned++
+	t.trained = learningDone(t.learned, now.Sub(t.learnSince), m.cfg.learnEpochs, m.cfg.learnFor)
+}
+
+// learningDone says whether learned epochs over elapsed time complete a
+// profile that needs epochs and learnFor.
+func learningDone(learned int, elapsed time.Duration, epochs int, learnFor time.Duration) bool {
+	return learned >= epochs && elapsed >= learnFor
 }
 
 func (m *Monitor) profilePath(identity string) string {

@@ -49,27 +49,7 @@ func (s *syncBuf) events(t *testing.T) []events.Event {
 func TestMonitorLearnsThenDetects(t *testing.T) {
 	cgtest.Root(t)
 	log := zaptest.NewLogger(t)
-	p, err := sensor.LoadProbe(sensor.WithWindow(10), sensor.WithEpoch(100), sensor.WithFlush(0), sensor.WithLogger(log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	out := &syncBuf{}
-	mon, err := sensor.NewMonitor(p, events.NewStreamSink(out), sensor.WithHost("test"), sensor.WithLearnEpochs(3),
-		sensor.WithThreshold(10), sensor.WithEpochEvents(true), sensor.WithProfileDir(t.TempDir()),
-		sensor.WithMonitorLogger(log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mon.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	ctx, mon, p, out := startMonitor(t, sensor.WithLearnEpochs(3), sensor.WithProfileDir(t.TempDir()))
 	cg := cgtest.New(t)
 	ctr := sensor.Container{ID: "c1", Namespace: "test", Host: "h0", Image: "busybox", CgroupPath: cg.Leaf,
 		Labels: map[string]string{"app": "demo"}}
@@ -211,6 +191,35 @@ func checkEvidence(t *testing.T, unseen []events.Syscall) {
 			t.Errorf("novel call %+v after a known one", u)
 		}
 	}
+}
+
+// startMonitor runs a monitor over a probe of W=10, E=100 with threshold 10
+// and every epoch's event sent to out, until the test ends.
+func startMonitor(t *testing.T, opts ...sensor.MonitorOption) (context.Context, *sensor.Monitor, *sensor.Probe, *syncBuf) {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	p, err := sensor.LoadProbe(sensor.WithWindow(10), sensor.WithEpoch(100), sensor.WithFlush(0), sensor.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	out := &syncBuf{}
+	opts = append([]sensor.MonitorOption{sensor.WithHost("test"), sensor.WithThreshold(10), sensor.WithEpochEvents(true),
+		sensor.WithMonitorLogger(log)}, opts...)
+	mon, err := sensor.NewMonitor(p, events.NewStreamSink(out), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mon.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return ctx, mon, p, out
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -49,7 +49,7 @@ func (m *Monitor) handle(e Epoch) {
 		Threshold: t.profile.Threshold(), Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final}
 	w.epochStart = now
 	anomalous := false
-	if t.learned < m.cfg.learnEpochs {
+	if !t.trained {
 		ep.Mode = StateLearning
 		res, err := t.profile.Train(e.Bags)
 		if err != nil {
@@ -57,7 +57,7 @@ func (m *Monitor) handle(e Epoch) {
 		}
 		ep.NewBags = res.NewBags
 		if !res.Skipped && e.Bags.Windows > 0 && err == nil {
-			t.learned++
+			m.learnedEpoch(t, now)
 		}
 		t.state = m.modeLocked(t)
 	} else {

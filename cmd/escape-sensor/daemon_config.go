@@ -24,6 +24,7 @@ type runConfig struct {
 	MaxContainers int           `yaml:"max_containers"`
 	RingSize      int           `yaml:"ring_size"`
 	LearnEpochs   int           `yaml:"learn_epochs"`
+	LearnFor      time.Duration `yaml:"learn_for"`
 	Threshold     uint64        `yaml:"threshold"`
 	EpochEvents   bool          `yaml:"epoch_events"`
 	Profiles      string        `yaml:"profiles"`
@@ -112,6 +113,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.RingSize < 4096 || c.RingSize&(c.RingSize-1) != 0 {
 		return fmt.Errorf("ring_size (--ring-size): %d is not a power of two >= 4096", c.RingSize)
+	}
+	if c.LearnFor < 0 || c.LearnFor > 30*24*time.Hour {
+		return fmt.Errorf("learn_for (--learn-for): %v is outside 0..720h", c.LearnFor)
 	}
 	if c.Flush < 0 {
 		return fmt.Errorf("flush (--flush): %v is negative", c.Flush)

@@ -129,6 +129,7 @@ func TestRunConfigFileErrorsNameTheKey(t *testing.T) {
 		"sensor:\n  windw: 3\n":          "windw",
 		"sensor:\n  window: 40\n":        "window (--window): 40 is outside 1..16",
 		"sensor:\n  flush: soon\n":       "sensor.flush",
+		"sensor:\n  learn_for: -1s\n":    "learn_for (--learn-for): -1s is outside 0..720h",
 		"sensor:\n  ring_size: 5000\n":   "ring_size",
 		"sensor:\n  plane: relative\n":   "plane (--plane)",
 		"sensors:\n  window: 3\n":        "sensors",

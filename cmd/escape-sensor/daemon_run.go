@@ -38,8 +38,8 @@ func newRunCmd() *cobra.Command {
 		Short: "Run the per-host sensor daemon: in-kernel bags, JSON events, /metrics, control socket",
 		Long: `run loads the eBPF sensor, watches the containers that containerd reports
 (every lab host with --lab, or explicit --containerd host=socket endpoints),
-trains each container identity's profile for --learn-epochs epochs and then
-scores every epoch. Events are JSON lines (see docs/sensor.md).
+trains each container identity's profile for --learn-epochs epochs, and for
+at least --learn-for, then scores every epoch. Events are JSON lines (see docs/sensor.md).
 
 Settings come from the "sensor" section of --config (the file both daemons
 read; docs/operations.md), then from the flags given, which win. Each key
@@ -66,6 +66,7 @@ is the flag's name with "_" for "-" (--learn-epochs is learn_epochs).`,
 	f.IntVar(&c.MaxContainers, "max-containers", 128, "containers watched at once (~100 KiB of kernel memory each)")
 	f.IntVar(&c.RingSize, "ring-size", 4<<20, "ring buffer bytes (power of two)")
 	f.IntVar(&c.LearnEpochs, "learn-epochs", 30, "clean epochs that train a new identity before detection")
+	f.DurationVar(&c.LearnFor, "learn-for", 0, "least time a new identity learns, from its first epoch, besides --learn-epochs")
 	f.Uint64Var(&c.Threshold, "threshold", bags.DefaultThreshold, "mismatches per epoch above which it is anomalous")
 	f.BoolVar(&c.EpochEvents, "epoch-events", false, "emit a summary event for every epoch")
 	f.StringVar(&c.Profiles, "profiles", "/var/lib/escape-sensor/profiles", "profile directory (shared: migrated containers keep theirs); empty: memory only")
@@ -123,7 +124,7 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 	}
 	defer probe.Close()
 	mopts := []sensor.MonitorOption{sensor.WithHost(c.Host), sensor.WithLearnEpochs(c.LearnEpochs),
-		sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents), sensor.WithProfileDir(c.Profiles),
+		sensor.WithLearnFor(c.LearnFor), sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents), sensor.WithProfileDir(c.Profiles),
 		sensor.WithMonitorLogger(log)}
 	if c.Plane != "" {
 		// The plane answers at once and decides later, so a short timeout

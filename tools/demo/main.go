@@ -24,6 +24,8 @@ func main() {
 	flag.StringVar(&d.labRoot, "lab", lab.DefaultRoot, "lab root")
 	flag.IntVar(&d.limit, "rollbacks", 2, "N: rollbacks before the plane escalates to live migration")
 	flag.DurationVar(&d.learnMax, "learn", 90*time.Second, "longest time the sensor may take to learn redis")
+	flag.DurationVar(&d.learnFor, "learn-for", 15*time.Second, "the sensor's learn_for: least time it learns redis")
+	flag.DurationVar(&d.soakFor, "soak", 0, "instead of attacking, run this long under normal load and report false positives")
 	flag.BoolVar(&d.keepLab, "keep-lab", false, "leave the lab up at the end")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -49,6 +51,7 @@ type demo struct {
 	bin, out, labRoot string
 	limit             int
 	learnMax          time.Duration
+	learnFor, soakFor time.Duration
 	keepLab           bool
 
 	start   time.Time
@@ -131,6 +134,9 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.cmd(ctx, "escape-sensor", "top", "--once", "--socket", "/run/escape-demo/sensor.sock"); err != nil {
 		return err
 	}
+	if d.soakFor > 0 {
+		return d.soak(ctx, d.soakFor)
+	}
 	d.step(fmt.Sprintf("6/9 the attack: a shell inside the container on %s (recon, /etc/shadow, a reverse connection to h2)", host))
 	// The plane counts every rollback toward its limit, the demo's and any
 	// false positive's on a restored copy, so the demo counts them the same.
@@ -183,6 +189,7 @@ sensor:
   epoch_events: true
   flush: 2s
   learn_epochs: 150
+  learn_for: %[7]s
   profiles: %[3]s/profiles
   listen: 127.0.0.1:9464
   control: /run/escape-demo/sensor.sock
@@ -203,6 +210,6 @@ plane:
       host: h1
       ip: %[6]s
       args: [/usr/bin/redis-server, --port, "6379", --protected-mode, "no", --save, "", --appendonly, "no"]
-`, d.labRoot, d.sock, d.out, d.limit, serviceID, serviceIP)
+`, d.labRoot, d.sock, d.out, d.limit, serviceID, serviceIP, d.learnFor)
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }
