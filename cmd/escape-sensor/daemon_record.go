@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/escape-mtd/escape/bags/syscalls"
 	"github.com/escape-mtd/escape/bags/trace"
@@ -72,8 +73,16 @@ func record(ctx context.Context, dir, out, id, workload string, count uint64) (u
 	}
 	defer f.Close()
 	host, _ := os.Hostname()
+	// The kernel stamps calls with CLOCK_MONOTONIC; the recording keeps Unix
+	// ns, so a call's time reads against logs and events.
+	var mono unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		return 0, 0, fmt.Errorf("record: monotonic clock: %w", err)
+	}
+	start := time.Now().UnixNano()
+	toUnix := start - mono.Nano()
 	w, err := trace.NewWriter(f, trace.Meta{Arch: syscalls.X86_64, ContainerID: id, Workload: workload, Host: host,
-		StartNS: time.Now().UnixNano()}, trace.WithTIDs(true))
+		StartNS: start}, trace.WithTIDs(true), trace.WithTimestamps(true))
 	if err != nil {
 		return 0, 0, fmt.Errorf("record: %w", err)
 	}
@@ -90,7 +99,7 @@ func record(ctx context.Context, dir, out, id, workload string, count uint64) (u
 		if err != nil {
 			return n, 0, err
 		}
-		if err := w.Write(trace.Event{Nr: c.Nr, TID: c.TID}); err != nil {
+		if err := w.Write(trace.Event{Nr: c.Nr, TID: c.TID, TS: int64(c.TS) + toUnix}); err != nil {
 			return n, 0, fmt.Errorf("record: %w", err)
 		}
 		n++

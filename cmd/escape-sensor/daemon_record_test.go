@@ -35,7 +35,10 @@ func TestRecordWritesReadableRecording(t *testing.T) {
 	if m := r.Meta(); m.ContainerID != "busy" || m.Workload != "shell-loop" {
 		t.Errorf("meta %+v", m)
 	}
-	got, tids := 0, map[uint32]bool{}
+	// Stamps are Unix ns: within the capture, which starts at StartNS
+	// (less the clock conversion's error) and ends before the deadline.
+	start := r.Meta().StartNS
+	got, tids, last := 0, map[uint32]bool{}, int64(0)
 	for {
 		ev, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -46,6 +49,13 @@ func TestRecordWritesReadableRecording(t *testing.T) {
 		}
 		got++
 		tids[ev.TID] = true
+		if ev.TS < start-int64(time.Second) || ev.TS > start+int64(20*time.Second) {
+			t.Fatalf("event %d stamped %d, %v from the recording's start", got, ev.TS, time.Duration(ev.TS-start))
+		}
+		last = max(last, ev.TS)
+	}
+	if last < start {
+		t.Errorf("the last event is stamped %v before the recording's start", time.Duration(start-last))
 	}
 	if got != 5000 || len(tids) < 2 || tids[0] {
 		t.Errorf("read %d events from %d threads (%v)", got, len(tids), tids[0])
