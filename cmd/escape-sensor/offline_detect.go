@@ -52,7 +52,7 @@ T. With --online, below-threshold epochs teach the profile their new bags
 				}
 				var n, anomalous int
 				var windows, mism, worst uint64
-				err = feed(c.Context(), r, x, func(e bags.Epoch) error {
+				err = feed(c.Context(), r, x, tf.timing, func(e bags.Epoch) error {
 					v := p.Detect(e)
 					n++
 					windows += v.Windows

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -23,6 +21,7 @@ type traceFlags struct {
 	arch    string
 	lenient bool
 	verbose bool
+	timing  timing
 }
 
 func (f *traceFlags) add(c *cobra.Command) {
@@ -30,6 +29,9 @@ func (f *traceFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.arch, "arch", "", "syscall arch of text traces (default: i386 for adfa, x86_64 otherwise)")
 	c.Flags().BoolVar(&f.lenient, "lenient", false, "skip malformed or overlong lines instead of failing")
 	c.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "debug logging")
+	c.Flags().DurationVar(&f.timing.flush, "flush", 0, "also close an epoch this long after its first call, as the live sensor does (needs stamped traces)")
+	c.Flags().DurationVar(&f.timing.from, "from", 0, "use only the epochs that start this long or later after each trace's first call")
+	c.Flags().DurationVar(&f.timing.until, "until", 0, "stop each trace this long after its first call (0: at its end)")
 }
 
 // expand turns files and directories into a sorted list of files.
@@ -76,33 +78,6 @@ func openTrace(path string, tf *traceFlags) (trace.Reader, io.Closer, error) {
 	return r, fh, nil
 }
 
-// feed runs one trace through a fresh window (each file is its own stream)
-// and calls fn for every epoch, the final partial one included.
-func feed(ctx context.Context, r trace.Reader, x *bags.Windower, fn func(bags.Epoch) error) error {
-	x.Reset()
-	for i := 0; ; i++ {
-		if i&0xFFFF == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		ev, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if e, ok := x.Push(ev.Nr); ok {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-	}
-	if e, ok := x.Flush(); ok {
-		return fn(e)
-	}
-	return nil
-}
-
 func newTrainCmd() *cobra.Command {
 	var tf traceFlags
 	var out, workload string
@@ -142,7 +117,7 @@ func newTrainCmd() *cobra.Command {
 					cl.Close()
 					return fmt.Errorf("train: %s is %s, profile is %s", f, a, p.Arch())
 				}
-				err = feed(c.Context(), r, x, func(e bags.Epoch) error { _, err := p.Train(e); return err })
+				err = feed(c.Context(), r, x, tf.timing, func(e bags.Epoch) error { _, err := p.Train(e); return err })
 				cl.Close()
 				if err != nil {
 					return fmt.Errorf("train on %s: %w", f, err)

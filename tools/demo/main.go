@@ -24,7 +24,8 @@ func main() {
 	flag.StringVar(&d.labRoot, "lab", lab.DefaultRoot, "lab root")
 	flag.IntVar(&d.limit, "rollbacks", 2, "N: rollbacks before the plane escalates to live migration")
 	flag.DurationVar(&d.learnMax, "learn", 90*time.Second, "longest time the sensor may take to learn redis")
-	flag.DurationVar(&d.learnFor, "learn-for", 15*time.Second, "the sensor's learn_for: least time it learns redis")
+	flag.DurationVar(&d.learnFor, "learn-for", 30*time.Second, "the sensor's learn_for: least time it learns redis")
+	flag.Uint64Var(&d.threshold, "threshold", 20, "the sensor's threshold: mismatches per epoch above which it is anomalous")
 	flag.DurationVar(&d.soakFor, "soak", 0, "instead of attacking, run this long under normal load and report false positives")
 	flag.BoolVar(&d.keepLab, "keep-lab", false, "leave the lab up at the end")
 	flag.Parse()
@@ -52,6 +53,7 @@ type demo struct {
 	limit             int
 	learnMax          time.Duration
 	learnFor, soakFor time.Duration
+	threshold         uint64
 	keepLab           bool
 
 	start   time.Time
@@ -190,6 +192,7 @@ sensor:
   flush: 2s
   learn_epochs: 150
   learn_for: %[7]s
+  threshold: %[8]d
   profiles: %[3]s/profiles
   listen: 127.0.0.1:9464
   control: /run/escape-demo/sensor.sock
@@ -210,6 +213,6 @@ plane:
       host: h1
       ip: %[6]s
       args: [/usr/bin/redis-server, --port, "6379", --protected-mode, "no", --save, "", --appendonly, "no"]
-`, d.labRoot, d.sock, d.out, d.limit, serviceID, serviceIP, d.learnFor)
+`, d.labRoot, d.sock, d.out, d.limit, serviceID, serviceIP, d.learnFor, d.threshold)
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }

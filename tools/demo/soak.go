@@ -60,7 +60,8 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "ESCAPE soak (%s): learn_for %v, %v of load after the checkpoint\n", time.Now().Format(time.RFC3339), d.learnFor, dur)
+	fmt.Fprintf(&b, "ESCAPE soak (%s): learn_for %v, threshold %d, %v of load after the checkpoint\n",
+		time.Now().Format(time.RFC3339), d.learnFor, d.threshold, dur)
 	fmt.Fprintf(&b, "  - %d detecting epochs over %.0f s, %d anomalous; plane decisions %v\n",
 		epochs, time.Since(detectFrom).Seconds(), anomalies, decisions)
 	for _, l := range lines {
