@@ -13,8 +13,10 @@ import (
 
 // soak replaces the attack rounds with dur of the client's normal load and
 // reports every anomaly the sensor raised on redis from the start of
-// detection: with no attack, each one is a false positive, and the plane's
-// decisions show what they cost. It measures the learning settings
+// detection, and whether the plane set it aside (CRIU's code runs inside the
+// container during the plane's own checkpoints). With no attack, every
+// anomaly the plane acted on is a false positive, and its decisions show
+// what they cost. It measures the learning settings
 // (--learn-for) and fails only if the loop's machinery does.
 func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 	d.step(fmt.Sprintf("6/6 soak: %v of normal load, no attack; every anomaly is a false positive", dur))
@@ -27,8 +29,30 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 	if err != nil {
 		return err
 	}
+	audit, err := d.audit()
+	if err != nil {
+		return err
+	}
+	// Why the plane set an epoch aside, by host and the sensor's epoch
+	// number (a copy on another host numbers its epochs afresh).
+	type epochKey struct {
+		host string
+		seq  uint32
+	}
+	setAside := map[epochKey]string{}
+	decisions := map[string]int{}
+	for _, e := range audit {
+		switch {
+		case e.Kind == "report" && e.Outcome == "ignored" && len(e.Reasons) > 0:
+			if seq, ok := e.Details["seq"].(float64); ok {
+				setAside[epochKey{e.Host, uint32(seq)}] = e.Reasons[0]
+			}
+		case e.Kind == "decision" && e.Container == serviceID && e.Decision != "none":
+			decisions[e.Decision]++
+		}
+	}
 	var detectFrom time.Time
-	var epochs, anomalies int
+	var epochs, anomalies, asideCount int
 	var lines []string
 	for _, e := range evs {
 		if e.Epoch == nil || e.Container == nil || e.Container.Identity != serviceID || e.Epoch.Mode != "detecting" {
@@ -42,28 +66,23 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 			continue
 		}
 		anomalies++
+		why, aside := setAside[epochKey{e.Container.Host, e.Epoch.Seq}]
+		if aside {
+			asideCount++
+			why = "; the plane set it aside: " + why
+		}
 		names := make([]string, 0, len(e.Epoch.Unseen))
 		for _, u := range e.Epoch.Unseen {
 			names = append(names, u.Name)
 		}
-		lines = append(lines, fmt.Sprintf("false positive %.1f s into detection: %d mismatches (threshold %d), calls %s",
-			e.Time.Sub(detectFrom).Seconds(), e.Epoch.Mismatches, e.Epoch.Threshold, strings.Join(names, " ")))
-	}
-	audit, err := d.audit()
-	if err != nil {
-		return err
-	}
-	decisions := map[string]int{}
-	for _, e := range audit {
-		if e.Kind == "decision" && e.Container == serviceID && e.Decision != "none" {
-			decisions[e.Decision]++
-		}
+		lines = append(lines, fmt.Sprintf("anomaly %.1f s into detection: %d mismatches (threshold %d), calls %s%s",
+			e.Time.Sub(detectFrom).Seconds(), e.Epoch.Mismatches, e.Epoch.Threshold, strings.Join(names, " "), why))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "ESCAPE soak (%s): learn_for %v, threshold %d, %v of load after the checkpoint\n",
 		time.Now().Format(time.RFC3339), d.learnFor, d.threshold, dur)
-	fmt.Fprintf(&b, "  - %d detecting epochs over %.0f s, %d anomalous; plane decisions %v\n",
-		epochs, time.Since(detectFrom).Seconds(), anomalies, decisions)
+	fmt.Fprintf(&b, "  - %d detecting epochs over %.0f s, %d anomalous, %d of them set aside by the plane; plane decisions %v\n",
+		epochs, time.Since(detectFrom).Seconds(), anomalies, asideCount, decisions)
 	for _, l := range lines {
 		fmt.Fprintf(&b, "  - %s\n", l)
 	}
