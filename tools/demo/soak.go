@@ -33,19 +33,22 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 	if err != nil {
 		return err
 	}
-	// Why the plane set an epoch aside, by host and the sensor's epoch
-	// number (a copy on another host numbers its epochs afresh).
+	// Why the plane set an anomaly aside, by the sensor's epoch number and
+	// mismatches: the audit names the container's current host, not always
+	// the copy's that reported, and each copy numbers its epochs afresh.
 	type epochKey struct {
-		host string
-		seq  uint32
+		seq        uint32
+		mismatches uint64
 	}
 	setAside := map[epochKey]string{}
 	decisions := map[string]int{}
 	for _, e := range audit {
 		switch {
 		case e.Kind == "report" && e.Outcome == "ignored" && len(e.Reasons) > 0:
-			if seq, ok := e.Details["seq"].(float64); ok {
-				setAside[epochKey{e.Host, uint32(seq)}] = e.Reasons[0]
+			seq, ok1 := e.Details["seq"].(float64)
+			mism, ok2 := e.Details["mismatches"].(float64)
+			if ok1 && ok2 {
+				setAside[epochKey{uint32(seq), uint64(mism)}] = e.Reasons[0]
 			}
 		case e.Kind == "decision" && e.Container == serviceID && e.Decision != "none":
 			decisions[e.Decision]++
@@ -66,7 +69,7 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 			continue
 		}
 		anomalies++
-		why, aside := setAside[epochKey{e.Container.Host, e.Epoch.Seq}]
+		why, aside := setAside[epochKey{e.Epoch.Seq, e.Epoch.Mismatches}]
 		if aside {
 			asideCount++
 			why = "; the plane set it aside: " + why
