@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/events"
 	"github.com/escape-mtd/escape/sensor/internal/cgtest"
