@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/escape-mtd/escape/plane"
 	"github.com/escape-mtd/escape/sensor/events"
 )
 
@@ -16,10 +17,10 @@ import (
 // detection, and whether the plane set it aside (CRIU's code runs inside the
 // container during the plane's own checkpoints). With no attack, every
 // anomaly the plane acted on is a false positive, and its decisions show
-// what they cost. It measures the learning settings
-// (--learn-for) and fails only if the loop's machinery does.
+// what they cost. It measures the detection settings (--learn-for,
+// --threshold) and fails only if the loop's machinery does.
 func (d *demo) soak(ctx context.Context, dur time.Duration) error {
-	d.step(fmt.Sprintf("6/6 soak: %v of normal load, no attack; every anomaly is a false positive", dur))
+	d.step(fmt.Sprintf("6/6 soak: %v of normal load, no attack: what the sensor flags and what the plane does", dur))
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -33,6 +34,29 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 	if err != nil {
 		return err
 	}
+	t := tallySoak(evs, audit)
+	var b strings.Builder
+	fmt.Fprintf(&b, "ESCAPE soak (%s): learn_for %v, threshold %d, %v of load after the checkpoint\n",
+		time.Now().Format(time.RFC3339), d.learnFor, d.threshold, dur)
+	fmt.Fprintf(&b, "  - %d detecting epochs over %.0f s, %d anomalous, %d of them set aside by the plane; plane decisions %v\n",
+		t.epochs, time.Since(t.detectFrom).Seconds(), t.anomalies, t.setAside, t.decisions)
+	for _, l := range t.lines {
+		fmt.Fprintf(&b, "  - %s\n", l)
+	}
+	fmt.Printf("\n\033[1m%s == soak summary\033[0m\n%s", d.elapsed(), b.String())
+	return os.WriteFile(filepath.Join(d.out, "soak.txt"), []byte(b.String()), 0o644)
+}
+
+// soakTally is what a soak saw: the detecting epochs of redis, its
+// anomalies, how many of them the plane set aside, and its decisions.
+type soakTally struct {
+	detectFrom                  time.Time
+	epochs, anomalies, setAside int
+	decisions                   map[string]int
+	lines                       []string // one per anomaly
+}
+
+func tallySoak(evs []events.Event, audit []plane.AuditEvent) soakTally {
 	// Why the plane set an anomaly aside, by the sensor's epoch number and
 	// mismatches: the audit names the container's current host, not always
 	// the copy's that reported, and each copy numbers its epochs afresh.
@@ -41,7 +65,7 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 		mismatches uint64
 	}
 	setAside := map[epochKey]string{}
-	decisions := map[string]int{}
+	t := soakTally{decisions: map[string]int{}}
 	for _, e := range audit {
 		switch {
 		case e.Kind == "report" && e.Outcome == "ignored" && len(e.Reasons) > 0:
@@ -51,44 +75,32 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 				setAside[epochKey{uint32(seq), uint64(mism)}] = e.Reasons[0]
 			}
 		case e.Kind == "decision" && e.Container == serviceID && e.Decision != "none":
-			decisions[e.Decision]++
+			t.decisions[e.Decision]++
 		}
 	}
-	var detectFrom time.Time
-	var epochs, anomalies, asideCount int
-	var lines []string
 	for _, e := range evs {
 		if e.Epoch == nil || e.Container == nil || e.Container.Identity != serviceID || e.Epoch.Mode != "detecting" {
 			continue
 		}
-		if detectFrom.IsZero() {
-			detectFrom = e.Time
+		if t.detectFrom.IsZero() {
+			t.detectFrom = e.Time
 		}
-		epochs++
+		t.epochs++
 		if e.Type != events.TypeAnomaly {
 			continue
 		}
-		anomalies++
+		t.anomalies++
 		why, aside := setAside[epochKey{e.Epoch.Seq, e.Epoch.Mismatches}]
 		if aside {
-			asideCount++
+			t.setAside++
 			why = "; the plane set it aside: " + why
 		}
 		names := make([]string, 0, len(e.Epoch.Unseen))
 		for _, u := range e.Epoch.Unseen {
 			names = append(names, u.Name)
 		}
-		lines = append(lines, fmt.Sprintf("anomaly %.1f s into detection: %d mismatches (threshold %d), calls %s%s",
-			e.Time.Sub(detectFrom).Seconds(), e.Epoch.Mismatches, e.Epoch.Threshold, strings.Join(names, " "), why))
+		t.lines = append(t.lines, fmt.Sprintf("anomaly %.1f s into detection: %d mismatches (threshold %d), calls %s%s",
+			e.Time.Sub(t.detectFrom).Seconds(), e.Epoch.Mismatches, e.Epoch.Threshold, strings.Join(names, " "), why))
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "ESCAPE soak (%s): learn_for %v, threshold %d, %v of load after the checkpoint\n",
-		time.Now().Format(time.RFC3339), d.learnFor, d.threshold, dur)
-	fmt.Fprintf(&b, "  - %d detecting epochs over %.0f s, %d anomalous, %d of them set aside by the plane; plane decisions %v\n",
-		epochs, time.Since(detectFrom).Seconds(), anomalies, asideCount, decisions)
-	for _, l := range lines {
-		fmt.Fprintf(&b, "  - %s\n", l)
-	}
-	fmt.Printf("\n\033[1m%s == soak summary\033[0m\n%s", d.elapsed(), b.String())
-	return os.WriteFile(filepath.Join(d.out, "soak.txt"), []byte(b.String()), 0o644)
+	return t
 }
