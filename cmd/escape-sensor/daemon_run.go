@@ -124,8 +124,8 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 	}
 	defer probe.Close()
 	mopts := []sensor.MonitorOption{sensor.WithHost(c.Host), sensor.WithLearnEpochs(c.LearnEpochs),
-		sensor.WithLearnFor(c.LearnFor), sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents), sensor.WithProfileDir(c.Profiles),
-		sensor.WithMonitorLogger(log)}
+		sensor.WithLearnFor(c.LearnFor), sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents),
+		sensor.WithProfileDir(c.Profiles), sensor.WithMonitorLogger(log)}
 	if c.Plane != "" {
 		// The plane answers at once and decides later, so a short timeout
 		// and patient retries: a restarting plane loses no verdicts.

@@ -38,8 +38,8 @@ func feed(ctx context.Context, r trace.Reader, x *bags.Windower, tm timing, fn f
 		return err
 	}
 	x.Reset()
-	var first, epochStart int64 // epochStart -1: no call in the current epoch yet
-	epochStart = -1
+	first := int64(0)       // the trace's first stamp
+	epochStart := int64(-1) // the current epoch's first stamp; -1: no call in it yet
 	emit := func(e bags.Epoch) error {
 		start := epochStart
 		epochStart = -1

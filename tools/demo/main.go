@@ -82,6 +82,10 @@ const (
 )
 
 func (d *demo) run(ctx context.Context) error {
+	if d.threshold < 1 || d.learnFor < 0 || d.soakFor < 0 {
+		return fmt.Errorf("--threshold %d, --learn-for %v, --soak %v: want a threshold of 1 or more and no negative time",
+			d.threshold, d.learnFor, d.soakFor)
+	}
 	var err error
 	if d.bin, err = filepath.Abs(d.bin); err != nil {
 		return err
