@@ -4,28 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
-	"github.com/escape-mtd/escape/arp"
 	"go.uber.org/zap"
 )
 
-// The end of a migration either way: finishing it (step 6), undoing it, and
-// recovering one a crashed plane left half-done from its journal.
+// The end of a migration either way: finishing it, undoing it, and
+// recovering one that a crashed plane left half-done, from its journal.
 
-// finish runs step 6: the destination copy is live, so from here on the
-// migration only goes forward.
+// finish removes the source's copy and the dumps of a committed
+// migration. A source that cannot be reached keeps the journal entry
+// (PhaseCleanupSource) for Recover: its copy is fenced (its address was
+// released, or its lease lapsed before the destination took it).
 func (r *run) finish(ctx context.Context) (Result, error) {
 	m := r.m
 	r.rec.Phase = PhaseCleanupSource
 	if err := r.save(ctx); err != nil {
 		m.log.Error("journal", zap.Error(err))
 	}
-	err := r.do(ctx, StepRemoveSource, false, func(ctx context.Context) error {
-		return m.rt.Remove(ctx, r.rec.Source, r.rec.Spec.ID)
-	})
 	r.res.Outcome = Migrated
+	err := r.do(ctx, StepRemoveSource, false, func(ctx context.Context) error {
+		_, err := r.src.Remove(ctx, r.rec.Spec.ID)
+		return err
+	})
 	if err != nil {
 		r.rec.Error = err.Error()
 		r.res.Pending = "source copy not removed yet (its address is gone): " + err.Error()
@@ -35,17 +36,22 @@ func (r *run) finish(ctx context.Context) (Result, error) {
 	}
 	r.rec.Done = StepRemoveSource
 	r.res.Record = r.rec
-	m.dropImage(r.rec)
+	r.dropImages(ctx)
 	if err := m.j.DeleteMigration(context.WithoutCancel(ctx), r.rec.Spec.ID); err != nil {
 		return r.res, fmt.Errorf("migration %s done but journal not cleared: %w", r.rec.ID, err)
 	}
 	return r.res, nil
 }
 
-func (m *Migrator) dropImage(rec Record) {
-	for _, p := range []string{rec.Image, rec.Image + ".work", rec.Image + ".restore-" + rec.Dest, rec.Image + ".restore-" + rec.Source} {
-		if err := os.RemoveAll(p); err != nil {
-			m.log.Warn("remove migration image", zap.String("path", p), zap.Error(err))
+// dropImages removes the migration's dump from both hosts (one copy with
+// shared storage, two without); a failure only leaves disk space used.
+func (r *run) dropImages(ctx context.Context) {
+	for _, h := range []Host{r.src, r.dst} {
+		if _, err := h.DropImage(ctx, r.rec.Image); err != nil {
+			r.m.log.Warn("drop migration image", zap.String("host", h.Name()), zap.String("image", string(r.rec.Image)), zap.Error(err))
+		}
+		if r.rec.Shared {
+			return
 		}
 	}
 }
@@ -59,11 +65,13 @@ func (r *run) revert(ctx context.Context, cause error) (Result, error) {
 	return res, fmt.Errorf("migrate %s %s->%s (reverted to %s): %w", r.rec.Spec.ID, r.rec.Source, r.rec.Dest, r.rec.Source, cause)
 }
 
-// undo brings the container back to the source: the destination copy is
-// killed first, the address returns, and the source is restored from the
-// dump if it is not running. Dead destinations cannot stop this: the
-// address is local netlink state, so a destination copy that could not be
-// killed is fenced off it, and its removal is left in the journal.
+// undo brings the container back to the source: the destination gives the
+// address up (or, unreachable, its lease lapses first), its copy is
+// removed, the address returns to the source under a new pinned lease,
+// and the source is restored from the dump if it is not running. A
+// destination that cannot be reached keeps its removal in the journal; a
+// source that cannot be reached leaves the migration Stuck, its dump
+// intact, for Recover to settle once it answers.
 func (r *run) undo(ctx context.Context) (Result, error) {
 	m := r.m
 	ctx = context.WithoutCancel(ctx)
@@ -71,76 +79,105 @@ func (r *run) undo(ctx context.Context) (Result, error) {
 	if err := r.save(ctx); err != nil {
 		m.log.Error("journal", zap.Error(err))
 	}
-	id, src, dst := r.rec.Spec.ID, r.rec.Source, r.rec.Dest
-	srcEP, dstEP := CtEndpoint(src, id), CtEndpoint(dst, id)
+	id := r.rec.Spec.ID
 	var pending []error
 
-	destTouched := r.rec.Done >= StepCheckpoint || r.rec.Staged
-	// The address goes back first: a destination copy without it cannot
-	// answer, and the FIN/RST its killed sockets would send has no route.
-	err := r.do(ctx, StepMoveAddress, true, func(ctx context.Context) error {
-		if arp.NetnsExists(dstEP.Netns) {
-			if has, err := arp.HasAddress(dstEP, r.rec.Spec.IP); err == nil && has {
-				return arp.MoveAddress(ctx, r.rec.Spec.IP, dstEP, srcEP)
-			}
-		}
-		return arp.AddAddress(srcEP, r.rec.Spec.IP)
-	})
-	if err != nil {
-		r.res.Outcome = Stuck
-		r.res.Record = r.rec
-		return r.res, err
-	}
-	if destTouched {
-		if err := r.do(ctx, StepRestore, true, func(ctx context.Context) error { return m.rt.Kill(ctx, dst, id) }); err != nil {
-			pending = append(pending, err)
-		}
-	}
-	if destTouched {
-		if err := r.do(ctx, StepPrepare, true, func(ctx context.Context) error { return m.rt.Remove(ctx, dst, id) }); err != nil {
-			pending = append(pending, err)
-			// At least take the destination's interface off the segment.
-			_ = m.rt.RemoveNetwork(dst, id)
-		}
-	}
-	err = r.do(ctx, StepCheckpoint, true, func(ctx context.Context) error {
-		st, err := m.rt.State(ctx, src, id)
-		if err != nil {
+	if r.rec.DestClaimed {
+		err := r.do(ctx, StepMoveAddress, true, func(ctx context.Context) error {
+			_, err := r.dst.ReleaseAddress(ctx, id, r.rec.Spec.IP)
 			return err
+		})
+		if err != nil {
+			// A destination whose lease may be pinned never fences itself:
+			// until it answers, the address cannot go back.
+			if !errors.Is(err, ErrUnreachable) || r.rec.Committing {
+				r.res.Outcome = Stuck
+				r.rec.Error = err.Error()
+				_ = r.save(ctx)
+				r.res.Record = r.rec
+				return r.res, fmt.Errorf("the destination keeps the address until it answers: %w", err)
+			}
+			r.m.waitLapse(ctx, r.rec.Dest, id, r.destLapse())
 		}
-		if st == Running {
-			return nil // the dump failed and left it running
+		r.dstLease.halt()
+	}
+	if r.rec.Staged || r.rec.Done >= StepCheckpoint {
+		if err := r.do(ctx, StepStage, true, func(ctx context.Context) error {
+			_, err := r.dst.Remove(ctx, id)
+			return err
+		}); err != nil {
+			pending = append(pending, err)
 		}
-		if _, err := VerifyImage(r.rec.Image); err != nil {
-			return fmt.Errorf("source stopped and no usable dump: %w", err)
-		}
-		return m.rt.Restore(ctx, src, r.rec.Spec, r.rec.Image, RestoreWorkDir(r.rec.Image+".restore-"+src))
-	})
-	if err != nil {
+	}
+	if err := r.do(ctx, StepCheckpoint, true, func(ctx context.Context) error { return r.restoreSource(ctx) }); err != nil {
 		r.res.Outcome = Stuck
 		r.rec.Error = err.Error()
 		_ = r.save(ctx)
 		r.res.Record = r.rec
 		return r.res, err
 	}
-	if err := r.do(ctx, StepAnnounce, true, func(ctx context.Context) error { return m.announce(ctx, srcEP, r.rec.Spec) }); err != nil {
+	r.srcLease.halt()
+	if err := r.do(ctx, StepAnnounce, true, func(ctx context.Context) error { return r.announce(ctx, r.src) }); err != nil {
 		m.log.Warn("announce after undo", zap.Error(err))
 	}
 	r.res.Outcome = Reverted
-	m.dropImage(r.rec)
 	if len(pending) > 0 {
 		r.rec.Phase = PhaseCleanupDest
 		r.res.Pending = "destination leftovers: " + errors.Join(pending...).Error()
 		r.res.Record = r.rec
 		return r.res, r.save(ctx)
 	}
+	r.dropImages(ctx)
 	r.res.Record = r.rec
 	return r.res, m.j.DeleteMigration(ctx, id)
 }
 
-// Recover settles every journalled migration, as a restarted plane must:
-// one whose destination copy is live (restored and holding the address)
-// is finished; any other is undone. Pending cleanups are retried.
+// destLapse is by when a destination that stopped answering has fenced
+// the address for sure.
+func (r *run) destLapse() time.Time {
+	if r.dstLease != nil {
+		return r.dstLease.halt()
+	}
+	if !r.dstLapse.IsZero() {
+		return r.dstLapse
+	}
+	// Recovering after a crash: the destination's last grant was sent
+	// before this plane started, so it lapses within a TTL of now.
+	return time.Now().Add(r.m.leaseTTL + r.m.skew + lapseMargin)
+}
+
+// restoreSource gives the address back to the source under a new pinned
+// lease and, unless the dump failed and left it running, restores it
+// from the dump.
+func (r *run) restoreSource(ctx context.Context) error {
+	spec := r.rec.Spec
+	st, err := r.src.Status(ctx, spec.ID)
+	if err != nil {
+		return err
+	}
+	gen, err := r.nextGeneration(ctx)
+	if err != nil {
+		return err
+	}
+	back, _ := r.m.grant(Lease{IP: spec.IP.Addr(), Generation: gen})
+	if _, err := r.src.ClaimAddress(ctx, spec.ID, spec.IP, ClaimOptions{LastLook: r.m.last, Lease: back}); err != nil {
+		return fmt.Errorf("give the address back to the source: %w", err)
+	}
+	if st.Status == Running {
+		return nil // the dump failed and left it running
+	}
+	if _, err := r.src.VerifyImage(ctx, r.rec.Image); err != nil {
+		return fmt.Errorf("source stopped and no usable dump: %w", err)
+	}
+	_, err = r.src.Restore(ctx, spec, r.rec.Image, RestoreOptions{})
+	return err
+}
+
+// Recover settles every journalled migration, as a restarted plane must,
+// and as the plane retries for those a host's silence left unsettled: one
+// committed (its destination's lease pinned) goes forward; one whose
+// destination holds a whole, running copy is committed; any other is
+// undone. Pending cleanups are retried.
 func (m *Migrator) Recover(ctx context.Context) ([]Result, error) {
 	recs, err := m.j.Migrations(ctx)
 	if err != nil {
@@ -149,7 +186,7 @@ func (m *Migrator) Recover(ctx context.Context) ([]Result, error) {
 	var out []Result
 	var errs []error
 	for _, rec := range recs {
-		res, err := m.recoverOne(ctx, rec)
+		res, err := m.RecoverOne(ctx, rec)
 		out = append(out, res)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("recover migration %s of %s: %w", rec.ID, rec.Spec.ID, err))
@@ -158,52 +195,42 @@ func (m *Migrator) Recover(ctx context.Context) ([]Result, error) {
 	return out, errors.Join(errs...)
 }
 
-func (m *Migrator) recoverOne(ctx context.Context, rec Record) (Result, error) {
-	r := &run{m: m, rec: rec, res: Result{Record: rec}}
-	id := rec.Spec.ID
-	// A crash during a lazy restore leaves lazy-pages in the container's
-	// CRIU configuration, where the next dump must not find it.
-	if err := stripLazy(rec.Spec.CRIUConfig); err != nil {
-		return r.res, err
+// RecoverOne settles one journalled migration (see Recover).
+func (m *Migrator) RecoverOne(ctx context.Context, rec Record) (Result, error) {
+	src, err := m.host(rec.Source)
+	if err != nil {
+		return Result{Record: rec, Outcome: Stuck}, err
 	}
+	dst, err := m.host(rec.Dest)
+	if err != nil {
+		return Result{Record: rec, Outcome: Stuck}, err
+	}
+	r := &run{m: m, rec: rec, res: Result{Record: rec}, src: src, dst: dst}
+	id := rec.Spec.ID
 	m.log.Info("recovering migration", zap.String("container", id), zap.String("migration", rec.ID),
 		zap.String("phase", string(rec.Phase)), zap.Stringer("done", rec.Done))
 	switch rec.Phase {
 	case PhaseCleanupSource:
 		return r.finish(ctx)
 	case PhaseCleanupDest:
-		if err := m.rt.Remove(ctx, rec.Dest, id); err != nil {
+		if _, err := dst.Remove(ctx, id); err != nil {
+			r.res.Outcome = Reverted
 			return r.res, err
 		}
+		r.dropImages(ctx)
 		r.res.Outcome = Reverted
 		return r.res, m.j.DeleteMigration(ctx, id)
 	}
-	// A dump in progress pauses the task; let it settle.
-	for i := 0; i < 50; i++ {
-		st, err := m.rt.State(ctx, rec.Source, id)
-		if err != nil || st != Paused {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
+	if rec.Phase == PhaseForward && rec.Done >= StepCommit {
+		return r.commit(ctx)
 	}
-	if rec.Phase == PhaseForward && rec.Done >= StepMoveAddress {
-		st, err := m.rt.State(ctx, rec.Dest, id)
-		has, herr := arp.HasAddress(CtEndpoint(rec.Dest, id), rec.Spec.IP)
-		// A lazy copy whose last page was not confirmed may miss memory;
-		// no request has reached it: undo.
-		complete := !rec.Lazy || rec.LazyDone
-		if err == nil && herr == nil && st == Running && has && complete {
-			// The crash may have come before the restore step removed them.
-			if err := clearGuards(ctx, rec.Dest, id, guardResets|guardHold); err != nil {
+	if rec.Phase == PhaseForward && rec.Done >= StepMoveAddress && r.destComplete(ctx) {
+		if err := r.do(ctx, StepCommit, false, r.pinDest); err == nil {
+			r.rec.Done = StepCommit
+			if err := r.save(ctx); err != nil {
 				return r.res, err
 			}
-			if err := r.do(ctx, StepAnnounce, false, func(ctx context.Context) error {
-				return m.announce(ctx, CtEndpoint(rec.Dest, id), rec.Spec)
-			}); err != nil {
-				m.log.Warn("announce during recovery", zap.Error(err))
-			}
-			r.rec.Done = StepAnnounce
-			return r.finish(ctx)
+			return r.commit(ctx)
 		}
 	}
 	// Undo treats every step as possibly done: the crash may have come
@@ -212,4 +239,19 @@ func (m *Migrator) recoverOne(ctx context.Context, rec Record) (Result, error) {
 		r.rec.Done = StepCheckpoint
 	}
 	return r.undo(ctx)
+}
+
+// destComplete says the destination holds a copy that can be committed: it
+// runs, carries the address, and, if lazily restored, has every page.
+func (r *run) destComplete(ctx context.Context) bool {
+	st, err := r.dst.Status(ctx, r.rec.Spec.ID)
+	if err != nil || st.Status != Running || (r.rec.Lazy && !r.rec.LazyDone) {
+		return false
+	}
+	for _, a := range st.Addresses {
+		if a == r.rec.Spec.IP {
+			return true
+		}
+	}
+	return false
 }

@@ -4,135 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"strconv"
+	"strings"
 	"time"
 
-	"github.com/escape-mtd/escape/arp"
 	"go.uber.org/zap"
 )
 
-// Step is one step of a migration, in the order they run.
-type Step int
-
-const (
-	StepNone         Step = iota
-	StepCheckpoint        // 1: dump on the source, which stops it
-	StepPrepare           // 2: namespace and interface (same MAC) on the destination
-	StepMoveAddress       // 3: the address leaves the source, joins the destination
-	StepRestore           // 4: restore on the destination from shared storage
-	StepAnnounce          // 5: gratuitous ARP from the destination
-	StepRemoveSource      // 6: delete the source copy
-	// StepStage runs first, before anything is frozen: the destination's
-	// namespace, interface, container object and (unstarted) restore task
-	// are created while the source still serves. It is numbered last so
-	// that journalled step numbers keep their meaning; it never becomes a
-	// record's Done (Record.Staged says it ran).
-	StepStage
-)
-
-var stepNames = [...]string{"none", "checkpoint", "prepare", "move-address", "restore", "announce", "remove-source", "stage"}
-
-func (s Step) String() string {
-	if s >= 0 && int(s) < len(stepNames) {
-		return stepNames[s]
-	}
-	return "step(" + strconv.Itoa(int(s)) + ")"
+// Hosts finds a host's agent by name.
+type Hosts interface {
+	Host(name string) (Host, bool)
 }
 
-// Phase says what a journalled migration was doing.
-type Phase string
+// HostMap is Hosts over a fixed set.
+type HostMap map[string]Host
 
-const (
-	PhaseForward       Phase = "forward"        // running steps 1..6
-	PhaseUndo          Phase = "undo"           // going back to the source
-	PhaseCleanupSource Phase = "cleanup-source" // migrated; the source copy still to delete
-	PhaseCleanupDest   Phase = "cleanup-dest"   // reverted; leftovers on the destination to delete
-)
-
-// Record is a migration's journal entry, written before and after every
-// step so that a restarted plane can finish or undo it.
-type Record struct {
-	ID     string `json:"id"`
-	Spec   Spec   `json:"spec"`
-	Source string `json:"source"`
-	Dest   string `json:"dest"`
-	Image  string `json:"image"`
-	Done   Step   `json:"done"`
-	// Staged is set (and journalled) before the destination is staged, so
-	// that an undo or a recovery clears it even if the dump never ran.
-	Staged bool `json:"staged,omitempty"`
-	// Lazy is set (and journalled) before the destination is staged when
-	// its memory will be restored lazily; LazyDone once every page is in.
-	// A lazy copy is never live without LazyDone: until then no packet
-	// reaches it and Recover undoes rather than finishes.
-	Lazy     bool      `json:"lazy,omitempty"`
-	LazyDone bool      `json:"lazy_done,omitempty"`
-	Phase    Phase     `json:"phase"`
-	Started  time.Time `json:"started"`
-	Updated  time.Time `json:"updated"`
-	Error    string    `json:"error,omitempty"`
+// Host returns the named host.
+func (m HostMap) Host(name string) (Host, bool) {
+	h, ok := m[name]
+	return h, ok
 }
 
-// Journal persists migration records, one per container.
-type Journal interface {
-	PutMigration(ctx context.Context, r Record) error
-	Migrations(ctx context.Context) ([]Record, error)
-	DeleteMigration(ctx context.Context, container string) error
-}
-
-// Event is passed to a Hook before each step and each undo action.
-type Event struct {
-	Step   Step
-	Undo   bool
-	Record Record
-}
-
-// Hook runs before every step (and undo of a step). An error it returns
-// fails that step; tests use it to inject real faults at exact points.
-type Hook func(ctx context.Context, ev Event) error
-
-// Outcome is how a migration ended.
-type Outcome string
-
-const (
-	Migrated Outcome = "migrated" // running on the destination
-	Reverted Outcome = "reverted" // running on the source again
-	Stuck    Outcome = "stuck"    // neither could be confirmed; journal kept
-)
-
-// Timing is how long one step (or its undo) took.
-type Timing struct {
-	Step     Step          `json:"step"`
-	Undo     bool          `json:"undo,omitempty"`
-	Duration time.Duration `json:"duration_ns"`
-	Err      string        `json:"error,omitempty"`
-}
-
-// Result reports a migration (or a recovery).
-type Result struct {
-	Record  Record   `json:"record"`
-	Outcome Outcome  `json:"outcome"`
-	Steps   []Timing `json:"steps"`
-	// Frozen is the time from the start of the dump until the restored
-	// copy can answer: its task started on the destination and, after a
-	// lazy restore, all its memory in and its hold lifted.
-	Frozen time.Duration `json:"frozen_ns"`
-	// CRIU is CRIU's own account of the dump and the restore, when they ran.
-	CRIU CRIUStats `json:"criu"`
-	// Lazy is set when the destination's memory was restored lazily
-	// (lazy.go).
-	Lazy bool `json:"lazy,omitempty"`
-	// Pending is set when the outcome is final but cleanup remains (kept
-	// in the journal for Recover).
-	Pending string `json:"pending,omitempty"`
-}
-
-// Migrator runs migrations between hosts of a Runtime.
+// Migrator runs migrations between hosts, each a sequence of steps on the
+// source's and the destination's agents, journalled before and after each
+// one so that a plane that crashes can finish or undo it.
 type Migrator struct {
-	rt        *Runtime
+	hosts     Hosts
 	j         Journal
-	root      string
 	log       *zap.Logger
 	hook      Hook
 	timeout   time.Duration
@@ -141,14 +38,13 @@ type Migrator struct {
 	repeats   int
 	interval  time.Duration
 	preflight time.Duration
+	leaseTTL  time.Duration
+	skew      time.Duration
 	stage     bool
 	lazy      bool
 	lazyFrom  uint64
-	// afterLazyStart, when set (by tests), runs between a lazy copy's
-	// start and its last page.
-	afterLazyStart func()
-	paused         bool
-	now            func() time.Time
+	paused    bool
+	now       func() time.Time
 }
 
 // Option tunes a Migrator.
@@ -164,17 +60,16 @@ func WithHook(h Hook) Option { return func(m *Migrator) { m.hook = h } }
 func WithStepTimeout(d time.Duration) Option { return func(m *Migrator) { m.timeout = d } }
 
 // WithProbe sets how long the destination's segment is probed for another
-// owner of the address once the source is frozen (default 50 ms; 0
-// disables the probe). A staged migration probes while the source is
-// dumped, for the whole dump and at least d, and then takes a last look
-// (WithLastLook) in step 3; otherwise step 3 probes for d.
+// owner of the address (default 50 ms; 0 disables the probe). A staged
+// migration probes while the source is dumped, for the whole dump and at
+// least d, and then takes a last look (WithLastLook) as the destination
+// claims the address; otherwise the claim probes for d.
 func WithProbe(d time.Duration) Option { return func(m *Migrator) { m.probe = d } }
 
-// WithLastLook sets how long step 3 of a staged migration listens for
-// another owner of the address, after the source has released it and just
-// before the destination takes it (default 10 ms: a station on the segment
-// answers an ARP probe within a millisecond; 0 disables it). It catches a
-// station that took the address silently after the probe during the dump.
+// WithLastLook sets how long a staged migration's destination listens for
+// another owner of the address just before it takes it (default 10 ms: a
+// station on the segment answers an ARP probe within a millisecond; 0
+// disables it).
 func WithLastLook(d time.Duration) Option { return func(m *Migrator) { m.last = d } }
 
 // WithPreflight sets how long the destination host listens for a stranger
@@ -187,42 +82,79 @@ func WithAnnounce(rounds int, interval time.Duration) Option {
 	return func(m *Migrator) { m.repeats, m.interval = rounds, interval }
 }
 
+// WithLeaseTTL sets how long an armed address lease lasts without renewal
+// (default 10 s): what a host that stops answering mid-migration costs,
+// since the address moves only once that host's lease must have lapsed.
+func WithLeaseTTL(d time.Duration) Option { return func(m *Migrator) { m.leaseTTL = d } }
+
+// WithClockSkew sets how far the hosts' clocks may be from the plane's
+// (default 1 s): a grant's wall-clock deadline (Lease.NotAfter) counts as
+// passed only this much later.
+func WithClockSkew(d time.Duration) Option { return func(m *Migrator) { m.skew = d } }
+
 // WithStaging says whether the destination is staged before the source is
 // frozen (default true): its namespace, interface, container object and a
 // restore task that is created but not started, so that the frozen window
-// holds only the dump, the address move and runc's restore. Off, steps 2
-// and 4 create them after the dump (the original order), which costs
-// about a containerd shim start and two metadata commits of frozen time.
+// holds only the dump, the address move and runc's restore.
 func WithStaging(on bool) Option { return func(m *Migrator) { m.stage = on } }
 
-// WithPausedDump makes step 1 go through containerd's client
-// Task.Checkpoint, which pauses the task before runc and CRIU start
-// (Runtime.CheckpointPaused), instead of the direct request (default
-// false). For measurements.
+// WithPausedDump makes the dump go through containerd's client
+// Task.Checkpoint, which pauses the task first (default false). For
+// measurements.
 func WithPausedDump(on bool) Option { return func(m *Migrator) { m.paused = on } }
 
-// New returns a migrator that keeps dumps under root (on shared storage)
-// and its journal in j.
-func New(rt *Runtime, j Journal, root string, opts ...Option) (*Migrator, error) {
-	if rt == nil || j == nil {
-		return nil, errors.New("migrator: runtime and journal are required")
+// WithLazyRestore sets whether staged migrations restore memory lazily on
+// a destination that can (HostInfo.LazyRestore; default true).
+func WithLazyRestore(on bool) Option { return func(m *Migrator) { m.lazy = on } }
+
+// DefaultLazyFrom is the memory from which a staged migration restores
+// lazily. Below it the daemon's start and the copy's hold cost more frozen
+// time than faulting the pages in saves (planebench, BENCHMARKS.md,
+// issue 5: 1 MiB 470–538 against 431–456 ms, 16 MiB 465 against 496, 64
+// MiB 499 against 667).
+const DefaultLazyFrom = 16 << 20
+
+// WithLazyFrom sets the memory of the source copy from which a staged
+// migration restores lazily (default DefaultLazyFrom; 0: always).
+func WithLazyFrom(bytes uint64) Option { return func(m *Migrator) { m.lazyFrom = bytes } }
+
+// New returns a migrator over hosts that keeps its journal in j.
+func New(hosts Hosts, j Journal, opts ...Option) (*Migrator, error) {
+	if hosts == nil || j == nil {
+		return nil, errors.New("migrator: hosts and journal are required")
 	}
-	if !filepath.IsAbs(root) {
-		return nil, fmt.Errorf("migrator: checkpoint root %q must be absolute", root)
-	}
-	m := &Migrator{rt: rt, j: j, root: root, log: zap.NewNop(), timeout: 2 * time.Minute,
-		probe: 50 * time.Millisecond, last: 10 * time.Millisecond, lazy: true, lazyFrom: DefaultLazyFrom, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond, stage: true, now: time.Now}
+	m := &Migrator{hosts: hosts, j: j, log: zap.NewNop(), timeout: 2 * time.Minute, probe: 50 * time.Millisecond,
+		last: 10 * time.Millisecond, preflight: 200 * time.Millisecond, repeats: 3, interval: 1100 * time.Millisecond,
+		leaseTTL: 10 * time.Second, skew: time.Second, stage: true, lazy: true, lazyFrom: DefaultLazyFrom, now: time.Now}
 	for _, o := range opts {
 		o(m)
+	}
+	if m.leaseTTL < 100*time.Millisecond {
+		return nil, fmt.Errorf("migrator: lease TTL %v: want at least 100ms", m.leaseTTL)
+	}
+	if m.skew < 0 {
+		return nil, fmt.Errorf("migrator: clock skew %v: negative", m.skew)
 	}
 	return m, nil
 }
 
+// LeaseTTL is how long an armed lease lasts without renewal.
+func (m *Migrator) LeaseTTL() time.Duration { return m.leaseTTL }
+
 // run is one migration in flight.
 type run struct {
-	m   *Migrator
-	rec Record
-	res Result
+	m        *Migrator
+	rec      Record
+	res      Result
+	src, dst Host
+	// srcLease and dstLease renew the armed leases while the handoff
+	// runs; each is halted once its lease is pinned or revoked.
+	srcLease, dstLease *renewal
+	// dstLapse is by when the destination's armed lease has lapsed if it
+	// was granted and never confirmed.
+	dstLapse time.Time
+	// frozenStart is when the dump began.
+	frozenStart time.Time
 }
 
 func (r *run) save(ctx context.Context) error {
@@ -252,21 +184,44 @@ func (r *run) do(ctx context.Context, step Step, undo bool, fn func(context.Cont
 	r.m.log.Info("migration step", zap.String("container", r.rec.Spec.ID), zap.String("migration", r.rec.ID),
 		zap.Stringer("step", step), zap.Bool("undo", undo), zap.Duration("took", t.Duration), zap.Error(err))
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", map[bool]string{false: "step", true: "undo"}[undo], step, err)
+		what := "step"
+		if undo {
+			what = "undo"
+		}
+		return fmt.Errorf("%s %s: %w", what, step, err)
 	}
 	return nil
 }
 
-// Migrate moves the container described by spec from source to dest. On
-// any failure before the destination copy is confirmed, every completed step
-// is undone and the container runs on the source again (Outcome Reverted,
-// with the error). The journal holds the migration until it is settled.
-func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) (Result, error) {
+func (m *Migrator) host(name string) (Host, error) {
+	h, ok := m.hosts.Host(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown host %q", name)
+	}
+	return h, nil
+}
+
+// Migrate moves the container described by spec from source to dest.
+// generation is the lease generation the container's address holds on
+// source now; Result.Record.Generation is the one it holds where it ends.
+// On any failure before the destination's copy is committed, every step
+// done is undone and the container runs on the source again (Outcome
+// Reverted, with the error). The journal holds the migration until it is
+// settled.
+func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string, generation uint64) (Result, error) {
 	if err := spec.Validate(); err != nil {
 		return Result{}, err
 	}
 	if source == dest {
 		return Result{}, fmt.Errorf("migrate %s: source and destination are both %s", spec.ID, source)
+	}
+	src, err := m.host(source)
+	if err != nil {
+		return Result{}, fmt.Errorf("migrate %s: source: %w", spec.ID, err)
+	}
+	dst, err := m.host(dest)
+	if err != nil {
+		return Result{}, fmt.Errorf("migrate %s: destination: %w", spec.ID, err)
 	}
 	recs, err := m.j.Migrations(ctx)
 	if err != nil {
@@ -277,42 +232,75 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 			return Result{}, fmt.Errorf("migrate %s: migration %s (%s) is unsettled; recover it first", spec.ID, r.ID, r.Phase)
 		}
 	}
-	if st, err := m.rt.State(ctx, source, spec.ID); err != nil {
+	st, err := src.Status(ctx, spec.ID)
+	if err != nil {
 		return Result{}, fmt.Errorf("migrate %s: %w", spec.ID, err)
-	} else if st != Running {
-		return Result{}, fmt.Errorf("migrate %s: not running on %s (%s)", spec.ID, source, st)
+	}
+	if st.Status != Running {
+		return Result{}, fmt.Errorf("migrate %s: not running on %s (%s)", spec.ID, source, st.Status)
+	}
+	srcInfo, err := src.Hello(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("migrate %s: %w", spec.ID, err)
+	}
+	dstInfo, err := dst.Hello(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("migrate %s: destination unreachable: %w", spec.ID, err)
 	}
 	now := m.now()
-	id := now.UTC().Format("20060102T150405.000000000")
-	r := &run{m: m, rec: Record{ID: id, Spec: spec, Source: source, Dest: dest,
-		Image: imageDir(m.root, spec.ID, id), Phase: PhaseForward, Started: now}}
+	id := strings.ToLower(now.UTC().Format("20060102T150405.000000000"))
+	r := &run{m: m, src: src, dst: dst, rec: Record{ID: id, Spec: spec, Source: source, Dest: dest,
+		Image: MigrationImage(spec.ID, id), Phase: PhaseForward, Started: now, Generation: generation,
+		Shared: srcInfo.SharedStorage != "" && srcInfo.SharedStorage == dstInfo.SharedStorage}}
+	r.rec.Lazy = m.stage && m.lazy && dstInfo.LazyRestore && (m.lazyFrom == 0 || st.MemoryBytes == 0 || st.MemoryBytes >= m.lazyFrom)
 	r.res.Record = r.rec
 	if err := r.save(ctx); err != nil {
 		return r.res, err
 	}
-	srcEP, dstEP := CtEndpoint(source, spec.ID), CtEndpoint(dest, spec.ID)
-	mctx := ctx            // outlives each step's own deadline
-	var checks *destChecks // staged: overlapped with the dump
-	defer func() {
-		if checks != nil {
-			_ = checks.wait() // stops the sentry on every path; idempotent
+	defer r.halt()
+	return r.forward(ctx)
+}
+
+// halt stops every renewal (the leases are pinned or revoked by then, or
+// left to lapse on purpose).
+func (r *run) halt() {
+	r.srcLease.halt()
+	r.dstLease.halt()
+}
+
+// guards are what the destination's namespace holds from its staging to
+// the commit: no reset leaves it (between the address's arrival and the
+// restore of the sockets, the kernel would answer a client's
+// retransmission with one), and no packet reaches the restored copy until
+// its lease is pinned. Until then the migration can still be undone, and a
+// copy that never served loses nothing when it is thrown away.
+func (r *run) guards() Guards { return GuardResets | GuardHold }
+
+// forward runs the steps; any failure reverts.
+func (r *run) forward(ctx context.Context) (Result, error) {
+	m, spec := r.m, r.rec.Spec
+	var sentry SentryID
+	stopSentry := func(ctx context.Context) error {
+		if sentry == "" {
+			return nil
 		}
-	}()
-	restoreWork := RestoreWorkDir(r.rec.Image + ".restore-" + dest)
-	guards := guardResets
-	if m.stage && m.canLazy(ctx, source, dest, spec) {
-		r.rec.Lazy = true
-		guards |= guardHold
+		res, err := r.dst.StopSentry(ctx, sentry)
+		sentry = ""
+		if err != nil {
+			return fmt.Errorf("probe %s on %s: %w", spec.IP.Addr(), r.rec.Dest, err)
+		}
+		if res.Taken {
+			return fmt.Errorf("%w: %s answers from %s on %s", ErrAddressTaken, spec.IP.Addr(), res.By, r.rec.Dest)
+		}
+		return nil
 	}
-	frozenStart := time.Now()
-	type stepFn struct {
-		step Step
-		fn   func(context.Context) error
+	defer func() { _ = stopSentry(context.WithoutCancel(ctx)) }()
+	steps := []stepFn{
+		{StepImage, func(ctx context.Context) error { return r.ensureImage(ctx) }},
 	}
-	var steps []stepFn
 	if m.stage {
 		steps = append(steps, stepFn{StepStage, func(ctx context.Context) error {
-			if err := m.clearDest(ctx, spec, dest); err != nil {
+			if err := r.clearDest(ctx); err != nil {
 				return err
 			}
 			// Journalled before anything exists on the destination, so
@@ -321,157 +309,294 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string) 
 			if err := r.save(ctx); err != nil {
 				return err
 			}
-			if err := m.rt.PrepareNetwork(dest, spec, false); err != nil {
-				return err
-			}
-			if err := setGuards(ctx, dest, spec.ID, guards, true); err != nil {
-				return err
-			}
-			return m.rt.Stage(ctx, dest, spec, r.rec.Image, restoreWork)
+			_, err := r.dst.Stage(ctx, spec, r.rec.Image, StageOptions{Guards: r.guards()})
+			return err
 		}})
 	}
 	steps = append(steps,
 		stepFn{StepCheckpoint, func(ctx context.Context) error {
-			if err := m.rt.Ping(ctx, dest); err != nil {
-				return fmt.Errorf("destination unreachable: %w", err)
+			// Armed before the freeze: from here on, a source that stops
+			// answering fences its own address within the TTL.
+			var err error
+			if r.srcLease, err = m.armLease(ctx, r.src, spec.ID, Lease{IP: spec.IP.Addr(), Generation: r.rec.Generation, TTL: m.leaseTTL}); err != nil {
+				return err
 			}
-			// Before freezing anything: does a stranger already answer for
-			// the address on the destination's segment? Probed from the
-			// destination host's own interface, ignoring the container's MAC.
 			if m.preflight > 0 {
-				if err := m.preflightProbe(ctx, dest, spec); err != nil {
+				if err := r.preflightProbe(ctx); err != nil {
 					return err
 				}
 			}
-			frozenStart = time.Now()
-			if m.stage {
-				checks = m.startDestChecks(mctx, dest, spec)
+			if m.stage && m.probe > 0 {
+				if sentry, err = r.dst.StartSentry(ctx, spec.IP.Addr(), spec.MAC, m.probe); err != nil {
+					return fmt.Errorf("probe %s on %s: %w", spec.IP.Addr(), r.rec.Dest, err)
+				}
 			}
-			dump := m.rt.Checkpoint
-			if m.paused {
-				dump = m.rt.CheckpointPaused
+			r.frozenStart = time.Now()
+			res, err := r.src.Checkpoint(ctx, spec.ID, r.rec.Image, CheckpointOptions{Exit: true, Paused: m.paused, RootFS: true})
+			if err != nil {
+				return err
 			}
-			err := dump(ctx, source, spec.ID, r.rec.Image, Exit(), WithWorkDir(r.rec.Image+".work"))
-			if err == nil {
-				_, err = VerifyImage(r.rec.Image)
-			}
-			if err != nil && checks != nil {
-				_ = checks.wait() // the dump's error is the one to report
-			}
-			return err
+			r.res.CRIU = res.CRIU
+			return nil
 		}},
+	)
+	if !r.rec.Shared {
+		steps = append(steps, stepFn{StepTransfer, func(ctx context.Context) error { return r.transfer(ctx) }})
+	}
+	steps = append(steps,
 		stepFn{StepPrepare, func(ctx context.Context) error {
 			if m.stage {
 				// Staged before the dump, probed during it: a stranger on
-				// the destination's segment, or a destination that died
-				// since (a few ms to ask), fails here, before the address
-				// moves.
-				probed := checks.wait()
-				st, err := m.rt.State(ctx, dest, spec.ID)
-				if err == nil && st != Created {
-					err = fmt.Errorf("staged copy on %s is %s, want created", dest, st)
+				// the destination's segment, or a staged copy that died
+				// since, fails here, before the address moves.
+				probed := stopSentry(ctx)
+				st, err := r.dst.Status(ctx, spec.ID)
+				if err == nil && st.Status != Created {
+					err = fmt.Errorf("staged copy on %s is %s, want created", r.rec.Dest, st.Status)
 				}
 				return errors.Join(probed, err)
 			}
-			if err := m.clearDest(ctx, spec, dest); err != nil {
+			if err := r.clearDest(ctx); err != nil {
 				return err
 			}
-			if err := m.rt.PrepareNetwork(dest, spec, false); err != nil {
+			r.rec.Staged = true
+			if err := r.save(ctx); err != nil {
 				return err
 			}
-			return setGuards(ctx, dest, spec.ID, guards, true)
-		}},
-		stepFn{StepMoveAddress, func(ctx context.Context) error {
-			var o []arp.Option
-			switch {
-			case m.stage && m.last > 0:
-				o = append(o, arp.WithProbe(m.last))
-			case !m.stage && m.probe > 0:
-				o = append(o, arp.WithProbe(m.probe))
+			if _, err := r.dst.PrepareNetwork(ctx, spec, false); err != nil {
+				return err
 			}
-			return arp.MoveAddress(ctx, spec.IP, srcEP, dstEP, o...)
+			_, err := r.dst.SetGuards(ctx, spec.ID, r.guards(), true)
+			return err
 		}},
+		stepFn{StepMoveAddress, func(ctx context.Context) error { return r.moveAddress(ctx) }},
 		stepFn{StepRestore, func(ctx context.Context) error {
+			var res RestoreResult
 			var err error
-			switch {
-			case r.rec.Lazy:
-				err = r.restoreLazy(ctx, restoreWork)
-			case m.stage:
-				err = m.rt.StartStaged(ctx, dest, spec.ID, restoreWork)
-			default:
-				err = m.rt.Restore(ctx, dest, spec, r.rec.Image, Fresh(), restoreWork)
+			if m.stage {
+				res, err = r.dst.StartStaged(ctx, spec, r.rec.Image, StartStagedOptions{Lazy: r.rec.Lazy})
+			} else {
+				res, err = r.dst.Restore(ctx, spec, r.rec.Image, RestoreOptions{Fresh: true})
 			}
 			if err != nil {
 				return err
 			}
-			st, err := m.rt.State(ctx, dest, spec.ID)
-			if err != nil {
-				return err
-			}
-			if st != Running {
-				return fmt.Errorf("restored copy on %s is %s", dest, st)
-			}
-			// The restored sockets may answer for themselves now.
-			if err := setGuards(ctx, dest, spec.ID, guards, false); err != nil {
-				if guards&guardHold != 0 {
-					return err // the copy cannot answer: a failed restore
+			r.res.Lazy = res.Lazy
+			r.res.CRIU.Forking, r.res.CRIU.Restore = res.CRIU.Forking, res.CRIU.Restore
+			if r.rec.Lazy {
+				r.rec.LazyDone = true
+				if err := r.save(ctx); err != nil {
+					return err
 				}
-				m.log.Warn("remove reset guard", zap.String("container", spec.ID), zap.Error(err))
 			}
-			r.res.Frozen = time.Since(frozenStart)
-			// Read before finish drops the work directories.
-			if r.res.CRIU, err = ReadCRIUStats(r.rec.Image+".work", r.rec.Image+".restore-"+dest); err != nil {
-				m.log.Warn("criu stats", zap.String("container", spec.ID), zap.Error(err))
+			st, err := r.dst.Status(ctx, spec.ID)
+			if err != nil {
+				return err
+			}
+			if st.Status != Running {
+				return fmt.Errorf("restored copy on %s is %s", r.rec.Dest, st.Status)
 			}
 			return nil
 		}},
-		stepFn{StepAnnounce, func(ctx context.Context) error { return m.announce(ctx, dstEP, spec) }},
+		stepFn{StepCommit, func(ctx context.Context) error { return r.pinDest(ctx) }},
 	)
+	if err := r.runSteps(ctx, steps); err != nil {
+		return r.revert(ctx, err)
+	}
+	return r.commit(ctx)
+}
+
+type stepFn struct {
+	step Step
+	fn   func(context.Context) error
+}
+
+// runSteps runs steps in order, journalling each one done.
+func (r *run) runSteps(ctx context.Context, steps []stepFn) error {
 	for _, s := range steps {
 		if err := r.do(ctx, s.step, false, s.fn); err != nil {
 			r.rec.Error = err.Error()
-			return r.revert(ctx, err)
+			return err
 		}
-		if s.step != StepStage {
-			r.rec.Done = s.step
-		}
+		r.rec.Done = s.step
 		if err := r.save(ctx); err != nil {
 			// The journal is the only way to recover from a crash: without
 			// it, do not go further.
-			return r.revert(ctx, err)
+			return err
 		}
 	}
+	return nil
+}
+
+// commit ends a migration whose destination's lease is pinned: from here
+// on it only goes forward. The copy is let serve, announced, and the
+// source's copy and the dumps are removed. What fails here is retried by
+// Recover; nothing is undone.
+func (r *run) commit(ctx context.Context) (Result, error) {
+	spec := r.rec.Spec
+	if err := r.do(ctx, StepAnnounce, false, func(ctx context.Context) error {
+		if _, err := r.dst.SetGuards(ctx, spec.ID, r.guards(), false); err != nil {
+			return fmt.Errorf("let the copy serve: %w", err)
+		}
+		if !r.frozenStart.IsZero() {
+			r.res.Frozen = time.Since(r.frozenStart)
+		}
+		if err := r.announce(ctx, r.dst); err != nil {
+			r.m.log.Warn("announce after migration", zap.String("container", spec.ID), zap.Error(err))
+		}
+		return nil
+	}); err != nil {
+		// The copy is held until its guards go: keep the journal so that
+		// Recover lifts them.
+		r.rec.Error = err.Error()
+		r.res.Outcome = Migrated
+		r.res.Pending = "the destination's copy is held until its guards are lifted: " + err.Error()
+		_ = r.save(ctx)
+		r.res.Record = r.rec
+		return r.res, nil
+	}
+	r.rec.Done = StepAnnounce
 	return r.finish(ctx)
 }
 
-// clearDest refuses a destination that already runs a copy and removes a
-// dead leftover (a container object or stopped task) of an earlier attempt.
-func (m *Migrator) clearDest(ctx context.Context, spec Spec, dest string) error {
-	st, err := m.rt.State(ctx, dest, spec.ID)
-	if err != nil {
-		return err
-	}
-	switch st {
-	case Absent:
-		return nil
-	case Running, Paused:
-		return fmt.Errorf("a live copy of %s already runs on %s", spec.ID, dest)
-	default:
-		if err := m.rt.Remove(ctx, dest, spec.ID); err != nil {
-			return fmt.Errorf("remove leftover on destination: %w", err)
-		}
+// ensureImage makes sure the destination has the container's image:
+// pulled from its registry, or else imported from the source's agent.
+func (r *run) ensureImage(ctx context.Context) error {
+	ref := r.rec.Spec.Image
+	pulled, err := r.dst.EnsureImage(ctx, ref, nil)
+	if err == nil {
+		r.m.log.Debug("destination image", zap.String("image", ref), zap.String("did", pulled.Did))
 		return nil
 	}
+	t, oerr := r.src.Offer(ctx, Offer{Kind: OfferImage, Name: ref, To: r.rec.Dest})
+	if oerr != nil {
+		return fmt.Errorf("image %s on %s: %v; and the source cannot offer it: %w", ref, r.rec.Dest, err, oerr)
+	}
+	if _, ierr := r.dst.EnsureImage(ctx, ref, &Peer{Name: r.rec.Source, Address: peerAddress(r.src), Ticket: t}); ierr != nil {
+		return fmt.Errorf("image %s on %s: pull: %v; import from %s: %w", ref, r.rec.Dest, err, r.rec.Source, ierr)
+	}
+	return nil
 }
 
-func (m *Migrator) announce(ctx context.Context, ep arp.Endpoint, spec Spec) error {
-	// Later rounds outlive the step; they stop by themselves.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(m.repeats+1)*m.interval)
-	a, err := arp.Announce(actx, ep, spec.IP.Addr(), arp.WithRepeats(m.repeats), arp.WithInterval(m.interval), arp.WithLogger(m.log))
+// transfer has the destination fetch the dump from the source.
+func (r *run) transfer(ctx context.Context) error {
+	t, err := r.src.Offer(ctx, Offer{Kind: OfferCheckpoint, Name: string(r.rec.Image), To: r.rec.Dest})
 	if err != nil {
-		cancel()
 		return err
 	}
-	go func() { _ = a.Wait(); cancel() }()
+	res, err := r.dst.Fetch(ctx, r.rec.Image, Peer{Name: r.rec.Source, Address: peerAddress(r.src), Ticket: t})
+	if err != nil {
+		return err
+	}
+	r.res.Transfer = res
 	return nil
+}
+
+// addressed is a host whose agent has a network address other agents can
+// dial.
+type addressed interface{ Address() string }
+
+func peerAddress(h Host) string {
+	if a, ok := h.(addressed); ok {
+		return a.Address()
+	}
+	return ""
+}
+
+// preflightProbe runs before anything is frozen: does a stranger already
+// answer for the address on the destination's segment?
+func (r *run) preflightProbe(ctx context.Context) error {
+	res, err := r.dst.Probe(ctx, r.rec.Spec.IP.Addr(), r.rec.Spec.MAC, r.m.preflight)
+	if err != nil {
+		return fmt.Errorf("preflight probe: %w", err)
+	}
+	if res.Taken {
+		return fmt.Errorf("preflight probe: %w: %v answers from %s on %s", ErrAddressTaken, r.rec.Spec.IP.Addr(), res.By, r.rec.Dest)
+	}
+	return nil
+}
+
+// clearDest refuses a destination that already runs a copy and removes a
+// dead leftover of an earlier attempt.
+func (r *run) clearDest(ctx context.Context) error {
+	st, err := r.dst.Status(ctx, r.rec.Spec.ID)
+	if err != nil {
+		return err
+	}
+	switch st.Status {
+	case Absent:
+		if !st.Network {
+			return nil
+		}
+	case Running, Paused:
+		return fmt.Errorf("a live copy of %s already runs on %s", r.rec.Spec.ID, r.rec.Dest)
+	}
+	if _, err := r.dst.Remove(ctx, r.rec.Spec.ID); err != nil {
+		return fmt.Errorf("remove leftover on destination: %w", err)
+	}
+	return nil
+}
+
+// moveAddress takes the address from the source and gives it to the
+// destination, under an armed lease there until the copy is committed.
+// If the source does not answer, the address moves only once the source's
+// lease must have lapsed.
+func (r *run) moveAddress(ctx context.Context) error {
+	spec := r.rec.Spec
+	if _, err := r.src.ReleaseAddress(ctx, spec.ID, spec.IP); err != nil {
+		if !errors.Is(err, ErrUnreachable) {
+			return err
+		}
+		r.m.waitLapse(ctx, r.rec.Source, spec.ID, r.srcLease.halt())
+	}
+	r.srcLease.halt()
+	gen, err := r.nextGeneration(ctx)
+	if err != nil {
+		return err
+	}
+	look := r.m.probe
+	if r.m.stage {
+		look = r.m.last
+	}
+	r.rec.DestClaimed = true
+	if err := r.save(ctx); err != nil {
+		return err
+	}
+	l := Lease{IP: spec.IP.Addr(), Generation: gen, TTL: r.m.leaseTTL}
+	g, lapse := r.m.grant(l)
+	// Whatever the answer, a grant that reached the destination lapses by
+	// this unless renewed.
+	r.dstLapse = lapse
+	if _, err := r.dst.ClaimAddress(ctx, spec.ID, spec.IP, ClaimOptions{LastLook: look, Lease: g}); err != nil {
+		return err
+	}
+	r.dstLease = &renewal{m: r.m, host: r.dst, id: spec.ID, lease: l, lapse: lapse, stop: make(chan struct{}), done: make(chan struct{})}
+	go r.dstLease.run(context.WithoutCancel(ctx))
+	return nil
+}
+
+// pinDest commits the migration: the destination's lease holds until
+// revoked.
+func (r *run) pinDest(ctx context.Context) error {
+	r.rec.Committing = true
+	// The pin takes a generation of its own: a renewal of the armed lease
+	// sent before it may be applied after it (the agent serves requests
+	// concurrently; one whose answer was lost lands late), and at the same
+	// generation it would re-arm the pinned lease, which would then lapse
+	// under the committed copy. At an older one it is refused.
+	gen, err := r.nextGeneration(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := r.m.pin(ctx, r.dst, r.rec.Spec.ID, Lease{IP: r.rec.Spec.IP.Addr(), Generation: gen}); err != nil {
+		return err
+	}
+	r.dstLease.halt()
+	return nil
+}
+
+// announce sends gratuitous ARP from h for the container's address.
+func (r *run) announce(ctx context.Context, h Host) error {
+	_, err := h.Announce(ctx, r.rec.Spec.ID, r.rec.Spec.IP.Addr(), AnnounceOptions{Rounds: r.m.repeats, Interval: r.m.interval})
+	return err
 }

@@ -5,28 +5,32 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"regexp"
+	"strings"
+
+	"github.com/distribution/reference"
 )
 
-// Spec is everything needed to run a protected container on any host: the
-// root filesystem lives on shared storage, so every host sees the same one.
+// Spec is everything a host needs to run a protected container: an image
+// from the host's containerd content store, the process, and the address
+// and MAC the container keeps wherever it runs.
 type Spec struct {
-	ID     string   `json:"id"`
-	RootFS string   `json:"rootfs"`
-	Args   []string `json:"args"`
-	Env    []string `json:"env,omitempty"`
+	ID string `json:"id"`
+	// Image is an OCI image reference (escape.local/redis:latest); each
+	// host runs the container from its own content store (EnsureImage).
+	Image string   `json:"image"`
+	Args  []string `json:"args,omitempty"`
+	Env   []string `json:"env,omitempty"`
 	// IP is the service address (with its prefix length) the container
 	// keeps wherever it runs; MAC is kept with it.
 	IP  netip.Prefix `json:"ip"`
 	MAC string       `json:"mac"`
 	// MemoryLimit in bytes; 0 means none.
 	MemoryLimit uint64 `json:"memory_limit,omitempty"`
-	// CRIUConfig is a CRIU configuration file, named to runc through the
-	// org.criu.config annotation so it applies to dump and restore alike
-	// (the runc shim does not forward tcp-established on restore).
-	CRIUConfig string            `json:"criu_config,omitempty"`
-	Labels     map[string]string `json:"labels,omitempty"`
+	// NetworkLock is how CRIU keeps the container's network quiet while it
+	// dumps and restores it: "nftables" or "iptables" (docs/plane.md).
+	NetworkLock string            `json:"network_lock,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,39}$`)
@@ -40,17 +44,27 @@ func ValidID(id string) error {
 	return nil
 }
 
+// ValidImageRef checks an OCI image reference with the reference grammar
+// registries use (distribution/reference). A path is refused: hosts run
+// containers from their content store only.
+func ValidImageRef(ref string) error {
+	if ref == "" || strings.ContainsAny(ref, " \t\n") || strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, ".") {
+		return fmt.Errorf("image %q: want an OCI image reference such as registry.example/redis:7 (paths are refused)", ref)
+	}
+	if _, err := reference.ParseNormalizedNamed(ref); err != nil {
+		return fmt.Errorf("image %q: want an OCI image reference such as registry.example/redis:7: %w", ref, err)
+	}
+	return nil
+}
+
 // Validate rejects a spec that cannot be run.
 func (s Spec) Validate() error {
 	var errs []error
 	if err := ValidID(s.ID); err != nil {
 		errs = append(errs, err)
 	}
-	if !filepath.IsAbs(s.RootFS) {
-		errs = append(errs, fmt.Errorf("rootfs %q: want an absolute path", s.RootFS))
-	}
-	if len(s.Args) == 0 {
-		errs = append(errs, errors.New("args: empty"))
+	if err := ValidImageRef(s.Image); err != nil {
+		errs = append(errs, err)
 	}
 	if !s.IP.IsValid() || !s.IP.Addr().Is4() || s.IP.Bits() == 32 {
 		errs = append(errs, fmt.Errorf("ip %v: want an IPv4 address with its subnet prefix", s.IP))
@@ -58,8 +72,10 @@ func (s Spec) Validate() error {
 	if mac, err := net.ParseMAC(s.MAC); err != nil || len(mac) != 6 || mac[0]&1 == 1 {
 		errs = append(errs, fmt.Errorf("mac %q: want a unicast Ethernet address", s.MAC))
 	}
-	if s.CRIUConfig != "" && !filepath.IsAbs(s.CRIUConfig) {
-		errs = append(errs, fmt.Errorf("criu_config %q: want an absolute path", s.CRIUConfig))
+	switch s.NetworkLock {
+	case "", "nftables", "iptables":
+	default:
+		errs = append(errs, fmt.Errorf("network_lock %q: want nftables or iptables", s.NetworkLock))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("spec %s: %w", s.ID, errors.Join(errs...))

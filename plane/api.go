@@ -1,7 +1,6 @@
 package plane
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,114 +8,57 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"syscall"
 	"time"
 
+	"github.com/escape-mtd/escape/internal/mtls"
+	"github.com/escape-mtd/escape/internal/unixsock"
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/model"
 	"github.com/escape-mtd/escape/sensor/events"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
-// Peer is the identity of the process at the other end of the socket, as
-// the kernel reports it (SO_PEERCRED): it cannot be forged by the client.
-type Peer struct {
-	PID int32
-	UID uint32
-	GID uint32
+// Callers of the API, as the transport authenticates them: root on the
+// plane's local socket (SO_PEERCRED: it cannot be forged), or a client
+// certificate over mutual TLS whose identity names a role. Operators (root
+// locally, or an operator certificate) may do everything; an agent may
+// only post its own host's sensor events.
+
+// caller is who sent a request.
+type caller struct {
+	// actor names the caller in the audit log.
+	actor string
+	role  mtls.Role
+	// host is an agent's host name.
+	host string
 }
 
-func (p Peer) String() string { return fmt.Sprintf("uid=%d pid=%d", p.UID, p.PID) }
-
-type peerKey struct{}
-
-func peerOf(c net.Conn) (Peer, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return Peer{}, errors.New("not a unix connection")
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return Peer{}, err
-	}
-	var cred *unix.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) { cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
-		return Peer{}, err
-	}
-	if serr != nil {
-		return Peer{}, serr
-	}
-	return Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
-}
+type callerKey struct{}
 
 // maxBody bounds a request body.
 const maxBody = 1 << 20
 
-// API serves the plane over a unix socket. Only root and the configured
-// uids get through; the socket itself is 0600 in a 0700 directory.
+// API serves the plane's operator API.
 type API struct {
-	p       *Plane
-	allowed []uint32
-	log     *zap.Logger
+	p   *Plane
+	log *zap.Logger
 }
 
 // NewAPI returns the API of p.
-func NewAPI(p *Plane) *API {
-	return &API{p: p, allowed: append([]uint32{0}, p.cfg.AllowedUIDs...), log: p.log}
-}
+func NewAPI(p *Plane) *API { return &API{p: p, log: p.log} }
 
-// Listen creates the socket at path with strict permissions. A stale
-// socket file from a dead plane is replaced; a live one is an error.
-func Listen(path string) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("socket directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another plane is listening", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, err
-		}
-	}
-	old := syscall.Umask(0o177)
-	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
-}
+// Listen creates the plane's local socket at path: root only
+// (internal/unixsock).
+func Listen(path string) (net.Listener, error) { return unixsock.Listen(path) }
 
-// Serve answers requests on l until ctx ends.
+// Serve answers requests on l (the local socket, or a listener that
+// completes mutual TLS, mtls.Source.Listener) until ctx ends.
 func (a *API) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			peer, err := peerOf(c)
-			if err != nil {
-				return context.WithValue(ctx, peerKey{}, err)
-			}
-			return context.WithValue(ctx, peerKey{}, peer)
+			return context.WithValue(ctx, callerKey{}, c)
 		},
 	}
 	errc := make(chan error, 1)
@@ -132,7 +74,39 @@ func (a *API) Serve(ctx context.Context, l net.Listener) error {
 	}
 }
 
-// Handler is the API's HTTP handler (every route authenticated).
+// who authenticates r's caller.
+func who(r *http.Request) (caller, error) {
+	if r.TLS != nil {
+		id, _, err := mtls.IdentityFromTLS(r.TLS)
+		if err != nil {
+			return caller{}, err
+		}
+		c := caller{actor: id.String(), role: id.Role}
+		if id.Role == mtls.RoleAgent {
+			c.host = id.Name
+		}
+		return c, nil
+	}
+	conn, _ := r.Context().Value(callerKey{}).(net.Conn)
+	if conn == nil {
+		return caller{}, errors.New("no connection")
+	}
+	cred, err := unixsock.PeerCred(conn)
+	if err != nil {
+		return caller{}, fmt.Errorf("peer credentials unavailable: %w", err)
+	}
+	if cred.UID != 0 {
+		return caller{}, fmt.Errorf("uid=%d pid=%d: the local socket is root's (other operators use an operator certificate)", cred.UID, cred.PID)
+	}
+	return caller{actor: fmt.Sprintf("root pid=%d", cred.PID), role: mtls.RoleOperator}, nil
+}
+
+// agentRoutes are what an agent may call; everything else is an
+// operator's.
+var agentRoutes = map[string]bool{"POST /v1/events": true}
+
+// Handler is the API's HTTP handler (every route authenticated and
+// authorised by role).
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/reports", a.report)
@@ -147,26 +121,33 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/deploy", a.deploy)
 	mux.HandleFunc("POST /v1/remove", a.remove)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		peer, ok := r.Context().Value(peerKey{}).(Peer)
-		if !ok || !slices.Contains(a.allowed, peer.UID) {
-			who := "unknown peer"
-			if ok {
-				who = peer.String()
-			} else if err, isErr := r.Context().Value(peerKey{}).(error); isErr {
-				who = "peer credentials unavailable: " + err.Error()
-			}
-			a.p.event(AuditEvent{Kind: "auth", Actor: who, Outcome: "refused", Action: r.Method + " " + r.URL.Path,
-				Reasons: []string{"peer not allowed"}})
-			writeErr(w, http.StatusForbidden, errors.New("forbidden: peer not allowed"))
+		route := r.Method + " " + r.URL.Path
+		c, err := who(r)
+		if err == nil && c.role != mtls.RoleOperator && !(c.role == mtls.RoleAgent && agentRoutes[route]) {
+			err = fmt.Errorf("%s: role %s may not call %s", c.actor, c.role, route)
+		}
+		if err != nil {
+			a.p.event(AuditEvent{Kind: "auth", Actor: c.actor, Outcome: "refused", Action: route, Reasons: []string{err.Error()}})
+			writeErr(w, http.StatusForbidden, fmt.Errorf("forbidden: %w", err))
 			return
 		}
-		mux.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
 	})
 }
 
+// actionContext detaches an accepted action from its request: a CLI that
+// times out or is interrupted must not leave a migration half done. The
+// action runs to a settled state within actionTimeout, and Close waits
+// for it.
+func (a *API) actionContext(r *http.Request) (context.Context, func()) {
+	a.p.actions.Add(1)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), actionTimeout)
+	return ctx, func() { cancel(); a.p.actions.Done() }
+}
+
 func actor(r *http.Request) string {
-	if p, ok := r.Context().Value(peerKey{}).(Peer); ok {
-		return p.String()
+	if c, ok := r.Context().Value(callerKey{}).(caller); ok {
+		return c.actor
 	}
 	return "unknown"
 }
@@ -249,7 +230,9 @@ func (a *API) report(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	d, err := a.p.HandleReport(r.Context(), rep, actor(r))
+	ctx, done := a.actionContext(r)
+	defer done()
+	d, err := a.p.HandleReport(ctx, rep, actor(r))
 	if err != nil {
 		writeErr(w, codeFor(err), err)
 		return
@@ -264,7 +247,16 @@ func (a *API) sensorEvent(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &ev) {
 		return
 	}
-	switch err := a.p.EnqueueSensorEvent(ev); {
+	if c, _ := r.Context().Value(callerKey{}).(caller); c.role == mtls.RoleAgent {
+		if ev.Container == nil || (ev.Container.Host != "" && ev.Container.Host != c.host) {
+			err := fmt.Errorf("%s may only report its own host's events", c.actor)
+			a.p.event(AuditEvent{Kind: "auth", Actor: c.actor, Outcome: "refused", Action: "POST /v1/events", Reasons: []string{err.Error()}})
+			writeErr(w, http.StatusForbidden, err)
+			return
+		}
+		ev.Container.Host = c.host
+	}
+	switch err := a.p.EnqueueSensorEvent(ev, int(r.ContentLength)); {
 	case errors.Is(err, ErrFeedFull):
 		writeErr(w, http.StatusServiceUnavailable, err)
 	case err != nil:
@@ -290,7 +282,9 @@ func (a *API) checkpoint(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ck, err := a.p.Checkpoint(r.Context(), req.Container, req.Force, actor(r))
+	ctx, done := a.actionContext(r)
+	defer done()
+	ck, err := a.p.Checkpoint(ctx, req.Container, req.Force, actor(r))
 	if err != nil {
 		writeErr(w, codeFor(err), err)
 		return
@@ -303,7 +297,9 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := a.p.Rollback(r.Context(), req.Container, []string{"operator request"}, actor(r))
+	ctx, done := a.actionContext(r)
+	defer done()
+	res, err := a.p.Rollback(ctx, req.Container, []string{"operator request"}, actor(r))
 	if err != nil {
 		writeErr(w, codeFor(err), err)
 		return
@@ -316,7 +312,9 @@ func (a *API) migrate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := a.p.Migrate(r.Context(), req.Container, req.To, []string{"operator request"}, actor(r))
+	ctx, done := a.actionContext(r)
+	defer done()
+	res, err := a.p.Migrate(ctx, req.Container, req.To, []string{"operator request"}, actor(r))
 	if err != nil {
 		writeJSON(w, codeFor(err), struct {
 			Error  string         `json:"error"`
@@ -332,7 +330,7 @@ func (a *API) hostReq(w http.ResponseWriter, r *http.Request) (HostRequest, bool
 	if !decode(w, r, &req) {
 		return req, false
 	}
-	if _, ok := a.p.hostEnv(req.Host); !ok {
+	if _, ok := a.p.hostConfig(req.Host); !ok {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("host: unknown host %q", req.Host))
 		return req, false
 	}
@@ -344,7 +342,9 @@ func (a *API) drain(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ds, err := a.p.Drain(r.Context(), req.Host, actor(r))
+	ctx, done := a.actionContext(r)
+	defer done()
+	ds, err := a.p.Drain(ctx, req.Host, actor(r))
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, struct {
 			Error     string     `json:"error"`
@@ -389,7 +389,9 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &cc) {
 		return
 	}
-	rec, err := a.p.Deploy(r.Context(), cc)
+	ctx, done := a.actionContext(r)
+	defer done()
+	rec, err := a.p.Deploy(ctx, cc, actor(r))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -402,68 +404,11 @@ func (a *API) remove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := a.p.Remove(r.Context(), req.Container); err != nil {
+	ctx, done := a.actionContext(r)
+	defer done()
+	if err := a.p.Remove(ctx, req.Container, actor(r)); err != nil {
 		writeErr(w, codeFor(err), err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"removed": req.Container})
-}
-
-// Client talks to a plane's API socket.
-type Client struct {
-	hc   *http.Client
-	path string
-}
-
-// NewClient returns a client for the socket at path.
-func NewClient(path string) *Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
-	}}
-	return &Client{hc: &http.Client{Transport: tr}, path: path}
-}
-
-// Do sends a request and decodes the answer into out (if not nil). A non-200
-// answer is returned as an error carrying the plane's message.
-func (c *Client) Do(ctx context.Context, method, route string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://plane"+route, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("plane at %s: %w", c.path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		var e APIError
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("plane: %s (HTTP %s)", e.Error, strconv.Itoa(resp.StatusCode))
-		}
-		return fmt.Errorf("plane: HTTP %d: %s", resp.StatusCode, data)
-	}
-	if out != nil {
-		if raw, ok := out.(*json.RawMessage); ok {
-			*raw = append((*raw)[:0], data...)
-			return nil
-		}
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("plane answer: %w", err)
-		}
-	}
-	return nil
 }

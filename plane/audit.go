@@ -30,26 +30,71 @@ type AuditEvent struct {
 	Details   map[string]any `json:"details,omitempty"`
 }
 
-// Audit appends events to a JSON-lines file, fsynced per event.
+// Audit appends events to a JSON-lines file, fsynced per event, and
+// rotates it past a size: path -> path.1 -> ... -> path.<keep>, the oldest
+// removed. Sequence numbers go on across files.
 type Audit struct {
-	mu  sync.Mutex
-	f   *os.File
-	seq uint64
-	now func() time.Time
+	mu       sync.Mutex
+	path     string
+	f        *os.File
+	size     int64
+	seq      uint64
+	now      func() time.Time
+	maxBytes int64
+	keep     int
+}
+
+// AuditOption tunes an Audit.
+type AuditOption func(*Audit)
+
+// WithAuditRotation rotates the log once it would exceed maxBytes, keeping
+// keep old files (default 64 MiB, 5).
+func WithAuditRotation(maxBytes int64, keep int) AuditOption {
+	return func(a *Audit) { a.maxBytes, a.keep = maxBytes, keep }
 }
 
 // OpenAudit opens (creating if needed) the audit log at path. Sequence
 // numbers continue from the last valid line; a torn last line (a crash
 // mid-write) is cut off so later events stay parseable.
-func OpenAudit(path string) (*Audit, error) {
+func OpenAudit(path string, opts ...AuditOption) (*Audit, error) {
+	a := &Audit{path: path, now: time.Now, maxBytes: 64 << 20, keep: 5}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.maxBytes < 4096 || a.keep < 1 || a.keep > 100 {
+		return nil, fmt.Errorf("audit log %s: rotation at %d bytes keeping %d: want at least 4096 bytes and 1..100 files", path, a.maxBytes, a.keep)
+	}
+	if err := a.open(); err != nil {
+		return nil, err
+	}
+	if a.seq == 0 {
+		// A log just rotated is empty: the newest old file holds the last
+		// sequence number.
+		a.seq = lastSeq(path + ".1")
+	}
+	return a, nil
+}
+
+// lastSeq returns the sequence number of the last valid line of path (0 if
+// none).
+func lastSeq(path string) uint64 {
+	evs, _ := ReadAudit(path)
+	if len(evs) == 0 {
+		return 0
+	}
+	return evs[len(evs)-1].Seq
+}
+
+func (a *Audit) open() error {
+	path := a.path
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
+		return fmt.Errorf("open audit log: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
+		return fmt.Errorf("open audit log: %w", err)
 	}
-	a := &Audit{f: f, now: time.Now}
+	a.f = f
 	var good int64
 	r := bufio.NewReader(f)
 	for {
@@ -58,7 +103,7 @@ func OpenAudit(path string) (*Audit, error) {
 			var ev AuditEvent
 			if jerr := json.Unmarshal(line, &ev); jerr != nil {
 				f.Close()
-				return nil, fmt.Errorf("audit log %s: corrupt line at byte %d: %w", path, good, jerr)
+				return fmt.Errorf("audit log %s: corrupt line at byte %d: %w", path, good, jerr)
 			}
 			a.seq = ev.Seq
 			good += int64(len(line))
@@ -68,18 +113,42 @@ func OpenAudit(path string) (*Audit, error) {
 		}
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("read audit log %s: %w", path, err)
+			return fmt.Errorf("read audit log %s: %w", path, err)
 		}
 	}
 	if err := f.Truncate(good); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("audit log %s: %w", path, err)
+		return fmt.Errorf("audit log %s: %w", path, err)
 	}
 	if _, err := f.Seek(good, io.SeekStart); err != nil {
 		f.Close()
-		return nil, err
+		return err
 	}
-	return a, nil
+	a.size = good
+	return nil
+}
+
+// rotate moves the full log aside and opens a new one. The old files are
+// shifted by rename, so a crash in between loses no event.
+func (a *Audit) rotate() error {
+	if err := a.f.Close(); err != nil {
+		return fmt.Errorf("rotate audit log: %w", err)
+	}
+	_ = os.Remove(fmt.Sprintf("%s.%d", a.path, a.keep))
+	for i := a.keep - 1; i >= 1; i-- {
+		if err := os.Rename(fmt.Sprintf("%s.%d", a.path, i), fmt.Sprintf("%s.%d", a.path, i+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rotate audit log: %w", err)
+		}
+	}
+	if err := os.Rename(a.path, a.path+".1"); err != nil {
+		return fmt.Errorf("rotate audit log: %w", err)
+	}
+	seq := a.seq
+	if err := a.open(); err != nil {
+		return err
+	}
+	a.seq = seq
+	return nil
 }
 
 // Log appends ev, stamping time and sequence, and syncs it to disk.
@@ -95,7 +164,15 @@ func (a *Audit) Log(ev AuditEvent) error {
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if _, err := a.f.Write(append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	if a.size > 0 && a.size+int64(len(b)) > a.maxBytes {
+		if err := a.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := a.f.Write(b)
+	a.size += int64(n)
+	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	return a.f.Sync()

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -53,22 +55,37 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // Config is the plane's configuration file.
 type Config struct {
-	// Socket is the unix socket of the API (sensors and operators).
+	// Socket is the local unix socket of the operator API: root only.
 	Socket string `yaml:"socket"`
 	// Listen is the loopback address:port of /metrics and /healthz
-	// (empty: off). Read-only: actions go through the socket.
+	// (empty: off). Read-only: actions go through the API.
 	Listen string `yaml:"listen"`
-	// AllowedUIDs may use the socket, besides root.
-	AllowedUIDs []uint32 `yaml:"allowed_uids"`
+	// API is the address:port of the operator API over mutual TLS (empty:
+	// off): a client certificate with the operator role may act.
+	API string `yaml:"api"`
+	// TLS is the plane's own certificate, its key and the CA of every
+	// identity it trusts (internal/mtls). The plane reaches agents only
+	// with it.
+	TLS TLSFiles `yaml:"tls"`
 	// State is the bbolt database.
 	State string `yaml:"state"`
-	// Audit is the JSON-lines audit log.
-	Audit string `yaml:"audit"`
-	// LabRoot is where the lab inventory lives (hosts, shared storage).
-	LabRoot string `yaml:"lab_root"`
-	// SharedDir is the plane's directory on shared storage (root
-	// filesystems, CRIU configs, checkpoints); default <shared>/escape-plane.
-	SharedDir string `yaml:"shared_dir"`
+	// Audit is the JSON-lines audit log; it is rotated past AuditMaxSize,
+	// AuditKeep old files kept.
+	Audit        string `yaml:"audit"`
+	AuditMaxSize string `yaml:"audit_max_size"`
+	AuditKeep    int    `yaml:"audit_keep"`
+	// ServiceRange is where container addresses are allocated, and
+	// ServicePrefix the prefix length of the L2 segment they sit on (the
+	// hosts' bridges).
+	ServiceRange  string `yaml:"service_range"`
+	ServicePrefix int    `yaml:"service_prefix"`
+	// Hosts are the machines the plane places containers on, each reached
+	// through its node agent.
+	Hosts []HostConfig `yaml:"hosts"`
+	// LeaseTTL is how long an address lease lasts, during a handoff,
+	// without the plane's renewal: what a host that stops answering in the
+	// middle of a migration costs before its address may move.
+	LeaseTTL Duration `yaml:"lease_ttl"`
 	// NetworkLock is how CRIU keeps a container's network quiet while it
 	// dumps and restores it: "nftables" (the default: CRIU adds and drops
 	// one table over netlink, inside its own process) or "iptables" (CRIU's
@@ -77,9 +94,9 @@ type Config struct {
 	// time the container is frozen).
 	NetworkLock string `yaml:"criu_network_lock"`
 	// LazyRestoreFrom is the size from which restores bring memory in
-	// lazily (migrate.RestoreLazily), for migrations (the source copy's
-	// memory) and rollbacks (the checkpoint's size) alike: a size such as
-	// 16MiB (the default, migrate.DefaultLazyFrom), "always" or "never".
+	// lazily, for migrations (the source copy's memory) and rollbacks (the
+	// checkpoint's size) alike: a size such as 16MiB (the default,
+	// migrate.DefaultLazyFrom), "always" or "never".
 	LazyRestoreFrom string `yaml:"lazy_restore_from"`
 	// Defaults is the policy every container starts from.
 	Defaults PolicyOverrides `yaml:"defaults"`
@@ -87,18 +104,39 @@ type Config struct {
 	Containers []ContainerConfig `yaml:"containers"`
 }
 
+// TLSFiles are the paths of a certificate, its key and the CA: files an
+// operator issued with `escape-plane certs`, or a cert-manager Secret
+// mounted as a directory (tls.crt, tls.key, ca.crt).
+type TLSFiles struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// HostConfig is one host of the inventory.
+type HostConfig struct {
+	// Name is the host's name, as its agent's certificate names it.
+	Name string `yaml:"name"`
+	// Agent is the address:port its agent listens on.
+	Agent string `yaml:"agent"`
+	// Labels tell hosts apart for the destination model: datacenter,
+	// network, kernel, runtime, config.
+	Labels map[string]string `yaml:"labels"`
+}
+
 // ContainerConfig declares one protected container.
 type ContainerConfig struct {
-	ID string `yaml:"id"`
-	// Image is a lab image name (busybox, redis) or an absolute rootfs path.
-	Image  string            `yaml:"image"`
-	Args   []string          `yaml:"args"`
-	Env    []string          `yaml:"env"`
-	Host   string            `yaml:"host"`
-	IP     string            `yaml:"ip"`
-	Memory string            `yaml:"memory"`
-	Labels map[string]string `yaml:"labels"`
-	Policy PolicyOverrides   `yaml:"policy"`
+	ID string `yaml:"id" json:"id"`
+	// Image is an OCI image reference, run from each host's content
+	// store; never a path.
+	Image  string            `yaml:"image" json:"image"`
+	Args   []string          `yaml:"args" json:"args,omitempty"`
+	Env    []string          `yaml:"env" json:"env,omitempty"`
+	Host   string            `yaml:"host" json:"host,omitempty"`
+	IP     string            `yaml:"ip" json:"ip,omitempty"`
+	Memory string            `yaml:"memory" json:"memory,omitempty"`
+	Labels map[string]string `yaml:"labels" json:"labels,omitempty"`
+	Policy PolicyOverrides   `yaml:"policy" json:"policy,omitzero"`
 }
 
 // DefaultConfig is the configuration with nothing set.
@@ -108,7 +146,11 @@ func DefaultConfig() Config {
 		Listen:          "127.0.0.1:9465",
 		State:           "/var/lib/escape-plane/state.db",
 		Audit:           "/var/lib/escape-plane/audit.jsonl",
-		LabRoot:         "/var/lib/escape-lab",
+		AuditMaxSize:    "64MiB",
+		AuditKeep:       5,
+		TLS:             TLSFiles{CA: "/etc/escape/pki/ca.crt", Cert: "/etc/escape/pki/plane.crt", Key: "/etc/escape/pki/plane.key"},
+		ServicePrefix:   24,
+		LeaseTTL:        Duration(10 * time.Second),
 		NetworkLock:     "nftables",
 		LazyRestoreFrom: fmt.Sprintf("%dMiB", migrate.DefaultLazyFrom>>20),
 	}
@@ -155,7 +197,8 @@ func LoadConfig(path string) (Config, error) {
 // Validate checks every field, naming the key of each problem.
 func (c Config) Validate() error {
 	var errs []error
-	for key, p := range map[string]string{"socket": c.Socket, "state": c.State, "audit": c.Audit, "lab_root": c.LabRoot} {
+	for key, p := range map[string]string{"socket": c.Socket, "state": c.State, "audit": c.Audit,
+		"tls.ca": c.TLS.CA, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key} {
 		if !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s: %q must be an absolute path", key, p))
 		}
@@ -165,14 +208,45 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("listen: %q: want a loopback address:port such as 127.0.0.1:9465", c.Listen))
 		}
 	}
+	if c.API != "" {
+		if _, err := netip.ParseAddrPort(c.API); err != nil {
+			errs = append(errs, fmt.Errorf("api: %q: want an address:port such as 198.18.0.3:7444", c.API))
+		}
+	}
+	if _, err := ParseSize(c.AuditMaxSize); err != nil {
+		errs = append(errs, fmt.Errorf("audit_max_size: %w", err))
+	}
+	if c.AuditKeep < 1 || c.AuditKeep > 100 {
+		errs = append(errs, fmt.Errorf("audit_keep: %d is outside 1..100", c.AuditKeep))
+	}
+	if _, _, err := c.serviceRange(); err != nil {
+		errs = append(errs, err)
+	}
+	if d := time.Duration(c.LeaseTTL); d < time.Second || d > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("lease_ttl: %v is outside 1s..10m", d))
+	}
+	if len(c.Hosts) == 0 {
+		errs = append(errs, errors.New("hosts: at least one host is required"))
+	}
+	names := map[string]bool{}
+	for i, h := range c.Hosts {
+		key := fmt.Sprintf("hosts[%d]", i)
+		if err := validHostName(h.Name); err != nil {
+			errs = append(errs, fmt.Errorf("%s: name: %w", key, err))
+		}
+		if names[h.Name] {
+			errs = append(errs, fmt.Errorf("%s: host %q listed twice", key, h.Name))
+		}
+		names[h.Name] = true
+		if _, _, err := net.SplitHostPort(h.Agent); err != nil {
+			errs = append(errs, fmt.Errorf("%s (%s): agent: %q: want host:port such as 198.18.0.11:7443", key, h.Name, h.Agent))
+		}
+	}
 	if c.NetworkLock != "nftables" && c.NetworkLock != "iptables" {
 		errs = append(errs, fmt.Errorf("criu_network_lock: %q: want nftables or iptables", c.NetworkLock))
 	}
 	if _, _, err := c.lazyRestoreFrom(); err != nil {
 		errs = append(errs, fmt.Errorf("lazy_restore_from: %w", err))
-	}
-	if c.SharedDir != "" && !filepath.IsAbs(c.SharedDir) {
-		errs = append(errs, fmt.Errorf("shared_dir: %q must be an absolute path", c.SharedDir))
 	}
 	if err := c.Defaults.Apply(DefaultPolicy()).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("defaults: %w", err))
@@ -183,6 +257,9 @@ func (c Config) Validate() error {
 		if err := cc.validate(c.Defaults); err != nil {
 			errs = append(errs, fmt.Errorf("%s (%s): %w", key, cc.ID, err))
 		}
+		if cc.Host != "" && !names[cc.Host] {
+			errs = append(errs, fmt.Errorf("%s (%s): host: %q is not in hosts", key, cc.ID, cc.Host))
+		}
 		if seen[cc.ID] {
 			errs = append(errs, fmt.Errorf("%s: id %q declared twice", key, cc.ID))
 		}
@@ -192,6 +269,29 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: section plane: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+var hostNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// validHostName checks a host name: what a certificate can name
+// (internal/mtls), and what migrate's names are built from.
+func validHostName(s string) error {
+	if !hostNameRE.MatchString(s) {
+		return fmt.Errorf("%q: want [a-z0-9][a-z0-9_.-]{0,62}", s)
+	}
+	return nil
+}
+
+// serviceRange is ServiceRange parsed, with the prefix of the segment.
+func (c Config) serviceRange() (netip.Prefix, int, error) {
+	r, err := netip.ParsePrefix(c.ServiceRange)
+	if err != nil || !r.Addr().Is4() || r.Bits() > 30 {
+		return netip.Prefix{}, 0, fmt.Errorf("service_range: %q: want an IPv4 prefix of at least 4 addresses, such as 198.18.1.0/24", c.ServiceRange)
+	}
+	if c.ServicePrefix < 1 || c.ServicePrefix > r.Bits() {
+		return netip.Prefix{}, 0, fmt.Errorf("service_prefix: /%d must contain the service range %v", c.ServicePrefix, r)
+	}
+	return r.Masked(), c.ServicePrefix, nil
 }
 
 // lazyRestoreFrom is LazyRestoreFrom parsed: whether restores may be lazy,
@@ -217,11 +317,8 @@ func (cc ContainerConfig) validate(defaults PolicyOverrides) error {
 	if err := migrate.ValidID(cc.ID); err != nil {
 		errs = append(errs, fmt.Errorf("id: %w", err))
 	}
-	if cc.Image == "" {
-		errs = append(errs, errors.New("image: required (a lab image name or an absolute rootfs path)"))
-	}
-	if len(cc.Args) == 0 {
-		errs = append(errs, errors.New("args: required"))
+	if err := migrate.ValidImageRef(cc.Image); err != nil {
+		errs = append(errs, err)
 	}
 	if cc.IP != "" {
 		if a, err := netip.ParseAddr(cc.IP); err != nil || !a.Is4() {

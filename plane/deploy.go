@@ -6,43 +6,10 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 
-	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/sensor/events"
 )
-
-// writeCRIUConfig writes the CRIU configuration every protected container gets: it
-// reaches CRIU on dump and on restore alike through org.criu.config.
-// Established connections are carried, and runc's masked directories are
-// external mounts (migrate.MaskConfig). Connections still in flight, which
-// the kernel completed while the application was frozen and never accepted,
-// are skipped: without skip-in-flight a client that connects during a dump
-// fails the dump ("In-flight connection"), and with it the migration (seen
-// in the demo, where the client reconnects after each rollback). After a
-// migration such a client sees its connection reset, as after a restart; a
-// safe checkpoint leaves the container running, and it is accepted then.
-// Accepted connections are carried as before. While a rollback restores, closed
-// adds tcp-close: the checkpoint's connections are restored closed (their
-// applications see them drop). The network lock is the configured one
-// (Config.NetworkLock).
-func (p *Plane) writeCRIUConfig(path string, closed bool) error {
-	masks, err := migrate.MaskConfig(p.maskDir())
-	if err != nil {
-		return fmt.Errorf("criu config: %w", err)
-	}
-	conf := "tcp-established\nskip-in-flight\nnetwork-lock " + p.cfg.NetworkLock + "\n"
-	if closed {
-		conf += "tcp-close\n"
-	}
-	if err := atomicfile.WriteFile(path, []byte(conf+masks), 0o644); err != nil {
-		return fmt.Errorf("criu config: %w", err)
-	}
-	return nil
-}
 
 // allocateIP returns the lowest free address of the service range (the
 // first 9 are left for infrastructure).
@@ -57,24 +24,24 @@ func (p *Plane) allocateIP(want string) (netip.Prefix, error) {
 	}
 	if want != "" {
 		a, err := netip.ParseAddr(want)
-		if err != nil || !p.env.ServiceRange.Contains(a) {
-			return netip.Prefix{}, fmt.Errorf("ip %q: not in the service range %v", want, p.env.ServiceRange)
+		if err != nil || !p.service.Contains(a) {
+			return netip.Prefix{}, fmt.Errorf("ip %q: not in the service range %v", want, p.service)
 		}
 		if by, ok := used[a]; ok {
 			return netip.Prefix{}, fmt.Errorf("ip %v: already used by %s", a, by)
 		}
-		return netip.PrefixFrom(a, p.env.SubnetBits), nil
+		return netip.PrefixFrom(a, p.subnetBits), nil
 	}
-	a := p.env.ServiceRange.Masked().Addr()
+	a := p.service.Addr()
 	for i := 0; i < 10; i++ {
 		a = a.Next()
 	}
-	for ; p.env.ServiceRange.Contains(a); a = a.Next() {
-		if _, ok := used[a]; !ok && p.env.ServiceRange.Contains(a.Next()) {
-			return netip.PrefixFrom(a, p.env.SubnetBits), nil
+	for ; p.service.Contains(a); a = a.Next() {
+		if _, ok := used[a]; !ok && p.service.Contains(a.Next()) {
+			return netip.PrefixFrom(a, p.subnetBits), nil
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("service range %v is exhausted", p.env.ServiceRange)
+	return netip.Prefix{}, fmt.Errorf("service range %v is exhausted", p.service)
 }
 
 func macFor(ip netip.Addr) string {
@@ -94,7 +61,7 @@ func (p *Plane) pickHost() (string, error) {
 		load[c.Host]++
 	}
 	best := ""
-	for _, h := range p.env.Hosts {
+	for _, h := range p.cfg.Hosts {
 		hr, err := p.store.Host(h.Name)
 		if err != nil {
 			return "", err
@@ -112,10 +79,10 @@ func (p *Plane) pickHost() (string, error) {
 	return best, nil
 }
 
-// Deploy puts a container under protection: its root filesystem is copied
-// to shared storage, it gets an address and a CRIU configuration, and it
-// is started on its host.
-func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord, error) {
+// Deploy puts a container under protection: it gets an address, its host's
+// agent makes sure it has the image (pulled from its registry), and starts
+// it there with the address under a pinned lease.
+func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig, actor string) (ContainerRecord, error) {
 	if err := cc.validate(p.cfg.Defaults); err != nil {
 		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
 	}
@@ -142,23 +109,15 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord
 		}
 		cc.Labels[events.IdentityLabel] = cc.ID
 	}
-	src := cc.Image
-	if !filepath.IsAbs(src) {
-		var ok bool
-		if src, ok = p.env.Images[cc.Image]; !ok {
-			return ContainerRecord{}, fmt.Errorf("deploy %s: image %q: unknown (have %v)", cc.ID, cc.Image, keys(p.env.Images))
-		}
-	}
-	if st, err := os.Stat(src); err != nil || !st.IsDir() {
-		return ContainerRecord{}, fmt.Errorf("deploy %s: image rootfs %s: not a directory", cc.ID, src)
-	}
 	host := cc.Host
 	if host == "" {
 		if host, err = p.pickHost(); err != nil {
 			return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
 		}
-	} else if _, ok := p.hostEnv(host); !ok {
-		return ContainerRecord{}, fmt.Errorf("deploy %s: host: unknown host %q", cc.ID, host)
+	}
+	h, err := p.Host(host)
+	if err != nil {
+		return ContainerRecord{}, fmt.Errorf("deploy %s: host: %w", cc.ID, err)
 	}
 	ip, err := p.allocateIP(cc.IP)
 	if err != nil {
@@ -170,76 +129,67 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig) (ContainerRecord
 			return ContainerRecord{}, fmt.Errorf("deploy %s: memory: %w", cc.ID, err)
 		}
 	}
-	rootfs := filepath.Join(p.dir, "rootfs", cc.ID)
-	if err := os.RemoveAll(rootfs); err != nil {
-		return ContainerRecord{}, err
-	}
-	tmp := rootfs + ".tmp"
-	_ = os.RemoveAll(tmp)
-	if out, err := exec.CommandContext(ctx, "cp", "-a", src, tmp).CombinedOutput(); err != nil {
-		_ = os.RemoveAll(tmp)
-		return ContainerRecord{}, fmt.Errorf("deploy %s: copy rootfs: %v: %s", cc.ID, err, out)
-	}
-	if err := os.Rename(tmp, rootfs); err != nil {
-		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
-	}
-	conf := filepath.Join(p.dir, "criu", cc.ID+".conf")
-	if err := p.writeCRIUConfig(conf, false); err != nil {
-		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
-	}
-	spec := migrate.Spec{ID: cc.ID, RootFS: rootfs, Args: cc.Args, Env: cc.Env, IP: ip, MAC: macFor(ip.Addr()),
-		MemoryLimit: mem, CRIUConfig: conf, Labels: cc.Labels}
+	spec := migrate.Spec{ID: cc.ID, Image: cc.Image, Args: cc.Args, Env: cc.Env, IP: ip, MAC: macFor(ip.Addr()),
+		MemoryLimit: mem, NetworkLock: p.cfg.NetworkLock, Labels: cc.Labels}
 	if err := spec.Validate(); err != nil {
 		return ContainerRecord{}, fmt.Errorf("deploy: %w", err)
 	}
 	now := p.now()
-	rec := ContainerRecord{Spec: spec, Host: host, Policy: pol, Image: cc.Image, Created: now, Updated: now}
+	rec := ContainerRecord{Spec: spec, Host: host, Policy: pol, Generation: 1, Created: now, Updated: now}
 	// Recorded before starting, so a crash leaves a record to reconcile,
 	// never an untracked container.
 	if err := p.store.PutContainer(rec); err != nil {
 		return ContainerRecord{}, err
 	}
-	if err := p.rt.Start(ctx, host, spec); err != nil {
+	fail := func(err error) (ContainerRecord, error) {
+		_, _ = h.Remove(context.WithoutCancel(ctx), cc.ID)
 		_ = p.store.DeleteContainer(cc.ID)
-		p.event(AuditEvent{Kind: "action", Action: "deploy", Container: cc.ID, Host: host, Outcome: "failed", Error: err.Error()})
+		p.event(AuditEvent{Kind: "action", Action: "deploy", Container: cc.ID, Host: host, Actor: actor, Outcome: "failed", Error: err.Error()})
 		return ContainerRecord{}, fmt.Errorf("deploy %s: %w", cc.ID, err)
 	}
-	p.event(AuditEvent{Kind: "action", Action: "deploy", Container: cc.ID, Host: host, Outcome: "ok",
-		Details: map[string]any{"ip": ip.String(), "class": pol.Class, "image": cc.Image}})
+	img, err := h.EnsureImage(ctx, spec.Image, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := h.Start(ctx, spec, migrate.StartOptions{Address: true, Lease: migrate.Lease{IP: ip.Addr(), Generation: rec.Generation}}); err != nil {
+		return fail(err)
+	}
+	p.event(AuditEvent{Kind: "action", Action: "deploy", Container: cc.ID, Host: host, Actor: actor, Outcome: "ok",
+		Details: map[string]any{"ip": ip.String(), "class": pol.Class, "image": cc.Image, "image_on_host": img.Did}})
 	return rec, nil
 }
 
-// Remove stops protecting a container and deletes it everywhere.
-func (p *Plane) Remove(ctx context.Context, id string) error {
+// Remove stops protecting a container and deletes it, and its checkpoints,
+// from every host.
+func (p *Plane) Remove(ctx context.Context, id, actor string) error {
 	err := p.withLock(ctx, id, func(c ContainerRecord) error {
 		var errs []error
-		for _, h := range p.env.Hosts {
-			if err := p.rt.Remove(ctx, h.Name, id); err != nil {
+		for _, hc := range p.cfg.Hosts {
+			h, _ := p.hosts.Host(hc.Name)
+			if _, err := h.Remove(ctx, id); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		for _, d := range []string{c.Spec.RootFS, filepath.Join(p.checkpointRoot(), id), c.Spec.CRIUConfig} {
-			if err := os.RemoveAll(d); err != nil {
-				errs = append(errs, err)
+		cks, err := p.store.Checkpoints(id)
+		if err != nil {
+			return err
+		}
+		for _, ck := range cks {
+			if h, err := p.Host(ck.Host); err == nil {
+				if _, err := h.DropImage(ctx, ck.Image); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 		errs = append(errs, p.store.DeleteContainer(id))
-		p.event(AuditEvent{Kind: "action", Action: "remove", Container: id, Host: c.Host, Outcome: "ok"})
+		p.event(AuditEvent{Kind: "action", Action: "remove", Container: id, Host: c.Host, Actor: actor, Outcome: "ok"})
 		return errors.Join(errs...)
 	})
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
 	return nil
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

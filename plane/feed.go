@@ -13,16 +13,22 @@ import (
 	"github.com/escape-mtd/escape/sensor/events"
 )
 
-// The sensor feed: sensors post their JSON events (the same schema a SIEM
-// reads, sensor/events) to POST /v1/events; the plane turns each scored
-// epoch into a Report. The HTTP answer is immediate (202) and the events are
-// handled in order by one goroutine, so a rollback or a migration that takes
-// seconds never holds a sensor's connection open, and a retried post can
-// never run an action twice.
+// The sensor feed: every host's agent streams its sensor's JSON events
+// (the same schema a SIEM reads, sensor/events) over the plane's link to
+// it (feed_agents.go); the plane turns each scored epoch into a Report.
+// Events are queued and handled in order by one goroutine, so a rollback
+// or a migration that takes seconds never holds a stream, and an event
+// redelivered after a reconnection is recognised by its epoch and never
+// runs an action twice.
 
-// feedQueue bounds the events waiting to be handled. A full queue answers
-// 503, and the sensor's sender retries with back-off.
-const feedQueue = 4096
+// Bounds of the queue of events waiting to be handled: by count, and by
+// bytes, since an anomaly's evidence makes events of varying size. A full
+// queue refuses more: the agent keeps what the plane did not acknowledge
+// and sends it again.
+const (
+	feedQueueEvents = 4096
+	feedQueueBytes  = 16 << 20
+)
 
 // interventionsKept bounds the windows remembered per container.
 const interventionsKept = 16
@@ -33,8 +39,7 @@ var ErrFeedFull = errors.New("sensor feed queue full")
 // sensorFeed is the plane's side of the sensor feed. Its zero value is
 // ready to use.
 type sensorFeed struct {
-	once  sync.Once
-	queue chan events.Event
+	q eventQueue
 
 	mu sync.Mutex
 	// interventions are the plane's own recent actions on each container
@@ -46,9 +51,55 @@ type sensorFeed struct {
 
 type window struct{ start, end time.Time }
 
-func (f *sensorFeed) ch() chan events.Event {
-	f.once.Do(func() { f.queue = make(chan events.Event, feedQueue) })
-	return f.queue
+// eventQueue is a FIFO of events bounded by count and bytes.
+type eventQueue struct {
+	mu    sync.Mutex
+	items []queuedEvent
+	bytes int
+	wake  chan struct{}
+}
+
+type queuedEvent struct {
+	ev   events.Event
+	size int
+}
+
+func (q *eventQueue) push(ev events.Event, size int) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) >= feedQueueEvents || q.bytes+size > feedQueueBytes {
+		return fmt.Errorf("%w (%d events, %d bytes)", ErrFeedFull, len(q.items), q.bytes)
+	}
+	q.items = append(q.items, queuedEvent{ev, size})
+	q.bytes += size
+	if q.wake != nil {
+		close(q.wake)
+		q.wake = nil
+	}
+	return nil
+}
+
+// pop returns the oldest event, or a channel closed when one arrives.
+func (q *eventQueue) pop() (events.Event, bool, <-chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		if q.wake == nil {
+			q.wake = make(chan struct{})
+		}
+		return events.Event{}, false, q.wake
+	}
+	it := q.items[0]
+	q.items[0] = queuedEvent{}
+	q.items = q.items[1:]
+	q.bytes -= it.size
+	return it.ev, true, nil
+}
+
+func (q *eventQueue) len() (int, int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items), q.bytes
 }
 
 // note records that the plane acted on container id during [start, end].
@@ -135,41 +186,40 @@ func scored(ev events.Event) bool {
 	return false
 }
 
-// EnqueueSensorEvent queues a validated sensor event for handling.
-func (p *Plane) EnqueueSensorEvent(ev events.Event) error {
+// EnqueueSensorEvent queues a validated sensor event of size bytes (its
+// JSON) for handling.
+func (p *Plane) EnqueueSensorEvent(ev events.Event, size int) error {
 	if err := ValidateSensorEvent(ev); err != nil {
 		return fmt.Errorf("sensor event: %w", err)
 	}
 	if !scored(ev) {
 		return nil // watched, unwatched, error: nothing to decide
 	}
-	select {
-	case p.feed.ch() <- ev:
-		return nil
-	default:
-		return ErrFeedFull
-	}
+	return p.feed.q.push(ev, size)
 }
 
 // runFeed handles queued sensor events in order until ctx ends.
 func (p *Plane) runFeed(ctx context.Context) {
-	q := p.feed.ch()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev := <-q:
-			// Not cancelled by shutdown: the action it starts must finish.
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
-			d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
-			cancel()
-			switch {
-			case err != nil:
-				p.log.Warn("sensor event", zap.String("sensor", ev.Sensor), zap.String("type", ev.Type), zap.Error(err))
-			case d.Action != "" && d.Action != "none":
-				p.log.Info("decision", zap.String("container", d.Container), zap.String("action", d.Action),
-					zap.String("outcome", d.Outcome), zap.Strings("reasons", d.Reasons))
+		ev, ok, wake := p.feed.q.pop()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wake:
 			}
+			continue
+		}
+		// Not cancelled by shutdown: the action it starts must finish.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+		d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
+		cancel()
+		switch {
+		case err != nil:
+			p.log.Warn("sensor event", zap.String("sensor", ev.Sensor), zap.String("type", ev.Type), zap.Error(err))
+		case d.Action != "" && d.Action != "none":
+			p.log.Info("decision", zap.String("container", d.Container), zap.String("action", d.Action),
+				zap.String("outcome", d.Outcome), zap.Strings("reasons", d.Reasons))
 		}
 	}
 }

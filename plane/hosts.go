@@ -16,7 +16,7 @@ import (
 // Flag marks a host compromised (or clean again). A compromised host is
 // never chosen as a destination.
 func (p *Plane) Flag(host string, compromised bool, reason, actor string) (HostRecord, error) {
-	if _, ok := p.hostEnv(host); !ok {
+	if _, ok := p.hostConfig(host); !ok {
 		return HostRecord{}, fmt.Errorf("flag: unknown host %q", host)
 	}
 	hr, err := p.store.UpdateHost(host, func(h *HostRecord) {
@@ -36,7 +36,7 @@ func (p *Plane) Flag(host string, compromised bool, reason, actor string) (HostR
 // Drain marks a host draining (no new placements or migrations onto it)
 // and migrates every container off it; stateless ones are replicated.
 func (p *Plane) Drain(ctx context.Context, host, actor string) ([]Decision, error) {
-	if _, ok := p.hostEnv(host); !ok {
+	if _, ok := p.hostConfig(host); !ok {
 		return nil, fmt.Errorf("drain: unknown host %q", host)
 	}
 	if _, err := p.store.UpdateHost(host, func(h *HostRecord) { h.Draining, h.Updated = true, p.now() }); err != nil {
@@ -99,7 +99,7 @@ func (p *Plane) withLock(ctx context.Context, id string, fn func(ContainerRecord
 
 // Undrain lets a host receive containers again.
 func (p *Plane) Undrain(host, actor string) error {
-	if _, ok := p.hostEnv(host); !ok {
+	if _, ok := p.hostConfig(host); !ok {
 		return fmt.Errorf("undrain: unknown host %q", host)
 	}
 	_, err := p.store.UpdateHost(host, func(h *HostRecord) { h.Draining, h.Updated = false, p.now() })

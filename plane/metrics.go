@@ -22,6 +22,12 @@ type Metrics struct {
 	compromise *prometheus.Desc
 	checkpts   *prometheus.Desc
 	queue      *prometheus.Desc
+	queueBytes *prometheus.Desc
+	// feedLost counts events an agent's outbox lost before the plane had
+	// them; feedRefused events refused on a host's link (garbage, or
+	// naming another host).
+	feedLost    *prometheus.CounterVec
+	feedRefused *prometheus.CounterVec
 }
 
 // metricsOnce lets the plane count before anyone scrapes: NewMetrics
@@ -56,8 +62,13 @@ func newMetrics(p *Plane) *Metrics {
 		containers: prometheus.NewDesc(ns+"_containers", "Protected containers, by host.", []string{"host"}, nil),
 		compromise: prometheus.NewDesc(ns+"_host_compromised", "1 if the host is flagged compromised or draining.",
 			[]string{"host"}, nil),
-		checkpts: prometheus.NewDesc(ns+"_checkpoints", "Verified safe checkpoints kept, by container.", []string{"container"}, nil),
-		queue:    prometheus.NewDesc(ns+"_feed_queue_length", "Sensor events waiting to be handled.", nil, nil),
+		checkpts:   prometheus.NewDesc(ns+"_checkpoints", "Verified safe checkpoints kept, by container.", []string{"container"}, nil),
+		queue:      prometheus.NewDesc(ns+"_feed_queue_length", "Sensor events waiting to be handled.", nil, nil),
+		queueBytes: prometheus.NewDesc(ns+"_feed_queue_bytes", "Bytes of the sensor events waiting to be handled.", nil, nil),
+		feedLost: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "feed_lost_events_total",
+			Help: "Sensor events an agent lost before the plane had them (its bounded outbox), by host."}, []string{"host"}),
+		feedRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "feed_refused_events_total",
+			Help: "Sensor events refused on a host's link, by host and reason."}, []string{"host", "reason"}),
 	}
 }
 
@@ -103,6 +114,9 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.compromise
 	ch <- m.checkpts
 	ch <- m.queue
+	ch <- m.queueBytes
+	m.feedLost.Describe(ch)
+	m.feedRefused.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -112,8 +126,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.durations.Collect(ch)
 	m.reports.Collect(ch)
 	m.refused.Collect(ch)
+	m.feedLost.Collect(ch)
+	m.feedRefused.Collect(ch)
 	perHost := map[string]int{}
-	for _, h := range m.p.env.Hosts {
+	for _, h := range m.p.cfg.Hosts {
 		perHost[h.Name] = 0
 		if hr, err := m.p.store.Host(h.Name); err == nil {
 			v := 0.0
@@ -134,5 +150,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for h, n := range perHost {
 		ch <- prometheus.MustNewConstMetric(m.containers, prometheus.GaugeValue, float64(n), h)
 	}
-	ch <- prometheus.MustNewConstMetric(m.queue, prometheus.GaugeValue, float64(len(m.p.feed.ch())))
+	n, bytes := m.p.feed.q.len()
+	ch <- prometheus.MustNewConstMetric(m.queue, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(m.queueBytes, prometheus.GaugeValue, float64(bytes))
 }

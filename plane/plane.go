@@ -5,91 +5,43 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/model"
-	"github.com/escape-mtd/escape/tools/lab"
 	"go.uber.org/zap"
 )
 
-// HostEnv is one host the plane can place containers on.
-type HostEnv struct {
-	migrate.Host
-	Labels map[string]string `json:"labels"`
-}
-
-// Environment is the world the plane acts in: hosts, shared storage,
-// the service address range and the images.
-type Environment struct {
-	Hosts []HostEnv
-	// Shared is the shared-storage directory every host sees.
-	Shared string
-	// ServiceRange is where container addresses are allocated; SubnetBits
-	// is the prefix length of the L2 segment they sit on.
-	ServiceRange netip.Prefix
-	SubnetBits   int
-	// Images maps image names to root filesystem directories.
-	Images map[string]string
-}
-
-// EnvironmentFromLab describes a lab from its inventory.
-func EnvironmentFromLab(inv *lab.Inventory) Environment {
-	env := Environment{Shared: inv.Shared, ServiceRange: inv.ServiceRange, SubnetBits: inv.Subnet.Bits(), Images: map[string]string{}}
-	for _, h := range inv.Hosts {
-		env.Hosts = append(env.Hosts, HostEnv{
-			Host:   migrate.Host{Name: h.Name, Netns: h.Netns, Bridge: h.Bridge, Socket: h.Containerd, Namespace: inv.Namespace, CgroupParent: inv.CgroupParent, RuncRoot: h.RuncRoot, CRIU: h.CRIU},
-			Labels: h.Labels,
-		})
-	}
-	for name, img := range inv.Images {
-		env.Images[name] = img.RootFS
-	}
-	return env
-}
-
-func (e Environment) validate() error {
-	var errs []error
-	if len(e.Hosts) == 0 {
-		errs = append(errs, errors.New("no hosts"))
-	}
-	if !filepath.IsAbs(e.Shared) {
-		errs = append(errs, fmt.Errorf("shared storage %q: want an absolute path", e.Shared))
-	}
-	if !e.ServiceRange.IsValid() || !e.ServiceRange.Addr().Is4() || e.ServiceRange.Bits() > 30 {
-		errs = append(errs, fmt.Errorf("service range %v: want an IPv4 prefix of at least 4 addresses", e.ServiceRange))
-	}
-	if e.SubnetBits < 1 || e.SubnetBits > e.ServiceRange.Bits() {
-		errs = append(errs, fmt.Errorf("subnet prefix /%d must contain the service range %v", e.SubnetBits, e.ServiceRange))
-	}
-	return errors.Join(errs...)
-}
-
-// Plane is the control plane.
+// Plane is the control plane. It reaches hosts only through their agents
+// (migrate.Host, over mutual TLS): it has no path, socket or namespace of
+// any host.
 type Plane struct {
-	cfg      Config
-	env      Environment
-	defaults Policy
-	dir      string // the plane's directory on shared storage
+	cfg        Config
+	defaults   Policy
+	service    netip.Prefix
+	subnetBits int
 
-	releaseMask func() error // unmounts maskDir
-	store       *Store
-	audit       *Audit
-	rt          *migrate.Runtime
-	mig         *migrate.Migrator
-	log         *zap.Logger
-	now         func() time.Time
-	rank        []model.PolicyOption
-	migOpts     []migrate.Option
+	store   *Store
+	audit   *Audit
+	hosts   *hostSet
+	mig     *migrate.Migrator
+	log     *zap.Logger
+	now     func() time.Time
+	rank    []model.PolicyOption
+	migOpts []migrate.Option
+	dial    hostDialer
 
 	mu      sync.Mutex
 	locks   map[string]chan struct{}
+	infos   map[string]hostInfoEntry
 	feed    sensorFeed
 	metrics metricsOnce
+	// actions is what actions under way hold, so that Close waits for
+	// them: an action once accepted runs to a settled state whatever its
+	// caller does.
+	actions sync.WaitGroup
 }
 
 // Option tunes a Plane.
@@ -111,28 +63,20 @@ func WithMigrateOptions(o ...migrate.Option) Option {
 	return func(p *Plane) { p.migOpts = append(p.migOpts, o...) }
 }
 
-// New opens the plane's state and audit log and connects (lazily) to the
-// hosts. Call Start before serving.
-func New(cfg Config, env Environment, opts ...Option) (*Plane, error) {
+// New opens the plane's state and audit log and prepares the links to the
+// hosts' agents (they connect lazily). Call Start before serving.
+func New(cfg Config, opts ...Option) (*Plane, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := env.validate(); err != nil {
-		return nil, fmt.Errorf("environment: %w", err)
-	}
-	p := &Plane{cfg: cfg, env: env, log: zap.NewNop(), now: time.Now, locks: map[string]chan struct{}{}}
+	p := &Plane{cfg: cfg, log: zap.NewNop(), now: time.Now, locks: map[string]chan struct{}{}}
 	for _, o := range opts {
 		o(p)
 	}
 	p.defaults = cfg.Defaults.Apply(DefaultPolicy())
-	p.dir = cfg.SharedDir
-	if p.dir == "" {
-		p.dir = filepath.Join(env.Shared, "escape-plane")
-	}
-	for _, d := range []string{p.dir, p.checkpointRoot(), filepath.Join(p.dir, "rootfs"), filepath.Join(p.dir, "criu")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("plane directory: %w", err)
-		}
+	var err error
+	if p.service, p.subnetBits, err = cfg.serviceRange(); err != nil {
+		return nil, err
 	}
 	if err := p.open(); err != nil {
 		_ = p.Close()
@@ -144,40 +88,36 @@ func New(cfg Config, env Environment, opts ...Option) (*Plane, error) {
 // open acquires what Close releases; on error the caller closes.
 func (p *Plane) open() error {
 	var err error
-	if p.releaseMask, err = migrate.PrepareMaskDir(p.maskDir()); err != nil {
-		return err
-	}
-	hosts := make([]migrate.Host, 0, len(p.env.Hosts))
-	for _, h := range p.env.Hosts {
-		hosts = append(hosts, h.Host)
-	}
-	if p.rt, err = migrate.NewRuntime(hosts, migrate.WithRuntimeLogger(p.log)); err != nil {
+	if p.hosts, err = p.connectHosts(); err != nil {
 		return err
 	}
 	if p.store, err = OpenStore(p.cfg.State, 5*time.Second); err != nil {
 		return err
 	}
-	if p.audit, err = OpenAudit(p.cfg.Audit); err != nil {
+	maxSize, err := ParseSize(p.cfg.AuditMaxSize)
+	if err != nil {
+		return err
+	}
+	if p.audit, err = OpenAudit(p.cfg.Audit, WithAuditRotation(int64(maxSize), p.cfg.AuditKeep)); err != nil {
 		return err
 	}
 	from, lazy, err := p.cfg.lazyRestoreFrom()
 	if err != nil {
 		return err
 	}
-	mopts := append([]migrate.Option{migrate.WithLogger(p.log), migrate.WithLazyRestore(lazy), migrate.WithLazyFrom(from)}, p.migOpts...)
-	p.mig, err = migrate.New(p.rt, p.store, filepath.Join(p.checkpointRoot(), "migrations"), mopts...)
+	mopts := append([]migrate.Option{migrate.WithLogger(p.log), migrate.WithLazyRestore(lazy), migrate.WithLazyFrom(from),
+		migrate.WithLeaseTTL(time.Duration(p.cfg.LeaseTTL))}, p.migOpts...)
+	p.mig, err = migrate.New(p.hosts, p.store, mopts...)
 	return err
 }
 
-// Close releases the mask directory, the store, the audit log and the
-// connections.
+// Close waits for the actions under way, then releases the store, the
+// audit log and the links to the agents.
 func (p *Plane) Close() error {
+	p.actions.Wait()
 	var errs []error
-	if p.releaseMask != nil {
-		errs = append(errs, p.releaseMask())
-	}
-	if p.rt != nil {
-		errs = append(errs, p.rt.Close())
+	if p.hosts != nil {
+		errs = append(errs, p.hosts.close())
 	}
 	if p.audit != nil {
 		errs = append(errs, p.audit.Close())
@@ -191,22 +131,22 @@ func (p *Plane) Close() error {
 // Store exposes the state (read by status and tests).
 func (p *Plane) Store() *Store { return p.store }
 
-// Runtime exposes the container runtime (tests and benchmarks).
-func (p *Plane) Runtime() *migrate.Runtime { return p.rt }
+// Host returns the named host's agent.
+func (p *Plane) Host(name string) (migrate.Host, error) {
+	h, ok := p.hosts.Host(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown host %q", name)
+	}
+	return h, nil
+}
 
-func (p *Plane) checkpointRoot() string { return filepath.Join(p.dir, "checkpoints") }
-
-// maskDir is the empty directory restored containers see in place of runc's
-// masked directories (migrate.MaskConfig). Containers get it read-only.
-func (p *Plane) maskDir() string { return filepath.Join(p.dir, "empty") }
-
-func (p *Plane) hostEnv(name string) (HostEnv, bool) {
-	for _, h := range p.env.Hosts {
+func (p *Plane) hostConfig(name string) (HostConfig, bool) {
+	for _, h := range p.cfg.Hosts {
 		if h.Name == name {
 			return h, true
 		}
 	}
-	return HostEnv{}, false
+	return HostConfig{}, false
 }
 
 // lock serialises operations on one container.
@@ -234,48 +174,68 @@ func (p *Plane) event(ev AuditEvent) {
 }
 
 // Start settles what a previous run left: half-done migrations are
-// finished or undone, interrupted rollbacks are redone, placements are
-// checked against the hosts, stale checkpoint directories are swept, and
-// configured containers that are not placed yet are deployed.
+// finished or undone, interrupted rollbacks are redone, dumps cut short are
+// dropped, placements are checked against the hosts, and configured
+// containers that are not placed yet are deployed.
 func (p *Plane) Start(ctx context.Context) error {
+	rerr := p.recoverMigrations(ctx)
+	if err := p.recoverRollbacks(ctx); err != nil {
+		p.log.Error("recovering rollbacks", zap.Error(err))
+		rerr = errors.Join(rerr, err)
+	}
+	p.dropCutDumps(ctx)
+	if err := p.reconcile(ctx); err != nil {
+		rerr = errors.Join(rerr, err)
+	}
+	for _, cc := range p.cfg.Containers {
+		if _, err := p.store.Container(cc.ID); err == nil {
+			continue
+		}
+		if _, err := p.Deploy(ctx, cc, "config"); err != nil {
+			rerr = errors.Join(rerr, fmt.Errorf("deploy %s: %w", cc.ID, err))
+		}
+	}
+	return rerr
+}
+
+// recoverMigrations settles the journal's migrations and records where
+// each container ended up.
+func (p *Plane) recoverMigrations(ctx context.Context) error {
 	results, rerr := p.mig.Recover(ctx)
 	for _, r := range results {
 		ev := AuditEvent{Kind: "action", Action: "recover-migration", Container: r.Record.Spec.ID, Outcome: string(r.Outcome),
-			Details: map[string]any{"migration": r.Record.ID, "source": r.Record.Source, "dest": r.Record.Dest, "phase": r.Record.Phase, "done": r.Record.Done.String()}}
+			Details: map[string]any{"migration": r.Record.ID, "source": r.Record.Source, "dest": r.Record.Dest,
+				"phase": r.Record.Phase, "done": r.Record.Done.String(), "pending": r.Pending}}
 		p.event(ev)
-		if c, err := p.store.Container(r.Record.Spec.ID); err == nil {
-			switch r.Outcome {
-			case migrate.Migrated:
-				c.Host = r.Record.Dest
-			case migrate.Reverted:
-				c.Host = r.Record.Source
-			}
-			c.Updated = p.now()
-			if err := p.store.PutContainer(c); err != nil {
-				rerr = errors.Join(rerr, err)
-			}
+		if r.Outcome != migrate.Migrated && r.Outcome != migrate.Reverted {
+			continue
+		}
+		if err := p.placed(r.Record.Spec.ID, r); err != nil {
+			rerr = errors.Join(rerr, err)
 		}
 	}
 	if rerr != nil {
 		p.log.Error("recovering migrations", zap.Error(rerr))
 	}
-	if err := p.recoverRollbacks(ctx); err != nil {
-		p.log.Error("recovering rollbacks", zap.Error(err))
-		rerr = errors.Join(rerr, err)
-	}
-	if err := p.reconcile(ctx); err != nil {
-		rerr = errors.Join(rerr, err)
-	}
-	p.sweepCheckpoints()
-	for _, cc := range p.cfg.Containers {
-		if _, err := p.store.Container(cc.ID); err == nil {
-			continue
-		}
-		if _, err := p.Deploy(ctx, cc); err != nil {
-			rerr = errors.Join(rerr, fmt.Errorf("deploy %s: %w", cc.ID, err))
-		}
-	}
 	return rerr
+}
+
+// placed records where a migration left a container, and its lease
+// generation.
+func (p *Plane) placed(id string, r migrate.Result) error {
+	c, err := p.store.Container(id)
+	if err != nil {
+		return err
+	}
+	switch r.Outcome {
+	case migrate.Migrated:
+		c.Host = r.Record.Dest
+	case migrate.Reverted:
+		c.Host = r.Record.Source
+	}
+	c.Generation = max(c.Generation, r.Record.Generation)
+	c.Updated = p.now()
+	return p.store.PutContainer(c)
 }
 
 // reportNetworkLocks audits CRIU lock tables found in the namespace of a
@@ -283,20 +243,16 @@ func (p *Plane) Start(ctx context.Context) error {
 // and no client reaches the copy until they go. They are reported, not
 // removed: a dump the previous plane asked for may still be running, and
 // its lock must stay until it ends. A rollback removes them.
-func (p *Plane) reportNetworkLocks(id, host string) {
-	locks, err := migrate.NetworkLocks(host, id)
-	if err != nil {
-		p.log.Warn("reconcile: network locks", zap.String("container", id), zap.String("host", host), zap.Error(err))
-		return
-	}
-	if len(locks) > 0 {
+func (p *Plane) reportNetworkLocks(ctx context.Context, id string, st migrate.ContainerStatus, host string) {
+	if len(st.NetworkLocks) > 0 {
 		p.event(AuditEvent{Kind: "decision", Container: id, Host: host, Decision: "none", Outcome: "failed",
-			Reasons: []string{fmt.Sprintf("CRIU network lock tables %v in its namespace, left by a dump or restore that was cut short: no client can reach it; a rollback removes them", locks)}})
+			Reasons: []string{fmt.Sprintf("CRIU network lock tables %v in its namespace, left by a dump or restore that was cut short: no client can reach it; a rollback removes them", st.NetworkLocks)}})
 	}
 }
 
 // reconcile checks each container's placement against the hosts: if it
-// runs on exactly one host, that is where it is.
+// runs on exactly one host, that is where it is. A host that does not
+// answer is not taken for one without the container.
 func (p *Plane) reconcile(ctx context.Context) error {
 	cs, err := p.store.Containers()
 	if err != nil {
@@ -305,18 +261,25 @@ func (p *Plane) reconcile(ctx context.Context) error {
 	var errs []error
 	for _, c := range cs {
 		var running []string
-		for _, h := range p.env.Hosts {
-			st, err := p.rt.State(ctx, h.Name, c.Spec.ID)
+		statuses := map[string]migrate.ContainerStatus{}
+		unreachable := 0
+		for _, h := range p.cfg.Hosts {
+			host, _ := p.hosts.Host(h.Name)
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err := host.Status(sctx, c.Spec.ID)
+			cancel()
 			if err != nil {
 				p.log.Warn("reconcile: host unreachable", zap.String("host", h.Name), zap.Error(err))
+				unreachable++
 				continue
 			}
-			if st == migrate.Running {
+			statuses[h.Name] = st
+			if st.Status == migrate.Running {
 				running = append(running, h.Name)
 			}
 		}
 		if len(running) == 1 {
-			p.reportNetworkLocks(c.Spec.ID, running[0])
+			p.reportNetworkLocks(ctx, c.Spec.ID, statuses[running[0]], running[0])
 		}
 		switch {
 		case len(running) == 1 && running[0] != c.Host:
@@ -325,9 +288,12 @@ func (p *Plane) reconcile(ctx context.Context) error {
 			c.Host = running[0]
 			c.Updated = p.now()
 			errs = append(errs, p.store.PutContainer(c))
-		case len(running) == 0:
+		case len(running) == 0 && unreachable == 0:
 			p.event(AuditEvent{Kind: "decision", Container: c.Spec.ID, Host: c.Host, Decision: "none",
 				Reasons: []string{"no running copy found on any host; use rollback to restore the last safe checkpoint"}, Outcome: "failed"})
+		case len(running) == 0:
+			p.event(AuditEvent{Kind: "decision", Container: c.Spec.ID, Host: c.Host, Decision: "none",
+				Reasons: []string{fmt.Sprintf("no running copy found on the %d hosts that answered; %d did not answer (unreachable is not dead: nothing is started elsewhere)", len(statuses), unreachable)}, Outcome: "failed"})
 		case len(running) > 1:
 			sort.Strings(running)
 			p.event(AuditEvent{Kind: "decision", Container: c.Spec.ID, Decision: "none", Outcome: "failed",

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
-	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/model"
 	"go.uber.org/zap"
@@ -212,8 +212,8 @@ func (p *Plane) rollbackDecision(ctx context.Context, id string, d Decision, act
 
 // chooseDest asks the model for the best destination away from source.
 func (p *Plane) chooseDest(source string) (string, []string, error) {
-	infos := make([]model.HostInfo, 0, len(p.env.Hosts))
-	for _, h := range p.env.Hosts {
+	infos := make([]model.HostInfo, 0, len(p.cfg.Hosts))
+	for _, h := range p.cfg.Hosts {
 		hr, err := p.store.Host(h.Name)
 		if err != nil {
 			return "", nil, err
@@ -260,7 +260,7 @@ func (p *Plane) Migrate(ctx context.Context, id, to string, reasons []string, ac
 
 func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string, reasons []string, actor string) (migrate.Result, error) {
 	id := c.Spec.ID
-	if _, ok := p.hostEnv(to); !ok {
+	if _, ok := p.hostConfig(to); !ok {
 		return migrate.Result{}, fmt.Errorf("migrate %s: unknown host %q", id, to)
 	}
 	hr, err := p.store.Host(to)
@@ -277,9 +277,12 @@ func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string,
 	start := p.now()
 	var res migrate.Result
 	err = p.intervene(id, func() (err error) {
-		res, err = p.mig.Migrate(ctx, c.Spec, c.Host, to)
+		res, err = p.mig.Migrate(ctx, c.Spec, c.Host, to, c.Generation)
 		return err
 	})
+	if res.Record.Generation > c.Generation {
+		c.Generation = res.Record.Generation
+	}
 	steps := map[string]float64{}
 	for _, s := range res.Steps {
 		k := s.Step.String()
@@ -295,10 +298,13 @@ func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string,
 		ev.Error = err.Error()
 	}
 	if res.Outcome == migrate.Migrated {
-		c.Host, c.Updated = to, p.now()
-		if perr := p.store.PutContainer(c); perr != nil {
-			err = errors.Join(err, perr)
-		}
+		c.Host = to
+	}
+	c.Updated = p.now()
+	if perr := p.store.PutContainer(c); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	if res.Outcome == migrate.Migrated {
 		if rerr := p.store.ResetRollbacks(id); rerr != nil {
 			p.log.Error("reset rollbacks", zap.Error(rerr))
 		}
@@ -310,8 +316,12 @@ func (p *Plane) migrateLocked(ctx context.Context, c ContainerRecord, to string,
 
 // restartLocked restarts a stateless container in place, from its image.
 func (p *Plane) restartLocked(ctx context.Context, c ContainerRecord) error {
+	h, err := p.Host(c.Host)
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", c.Spec.ID, err)
+	}
 	start := p.now()
-	if err := p.intervene(c.Spec.ID, func() error { return p.rt.Run(ctx, c.Host, c.Spec) }); err != nil {
+	if err := p.intervene(c.Spec.ID, func() error { _, err := h.Restart(ctx, c.Spec); return err }); err != nil {
 		return fmt.Errorf("restart %s: %w", c.Spec.ID, err)
 	}
 	p.newCopy(c.Spec.ID, start)
@@ -329,62 +339,115 @@ func (p *Plane) newCopy(id string, t time.Time) {
 }
 
 // replicateLocked starts a fresh copy of a stateless container on dest,
-// switches the address to it and removes the old copy.
+// hands the address over to it and removes the old copy.
 func (p *Plane) replicateLocked(ctx context.Context, c ContainerRecord, dest string) error {
 	id := c.Spec.ID
-	if err := p.rt.PrepareNetwork(dest, c.Spec, false); err != nil {
+	dst, err := p.Host(dest)
+	if err != nil {
 		return fmt.Errorf("replicate %s: %w", id, err)
 	}
 	undo := func(cause error) error {
-		_ = p.rt.Remove(context.WithoutCancel(ctx), dest, id)
+		_, _ = dst.Remove(context.WithoutCancel(ctx), id)
 		return fmt.Errorf("replicate %s to %s: %w", id, dest, cause)
 	}
-	if err := p.rt.Run(ctx, dest, c.Spec); err != nil {
+	if _, err := dst.EnsureImage(ctx, c.Spec.Image, nil); err != nil {
 		return undo(err)
 	}
-	if err := arp.MoveAddress(ctx, c.Spec.IP, migrate.CtEndpoint(c.Host, id), migrate.CtEndpoint(dest, id), arp.WithProbe(200*time.Millisecond)); err != nil {
+	if _, err := dst.Start(ctx, c.Spec, migrate.StartOptions{}); err != nil {
 		return undo(err)
 	}
-	a, err := arp.Announce(context.WithoutCancel(ctx), migrate.CtEndpoint(dest, id), c.Spec.IP.Addr())
-	if err != nil {
-		p.log.Warn("announce after replicate", zap.Error(err))
-	} else {
-		go func() { _ = a.Wait() }()
+	// Journalled before the handoff: it grants up to two generations.
+	gen := c.Generation
+	c.Generation += 2
+	if err := p.store.PutContainer(c); err != nil {
+		return undo(err)
 	}
 	old := c.Host
-	c.Host, c.Updated = dest, p.now()
+	at, gen, err := p.mig.Handoff(ctx, c.Spec, old, dest, gen)
+	if at != dest {
+		return undo(err)
+	}
+	c.Host, c.Generation, c.Updated = dest, max(c.Generation, gen), p.now()
 	if err := p.store.PutContainer(c); err != nil {
 		return err
 	}
 	p.newCopy(id, c.Updated)
-	if err := p.rt.Remove(ctx, old, id); err != nil {
-		p.log.Warn("remove old replica", zap.String("host", old), zap.Error(err))
+	if src, err := p.Host(old); err == nil {
+		if _, err := src.Remove(ctx, id); err != nil {
+			p.log.Warn("remove old replica", zap.String("host", old), zap.Error(err))
+		}
+	}
+	if err != nil {
+		p.log.Warn("replicate", zap.String("container", id), zap.Error(err))
 	}
 	return nil
 }
 
-// Run handles the sensor feed and takes safe checkpoints on each stateful
-// container's interval until ctx ends. A checkpoint is attempted only when
-// new clean epochs arrived since the last one and the clean streak
-// satisfies the policy. When ctx ends, an action already under way (a
-// rollback, a migration, a dump) runs to its end before Run returns: a
-// SIGTERM never leaves a migration half done.
+// Run follows every host's event stream, handles the sensor feed, takes
+// safe checkpoints on each stateful container's interval, and retries the
+// settlement of migrations a host's silence left unsettled, until ctx
+// ends. When ctx ends, an action already under way (a rollback, a
+// migration, a dump) runs to its end before Run returns: a SIGTERM never
+// leaves a migration half done.
 func (p *Plane) Run(ctx context.Context) error {
-	feedDone := make(chan struct{})
-	go func() {
-		defer close(feedDone)
-		p.runFeed(ctx)
-	}()
-	defer func() { <-feedDone }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, hc := range p.cfg.Hosts {
+		h, _ := p.hosts.Host(hc.Name)
+		if src, ok := h.(eventSource); ok {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.subscribe(ctx, hc.Name, src) }()
+		}
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); p.runFeed(ctx) }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
 		p.checkpointDue(ctx)
+		if n%settleEvery == 0 {
+			p.settleMigrations(ctx)
+		}
+	}
+}
+
+// settleEvery is how many seconds apart unsettled migrations are retried.
+const settleEvery = 15
+
+// settleMigrations retries the journal's unsettled migrations (a host
+// that did not answer; a cleanup left pending).
+func (p *Plane) settleMigrations(ctx context.Context) {
+	recs, err := p.store.Migrations(ctx)
+	if err != nil || len(recs) == 0 {
+		return
+	}
+	for _, rec := range recs {
+		lctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		unlock, err := p.lock(lctx, rec.Spec.ID)
+		cancel()
+		if err != nil {
+			continue // busy: the next round
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+		res, err := p.mig.RecoverOne(actx, rec)
+		cancel()
+		ev := AuditEvent{Kind: "action", Action: "settle-migration", Container: rec.Spec.ID, Outcome: string(res.Outcome),
+			Details: map[string]any{"migration": rec.ID, "phase": rec.Phase, "done": rec.Done.String(), "pending": res.Pending}}
+		if err != nil {
+			ev.Error = err.Error()
+		}
+		p.event(ev)
+		if res.Outcome == migrate.Migrated || res.Outcome == migrate.Reverted {
+			if err := p.placed(rec.Spec.ID, res); err != nil {
+				p.log.Error("settle migration", zap.String("container", rec.Spec.ID), zap.Error(err))
+			}
+		}
+		unlock()
 	}
 }
 

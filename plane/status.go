@@ -21,14 +21,23 @@ type ContainerStatus struct {
 	// RollingBack is set while a rollback runs, or after a plane stopped
 	// in the middle of one (the next start redoes it).
 	RollingBack *PendingRollback `json:"rollback_in_progress,omitempty"`
+	// Generation is the address lease's generation, Lease the lease as
+	// the host's kernel holds it.
+	Generation uint64              `json:"generation"`
+	Lease      *migrate.LeaseState `json:"lease,omitempty"`
 }
 
 // HostStatus is one host as status reports it.
 type HostStatus struct {
 	HostRecord
 	Labels    map[string]string `json:"labels"`
+	Agent     string            `json:"agent"`
 	Reachable bool              `json:"reachable"`
-	Error     string            `json:"error,omitempty"`
+	Version   string            `json:"version,omitempty"`
+	// SharedStorage is the id of the storage the host shares with others
+	// ("" for none).
+	SharedStorage string `json:"shared_storage,omitempty"`
+	Error         string `json:"error,omitempty"`
 }
 
 // Status is the plane's state.
@@ -46,12 +55,15 @@ func (p *Plane) Status(ctx context.Context) (Status, error) {
 		return st, err
 	}
 	for _, c := range cs {
-		cst := ContainerStatus{ID: c.Spec.ID, Host: c.Host, IP: c.Spec.IP.String(), Policy: c.Policy, RollingBack: c.Rollback}
+		cst := ContainerStatus{ID: c.Spec.ID, Host: c.Host, IP: c.Spec.IP.String(), Policy: c.Policy, RollingBack: c.Rollback, Generation: c.Generation}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if s, err := p.rt.State(sctx, c.Host, c.Spec.ID); err != nil {
+		if h, err := p.Host(c.Host); err != nil {
+			cst.State = "unknown: " + err.Error()
+		} else if s, err := h.Status(sctx, c.Spec.ID); err != nil {
 			cst.State = "unknown: " + err.Error()
 		} else {
-			cst.State = string(s)
+			cst.State = string(s.Status)
+			cst.Lease = &s.Lease
 		}
 		cancel()
 		if cks, err := p.store.Checkpoints(c.Spec.ID); err == nil {
@@ -65,17 +77,17 @@ func (p *Plane) Status(ctx context.Context) (Status, error) {
 		cst.Rollbacks, _ = p.store.Rollbacks(c.Spec.ID, p.now().Add(-c.Policy.RollbackWindow))
 		st.Containers = append(st.Containers, cst)
 	}
-	for _, h := range p.env.Hosts {
+	for _, h := range p.cfg.Hosts {
 		hr, err := p.store.Host(h.Name)
 		if err != nil {
 			return st, err
 		}
-		hs := HostStatus{HostRecord: hr, Labels: h.Labels}
+		hs := HostStatus{HostRecord: hr, Labels: h.Labels, Agent: h.Agent}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if err := p.rt.Ping(sctx, h.Name); err != nil {
+		if info, err := p.hostInfo(sctx, h.Name); err != nil {
 			hs.Error = err.Error()
 		} else {
-			hs.Reachable = true
+			hs.Reachable, hs.Version, hs.SharedStorage = true, info.Version, info.SharedStorage
 		}
 		cancel()
 		st.Hosts = append(st.Hosts, hs)

@@ -15,8 +15,11 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// storeVersion is the schema of the state database.
-const storeVersion = 1
+// storeVersion is the schema of the state database. Version 2 names
+// checkpoints and images instead of paths and records lease generations:
+// a version 1 database (a plane that drove every host's containerd
+// itself) is refused, not converted.
+const storeVersion = 2
 
 var (
 	bucketMeta        = []byte("meta")
@@ -35,14 +38,20 @@ var ErrNotFound = errors.New("not found")
 
 // ContainerRecord is a protected container and where it runs.
 type ContainerRecord struct {
-	Spec    migrate.Spec `json:"spec"`
-	Host    string       `json:"host"`
-	Policy  Policy       `json:"policy"`
-	Image   string       `json:"image"`
-	Created time.Time    `json:"created"`
-	Updated time.Time    `json:"updated"`
+	Spec   migrate.Spec `json:"spec"`
+	Host   string       `json:"host"`
+	Policy Policy       `json:"policy"`
+	// Generation is the lease generation the container's address holds on
+	// Host: it grows with every placement (migrate.Lease).
+	Generation uint64    `json:"generation"`
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
 	// Rollback is set while a rollback runs (see PendingRollback).
 	Rollback *PendingRollback `json:"rollback,omitempty"`
+	// Dumping names a safe checkpoint being written: journalled before the
+	// dump so that a plane that dies mid-dump has the partial image
+	// dropped at its next start.
+	Dumping migrate.ImageName `json:"dumping,omitempty"`
 }
 
 // PendingRollback is journalled in the container's record before a rollback
@@ -56,12 +65,16 @@ type PendingRollback struct {
 	Started    time.Time `json:"started"`
 }
 
-// CheckpointRecord is one safe checkpoint on shared storage.
+// CheckpointRecord is one safe checkpoint: an image on Host's agent (and
+// on every host sharing its storage).
 type CheckpointRecord struct {
-	Container string    `json:"container"`
-	Seq       uint64    `json:"seq"`
-	Dir       string    `json:"dir"`
-	Host      string    `json:"host"`
+	Container string            `json:"container"`
+	Seq       uint64            `json:"seq"`
+	Image     migrate.ImageName `json:"image"`
+	Host      string            `json:"host"`
+	// Storage is the host's shared storage id when it has one: any host
+	// reporting the same id reads the image without a transfer.
+	Storage   string    `json:"storage,omitempty"`
 	SafeEpoch uint64    `json:"safe_epoch"`
 	Created   time.Time `json:"created"`
 	Bytes     int64     `json:"bytes"`

@@ -1,6 +1,7 @@
 // Command escape-plane is ESCAPE's control plane: `serve` runs it; the
-// other commands are operator commands that talk to a running plane over
-// its root-only unix socket.
+// other commands are operator commands that talk to a running plane, as
+// root over its local socket or with an operator certificate over mutual
+// TLS (--server); `certs` issues the certificates of an install.
 package main
 
 import (
@@ -21,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/escape-mtd/escape/internal/mtls"
 	"github.com/escape-mtd/escape/plane"
-	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 )
@@ -38,6 +39,8 @@ func main() {
 
 type globals struct {
 	socket  string
+	server  string
+	tls     mtls.Files
 	timeout time.Duration
 }
 
@@ -50,10 +53,15 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.socket, "socket", plane.DefaultConfig().Socket, "plane API socket")
-	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 5*time.Minute, "how long an operator command may take")
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.socket, "socket", plane.DefaultConfig().Socket, "plane's local API socket (root)")
+	pf.StringVar(&g.server, "server", "", "plane's API address host:port over mutual TLS (instead of --socket)")
+	pf.StringVar(&g.tls.Cert, "cert", "/etc/escape/pki/operator.crt", "operator certificate (with --server)")
+	pf.StringVar(&g.tls.Key, "key", "/etc/escape/pki/operator.key", "operator key (with --server)")
+	pf.StringVar(&g.tls.CA, "ca", "/etc/escape/pki/ca.crt", "CA certificate (with --server)")
+	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "how long an operator command waits for its answer (an action, once accepted, runs to its end anyway)")
 	root.AddCommand(serveCmd(), statusCmd(g), checkpointCmd(g), rollbackCmd(g), migrateCmd(g), drainCmd(g), undrainCmd(g),
-		flagCmd(g), deployCmd(g), removeCmd(g), reportCmd(g))
+		flagCmd(g), deployCmd(g), removeCmd(g), reportCmd(g), certsCmd())
 	return root
 }
 
@@ -97,11 +105,7 @@ taking work, lets an action under way finish, and exits.`,
 }
 
 func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
-	inv, err := lab.LoadInventory(ctx, cfg.LabRoot)
-	if err != nil {
-		return err
-	}
-	p, err := plane.New(cfg, plane.EnvironmentFromLab(inv), plane.WithLogger(log))
+	p, err := plane.New(cfg, plane.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -109,6 +113,19 @@ func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
 	l, err := plane.Listen(cfg.Socket)
 	if err != nil {
 		return err
+	}
+	defer l.Close()
+	var tl net.Listener
+	if cfg.API != "" {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		raw, err := lc.Listen(ctx, "tcp", cfg.API)
+		if err != nil {
+			return fmt.Errorf("api: listen %s: %w", cfg.API, err)
+		}
+		// Operators act; agents may post their own host's events.
+		tl = p.TLS().Listener(raw, mtls.RoleOperator, mtls.RoleAgent)
+		defer tl.Close()
 	}
 	var started atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
@@ -147,8 +164,13 @@ func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
 		log.Error("start: some work could not be settled", zap.Error(err))
 	}
 	started.Store(true)
-	log.Info("plane serving", zap.String("socket", cfg.Socket), zap.String("listen", cfg.Listen), zap.String("version", version))
-	g.Go(func() error { return plane.NewAPI(p).Serve(gctx, l) })
+	log.Info("plane serving", zap.String("socket", cfg.Socket), zap.String("api", cfg.API), zap.String("listen", cfg.Listen),
+		zap.Int("hosts", len(cfg.Hosts)), zap.String("version", version))
+	api := plane.NewAPI(p)
+	g.Go(func() error { return api.Serve(gctx, l) })
+	if tl != nil {
+		g.Go(func() error { return api.Serve(gctx, tl) })
+	}
 	g.Go(func() error { return p.Run(gctx) })
 	err = g.Wait()
 	log.Info("plane stopped", zap.Error(err))
@@ -158,9 +180,12 @@ func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
 func (g *globals) call(cmd *cobra.Command, method, route string, in any) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 	defer cancel()
-	var out json.RawMessage
-	err := plane.NewClient(g.socket).Do(ctx, method, route, in, &out)
+	c, err := g.client()
 	if err != nil {
+		return err
+	}
+	var out json.RawMessage
+	if err := c.Do(ctx, method, route, in, &out); err != nil {
 		return err
 	}
 	var pretty any
@@ -169,6 +194,23 @@ func (g *globals) call(cmd *cobra.Command, method, route string, in any) error {
 		fmt.Fprintln(cmd.OutOrStdout(), string(b))
 	}
 	return nil
+}
+
+// client is the plane's local socket, or with --server its API over
+// mutual TLS with the operator's certificate.
+func (g *globals) client() (*plane.Client, error) {
+	if g.server == "" {
+		return plane.NewClient(g.socket), nil
+	}
+	src, err := mtls.NewSource(g.tls)
+	if err != nil {
+		return nil, fmt.Errorf("operator certificate: %w", err)
+	}
+	cfg, err := src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: "plane"})
+	if err != nil {
+		return nil, err
+	}
+	return plane.NewTLSClient(g.server, cfg), nil
 }
 
 func statusCmd(g *globals) *cobra.Command {
@@ -239,13 +281,13 @@ func flagCmd(g *globals) *cobra.Command {
 func deployCmd(g *globals) *cobra.Command {
 	var cc plane.ContainerConfig
 	var labels map[string]string
-	cmd := &cobra.Command{Use: "deploy ID --image IMAGE [--host H] [--ip IP] -- ARGS...", Short: "Put a new container under protection",
-		Args: cobra.MinimumNArgs(2),
+	cmd := &cobra.Command{Use: "deploy ID --image IMAGE [--host H] [--ip IP] [-- ARGS...]", Short: "Put a new container under protection",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			cc.ID, cc.Args, cc.Labels = a[0], a[1:], labels
 			return g.call(cmd, "POST", "/v1/deploy", cc)
 		}}
-	cmd.Flags().StringVar(&cc.Image, "image", "", "lab image name or absolute rootfs path")
+	cmd.Flags().StringVar(&cc.Image, "image", "", "OCI image reference, run from each host's content store")
 	cmd.Flags().StringVar(&cc.Host, "host", "", "host (default: the least loaded eligible one)")
 	cmd.Flags().StringVar(&cc.IP, "ip", "", "service address (default: allocated)")
 	cmd.Flags().StringVar(&cc.Memory, "memory", "", "memory limit, e.g. 64MiB")

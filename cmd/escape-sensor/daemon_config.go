@@ -33,14 +33,12 @@ type runConfig struct {
 	EventsKeep    int           `yaml:"events_keep"`
 	Listen        string        `yaml:"listen"`
 	Control       string        `yaml:"control"`
-	Lab           string        `yaml:"lab"`
 	Namespace     string        `yaml:"namespace"`
-	Containerd    []string      `yaml:"containerd"` // host=socket
-	Cgroups       []string      `yaml:"cgroups"`    // raw cgroup2 dirs (no containerd)
-	Host          string        `yaml:"host"`
-	// Plane is the control plane's socket; every scored epoch is reported
-	// to it. Empty: detection only.
-	Plane string `yaml:"plane"`
+	// Containerd is this host's containerd socket ("" for none: cgroups
+	// only).
+	Containerd string   `yaml:"containerd"`
+	Cgroups    []string `yaml:"cgroups"` // raw cgroup2 dirs (no containerd)
+	Host       string   `yaml:"host"`
 }
 
 // flagKeys maps the YAML keys whose flag is not the key with "-" for "_".
@@ -132,16 +130,12 @@ func (c *runConfig) validate() error {
 	if c.Namespace == "" {
 		return fmt.Errorf("namespace (--namespace): must not be empty")
 	}
-	if c.Plane != "" && !filepath.IsAbs(c.Plane) {
-		return fmt.Errorf("plane (--plane): %q must be the absolute path of the plane's socket", c.Plane)
-	}
+
 	if len(c.Events) == 0 {
 		return fmt.Errorf("events (--events): at least one target (stdout, file:PATH or an http(s) URL)")
 	}
-	for _, s := range c.Containerd {
-		if h, a, ok := strings.Cut(s, "="); !ok || h == "" || a == "" {
-			return fmt.Errorf("containerd (--containerd) %q: want host=/path/to/containerd.sock", s)
-		}
+	if c.Containerd != "" && !filepath.IsAbs(c.Containerd) {
+		return fmt.Errorf("containerd (--containerd) %q: want the absolute path of this host's containerd socket", c.Containerd)
 	}
 	return nil
 }

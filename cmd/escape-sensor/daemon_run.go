@@ -23,11 +23,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/plane/agentapi"
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/control"
 	"github.com/escape-mtd/escape/sensor/discovery"
-	"github.com/escape-mtd/escape/sensor/events"
-	"github.com/escape-mtd/escape/tools/lab"
 )
 
 func newRunCmd() *cobra.Command {
@@ -36,14 +35,21 @@ func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the per-host sensor daemon: in-kernel bags, JSON events, /metrics, control socket",
-		Long: `run loads the eBPF sensor, watches the containers that containerd reports
-(every lab host with --lab, or explicit --containerd host=socket endpoints),
-trains each container identity's profile for --learn-epochs epochs, and for
-at least --learn-for, then scores every epoch. Events are JSON lines (see docs/sensor.md).
+		Long: `run is the per-host daemon. It loads the eBPF sensor, watches the
+containers that this host's containerd (--containerd) reports, trains each
+container identity's profile for --learn-epochs epochs, and for at least
+--learn-for, then scores every epoch. Events are JSON lines (see
+docs/sensor.md).
 
-Settings come from the "sensor" section of --config (the file both daemons
-read; docs/operations.md), then from the flags given, which win. Each key
-is the flag's name with "_" for "-" (--learn-epochs is learn_epochs).`,
+With an "agent" section in --config it is also the host's node agent: it
+serves the plane over mutual TLS (gRPC) every host-local step of a
+checkpoint, rollback, restart, replication and migration, and streams its
+sensor's events to the plane over the same link (docs/architecture.md).
+
+Settings come from the "sensor" and "agent" sections of --config (the file
+every daemon reads; docs/operations.md), then from the flags given, which
+win. Each sensor key is the flag's name with "_" for "-" (--learn-epochs is
+learn_epochs).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := c.applyFile(cmd.Flags(), cfgPath); err != nil {
@@ -52,14 +58,17 @@ is the flag's name with "_" for "-" (--learn-epochs is learn_epochs).`,
 			if err := c.validate(); err != nil {
 				return err
 			}
+			ag, err := loadAgentConfig(cfgPath)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDaemon(ctx, c, cmd.OutOrStdout())
+			return runDaemon(ctx, c, ag, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML, section sensor)")
-	f.StringVar(&c.Plane, "plane", "", "control plane socket to report every scored epoch to (empty: detection only)")
 	f.IntVar(&c.Window, "window", bags.DefaultWindow, "window size W (1..16)")
 	f.IntVar(&c.Epoch, "epoch", bags.DefaultEpoch, "epoch length E in calls (W..4096)")
 	f.DurationVar(&c.Flush, "flush", 5*time.Second, "close an epoch this long after its first call (0: never)")
@@ -75,9 +84,8 @@ is the flag's name with "_" for "-" (--learn-epochs is learn_epochs).`,
 	f.IntVar(&c.EventsKeep, "events-keep", 5, "rotated event files kept")
 	f.StringVar(&c.Listen, "listen", "127.0.0.1:9464", "loopback address for /metrics and /healthz (empty: off)")
 	f.StringVar(&c.Control, "control", control.DefaultPath, "control socket for `top` (root only)")
-	f.StringVar(&c.Lab, "lab", "", "watch every host of the lab rooted here (e.g. /var/lib/escape-lab)")
 	f.StringVar(&c.Namespace, "namespace", "escape", "containerd namespace to watch")
-	f.StringSliceVar(&c.Containerd, "containerd", nil, "containerd endpoint host=/path/to.sock (repeatable)")
+	f.StringVar(&c.Containerd, "containerd", "/run/containerd/containerd.sock", "this host's containerd socket (empty: none)")
 	f.StringSliceVar(&c.Cgroups, "cgroup", nil, "also watch this cgroup2 directory (no containerd; repeatable)")
 	f.StringVar(&c.Host, "host", "", "sensor name in events (default: hostname)")
 	return cmd
@@ -89,7 +97,7 @@ func newLogger() (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (int, error) }) error {
+func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{ Write([]byte) (int, error) }) error {
 	log, err := newLogger()
 	if err != nil {
 		return fmt.Errorf("logger: %w", err)
@@ -126,18 +134,17 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 	mopts := []sensor.MonitorOption{sensor.WithHost(c.Host), sensor.WithLearnEpochs(c.LearnEpochs),
 		sensor.WithLearnFor(c.LearnFor), sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents),
 		sensor.WithProfileDir(c.Profiles), sensor.WithMonitorLogger(log)}
-	if c.Plane != "" {
-		// The plane answers at once and decides later, so a short timeout
-		// and patient retries: a restarting plane loses no verdicts.
-		rep, err := events.NewWebhookSink("http://escape-plane/v1/events", events.WithUnixSocket(c.Plane),
-			events.WithQueue(8192), events.WithRetry(10, 200*time.Millisecond, 5*time.Second), events.WithWebhookLogger(log))
-		if err != nil {
-			return fmt.Errorf("plane reporter: %w", err)
+	var outbox *agentapi.Outbox
+	if ag.enabled() {
+		// Every scored epoch goes to the plane over the agent's link: the
+		// outbox holds it until the plane acknowledges it. Closed after
+		// the monitor has stopped (deferred before it runs), so the last
+		// epochs are kept for the plane until the process ends.
+		if outbox, err = agentapi.NewOutbox(); err != nil {
+			return err
 		}
-		// Closed after the monitor has stopped (deferred before it runs),
-		// so the last epochs are delivered.
-		defer rep.Close()
-		mopts = append(mopts, sensor.WithReporter(rep))
+		defer outbox.Close()
+		mopts = append(mopts, sensor.WithReporter(outbox))
 	}
 	mon, err := sensor.NewMonitor(probe, sinks, mopts...)
 	if err != nil {
@@ -169,6 +176,13 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 		}
 		g.Go(func() error { return w.Run(gctx) })
 	}
+	if ag.enabled() {
+		serve, err := startAgent(ctx, c, ag, outbox, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return serve(gctx) })
+	}
 	for _, dir := range c.Cgroups {
 		id, err := sensor.CgroupID(dir)
 		if err != nil {
@@ -189,23 +203,12 @@ func runDaemon(ctx context.Context, c *runConfig, out interface{ Write([]byte) (
 	return g.Wait()
 }
 
-// endpointsOf lists the containerd daemons to follow.
-func endpointsOf(ctx context.Context, c *runConfig) ([]discovery.Endpoint, error) {
-	var eps []discovery.Endpoint
-	if c.Lab != "" {
-		inv, err := lab.LoadInventory(ctx, c.Lab)
-		if err != nil {
-			return nil, fmt.Errorf("--lab: %w", err)
-		}
-		for _, h := range inv.Hosts {
-			eps = append(eps, discovery.Endpoint{Host: h.Name, Address: h.Containerd, Namespace: inv.Namespace})
-		}
+// endpointsOf lists the containerd daemons to follow: this host's.
+func endpointsOf(_ context.Context, c *runConfig) ([]discovery.Endpoint, error) {
+	if c.Containerd == "" {
+		return nil, nil
 	}
-	for _, s := range c.Containerd {
-		h, a, _ := strings.Cut(s, "=")
-		eps = append(eps, discovery.Endpoint{Host: h, Address: a, Namespace: c.Namespace})
-	}
-	return eps, nil
+	return []discovery.Endpoint{{Host: c.Host, Address: c.Containerd, Namespace: c.Namespace}}, nil
 }
 
 func metricsServer(addr string, mon *sensor.Monitor, p *sensor.Probe, alive *atomic.Bool) (*http.Server, error) {

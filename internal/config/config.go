@@ -13,7 +13,7 @@ import (
 )
 
 // Sections are the top-level keys of the file, one per daemon.
-var Sections = []string{"sensor", "plane"}
+var Sections = []string{"sensor", "agent", "plane"}
 
 // MaxBytes bounds a configuration file.
 const MaxBytes = 1 << 20

@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
+	"github.com/escape-mtd/escape/internal/unixsock"
 	"github.com/escape-mtd/escape/sensor"
 )
 
@@ -49,24 +47,14 @@ type Server struct {
 	wg   sync.WaitGroup
 }
 
-// Listen creates the socket directory (0700) and socket (0600) at path.
+// Listen creates the control socket at path, root only (internal/unixsock:
+// a missing directory is made 0700, the socket is 0600, and anything at
+// path other than a dead socket is refused and left alone).
 func Listen(path string, src Source, host string, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("control socket dir: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("control socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("stale control socket: %w", err)
-	}
-	old := unix.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	unix.Umask(old)
+	ln, err := unixsock.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -98,8 +86,13 @@ func (s *Server) Serve(ctx context.Context) error {
 
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
+	// An idle client would otherwise hold Serve's return (it waits for
+	// every connection) until the read deadline.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	enc := json.NewEncoder(conn)
-	if uid, err := peerUID(conn); err != nil || uid != 0 {
+	if err := unixsock.RootOnly(conn); err != nil {
+		s.log.Warn("control connection refused", zap.Error(err))
 		_ = enc.Encode(Response{Time: time.Now(), Error: "permission denied: root only"})
 		return
 	}
@@ -136,28 +129,6 @@ func (s *Server) answer(line []byte) Response {
 		r.Error = fmt.Sprintf("bad request: unknown op %q (want rows or ping)", req.Op)
 	}
 	return r
-}
-
-func peerUID(conn net.Conn) (uint32, error) {
-	uc, ok := conn.(*net.UnixConn)
-	if !ok {
-		return 0, errors.New("not a unix socket")
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if cerr != nil {
-		return 0, cerr
-	}
-	return cred.Uid, nil
 }
 
 // Client talks to a daemon.

@@ -1,0 +1,87 @@
+package plane
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/escape-mtd/escape/internal/mtls"
+	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/plane/agentapi"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// hostSet is the plane's links to the hosts' agents.
+type hostSet struct {
+	m   map[string]migrate.Host
+	tls *mtls.Source
+}
+
+// Host implements migrate.Hosts.
+func (s *hostSet) Host(name string) (migrate.Host, bool) {
+	h, ok := s.m[name]
+	return h, ok
+}
+
+func (s *hostSet) close() error {
+	var errs []error
+	for _, h := range s.m {
+		errs = append(errs, h.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// hostDialer opens the link to one host's agent.
+type hostDialer struct {
+	dialer agentapi.Dialer
+	links  func(HostConfig) (migrate.Host, error)
+}
+
+// WithAgentDialer opens the connections to agents with d, over the plane's
+// own mutual TLS (tests reach the lab's fabric from its plane namespace).
+func WithAgentDialer(d agentapi.Dialer) Option { return func(p *Plane) { p.dial.dialer = d } }
+
+// WithHostLinks replaces the links to the agents (unit tests of the
+// plane's decisions against hosts in memory).
+func WithHostLinks(f func(HostConfig) (migrate.Host, error)) Option {
+	return func(p *Plane) { p.dial.links = f }
+}
+
+// connectHosts prepares a link to every configured host: mutual TLS with
+// the plane's certificate, expecting each agent's own identity.
+func (p *Plane) connectHosts() (*hostSet, error) {
+	s := &hostSet{m: map[string]migrate.Host{}}
+	if p.dial.links == nil {
+		src, err := mtls.NewSource(mtls.Files{CA: p.cfg.TLS.CA, Cert: p.cfg.TLS.Cert, Key: p.cfg.TLS.Key}, mtls.WithLogger(p.log.Named("tls")))
+		if err != nil {
+			return nil, fmt.Errorf("plane certificate: %w", err)
+		}
+		if id := src.Identity(); id.Role != mtls.RolePlane {
+			return nil, fmt.Errorf("plane certificate %s: names %s, want the plane role", p.cfg.TLS.Cert, id)
+		}
+		s.tls = src
+	}
+	for _, h := range p.cfg.Hosts {
+		var link migrate.Host
+		var err error
+		if p.dial.links != nil {
+			link, err = p.dial.links(h)
+		} else {
+			link, err = agentapi.NewClient(h.Name, h.Agent,
+				agentapi.WithClientCredentials(s.tls.ClientCredentials(mtls.Identity{Role: mtls.RoleAgent, Name: h.Name})),
+				agentapi.WithDialer(p.dial.dialer), agentapi.WithClientLogger(p.log.Named("agent").With(zap.String("host", h.Name))),
+				agentapi.WithDialOptions(grpc.WithChainUnaryInterceptor(mtls.UnaryClientInterceptor(s.tls)),
+					grpc.WithChainStreamInterceptor(mtls.StreamClientInterceptor(s.tls))))
+		}
+		if err != nil {
+			_ = s.close()
+			return nil, fmt.Errorf("host %s: %w", h.Name, err)
+		}
+		s.m[h.Name] = link
+	}
+	return s, nil
+}
+
+// TLS is the plane's certificate source (nil with WithHostLinks), for the
+// operator API's listener.
+func (p *Plane) TLS() *mtls.Source { return p.hosts.tls }
