@@ -206,11 +206,7 @@ func (g *globals) client() (*plane.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("operator certificate: %w", err)
 	}
-	cfg, err := src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: "plane"})
-	if err != nil {
-		return nil, err
-	}
-	return plane.NewTLSClient(g.server, cfg), nil
+	return plane.NewTLSClient(g.server, src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: "plane"})), nil
 }
 
 func statusCmd(g *globals) *cobra.Command {

@@ -71,7 +71,7 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runDaemon(ctx, c, io.Discard) }()
+	go func() { done <- runDaemon(ctx, c, defaultAgentConfig(), io.Discard) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -140,12 +140,11 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		func(c *runConfig) { c.Listen = "garbage" },
 		func(c *runConfig) { c.Threshold = 0 },
 		func(c *runConfig) { c.Events = nil },
-		func(c *runConfig) { c.Containerd = []string{"h1"} },
+		func(c *runConfig) { c.Containerd = "h1.sock" },
 		func(c *runConfig) { c.Window = 17 },
 		func(c *runConfig) { c.Epoch = 5 },
 		func(c *runConfig) { c.RingSize = 3 << 20 },
 		func(c *runConfig) { c.Flush = -time.Second },
-		func(c *runConfig) { c.Plane = "plane.sock" },
 	} {
 		c := base
 		mod(&c)
