@@ -96,7 +96,7 @@ func who(r *http.Request) (caller, error) {
 		return caller{}, fmt.Errorf("peer credentials unavailable: %w", err)
 	}
 	if cred.UID != 0 {
-		return caller{}, fmt.Errorf("uid=%d pid=%d: the local socket is root's (other operators use an operator certificate)", cred.UID, cred.PID)
+		return caller{actor: fmt.Sprintf("uid=%d pid=%d", cred.UID, cred.PID)}, fmt.Errorf("uid=%d pid=%d: the local socket is root's (other operators use an operator certificate)", cred.UID, cred.PID)
 	}
 	return caller{actor: fmt.Sprintf("root pid=%d", cred.PID), role: mtls.RoleOperator}, nil
 }

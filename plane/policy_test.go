@@ -14,12 +14,17 @@ func TestConfigParsesAndLayersPolicy(t *testing.T) {
 sensor: {window: 10}  # the other daemon's section is left alone
 plane:
  socket: /run/x/plane.sock
+ service_range: 198.18.1.0/24
+ service_prefix: 15
+ hosts:
+   - {name: h1, agent: "198.18.0.11:7443", labels: {datacenter: dc-a}}
+   - {name: h2, agent: "agent-2.example.net:7443"}
  defaults:
    checkpoint_interval: 10s
    rollback_limit: 2
  containers:
    - id: web
-     image: busybox
+     image: docker.io/library/busybox:1.36
      args: [/bin/httpd, -f]
      memory: 64MiB
      policy: {class: stateless, stateless_action: replicate}
@@ -33,6 +38,9 @@ plane:
 	}
 	if cfg.Socket != "/run/x/plane.sock" || cfg.State != DefaultConfig().State {
 		t.Fatalf("paths: %+v", cfg)
+	}
+	if len(cfg.Hosts) != 2 || cfg.Hosts[0].Labels["datacenter"] != "dc-a" || cfg.Hosts[1].Agent != "agent-2.example.net:7443" {
+		t.Fatalf("hosts: %+v", cfg.Hosts)
 	}
 	defaults := cfg.Defaults.Apply(DefaultPolicy())
 	web, err := ResolvePolicy(defaults, cfg.Containers[0].Policy, cfg.Containers[0].Labels)
@@ -69,7 +77,6 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 		{"defaults: {rollback_window: 100ms}\n", "rollback_window"},
 		{"state: relative/path.db\n", "state:"},
 		{"containers: [{id: Bad_ID, image: busybox, args: [x]}]\n", "id:"},
-		{"containers: [{id: a, image: busybox}]\n", "args: required"},
 		{"containers: [{id: a, image: busybox, args: [x], ip: 300.1.1.1}]\n", "ip:"},
 		{"containers: [{id: a, image: busybox, args: [x], memory: lots}]\n", "memory:"},
 		{"containers: [{id: a, image: busybox, args: [x], labels: {escape.mtd/retians: '3'}}]\n", "escape.mtd/retians"},
@@ -81,6 +88,14 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 		{"criu_network_lock: \"\"\n", "criu_network_lock"},
 		{"lazy_restore_from: sometimes\n", "lazy_restore_from"},
 		{"lazy_restore_from: 0MiB\n", "lazy_restore_from"},
+		{"tls: {ca: pki/ca.crt}\n", "tls.ca"},
+		{"api: everywhere\n", "api:"},
+		{"lease_ttl: 10ms\n", "lease_ttl"},
+		{"audit_keep: 0\n", "audit_keep"},
+		{"containers: [{id: a, image: /var/lib/rootfs, args: [x]}]\n", "image"},
+		{"containers: [{id: a, image: ../../etc, args: [x]}]\n", "image"},
+		{"containers: [{id: a, image: 'UPPER CASE', args: [x]}]\n", "image"},
+		{"containers: [{id: a, image: busybox, args: [x], host: h9}]\n", "not in hosts"},
 	} {
 		_, err := ParseConfig(strings.NewReader(inPlane(tc.yaml)))
 		if err == nil {
@@ -99,10 +114,20 @@ func TestConfigRejectsGarbageNamingTheKey(t *testing.T) {
 	if _, err := ParseConfig(strings.NewReader(strings.Repeat("#", maxConfigBytes+10))); err == nil {
 		t.Error("oversize config accepted")
 	}
-	// An empty file is the defaults.
-	cfg, err := ParseConfig(strings.NewReader(""))
-	if err != nil || cfg.Socket != DefaultConfig().Socket {
+	// An empty file has no hosts to protect anything on.
+	if _, err := ParseConfig(strings.NewReader("")); err == nil || !strings.Contains(err.Error(), "hosts: at least one host") {
 		t.Fatalf("empty config: %v", err)
+	}
+	for _, tc := range []struct{ hosts, want string }{
+		{"[{name: h1, agent: 198.18.0.11}]", "agent"},
+		{"[{name: H_1!, agent: '198.18.0.11:7443'}]", "name"},
+		{"[{name: h1, agent: '198.18.0.11:7443'}, {name: h1, agent: '198.18.0.12:7443'}]", "listed twice"},
+		{"[{name: h1, agent: '198.18.0.11:7443', addr: x}]", "addr"},
+	} {
+		doc := "plane:\n  service_range: 198.18.1.0/24\n  service_prefix: 15\n  hosts: " + tc.hosts + "\n"
+		if _, err := ParseConfig(strings.NewReader(doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("hosts %s: %v, want an error naming %q", tc.hosts, err, tc.want)
+		}
 	}
 }
 
@@ -132,6 +157,13 @@ func TestLazyRestoreFrom(t *testing.T) {
 func inPlane(body string) string {
 	var b strings.Builder
 	b.WriteString("plane:\n")
+	// Every valid file names its hosts and service range.
+	if !strings.Contains(body, "hosts:") {
+		b.WriteString("  hosts: [{name: h1, agent: '198.18.0.11:7443'}, {name: h2, agent: '198.18.0.12:7443'}]\n")
+	}
+	if !strings.Contains(body, "service_range:") {
+		b.WriteString("  service_range: 198.18.1.0/24\n  service_prefix: 15\n")
+	}
 	for _, l := range strings.SplitAfter(body, "\n") {
 		if l != "" {
 			b.WriteString("  " + l)

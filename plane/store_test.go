@@ -15,7 +15,7 @@ import (
 )
 
 func testSpec(id string) migrate.Spec {
-	return migrate.Spec{ID: id, RootFS: "/x", Args: []string{"/bin/sh"}, IP: netip.MustParsePrefix("198.18.1.20/15"), MAC: "02:e5:00:00:00:01"}
+	return migrate.Spec{ID: id, Image: "escape.local/busybox:latest", Args: []string{"/bin/sh"}, IP: netip.MustParsePrefix("198.18.1.20/15"), MAC: "02:e5:00:00:00:01"}
 }
 
 func TestStoreSurvivesReopenAndRejectsCorruption(t *testing.T) {
@@ -36,7 +36,7 @@ func TestStoreSurvivesReopenAndRejectsCorruption(t *testing.T) {
 		if err != nil || seq != uint64(i) {
 			t.Fatalf("seq %d, %v", seq, err)
 		}
-		if err := s.AddCheckpoint(CheckpointRecord{Container: "db", Seq: seq, Dir: "/d", SafeEpoch: uint64(10 * i)}); err != nil {
+		if err := s.AddCheckpoint(CheckpointRecord{Container: "db", Seq: seq, Image: migrate.CheckpointImage("db", seq, uint64(10*i)), Host: "h1", SafeEpoch: uint64(10 * i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
