@@ -25,9 +25,10 @@ deps:
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
-## generate: rebuild the BPF objects and Go bindings from bpf/*.c
+## generate: rebuild the BPF objects and Go bindings from bpf/*.c, and the agent API from its .proto
 generate: deps
-	$(GO) generate ./bpf/...
+	@command -v protoc >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends protobuf-compiler >/dev/null; }
+	$(GO) generate ./bpf/... ./plane/agentapi/agentpb/...
 
 ## test: unit tests plus the privileged integration tests (BPF, containerd, CRIU, netns), for real.
 ## Where the doctor says every mode can run, a skipped test fails the run.
