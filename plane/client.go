@@ -29,11 +29,23 @@ func NewClient(path string) *Client {
 	return &Client{hc: &http.Client{Transport: tr}, base: "http://plane", at: path}
 }
 
+// ClientOption configures NewTLSClient.
+type ClientOption func(*http.Transport)
+
+// WithDialer replaces the TCP dialer of a TLS client (a lab's client dials
+// from inside a network namespace).
+func WithDialer(dial func(ctx context.Context, network, address string) (net.Conn, error)) ClientOption {
+	return func(t *http.Transport) { t.DialContext = dial }
+}
+
 // NewTLSClient returns a client for the API at address (host:port) over
 // mutual TLS with cfg (mtls.Source.ClientConfig, expecting the plane's
 // identity).
-func NewTLSClient(address string, cfg *tls.Config) *Client {
+func NewTLSClient(address string, cfg *tls.Config, opts ...ClientOption) *Client {
 	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	for _, o := range opts {
+		o(tr)
+	}
 	return &Client{hc: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}, base: "https://" + address, at: address}

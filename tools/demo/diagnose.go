@@ -19,7 +19,12 @@ const (
 // so a failure in CI explains itself without the out/ directory.
 func (d *demo) diagnose(w io.Writer, err error) {
 	fmt.Fprintf(w, "\ndemo failed: %v\n", err)
-	for _, name := range []string{"audit.jsonl", "plane.log", "sensor.log", "client.jsonl", "client.log"} {
+	names := []string{"audit.jsonl", "plane.log"}
+	agents, _ := filepath.Glob(filepath.Join(d.out, "agent-*.log"))
+	for _, a := range agents {
+		names = append(names, filepath.Base(a))
+	}
+	for _, name := range append(names, "client.jsonl", "client.log") {
 		lines, rerr := tailLines(filepath.Join(d.out, name), diagnoseLines)
 		if rerr != nil || len(lines) == 0 {
 			continue
@@ -49,4 +54,23 @@ func tailLines(path string, n int) ([][]byte, error) {
 		lines = lines[len(lines)-n:]
 	}
 	return lines, nil
+}
+
+// collect copies what the lab's machines wrote (the plane's audit log,
+// every host's sensor events and agent log) into the demo's output, so
+// they outlive the lab.
+func (d *demo) collect() {
+	if d.inv == nil {
+		return
+	}
+	copyFile := func(from, to string) {
+		if b, err := os.ReadFile(from); err == nil {
+			_ = os.WriteFile(filepath.Join(d.out, to), b, 0o644)
+		}
+	}
+	copyFile(filepath.Join(d.inv.Plane.LogDir, "audit.jsonl"), "audit.jsonl")
+	for _, h := range d.inv.Hosts {
+		copyFile(filepath.Join(h.LogDir, "events.jsonl"), "events-"+h.Name+".jsonl")
+		copyFile(h.AgentLog, "agent-"+h.Name+".log")
+	}
 }

@@ -32,6 +32,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := d.run(ctx)
 	stop()
+	d.collect()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		// Before cleanup: the daemons' logs are complete and the failure
 		// sits next to the step that caused it.
@@ -56,9 +57,9 @@ type demo struct {
 	threshold         uint64
 	keepLab           bool
 
-	start   time.Time
-	sock    string
-	inv     *lab.Inventory
+	start    time.Time
+	inv      *lab.Inventory
+	operator *plane.Client
 	procs   []*exec.Cmd
 	stopBG  context.CancelFunc
 	summary []string
@@ -99,30 +100,35 @@ func (d *demo) run(ctx context.Context) error {
 	if err := os.MkdirAll(d.out, 0o755); err != nil {
 		return err
 	}
-	d.sock = "/run/escape-demo/plane.sock"
-
 	d.step("1/9 preflight: what this machine can run")
 	if err := d.cmd(ctx, "escape-sensor", "doctor", "--mode", "lab"); err != nil {
 		return fmt.Errorf("doctor: %w", err)
 	}
-	d.step("2/9 the lab: 3 test hosts, each a network namespace with its own containerd, on one L2 fabric")
-	if err := d.cmd(ctx, "escape-lab", "up", "--hosts", "3"); err != nil {
+	d.step("2/9 the lab: 3 hosts, each with its own network and mount namespaces, containerd and node agent (escape-sensor run), and a plane machine, on one L2 fabric")
+	settings, err := d.writeAgentSettings()
+	if err != nil {
+		return err
+	}
+	if err := d.cmd(ctx, "escape-lab", "up", "--hosts", "3", "--bin", d.bin, "--agent-settings", settings); err != nil {
 		return err
 	}
 	if d.inv, err = lab.LoadInventory(ctx, d.labRoot); err != nil {
+		return err
+	}
+	if d.operator, err = d.operatorClient(); err != nil {
 		return err
 	}
 	cfg, err := d.writeConfig()
 	if err != nil {
 		return err
 	}
-	d.step("3/9 the control plane protects a real redis (Debian's package) on h1 at " + serviceIP)
-	d.note("one configuration file for both daemons: %s", cfg)
-	if err := d.startPlane(ctx, cfg); err != nil {
+	d.step("3/9 the control plane, on its own machine, protects a real redis (Debian's package) on h1 at " + serviceIP)
+	d.note("the plane's configuration: %s (its /etc/escape/escape.yaml); it reaches the agents only over mutual TLS on the fabric", cfg)
+	if err := d.startPlane(ctx); err != nil {
 		return err
 	}
-	d.step("4/9 the eBPF sensor watches every lab host and reports each epoch to the plane")
-	if err := d.startSensor(ctx, cfg); err != nil {
+	d.step("4/9 each host's eBPF sensor watches its containers and sends every epoch to the plane over its agent's mTLS link")
+	if err := d.watchSensor(ctx); err != nil {
 		return err
 	}
 	d.step("5/9 a client holds one connection to redis from the client namespace; load trains the sensor")
@@ -136,8 +142,13 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.note("what an operator sees (escape-sensor top --once):")
-	if err := d.cmd(ctx, "escape-sensor", "top", "--once", "--socket", "/run/escape-demo/sensor.sock"); err != nil {
+	d.note("what an operator on %s sees (escape-sensor top --once):", host)
+	if err := d.inHost(ctx, host, filepath.Join(d.bin, "escape-sensor"), "top", "--once", "--socket", "/run/escape/sensor.sock"); err != nil {
+		return err
+	}
+	d.note("what an operator sees from elsewhere, over mTLS with an operator certificate (escape-plane --server %s status):", d.inv.Plane.API)
+	if err := d.inHost(ctx, "client", filepath.Join(d.bin, "escape-plane"), "--server", d.inv.Plane.API,
+		"--cert", d.inv.PKI.Operator.Cert, "--key", d.inv.PKI.Operator.Key, "--ca", d.inv.PKI.Operator.CA, "status"); err != nil {
 		return err
 	}
 	if d.soakFor > 0 {
@@ -185,38 +196,41 @@ func (d *demo) run(ctx context.Context) error {
 	return d.summarize()
 }
 
-func (d *demo) writeConfig() (string, error) {
-	path := filepath.Join(d.out, "escape.yaml")
-	cfg := fmt.Sprintf(`# ESCAPE's configuration: one file, a section per daemon (docs/operations.md).
-sensor:
-  lab: %[1]s
-  plane: %[2]s
-  events: ["file:%[3]s/events.jsonl"]
+// writeAgentSettings is what every host's sensor runs with in the demo,
+// merged by the lab over its agents' settings: epochs short enough to
+// watch, and the demo's learning and threshold.
+func (d *demo) writeAgentSettings() (string, error) {
+	path := filepath.Join(d.out, "agent-settings.yaml")
+	settings := fmt.Sprintf(`sensor:
   epoch_events: true
   flush: 2s
   learn_epochs: 150
-  learn_for: %[7]s
-  threshold: %[8]d
-  profiles: %[3]s/profiles
-  listen: 127.0.0.1:9464
-  control: /run/escape-demo/sensor.sock
-plane:
-  socket: %[2]s
-  listen: 127.0.0.1:9465
-  state: %[3]s/plane-state.db
-  audit: %[3]s/audit.jsonl
-  lab_root: %[1]s
-  defaults:
-    checkpoint_interval: 5s
-    clean_epochs: 3
-    rollback_limit: %[4]d
-    rollback_window: 10m
-  containers:
-    - id: %[5]s
-      image: redis
-      host: h1
-      ip: %[6]s
-      args: [/usr/bin/redis-server, --port, "6379", --protected-mode, "no", --save, "", --appendonly, "no"]
-`, d.labRoot, d.sock, d.out, d.limit, serviceID, serviceIP, d.learnFor, d.threshold)
-	return path, os.WriteFile(path, []byte(cfg), 0o600)
+  learn_for: %s
+  threshold: %d
+`, d.learnFor, d.threshold)
+	return path, os.WriteFile(path, []byte(settings), 0o600)
 }
+
+// writeConfig writes the plane's configuration into the plane machine's
+// /etc/escape/escape.yaml: the lab's hosts, and redis to protect. A copy
+// goes to the demo's output.
+func (d *demo) writeConfig() (string, error) {
+	cfg, err := d.inv.PlaneConfig()
+	if err != nil {
+		return "", err
+	}
+	cfg.Defaults = plane.PolicyOverrides{CheckpointInterval: ptr(plane.Duration(5 * time.Second)), CleanEpochs: ptr(3),
+		RollbackLimit: ptr(d.limit), RollbackWindow: ptr(plane.Duration(10 * time.Minute))}
+	cfg.Containers = []plane.ContainerConfig{{ID: serviceID, Image: lab.ImageRef("redis"), Host: "h1", IP: serviceIP,
+		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}}}
+	if err := lab.WritePlaneConfig(cfg, d.inv.Plane.Config); err != nil {
+		return "", err
+	}
+	data, err := lab.MarshalPlaneConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	return d.inv.Plane.Config, os.WriteFile(filepath.Join(d.out, "escape.yaml"), data, 0o644)
+}
+
+func ptr[T any](v T) *T { return &v }

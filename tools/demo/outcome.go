@@ -159,7 +159,7 @@ func (d *demo) summarize() error {
 		}
 		fmt.Fprintf(&b, "      survival at t=%-3v static %.3f, moving %.3f\n", t, ps, pm)
 	}
-	fmt.Fprintf(&b, "  - files: %s/{events.jsonl (sensor, SIEM schema), audit.jsonl (plane decisions), client.jsonl, *.log, escape.yaml}\n", d.out)
+	fmt.Fprintf(&b, "  - files: %s/{events-h*.jsonl (each host's sensor, SIEM schema), audit.jsonl (plane decisions), client.jsonl, plane.log, agent-h*.log, escape.yaml}\n", d.out)
 	fmt.Fprintf(&b, "  - figures: docs/figures/model (Figs 4-10), docs/figures/bosc; benchmarks: BENCHMARKS.md\n")
 	fmt.Printf("\n\033[1m%s == summary\033[0m\n%s", d.elapsed(), b.String())
 	return os.WriteFile(filepath.Join(d.out, "summary.txt"), []byte(b.String()), 0o644)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/escape-mtd/escape/tools/lab"
 )
 
 func (d *demo) elapsed() string { return fmt.Sprintf("[%6.1fs]", time.Since(d.start).Seconds()) }
@@ -31,19 +33,35 @@ func (d *demo) cmd(ctx context.Context, name string, args ...string) error {
 // background starts a long-running binary with its output in log. It is
 // stopped with SIGTERM by cleanup, so daemons shut down gracefully.
 func (d *demo) background(name, log string, args ...string) error {
+	return d.backgroundCmd(exec.Command(filepath.Join(d.bin, name), args...), log)
+}
+
+// backgroundCmd is background for a command already built (one that runs
+// inside a lab machine).
+func (d *demo) backgroundCmd(c *exec.Cmd, log string) error {
 	f, err := os.Create(filepath.Join(d.out, log))
 	if err != nil {
 		return err
 	}
-	c := exec.Command(filepath.Join(d.bin, name), args...)
 	c.Stdout, c.Stderr = f, f
 	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := c.Start(); err != nil {
 		f.Close()
-		return fmt.Errorf("start %s: %w", name, err)
+		return fmt.Errorf("start %s: %w", c.Path, err)
 	}
 	f.Close()
 	d.procs = append(d.procs, c)
+	return nil
+}
+
+// inHost runs a command in the foreground inside a lab machine (a host,
+// "plane" or "client").
+func (d *demo) inHost(ctx context.Context, where, name string, args ...string) error {
+	c := lab.Command(ctx, d.inv, where, name, args...)
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("%s on %s %v: %w", name, where, args, err)
+	}
 	return nil
 }
 
@@ -103,6 +121,7 @@ func (d *demo) cleanup() {
 			<-done
 		}
 	}
+	d.collect() // the daemons have stopped: their files are complete
 	if !d.keepLab {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -3,34 +3,63 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/escape-mtd/escape/internal/mtls"
 	"github.com/escape-mtd/escape/plane"
+	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/sensor/events"
 	"github.com/escape-mtd/escape/tools/probe"
 )
 
+// events are every host's sensor events (each agent writes its own
+// /var/log/escape/events.jsonl), in time order.
 func (d *demo) events() ([]events.Event, error) {
-	return readLines[events.Event](filepath.Join(d.out, "events.jsonl"))
+	var all []events.Event
+	for _, h := range d.inv.Hosts {
+		evs, err := readLines[events.Event](filepath.Join(h.LogDir, "events.jsonl"))
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, evs...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
+	return all, nil
 }
 
+// audit is the plane's audit log, in the plane machine's /var/log/escape.
 func (d *demo) audit() ([]plane.AuditEvent, error) {
-	return readLines[plane.AuditEvent](filepath.Join(d.out, "audit.jsonl"))
+	return readLines[plane.AuditEvent](filepath.Join(d.inv.Plane.LogDir, "audit.jsonl"))
 }
 
 func (d *demo) client() ([]probe.Event, error) {
 	return readLines[probe.Event](filepath.Join(d.out, "client.jsonl"))
 }
 
+// operatorClient is the demo's operator: the lab's operator certificate,
+// over mutual TLS, from the client namespace (the plane's API is on the
+// fabric only).
+func (d *demo) operatorClient() (*plane.Client, error) {
+	src, err := mtls.NewSource(d.inv.PKI.Operator)
+	if err != nil {
+		return nil, fmt.Errorf("operator certificate: %w", err)
+	}
+	dial := lab.NetnsDialer(d.inv.Client.Netns)
+	return plane.NewTLSClient(d.inv.Plane.API, src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: "plane"}),
+		plane.WithDialer(func(ctx context.Context, _, address string) (net.Conn, error) { return dial(ctx, address) })), nil
+}
+
 func (d *demo) status(ctx context.Context) (plane.ContainerStatus, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var st plane.Status
-	if err := plane.NewClient(d.sock).Do(cctx, "GET", "/v1/status", nil, &st); err != nil {
+	if err := d.operator.Do(cctx, "GET", "/v1/status", nil, &st); err != nil {
 		return plane.ContainerStatus{}, err
 	}
 	for _, c := range st.Containers {
@@ -41,8 +70,9 @@ func (d *demo) status(ctx context.Context) (plane.ContainerStatus, error) {
 	return plane.ContainerStatus{}, fmt.Errorf("the plane does not protect %s", serviceID)
 }
 
-func (d *demo) startPlane(ctx context.Context, cfg string) error {
-	if err := d.background("escape-plane", "plane.log", "serve", "--config", cfg); err != nil {
+func (d *demo) startPlane(ctx context.Context) error {
+	cmd := lab.Command(context.Background(), d.inv, "plane", filepath.Join(d.bin, "escape-plane"), "serve", "--config", lab.InsideConfig)
+	if err := d.backgroundCmd(cmd, "plane.log"); err != nil {
 		return err
 	}
 	err := d.waitFor(ctx, "the plane to deploy redis", 90*time.Second, func() (bool, error) {
@@ -55,14 +85,12 @@ func (d *demo) startPlane(ctx context.Context, cfg string) error {
 	c, _ := d.status(ctx)
 	d.note("redis runs on %s at %s; policy: rollback up to %d times in %v, then migrate", c.Host, c.IP,
 		c.Policy.RollbackLimit, c.Policy.RollbackWindow)
-	d.note("plane: JSON logs %s/plane.log, audit %s/audit.jsonl, metrics http://127.0.0.1:9465/metrics", d.out, d.out)
+	d.note("plane: JSON logs %s/plane.log, audit %s/audit.jsonl, API https://%s (mTLS)", d.out, d.inv.Plane.LogDir, d.inv.Plane.API)
 	return nil
 }
 
-func (d *demo) startSensor(ctx context.Context, cfg string) error {
-	if err := d.background("escape-sensor", "sensor.log", "run", "--config", cfg); err != nil {
-		return err
-	}
+// watchSensor waits for h1's sensor to watch redis.
+func (d *demo) watchSensor(ctx context.Context) error {
 	err := d.waitFor(ctx, "the sensor to watch redis", 60*time.Second, func() (bool, error) {
 		evs, err := d.events()
 		for _, e := range evs {
@@ -74,9 +102,10 @@ func (d *demo) startSensor(ctx context.Context, cfg string) error {
 		return false, err
 	})
 	if err != nil {
-		return fmt.Errorf("%w (see %s/sensor.log)", err, d.out)
+		return fmt.Errorf("%w (see each host's agent log in the lab)", err)
 	}
-	d.note("sensor: events %s/events.jsonl, metrics http://127.0.0.1:9464/metrics, live view: escape-sensor top --socket /run/escape-demo/sensor.sock", d.out)
+	h1, _ := d.inv.Host("h1")
+	d.note("sensor on h1: events %s/events.jsonl, agent log %s, live view: escape-lab exec h1 -- escape-sensor top", h1.LogDir, h1.AgentLog)
 	return nil
 }
 
@@ -169,11 +198,9 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 	if err != nil {
 		return plane.AuditEvent{}, err
 	}
-	var sock, home string
+	var home string
 	for _, h := range d.inv.Hosts {
-		if h.Name == c.Host {
-			sock = h.Containerd
-		} else if home == "" {
+		if h.Name != c.Host && home == "" {
 			home = h.IP.String()
 		}
 	}
@@ -183,7 +210,9 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 		return plane.AuditEvent{}, err
 	}
 	defer log.Close()
-	atk := exec.CommandContext(ctx, ctrPath(), "-a", sock, "-n", d.inv.Namespace, "task", "exec",
+	// The attacker's foothold, as an operator on the host would reach it:
+	// ctr against the host's own containerd, inside the host.
+	atk := lab.Command(ctx, d.inv, c.Host, ctrPath(), "-a", lab.InsideContainerd, "-n", d.inv.Namespace, "task", "exec",
 		"--exec-id", fmt.Sprintf("attack-%d", round), serviceID, "/bin/sh", "-c", payload(home))
 	atk.Stdout, atk.Stderr = log, log
 	if err := atk.Start(); err != nil {
