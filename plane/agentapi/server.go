@@ -466,7 +466,7 @@ func (s *Server) Fetch(ctx context.Context, r *agentpb.FetchRequest) (*agentpb.F
 	if err != nil {
 		return nil, err
 	}
-	return &agentpb.FetchReply{Bytes: res.Bytes, WireBytes: res.Wire, Files: int64(res.Files), TookNs: int64(res.Took)}, nil
+	return &agentpb.FetchReply{Did: res.Did, Bytes: res.Bytes, WireBytes: res.Wire, Files: int64(res.Files), TookNs: int64(res.Took)}, nil
 }
 
 // chunkSize is the payload of one Transfer message: large enough that the
