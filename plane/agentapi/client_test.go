@@ -62,7 +62,9 @@ func roundTripCases() []rtCase {
 				return c.Start(ctx, fullSpec, migrate.StartOptions{Address: true, Lease: fullLease})
 			}, []any{fullSpec, migrate.StartOptions{Address: true, Lease: fullLease}}, nil},
 		{"start without address", "Start", migrate.StepResult{Did: "already running"},
-			func(ctx context.Context, c *Client) (any, error) { return c.Start(ctx, minSpec, migrate.StartOptions{}) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.Start(ctx, minSpec, migrate.StartOptions{})
+			},
 			[]any{minSpec, migrate.StartOptions{}}, nil},
 		{"start min lease", "Start", migrate.StepResult{},
 			func(ctx context.Context, c *Client) (any, error) {
@@ -95,7 +97,9 @@ func roundTripCases() []rtCase {
 				return c.Stage(ctx, fullSpec, "m/1", migrate.StageOptions{Guards: migrate.GuardResets | migrate.GuardHold})
 			}, []any{fullSpec, migrate.ImageName("m/1"), migrate.StageOptions{Guards: migrate.GuardResets | migrate.GuardHold}}, nil},
 		{"stage zero", "Stage", migrate.StepResult{},
-			func(ctx context.Context, c *Client) (any, error) { return c.Stage(ctx, minSpec, "m/1", migrate.StageOptions{}) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.Stage(ctx, minSpec, "m/1", migrate.StageOptions{})
+			},
 			[]any{minSpec, migrate.ImageName("m/1"), migrate.StageOptions{}}, nil},
 		{"start staged", "StartStaged", migrate.RestoreResult{Did: "started", Lazy: true, Took: 3, CRIU: fullStats},
 			func(ctx context.Context, c *Client) (any, error) {
@@ -113,10 +117,14 @@ func roundTripCases() []rtCase {
 		{"drop image", "DropImage", migrate.StepResult{Did: "dropped"},
 			func(ctx context.Context, c *Client) (any, error) { return c.DropImage(ctx, "x/y") }, []any{migrate.ImageName("x/y")}, nil},
 		{"ensure image from registry", "EnsureImage", migrate.ImageResult{Did: "pulled", Bytes: 12345},
-			func(ctx context.Context, c *Client) (any, error) { return c.EnsureImage(ctx, "escape.local/redis:7", nil) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.EnsureImage(ctx, "escape.local/redis:7", nil)
+			},
 			[]any{"escape.local/redis:7", (*migrate.Peer)(nil)}, nil},
 		{"ensure image from peer", "EnsureImage", migrate.ImageResult{Did: "imported"},
-			func(ctx context.Context, c *Client) (any, error) { return c.EnsureImage(ctx, "busybox:latest", &peerH2) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.EnsureImage(ctx, "busybox:latest", &peerH2)
+			},
 			[]any{"busybox:latest", &peerH2}, nil},
 		{"offer checkpoint", "Offer", migrate.Ticket("t-123"),
 			func(ctx context.Context, c *Client) (any, error) {
@@ -163,7 +171,9 @@ func roundTripCases() []rtCase {
 				return c.Probe(ctx, netip.MustParseAddr("198.18.1.10"), "02:42:c6:12:01:0a", 300*time.Millisecond)
 			}, []any{netip.MustParseAddr("198.18.1.10"), "02:42:c6:12:01:0a", 300 * time.Millisecond}, nil},
 		{"probe zero", "Probe", migrate.ProbeResult{},
-			func(ctx context.Context, c *Client) (any, error) { return c.Probe(ctx, netip.MustParseAddr("10.0.0.2"), "", 0) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.Probe(ctx, netip.MustParseAddr("10.0.0.2"), "", 0)
+			},
 			[]any{netip.MustParseAddr("10.0.0.2"), "", time.Duration(0)}, nil},
 		{"start sentry", "StartSentry", migrate.SentryID("s-1"),
 			func(ctx context.Context, c *Client) (any, error) {
@@ -172,7 +182,9 @@ func roundTripCases() []rtCase {
 		{"stop sentry", "StopSentry", migrate.ProbeResult{Taken: true, By: "02:00:00:00:00:09"},
 			func(ctx context.Context, c *Client) (any, error) { return c.StopSentry(ctx, "s-1") }, []any{migrate.SentryID("s-1")}, nil},
 		{"set guards on", "SetGuards", migrate.StepResult{Did: "set"},
-			func(ctx context.Context, c *Client) (any, error) { return c.SetGuards(ctx, "c", migrate.GuardHold, true) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SetGuards(ctx, "c", migrate.GuardHold, true)
+			},
 			[]any{"c", migrate.GuardHold, true}, nil},
 		{"set guards none off", "SetGuards", migrate.StepResult{},
 			func(ctx context.Context, c *Client) (any, error) { return c.SetGuards(ctx, "c", 0, false) },
@@ -313,7 +325,10 @@ func TestInvalidArgument(t *testing.T) {
 		name string
 		call func(ctx context.Context) error
 	}{
-		{"status bad id", func(ctx context.Context) error { _, err := raw.Status(ctx, &agentpb.ContainerRef{Id: "../etc"}); return err }},
+		{"status bad id", func(ctx context.Context) error {
+			_, err := raw.Status(ctx, &agentpb.ContainerRef{Id: "../etc"})
+			return err
+		}},
 		{"status empty id", func(ctx context.Context) error { _, err := raw.Status(ctx, &agentpb.ContainerRef{}); return err }},
 		{"start no spec", func(ctx context.Context) error { _, err := raw.Start(ctx, &agentpb.StartRequest{}); return err }},
 		{"start bad spec", func(ctx context.Context) error {
@@ -354,7 +369,10 @@ func TestInvalidArgument(t *testing.T) {
 			_, err := raw.Offer(ctx, &agentpb.OfferRequest{Kind: "checkpoint", Name: "x"})
 			return err
 		}},
-		{"fetch no peer", func(ctx context.Context) error { _, err := raw.Fetch(ctx, &agentpb.FetchRequest{Image: "x"}); return err }},
+		{"fetch no peer", func(ctx context.Context) error {
+			_, err := raw.Fetch(ctx, &agentpb.FetchRequest{Image: "x"})
+			return err
+		}},
 		{"release ipv6", func(ctx context.Context) error {
 			_, err := raw.ReleaseAddress(ctx, &agentpb.AddressRequest{Id: "c", Ip: "fd00::1/64"})
 			return err

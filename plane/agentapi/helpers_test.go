@@ -590,4 +590,3 @@ func (f *fakeHost) ServeOffer(ctx context.Context, ticket migrate.Ticket, reques
 }
 
 var _ Local = (*fakeHost)(nil)
-

@@ -144,7 +144,13 @@ func (o *Outbox) batch(after uint64, max int) (out []queued, gap uint64, wake <-
 	if first > after+1 {
 		gap = first - after - 1
 	}
-	end := min(len(o.queue), i+max)
+	// A batch holds consecutive events only: an event dropped on arrival
+	// (too large) leaves a hole in the queue, which the next batch then
+	// reports as its gap.
+	end := i
+	for end < len(o.queue) && end-i < max && (end == i || o.queue[end].seq == o.queue[end-1].seq+1) {
+		end++
+	}
 	out = append(out, o.queue[i:end]...)
 	return out, gap, o.wake, o.closed
 }
