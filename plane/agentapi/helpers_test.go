@@ -332,6 +332,8 @@ type fakeHost struct {
 
 	offers map[migrate.Ticket]*fakeOffer
 	now    func() time.Time
+	// serving counts the ServeOffer calls under way.
+	serving atomic.Int64
 }
 
 // fakeOffer is what ServeOffer serves for a ticket. Its policy, close to
@@ -540,6 +542,8 @@ func (f *fakeHost) offer(ticket migrate.Ticket, o *fakeOffer) {
 
 func (f *fakeHost) ServeOffer(ctx context.Context, ticket migrate.Ticket, requester string, w io.Writer) error {
 	_, _ = f.record(ctx, "ServeOffer", ticket, requester)
+	f.serving.Add(1)
+	defer f.serving.Add(-1)
 	f.mu.Lock()
 	o, ok := f.offers[ticket]
 	switch {
