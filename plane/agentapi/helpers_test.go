@@ -352,6 +352,8 @@ type fakeOffer struct {
 	cut      func()
 	cutErr   error
 	attempts int
+	// reusable serves the offer any number of times (benchmarks).
+	reusable bool
 }
 
 func newFakeHost(name string) *fakeHost {
@@ -588,7 +590,7 @@ func (f *fakeHost) ServeOffer(ctx context.Context, ticket migrate.Ticket, reques
 		}
 	}
 	f.mu.Lock()
-	o.served = true
+	o.served = !o.reusable
 	f.mu.Unlock()
 	return nil
 }
