@@ -482,3 +482,41 @@ func TestUnreachable(t *testing.T) {
 		}
 	})
 }
+
+// Many goroutines share one Client: each gets the answer to its own call.
+func TestConcurrentCalls(t *testing.T) {
+	p := newPKI(t)
+	a := startAgent(t, p, idH1, agentOpts{})
+	c := dial(t, newSource(t, p.files(t, idPlane, nil)), a)
+	a.host.set("Status", func(args []any) any {
+		var pid uint32
+		fmt.Sscanf(args[0].(string), "c%d", &pid)
+		return migrate.ContainerStatus{Status: migrate.Running, PID: pid}
+	}, nil)
+	const workers, calls = 32, 25
+	errc := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range calls {
+				id := w*calls + i + 1
+				st, err := c.Status(context.Background(), fmt.Sprintf("c%d", id))
+				if err == nil && st.PID != uint32(id) {
+					err = fmt.Errorf("status of c%d answered pid %d", id, st.PID)
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := a.host.ncalls(); n != workers*calls {
+		t.Fatalf("backend saw %d calls, want %d", n, workers*calls)
+	}
+}

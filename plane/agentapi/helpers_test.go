@@ -394,6 +394,9 @@ func (f *fakeHost) record(ctx context.Context, method string, args ...any) (any,
 			return nil, ctx.Err()
 		}
 	}
+	if fn, ok := ret.(func(args []any) any); ok {
+		ret = fn(args)
+	}
 	return ret, err
 }
 
