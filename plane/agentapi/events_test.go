@@ -409,3 +409,37 @@ func TestServeStopsWithEventsSubscriber(t *testing.T) {
 		t.Fatal("the subscriber's stream did not end")
 	}
 }
+
+// Large events (each well within the outbox's bounds) still reach the
+// plane: a batch stays within what a gRPC message may carry.
+func TestEventsLargeBatches(t *testing.T) {
+	p := newPKI(t)
+	ob := newOutbox(t) // default bounds: 4096 events, 16 MiB
+	a := startAgent(t, p, idH1, agentOpts{outbox: ob})
+	const n = 300
+	emit(t, ob, 1, n, 40<<10) // 40 KiB each: 12 MiB in all
+	if held, _, dropped := ob.Stats(); held != n || dropped != 0 {
+		t.Fatalf("held %d, dropped %d", held, dropped)
+	}
+	con := &consumer{}
+	var cur Cursor
+	err := subscribe(t, dial(t, newSource(t, p.files(t, idPlane, nil)), a), &cur, con, func() bool {
+		k, _, _ := con.count()
+		return k == n
+	})
+	con.check(t)
+	if k, d, _ := con.count(); k != n || d != 0 {
+		t.Fatalf("%d of %d large events delivered, %d dropped; the stream ended with %v", k, n, d, err)
+	}
+}
+
+// However large the byte bound, one event never exceeds what a batch may
+// carry.
+func TestOutboxEventSizeCap(t *testing.T) {
+	ob := newOutbox(t, WithOutboxLimits(10, 1<<30))
+	emit(t, ob, 1, 1, maxBatchBytes) // over 1 MiB once encoded
+	emit(t, ob, 2, 1, maxBatchBytes-4096)
+	if held, _, dropped := ob.Stats(); held != 1 || dropped != 1 {
+		t.Fatalf("held %d, dropped %d: want the oversized one dropped, the other held", held, dropped)
+	}
+}
