@@ -276,3 +276,28 @@ func fileSerial(t testing.TB, f mtls.Files) string {
 	}
 	return certs[0].SerialNumber.Text(16)
 }
+
+// The plane's side of the same: an agent whose certificate expires while
+// the plane's connection to it is up is no longer trusted from the next
+// call on (mtls.UnaryClientInterceptor, on the plane's clock).
+func TestServerCertificateExpiresMidRun(t *testing.T) {
+	p := newPKI(t)
+	now := time.Now()
+	f := p.files(t, idH1, nil, mtls.WithValidity(now.Add(-time.Minute), now.Add(2*time.Second)))
+	a := startAgent(t, p, idH1, agentOpts{files: &f})
+	var skew atomic.Int64
+	plane := newSource(t, p.files(t, idPlane, nil), mtls.WithClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }))
+	c := dial(t, plane, a)
+	if _, err := c.Hello(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	skew.Store(int64(3 * time.Second))
+	_, err := c.Hello(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "Unauthenticated") || !strings.Contains(err.Error(), "no longer trusted") {
+		t.Fatalf("a call to an agent past its NotAfter: %v, want Unauthenticated", err)
+	}
+	if n := a.conns.n.Load(); n != 1 {
+		t.Fatalf("%d connections: the refusal must be on the kept-alive one", n)
+	}
+	plane.waitRefusal(t, "client", mtls.ReasonExpired)
+}
