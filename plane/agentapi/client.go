@@ -245,7 +245,7 @@ func (c *Client) Fetch(ctx context.Context, image migrate.ImageName, from migrat
 	if err != nil {
 		return migrate.TransferResult{}, c.err(fmt.Sprintf("fetch %s from %s", image, from.Name), err)
 	}
-	return migrate.TransferResult{Bytes: r.GetBytes(), Wire: r.GetWireBytes(), Files: int(r.GetFiles()), Took: time.Duration(r.GetTookNs())}, nil
+	return migrate.TransferResult{Did: r.GetDid(), Bytes: r.GetBytes(), Wire: r.GetWireBytes(), Files: int(r.GetFiles()), Took: time.Duration(r.GetTookNs())}, nil
 }
 
 func (c *Client) PrepareNetwork(ctx context.Context, s migrate.Spec, withAddress bool) (migrate.StepResult, error) {

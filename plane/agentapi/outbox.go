@@ -65,8 +65,9 @@ func NewOutbox(opts ...OutboxOption) (*Outbox, error) {
 	return o, nil
 }
 
-// Emit queues e. An event larger than a sixteenth of the byte bound is
-// counted as dropped rather than let it push out many others.
+// Emit queues e. An event larger than a sixteenth of the byte bound (or
+// than maxBatchBytes, what one batch to the plane may carry) is counted as
+// dropped rather than let it push out many others.
 func (o *Outbox) Emit(_ context.Context, e events.Event) error {
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -79,7 +80,7 @@ func (o *Outbox) Emit(_ context.Context, e events.Event) error {
 	}
 	seq := o.next
 	o.next++
-	if len(b) > o.maxBytes/16 {
+	if len(b) > min(o.maxBytes/16, maxBatchBytes) {
 		o.dropped++
 		return nil
 	}
@@ -128,6 +129,10 @@ func (o *Outbox) ack(seq uint64) {
 	o.queue = o.queue[n:]
 }
 
+// maxBatchBytes bounds the events of one batch. A single event is at most
+// a sixteenth of the outbox's byte bound (1 MiB by default).
+const maxBatchBytes = 1 << 20
+
 // batch returns up to max events after seq, how many were lost between
 // seq and the first of them, and a channel closed when more arrive.
 func (o *Outbox) batch(after uint64, max int) (out []queued, gap uint64, wake <-chan struct{}, closed bool) {
@@ -144,7 +149,19 @@ func (o *Outbox) batch(after uint64, max int) (out []queued, gap uint64, wake <-
 	if first > after+1 {
 		gap = first - after - 1
 	}
-	end := min(len(o.queue), i+max)
+	// A batch holds consecutive events only: an event dropped on arrival
+	// (too large) leaves a hole in the queue, which the next batch then
+	// reports as its gap.
+	// And it stays well within a gRPC message (4 MiB by default at the
+	// plane): at most maxBatchBytes of events, and at least one.
+	end, size := i, 0
+	for end < len(o.queue) && end-i < max && (end == i || o.queue[end].seq == o.queue[end-1].seq+1) {
+		size += len(o.queue[end].json)
+		if end > i && size > maxBatchBytes {
+			break
+		}
+		end++
+	}
 	out = append(out, o.queue[i:end]...)
 	return out, gap, o.wake, o.closed
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/escape-mtd/escape/migrate"
@@ -57,6 +58,11 @@ type Server struct {
 	extra  []grpc.ServerOption
 	log    *zap.Logger
 	grpc   *grpc.Server
+	// stopping is closed when Serve's context ends: the event streams,
+	// which never end by themselves, end then, so that the graceful stop
+	// waits only for steps under way.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // ServerOption tunes a Server.
@@ -89,7 +95,7 @@ const maxConnectionAge = 10 * time.Minute
 
 // NewServer returns a server for local.
 func NewServer(local Local, opts ...ServerOption) (*Server, error) {
-	s := &Server{local: local, log: zap.NewNop()}
+	s := &Server{local: local, log: zap.NewNop(), stopping: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -120,6 +126,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
+	s.stopOnce.Do(func() { close(s.stopping) })
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
 	select {
@@ -257,6 +264,9 @@ func (s *Server) Events(stream agentpb.Agent_EventsServer) error {
 			return err
 		case <-stream.Context().Done():
 			return stream.Context().Err()
+		case <-s.stopping:
+			// The plane subscribes again, to this agent once it is back.
+			return status.Error(codes.Unavailable, "events: the agent is shutting down")
 		}
 	}
 }
@@ -466,7 +476,7 @@ func (s *Server) Fetch(ctx context.Context, r *agentpb.FetchRequest) (*agentpb.F
 	if err != nil {
 		return nil, err
 	}
-	return &agentpb.FetchReply{Bytes: res.Bytes, WireBytes: res.Wire, Files: int64(res.Files), TookNs: int64(res.Took)}, nil
+	return &agentpb.FetchReply{Did: res.Did, Bytes: res.Bytes, WireBytes: res.Wire, Files: int64(res.Files), TookNs: int64(res.Took)}, nil
 }
 
 // chunkSize is the payload of one Transfer message: large enough that the

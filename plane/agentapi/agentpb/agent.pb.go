@@ -1786,6 +1786,7 @@ type FetchReply struct {
 	WireBytes     int64                  `protobuf:"varint,2,opt,name=wire_bytes,json=wireBytes,proto3" json:"wire_bytes,omitempty"`
 	Files         int64                  `protobuf:"varint,3,opt,name=files,proto3" json:"files,omitempty"`
 	TookNs        int64                  `protobuf:"varint,4,opt,name=took_ns,json=tookNs,proto3" json:"took_ns,omitempty"`
+	Did           string                 `protobuf:"bytes,5,opt,name=did,proto3" json:"did,omitempty"` // "fetched", or "exists" when the host had it whole
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1846,6 +1847,13 @@ func (x *FetchReply) GetTookNs() int64 {
 		return x.TookNs
 	}
 	return 0
+}
+
+func (x *FetchReply) GetDid() string {
+	if x != nil {
+		return x.Did
+	}
+	return ""
 }
 
 type TransferRequest struct {
@@ -2724,14 +2732,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\"O\n" +
 	"\fFetchRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12)\n" +
-	"\x04from\x18\x02 \x01(\v2\x15.escape.agent.v1.PeerR\x04from\"p\n" +
+	"\x04from\x18\x02 \x01(\v2\x15.escape.agent.v1.PeerR\x04from\"\x82\x01\n" +
 	"\n" +
 	"FetchReply\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x1d\n" +
 	"\n" +
 	"wire_bytes\x18\x02 \x01(\x03R\twireBytes\x12\x14\n" +
 	"\x05files\x18\x03 \x01(\x03R\x05files\x12\x17\n" +
-	"\atook_ns\x18\x04 \x01(\x03R\x06tookNs\")\n" +
+	"\atook_ns\x18\x04 \x01(\x03R\x06tookNs\x12\x10\n" +
+	"\x03did\x18\x05 \x01(\tR\x03did\")\n" +
 	"\x0fTransferRequest\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\"\x1b\n" +
 	"\x05Chunk\x12\x12\n" +
