@@ -16,10 +16,12 @@ import (
 
 const exampleConfig = "escape.yaml"
 
-// The plane section of the example is exactly the built-in defaults: the
-// file documents them, so it must not drift from plane.DefaultConfig and
-// plane.DefaultPolicy.
-func TestDeployExampleConfigPlaneIsTheDefaults(t *testing.T) {
+// The plane section of the example is a three-host install that the
+// plane's own loader (plane.ParseConfig, which validates) accepts: its
+// inventory, its certificates and its API are what docs/operations.md
+// describes, the policy is the built-in one, and what it does not set is
+// plane.DefaultConfig()'s.
+func TestDeployExampleConfigPlane(t *testing.T) {
 	f, err := os.Open(exampleConfig)
 	if err != nil {
 		t.Fatal(err)
@@ -28,6 +30,36 @@ func TestDeployExampleConfigPlaneIsTheDefaults(t *testing.T) {
 	cfg, err := plane.ParseConfig(f)
 	if err != nil {
 		t.Fatalf("plane.ParseConfig(%s): %v", exampleConfig, err)
+	}
+	want := []plane.HostConfig{
+		{Name: "h1", Agent: "198.51.100.11:7443"},
+		{Name: "h2", Agent: "198.51.100.12:7443"},
+		{Name: "h3", Agent: "198.51.100.13:7443"},
+	}
+	if len(cfg.Hosts) != len(want) {
+		t.Fatalf("%d hosts, want h1, h2, h3", len(cfg.Hosts))
+	}
+	for i, h := range cfg.Hosts {
+		if h.Name != want[i].Name || h.Agent != want[i].Agent {
+			t.Errorf("hosts[%d] = %s at %s, want %s at %s", i, h.Name, h.Agent, want[i].Name, want[i].Agent)
+		}
+		for _, k := range []string{"datacenter", "network", "kernel", "runtime", "config"} {
+			if h.Labels[k] == "" {
+				t.Errorf("hosts[%d] (%s): label %s missing (the destination model uses it)", i, h.Name, k)
+			}
+		}
+	}
+	if cfg.API != "198.51.100.10:7444" {
+		t.Errorf("api %q, want the plane host's 198.51.100.10:7444", cfg.API)
+	}
+	if cfg.ServiceRange != "198.51.100.128/25" || cfg.ServicePrefix != 24 {
+		t.Errorf("service range %s /%d, want 198.51.100.128/25 on a /24", cfg.ServiceRange, cfg.ServicePrefix)
+	}
+	def := plane.DefaultConfig()
+	// The plane's certificate is where `escape-plane certs issue --role
+	// plane --name plane --out-dir /etc/escape/pki` writes it.
+	if cfg.TLS != def.TLS || cfg.TLS.Cert != "/etc/escape/pki/plane.crt" {
+		t.Errorf("tls %+v, want the defaults %+v", cfg.TLS, def.TLS)
 	}
 	if got, want := cfg.Defaults.Apply(plane.DefaultPolicy()), plane.DefaultPolicy(); got != want {
 		t.Errorf("plane.defaults resolve to %+v, want the built-in policy %+v", got, want)
@@ -39,10 +71,35 @@ func TestDeployExampleConfigPlaneIsTheDefaults(t *testing.T) {
 			t.Errorf("plane.defaults.%s is missing", yamlKey(ov.Type().Field(i)))
 		}
 	}
+	// Everything else is at its default: the file documents them.
 	cfg.Defaults = plane.PolicyOverrides{}
-	def := plane.DefaultConfig()
+	cfg.Hosts, cfg.API, cfg.ServiceRange = nil, "", ""
+	def.ServicePrefix = cfg.ServicePrefix
 	if !equalLoose(cfg, def) {
-		t.Errorf("plane section differs from plane.DefaultConfig():\n got %+v\nwant %+v", cfg, def)
+		t.Errorf("plane section differs from plane.DefaultConfig() beyond hosts, api and the service range:\n got %+v\nwant %+v", cfg, def)
+	}
+}
+
+// The file is one the plane refuses when an agent address or the service
+// range is broken: the loader really checks what the test above relies on.
+func TestDeployExampleConfigPlaneRefusesBrokenCopies(t *testing.T) {
+	data, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ from, to, want string }{
+		{"agent: 198.51.100.12:7443", "agent: 198.51.100.12", "hosts[1] (h2): agent"},
+		{"service_range: 198.51.100.128/25", "service_range: \"\"", "service_range"},
+		{"- name: h3", "- name: h1", `host "h1" listed twice`},
+		{"api: 198.51.100.10:7444", "api: p1", "api:"},
+	} {
+		broken := strings.Replace(string(data), tc.from, tc.to, 1)
+		if broken == string(data) {
+			t.Fatalf("%s no longer contains %q: update this test", exampleConfig, tc.from)
+		}
+		if _, err := plane.ParseConfig(strings.NewReader(broken)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q -> %q: err %v, want one containing %q", tc.from, tc.to, err, tc.want)
+		}
 	}
 }
 
@@ -69,7 +126,12 @@ func TestDeployExampleConfigPlaneListsEveryKey(t *testing.T) {
 	if len(entry) == 0 {
 		t.Fatalf("%s: no example container entry (#| lines)", exampleConfig)
 	}
-	doc := "plane:\n  containers:\n" + strings.Join(entry, "\n") + "\n"
+	// In place of "containers: []", with the rest of the file (its hosts
+	// and service range) around it.
+	doc := strings.Replace(string(data), "\n  containers: []\n", "\n  containers:\n"+strings.Join(entry, "\n")+"\n", 1)
+	if doc == string(data) {
+		t.Fatalf("%s: no \"  containers: []\" line to put the example entry in", exampleConfig)
+	}
 	cfg, err := plane.ParseConfig(strings.NewReader(doc))
 	if err != nil {
 		t.Fatalf("the example container entry does not parse: %v\n%s", err, doc)
@@ -85,7 +147,7 @@ func TestDeployExampleConfigPlaneListsEveryKey(t *testing.T) {
 	}
 }
 
-// The example is one document with exactly the two sections.
+// The example is one document with exactly the three sections.
 func TestDeployExampleConfigSections(t *testing.T) {
 	data, err := os.ReadFile(exampleConfig)
 	if err != nil {
@@ -100,8 +162,8 @@ func TestDeployExampleConfigSections(t *testing.T) {
 		got = append(got, k)
 	}
 	sort.Strings(got)
-	if !slices.Equal(got, []string{"plane", "sensor"}) {
-		t.Fatalf("top-level keys %v, want [plane sensor]", got)
+	if !slices.Equal(got, []string{"agent", "plane", "sensor"}) {
+		t.Fatalf("top-level keys %v, want [agent plane sensor]", got)
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -69,7 +71,37 @@ func loadAgentConfig(path string) (agentConfig, error) {
 	if err := config.Load(path, "agent", &a); err != nil {
 		return a, err
 	}
+	listen, err := expandListen(a.Listen, os.LookupEnv)
+	if err != nil {
+		return a, err
+	}
+	a.Listen = listen
 	return a, a.validate()
+}
+
+// expandListen expands $VAR and ${VAR} in the agent's listen address from
+// the environment, and only there: in Kubernetes the node's address is
+// known to the pod only as an environment variable (HOST_IP from the
+// downward API's status.hostIP), and one ConfigMap serves every node. A
+// variable that is unset or empty is an error naming it, never an empty
+// host that would listen on every address.
+func expandListen(listen string, lookup func(string) (string, bool)) (string, error) {
+	if !strings.Contains(listen, "$") {
+		return listen, nil
+	}
+	var missing []string
+	out := os.Expand(listen, func(name string) string {
+		v, ok := lookup(name)
+		if !ok || v == "" {
+			missing = append(missing, name)
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("agent: listen: %q: environment variable %s is not set (in Kubernetes, set it from the downward API, e.g. HOST_IP from status.hostIP)",
+			listen, strings.Join(missing, ", "))
+	}
+	return out, nil
 }
 
 func (a agentConfig) validate() error {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/escape-mtd/escape/internal/mtls"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -159,6 +160,56 @@ func TestDeployExampleConfigSensorListsEveryKey(t *testing.T) {
 	}
 }
 
+// The example's agent section loads through the agent's own loader: h1's
+// agent, with the certificate paths `escape-plane certs` output is
+// installed under, and every key written out.
+func TestDeployExampleConfigAgent(t *testing.T) {
+	a, err := loadAgentConfig(exampleConfig)
+	if err != nil {
+		t.Fatalf("%s: %v", exampleConfig, err)
+	}
+	if !a.enabled() || a.Listen != "198.51.100.11:7443" {
+		t.Errorf("agent listen %q, want h1's 198.51.100.11:7443", a.Listen)
+	}
+	def := defaultAgentConfig()
+	if a.TLS != def.TLS || a.Bridge != def.Bridge || a.CgroupParent != def.CgroupParent || a.State != def.State {
+		t.Errorf("agent %+v: tls, bridge, cgroup_parent and state should be the defaults %+v", a, def)
+	}
+	if a.CRIU != "/opt/escape/bin/criu" || a.Shared != "" || a.Netns != "" || a.RuncRoot != "" {
+		t.Errorf("agent criu %q shared %q netns %q runc_root %q", a.CRIU, a.Shared, a.Netns, a.RuncRoot)
+	}
+	data, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Agent map[string]any `yaml:"agent"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	typ := reflect.TypeOf(agentConfig{})
+	for i := range typ.NumField() {
+		k := yamlKey(typ.Field(i))
+		v, ok := doc.Agent[k]
+		if !ok {
+			t.Errorf("%s: agent.%s is not documented", exampleConfig, k)
+			continue
+		}
+		if ft := typ.Field(i).Type; ft.Kind() == reflect.Struct {
+			sub, _ := v.(map[string]any)
+			for j := range ft.NumField() {
+				if _, ok := sub[yamlKey(ft.Field(j))]; !ok {
+					t.Errorf("%s: agent.%s.%s is not documented", exampleConfig, k, yamlKey(ft.Field(j)))
+				}
+			}
+		}
+	}
+	if len(doc.Agent) != typ.NumField() {
+		t.Errorf("%s: %d agent keys, agentConfig has %d", exampleConfig, len(doc.Agent), typ.NumField())
+	}
+}
+
 // The systemd unit's command line is one the sensor accepts, and with the
 // example installed at its --config path the daemon's loader passes.
 func TestDeploySystemdSensorCommandLine(t *testing.T) {
@@ -229,6 +280,13 @@ func TestDeployKubernetesSensorArgsAndConfigMap(t *testing.T) {
 	for _, a := range ctr.Args[1:] {
 		args = append(args, strings.ReplaceAll(a, "$(NODE_NAME)", "node-a"))
 	}
+	hostIP := false
+	for _, e := range ctr.Env {
+		hostIP = hostIP || (e.Name == "HOST_IP" && e.ValueFrom.FieldRef.FieldPath == "status.hostIP")
+	}
+	if !hostIP {
+		t.Fatal("no HOST_IP from status.hostIP for agent.listen's ${HOST_IP}")
+	}
 	var data struct {
 		Data map[string]string `yaml:"data"`
 	}
@@ -243,11 +301,27 @@ func TestDeployKubernetesSensorArgsAndConfigMap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the DaemonSet's args %q over the ConfigMap: %v", args, err)
 	}
-	if got.Host != "node-a" || !slices.Equal(got.Containerd, []string{"node-a=/run/containerd/containerd.sock"}) {
+	if got.Host != "node-a" || got.Containerd != "/run/containerd/containerd.sock" {
 		t.Errorf("host %q containerd %q: want the node's name and its containerd", got.Host, got.Containerd)
 	}
-	if got.Plane != "/run/escape-plane/plane.sock" || got.Listen != "127.0.0.1:9464" || got.Namespace != "escape" {
-		t.Errorf("plane %q listen %q namespace %q", got.Plane, got.Listen, got.Namespace)
+	if got.Listen != "127.0.0.1:9464" || got.Namespace != "escape" {
+		t.Errorf("listen %q namespace %q", got.Listen, got.Namespace)
+	}
+	// The agent, with the node's address in HOST_IP as the kubelet sets it.
+	t.Setenv("HOST_IP", "203.0.113.7")
+	ag, err := loadAgentConfig(file)
+	if err != nil {
+		t.Fatalf("the ConfigMap's agent section: %v", err)
+	}
+	if !ag.enabled() || ag.Listen != "203.0.113.7:7443" {
+		t.Errorf("agent listen %q, want the node's address 203.0.113.7:7443", ag.Listen)
+	}
+	if want := mtls.SecretFiles("/etc/escape-tls"); (mtls.Files{CA: ag.TLS.CA, Cert: ag.TLS.Cert, Key: ag.TLS.Key}) != want {
+		t.Errorf("agent tls %+v, want the Secret layout %+v", ag.TLS, want)
+	}
+	t.Setenv("HOST_IP", "")
+	if _, err := loadAgentConfig(file); err == nil || !strings.Contains(err.Error(), "HOST_IP") {
+		t.Errorf("without HOST_IP: err %v, want one naming HOST_IP", err)
 	}
 	if p, _ := func() (string, error) {
 		cmd := newRunCmd()

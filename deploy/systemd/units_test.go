@@ -63,7 +63,10 @@ func parseUnit(data []byte) (unit, error) {
 		}
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if v == "" {
-			delete(u[section], k) // an empty assignment resets a list
+			// An empty assignment resets a list; it stays present, empty,
+			// because for some keys (CapabilityBoundingSet=) that is the
+			// setting.
+			u[section][k] = []string{}
 			continue
 		}
 		u[section][k] = append(u[section][k], v)
@@ -100,10 +103,11 @@ var knownKeys = map[string][]string{
 	"Service": {"Type", "ExecStart", "Restart", "RestartSec", "KillSignal", "KillMode", "TimeoutStopSec",
 		"StateDirectory", "StateDirectoryMode", "RuntimeDirectory", "RuntimeDirectoryMode", "RuntimeDirectoryPreserve",
 		"ConfigurationDirectory", "LimitMEMLOCK", "LimitNOFILE", "OOMScoreAdjust", "UMask",
-		"ProtectHome", "PrivateTmp", "ProtectSystem", "ProtectClock", "ProtectKernelModules", "ProtectKernelTunables",
-		"ProtectKernelLogs", "ProtectControlGroups", "ProtectHostname", "NoNewPrivileges", "RestrictSUIDSGID",
+		"ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectSystem", "ProtectClock", "ProtectKernelModules", "ProtectKernelTunables",
+		"ProtectKernelLogs", "ProtectControlGroups", "ProtectHostname", "ProtectProc", "NoNewPrivileges", "RestrictSUIDSGID",
 		"RestrictNamespaces", "MemoryDenyWriteExecute", "RestrictRealtime", "LockPersonality",
-		"SystemCallArchitectures", "RestrictAddressFamilies"},
+		"SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber", "RestrictAddressFamilies",
+		"CapabilityBoundingSet"},
 	"Install": {"WantedBy"},
 }
 
@@ -147,25 +151,45 @@ type want struct {
 	binary, command string
 	minStop         time.Duration // TimeoutStopSec at least
 	after, wants    []string
-	stateDir        string // StateDirectory
-	runtimeDir      string // RuntimeDirectory: the socket's directory below /run
-	hardening       []string
-	noMountNS       bool
+	stateDirs       []string // StateDirectory
+	runtimeDir      string   // RuntimeDirectory: the socket's directory below /run
+	hardening       map[string]string
+	noMountNS       bool     // the agent's netns and CRIU mounts must reach the host
+	families        []string // RestrictAddressFamilies, exactly
+	noCaps          bool     // CapabilityBoundingSet= (empty)
+	mustNot         []string // keys that would break the daemon
 }
 
 func sensorWant() want {
 	return want{binary: "/usr/local/bin/escape-sensor", command: "run", minStop: 30 * time.Second,
-		after: []string{"containerd.service"}, wants: []string{"containerd.service"},
-		stateDir: "escape-sensor", runtimeDir: strings.TrimPrefix(filepath.Dir(control.DefaultPath), "/run/"),
-		hardening: []string{"ProtectHome", "PrivateTmp", "ProtectClock", "NoNewPrivileges"}}
+		after: []string{"containerd.service", "network-online.target"}, wants: []string{"containerd.service", "network-online.target"},
+		stateDirs:  []string{"escape-sensor", strings.TrimPrefix(agentStateDefault, "/var/lib/")},
+		runtimeDir: strings.TrimPrefix(filepath.Dir(control.DefaultPath), "/run/"),
+		hardening:  map[string]string{"NoNewPrivileges": "yes", "LockPersonality": "yes", "RestrictRealtime": "yes"},
+		noMountNS:  true,
+		// netlink: netns, addresses, nftables; packet: gratuitous ARP.
+		families: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"},
+		// The agent creates network namespaces; a seccomp filter would be
+		// inherited by CRIU; the agent writes setuid files of containers.
+		mustNot: []string{"RestrictNamespaces", "SystemCallFilter", "MemoryDenyWriteExecute", "RestrictSUIDSGID", "CapabilityBoundingSet"}}
 }
+
+// agentStateDefault is the agent's default state directory
+// (cmd/escape-sensor/agent.go, defaultAgentConfig; package main cannot be
+// imported, and deploy/escape.yaml, tested against it, says the same).
+const agentStateDefault = "/var/lib/escape-agent"
 
 func planeWant() want {
 	// The plane waits up to 10 minutes for an action under way on SIGTERM.
 	return want{binary: "/usr/local/bin/escape-plane", command: "serve", minStop: 11 * time.Minute,
 		after: []string{"network-online.target"}, wants: []string{"network-online.target"},
-		stateDir: "escape-plane", runtimeDir: strings.TrimPrefix(filepath.Dir(plane.DefaultConfig().Socket), "/run/"),
-		hardening: []string{"NoNewPrivileges"}, noMountNS: true}
+		stateDirs: []string{"escape-plane"}, runtimeDir: strings.TrimPrefix(filepath.Dir(plane.DefaultConfig().Socket), "/run/"),
+		hardening: map[string]string{"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+			"PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
+			"ProtectControlGroups": "yes", "RestrictNamespaces": "yes", "MemoryDenyWriteExecute": "yes",
+			"SystemCallFilter": "@system-service", "UMask": "0077"},
+		// The plane holds no host path and moves no address.
+		families: []string{"AF_UNIX", "AF_INET", "AF_INET6"}, noCaps: true}
 }
 
 // check returns every way u falls short of w.
@@ -217,8 +241,8 @@ func check(u unit, w want) []error {
 			bad("[Unit] Wants= lacks %s", a)
 		}
 	}
-	if s := u.get("Service", "StateDirectory"); s != w.stateDir {
-		bad("[Service] StateDirectory=%s, want %s", s, w.stateDir)
+	if s := u.words("Service", "StateDirectory"); !slices.Equal(s, w.stateDirs) {
+		bad("[Service] StateDirectory=%s, want %s", strings.Join(s, " "), strings.Join(w.stateDirs, " "))
 	}
 	if r := u.get("Service", "RuntimeDirectory"); r != w.runtimeDir {
 		bad("[Service] RuntimeDirectory=%s, want %s (the directory of the daemon's default socket)", r, w.runtimeDir)
@@ -226,15 +250,30 @@ func check(u unit, w want) []error {
 	if c := u.get("Service", "ConfigurationDirectory"); c != "escape" {
 		bad("[Service] ConfigurationDirectory=%s, want escape (/etc/escape)", c)
 	}
-	for _, h := range w.hardening {
-		if u.get("Service", h) != "yes" {
-			bad("[Service] %s=yes missing", h)
+	for h, v := range w.hardening {
+		if got := u.get("Service", h); got != v {
+			bad("[Service] %s=%s, want %s", h, got, v)
+		}
+	}
+	if w.families != nil {
+		if got := u.words("Service", "RestrictAddressFamilies"); !slices.Equal(got, w.families) {
+			bad("[Service] RestrictAddressFamilies=%s, want %s", strings.Join(got, " "), strings.Join(w.families, " "))
+		}
+	}
+	if w.noCaps {
+		if vs, ok := u["Service"]["CapabilityBoundingSet"]; !ok || len(vs) != 0 {
+			bad("[Service] CapabilityBoundingSet=%s, want it empty (no capability)", strings.Join(vs, " "))
+		}
+	}
+	for _, k := range w.mustNot {
+		if _, ok := u["Service"][k]; ok {
+			bad("[Service] %s is set: it would break the agent (see the unit's comments)", k)
 		}
 	}
 	if w.noMountNS {
 		for _, k := range mountNamespaceKeys {
 			if v := u.get("Service", k); v != "" && v != "no" && v != "false" {
-				bad("[Service] %s=%s gives the service its own mount namespace: the netns mounts it creates would not reach containerd", k, v)
+				bad("[Service] %s=%s gives the service its own mount namespace: the netns and CRIU mounts the agent makes would not reach containerd", k, v)
 			}
 		}
 	}
@@ -278,8 +317,14 @@ func TestSystemdUnitChecksRejectBrokenUnits(t *testing.T) {
 		{"restart always", "escape-sensor.service", "Restart=on-failure", "Restart=always", "Restart=always, want on-failure"},
 		{"notify without sd_notify", "escape-plane.service", "Type=simple", "Type=notify", "Type=notify"},
 		{"SIGKILL", "escape-plane.service", "KillSignal=SIGTERM", "KillSignal=SIGKILL", "KillSignal=SIGKILL"},
-		{"private /tmp on the plane", "escape-plane.service", "NoNewPrivileges=yes", "NoNewPrivileges=yes\nPrivateTmp=yes", "PrivateTmp=yes gives the service its own mount namespace"},
-		{"typo", "escape-sensor.service", "ProtectHome=yes", "ProtectHome=yes\nProtectHomes=yes", "ProtectHomes: not a directive"},
+		{"private /tmp on the agent", "escape-sensor.service", "NoNewPrivileges=yes", "NoNewPrivileges=yes\nPrivateTmp=yes", "PrivateTmp=yes gives the service its own mount namespace"},
+		{"agent without packet sockets", "escape-sensor.service", " AF_NETLINK AF_PACKET", " AF_NETLINK", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK, want"},
+		{"agent under a namespace ban", "escape-sensor.service", "NoNewPrivileges=yes", "NoNewPrivileges=yes\nRestrictNamespaces=yes", "RestrictNamespaces is set"},
+		{"plane with capabilities", "escape-plane.service", "CapabilityBoundingSet=\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_NET_ADMIN, want it empty"},
+		{"plane with netlink", "escape-plane.service", "AF_INET AF_INET6\n", "AF_INET AF_INET6 AF_NETLINK\n", "RestrictAddressFamilies="},
+		{"plane sandbox loosened", "escape-plane.service", "ProtectSystem=strict", "ProtectSystem=full", "ProtectSystem=full, want strict"},
+		{"agent state directory missing", "escape-sensor.service", "StateDirectory=escape-sensor escape-agent", "StateDirectory=escape-sensor", "StateDirectory=escape-sensor, want escape-sensor escape-agent"},
+		{"typo", "escape-plane.service", "ProtectHome=yes", "ProtectHome=yes\nProtectHomes=yes", "ProtectHomes: not a directive"},
 		{"sensor without containerd", "escape-sensor.service", "Wants=containerd.service", "Wants=", "Wants= lacks containerd.service"},
 		{"runtime directory not the socket's", "escape-sensor.service", "RuntimeDirectory=escape-sensor", "RuntimeDirectory=escape", "RuntimeDirectory=escape, want escape-sensor"},
 		{"unbounded stop", "escape-plane.service", "TimeoutStopSec=11min", "TimeoutStopSec=infinity", "TimeoutStopSec"},
