@@ -3,6 +3,7 @@ package plane
 import (
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/escape-mtd/escape/internal/mtls"
 	"github.com/escape-mtd/escape/migrate"
@@ -35,7 +36,12 @@ func (s *hostSet) close() error {
 type hostDialer struct {
 	dialer agentapi.Dialer
 	links  func(HostConfig) (migrate.Host, error)
+	tlsReg prometheus.Registerer
 }
+
+// WithTLSMetrics registers the plane certificate's metrics (refused
+// handshakes by reason, reload errors, expiry) with reg.
+func WithTLSMetrics(reg prometheus.Registerer) Option { return func(p *Plane) { p.dial.tlsReg = reg } }
 
 // WithAgentDialer opens the connections to agents with d, over the plane's
 // own mutual TLS (tests reach the lab's fabric from its plane namespace).
@@ -52,7 +58,7 @@ func WithHostLinks(f func(HostConfig) (migrate.Host, error)) Option {
 func (p *Plane) connectHosts() (*hostSet, error) {
 	s := &hostSet{m: map[string]migrate.Host{}}
 	if p.dial.links == nil {
-		src, err := mtls.NewSource(mtls.Files{CA: p.cfg.TLS.CA, Cert: p.cfg.TLS.Cert, Key: p.cfg.TLS.Key}, mtls.WithLogger(p.log.Named("tls")))
+		src, err := mtls.NewSource(mtls.Files{CA: p.cfg.TLS.CA, Cert: p.cfg.TLS.Cert, Key: p.cfg.TLS.Key}, mtls.WithLogger(p.log.Named("tls")), mtls.WithMetrics(p.dial.tlsReg))
 		if err != nil {
 			return nil, fmt.Errorf("plane certificate: %w", err)
 		}

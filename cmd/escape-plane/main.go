@@ -105,7 +105,8 @@ taking work, lets an action under way finish, and exits.`,
 }
 
 func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
-	p, err := plane.New(cfg, plane.WithLogger(log))
+	reg := prometheus.NewRegistry()
+	p, err := plane.New(cfg, plane.WithLogger(log), plane.WithTLSMetrics(reg))
 	if err != nil {
 		return err
 	}
@@ -135,7 +136,6 @@ func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
 			l.Close()
 			return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 		}
-		reg := prometheus.NewRegistry()
 		reg.MustRegister(plane.NewMetrics(p), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/netip"
 	"os"
@@ -129,9 +130,9 @@ func (a agentConfig) validate() error {
 
 // startAgent opens the host's steps and its mutual-TLS listener, and
 // returns what serves them until its context ends.
-func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agentapi.Outbox, log *zap.Logger) (func(context.Context) error, error) {
+func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agentapi.Outbox, reg prometheus.Registerer, log *zap.Logger) (func(context.Context) error, error) {
 	log = log.Named("agent")
-	src, err := mtls.NewSource(mtls.Files{CA: a.TLS.CA, Cert: a.TLS.Cert, Key: a.TLS.Key}, mtls.WithLogger(log.Named("tls")))
+	src, err := mtls.NewSource(mtls.Files{CA: a.TLS.CA, Cert: a.TLS.Cert, Key: a.TLS.Key}, mtls.WithLogger(log.Named("tls")), mtls.WithMetrics(reg))
 	if err != nil {
 		return nil, fmt.Errorf("agent certificate: %w", err)
 	}

@@ -155,6 +155,8 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 		return err
 	}
 	var alive atomic.Bool
+	// One registry for the sensor's and the agent certificate's metrics.
+	reg := prometheus.NewRegistry()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		alive.Store(true)
@@ -163,7 +165,7 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 	})
 	g.Go(func() error { return ctl.Serve(gctx) })
 	if c.Listen != "" {
-		srv, err := metricsServer(c.Listen, mon, probe, &alive)
+		srv, err := metricsServer(c.Listen, reg, mon, probe, &alive)
 		if err != nil {
 			return err
 		}
@@ -177,7 +179,7 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 		g.Go(func() error { return w.Run(gctx) })
 	}
 	if ag.enabled() {
-		serve, err := startAgent(ctx, c, ag, outbox, log)
+		serve, err := startAgent(ctx, c, ag, outbox, reg, log)
 		if err != nil {
 			return err
 		}
@@ -211,8 +213,7 @@ func endpointsOf(_ context.Context, c *runConfig) ([]discovery.Endpoint, error) 
 	return []discovery.Endpoint{{Host: c.Host, Address: c.Containerd, Namespace: c.Namespace}}, nil
 }
 
-func metricsServer(addr string, mon *sensor.Monitor, p *sensor.Probe, alive *atomic.Bool) (*http.Server, error) {
-	reg := prometheus.NewRegistry()
+func metricsServer(addr string, reg *prometheus.Registry, mon *sensor.Monitor, p *sensor.Probe, alive *atomic.Bool) (*http.Server, error) {
 	if err := reg.Register(sensor.NewMetrics(mon, p.Programs())); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
