@@ -34,8 +34,13 @@ mount -t tmpfs -o mode=0755,size=512m escape-lab-run /run
 mkdir -p /run/containerd /run/escape /run/netns /run/lock
 mount -t tmpfs -o mode=1777,size=512m escape-lab-tmp /tmp
 if [ -n "$shared" ]; then mkdir -p /run/.shared && mount --bind "$shared" /run/.shared; fi
-# The rest of the lab's directory (other hosts, the CA key) is hidden.
+# The rest of the lab's directory (other hosts, the CA key) is hidden, and
+# so is any other lab's on this machine.
+awk '$5 ~ "^/var/lib/[^/]*-lab/" {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 mount -t tmpfs -o mode=0755,size=1m escape-lab-hide "$root"
+for d in /var/lib/*-lab; do
+  if [ -d "$d" ] && [ "$d" != "$root" ]; then mount -t tmpfs -o mode=0755,size=1m escape-lab-hide "$d"; fi
+done
 if [ -n "$shared" ]; then mkdir -p "$shared" && mount --move /run/.shared "$shared" && rmdir /run/.shared; fi
 `
 
