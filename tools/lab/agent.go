@@ -89,8 +89,11 @@ func writeAgentConfig(inv *Inventory, h Host, extra []byte) error {
 
 // StartAgent starts host's node agent (escape-sensor run with the host's
 // configuration, in its namespaces, as a daemon) unless it already serves,
-// and waits until it answers the plane's Hello.
+// and waits until it answers the plane's Hello. log may be nil.
 func StartAgent(ctx context.Context, inv *Inventory, host string, log *zap.Logger) error {
+	if log == nil {
+		log = zap.NewNop()
+	}
 	h, ok := inv.Host(host)
 	if !ok {
 		return fmt.Errorf("start agent: no host %q", host)

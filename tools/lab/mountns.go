@@ -31,7 +31,7 @@ root="$1"; shared="$2"; shift 2
 awk '$5 ~ "^/run/" {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 while [ $# -ge 2 ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done
 mount -t tmpfs -o mode=0755,size=512m escape-lab-run /run
-mkdir -p /run/containerd /run/escape /run/netns /run/lock
+mkdir -p /run/escape /run/netns /run/lock
 mount -t tmpfs -o mode=1777,size=512m escape-lab-tmp /tmp
 if [ -n "$shared" ]; then mkdir -p /run/.shared && mount --bind "$shared" /run/.shared; fi
 # The rest of the lab's directory (other hosts, the CA key) is hidden, and
