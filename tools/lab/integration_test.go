@@ -185,17 +185,32 @@ func TestLabLifecycle(t *testing.T) {
 	}
 }
 
-// TestDownAfterCrashedUp simulates an up that died half way: containerd
-// and an agent killed and the inventory never written. Down must still
-// clean up, mount namespaces included.
+// TestDownAfterCrashedUp builds a lab without shared storage and with
+// extra agent settings, checks both, then simulates an up that died half
+// way: containerd and an agent killed and the inventory never written.
+// Down must still clean up, mount namespaces included.
 func TestDownAfterCrashedUp(t *testing.T) {
 	const name = "escapecr"
-	opts := ownLab(t, name, lab.WithSharedSize("64m"))
+	settings := filepath.Join(t.TempDir(), "settings.yaml")
+	if err := os.WriteFile(settings, []byte("sensor:\n  threshold: 42\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := ownLab(t, name, lab.WithSharedSize("64m"), lab.WithSharedStorage(false), lab.WithAgentSettings(settings))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	inv, err := lab.Up(ctx, opts...)
 	if err != nil {
 		t.Fatalf("up: %v", err)
+	}
+	out, err := lab.Command(ctx, inv, "h1", "sh", "-c", "test ! -e "+inv.Shared+" && cat /etc/escape/escape.yaml").CombinedOutput()
+	if err != nil {
+		t.Errorf("without shared storage h1 still sees %s: %v %s", inv.Shared, err, out)
+	}
+	if !strings.Contains(string(out), "threshold: 42") || strings.Contains(string(out), "shared:") {
+		t.Errorf("h1's agent config lacks the extra setting or names shared storage:\n%s", out)
+	}
+	if err := lab.HelloAgent(ctx, inv, "h2"); err != nil {
+		t.Errorf("agent with extra settings: %v", err)
 	}
 	for _, pf := range []string{inv.Hosts[0].PIDFile, inv.Hosts[1].AgentPIDFile} {
 		pid, err := os.ReadFile(pf)

@@ -197,6 +197,36 @@ func TestPlaneBaseConfig(t *testing.T) {
 	}
 }
 
+// TestInProcessPlaneReachesAgents: a plane run in the test's process, its
+// connections made in the plane namespace, reaches every agent over the
+// fabric with the lab's plane certificate.
+func TestInProcessPlaneReachesAgents(t *testing.T) {
+	inv := labtest.Ensure(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg, err := inv.PlaneConfigIn(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plane.New(cfg, plane.WithAgentDialer(labtest.PlaneDialer(inv)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, h := range inv.Hosts {
+		link, err := p.Host(h.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := link.Hello(hctx)
+		hcancel()
+		if err != nil || info.Name != h.Name {
+			t.Errorf("plane's hello to %s: %+v %v", h.Name, info, err)
+		}
+	}
+}
+
 // TestEscapeLabExec runs `escape-lab exec` from the repository's bin.
 func TestEscapeLabExec(t *testing.T) {
 	inv := labtest.Ensure(t)

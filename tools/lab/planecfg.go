@@ -37,6 +37,25 @@ func (inv *Inventory) PlaneConfig() (plane.Config, error) {
 	return cfg, nil
 }
 
+// PlaneConfigIn is PlaneConfig for a plane run in the root namespace (a
+// test's own process, dialing with labtest.PlaneDialer): the plane's
+// certificate at its root-namespace paths, socket, state and audit under
+// dir, and no API or metrics listener (their addresses are the plane
+// namespace's).
+func (inv *Inventory) PlaneConfigIn(dir string) (plane.Config, error) {
+	cfg, err := inv.PlaneConfig()
+	if err != nil {
+		return plane.Config{}, err
+	}
+	cfg.TLS = plane.TLSFiles{CA: inv.Plane.TLS.CA, Cert: inv.Plane.TLS.Cert, Key: inv.Plane.TLS.Key}
+	cfg.Socket, cfg.State, cfg.Audit = filepath.Join(dir, "plane.sock"), filepath.Join(dir, "plane.db"), filepath.Join(dir, "audit.jsonl")
+	cfg.API, cfg.Listen = "", ""
+	if err := cfg.Validate(); err != nil {
+		return plane.Config{}, fmt.Errorf("lab plane config in %s: %w", dir, err)
+	}
+	return cfg, nil
+}
+
 // MarshalPlaneConfig writes cfg as ESCAPE's configuration file (its plane
 // section) and parses it back as the plane would, so that what it returns
 // always loads.
