@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -188,10 +189,41 @@ func signalAgent(ctx context.Context, inv *Inventory, host string, sig syscall.S
 	return nil
 }
 
-// isAgent tells a live agent from a pid reused by something else.
+// isAgent tells a live agent from a pid reused by something else. An
+// agent whose binary was rebuilt since it started is still one (its exe
+// reads "... (deleted)").
 func isAgent(pid int) bool {
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	return err == nil && alive(pid) && filepath.Base(exe) == "escape-sensor"
+	return err == nil && alive(pid) && filepath.Base(strings.TrimSuffix(exe, " (deleted)")) == "escape-sensor"
+}
+
+// staleAgent reports whether the agent with pid runs a binary that has
+// been replaced since (make build): a reused lab restarts it.
+func staleAgent(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return err == nil && strings.HasSuffix(exe, " (deleted)")
+}
+
+// RestartStaleAgents restarts every agent whose binary was rebuilt since
+// it started (make build between test runs); log may be nil.
+func RestartStaleAgents(ctx context.Context, inv *Inventory, log *zap.Logger) error {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	for _, h := range inv.Hosts {
+		pid, err := readPID(h.AgentPIDFile)
+		if err != nil || !isAgent(pid) || !staleAgent(pid) {
+			continue
+		}
+		log.Info("restarting agent on a rebuilt binary", zap.String("host", h.Name))
+		if err := StopAgent(ctx, inv, h.Name); err != nil {
+			return err
+		}
+		if err := StartAgent(ctx, inv, h.Name, log); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // NetnsDialer returns a dialer whose TCP sockets are made inside the

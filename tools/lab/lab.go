@@ -227,6 +227,9 @@ func Up(ctx context.Context, opts ...Option) (*Inventory, error) {
 		inv.SharedStorage == c.shared && inv.BinDir == c.binDir {
 		if st := status(ctx, inv); st.Healthy() {
 			c.log.Info("lab already up", zap.Int("hosts", len(inv.Hosts)))
+			if err := RestartStaleAgents(ctx, inv, c.log); err != nil {
+				return nil, fmt.Errorf("lab up: %w", err)
+			}
 			return inv, nil
 		}
 	}

@@ -43,6 +43,10 @@ func Ensure(t testing.TB) *lab.Inventory {
 	for i := 0; i < 20; i++ {
 		st := lab.GetStatus(ctx)
 		if st.Healthy() && len(st.Inventory.Hosts) >= lab.DefaultHosts && st.Inventory.Agents && st.Inventory.BinDir == bin {
+			// Tests run the agent they were built with.
+			if err := lab.RestartStaleAgents(ctx, st.Inventory, nil); err != nil {
+				t.Fatalf("restart agents on the rebuilt binary: %v", err)
+			}
 			return st.Inventory
 		}
 		if !st.Up {
