@@ -241,9 +241,24 @@ func TestEscapeLabExec(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
 		t.Fatalf("escape-lab exec passes on the command's status: got %v", err)
 	}
-	// The client namespace is on the fabric: it reaches h1's agent port.
 	out, err = lab.Command(ctx, inv, lab.WhereClient, "ip", "-brief", "addr", "show", "eth0").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), inv.Client.IP.String()) {
 		t.Fatalf("client namespace: %v: %s", err, out)
 	}
+	// The fault subcommands drive the same controls as the API.
+	cli := func(args ...string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("escape-lab %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { _ = lab.HealPlaneLink(inv, "h2"); _ = lab.StartAgent(context.Background(), inv, "h2", nil) })
+	cli("cut-plane-link", "h2")
+	answers(ctx, t, inv, "h2", false, 5*time.Second)
+	cli("heal-plane-link", "h2")
+	answers(ctx, t, inv, "h2", true, 10*time.Second)
+	cli("kill-agent", "h2")
+	answers(ctx, t, inv, "h2", false, 5*time.Second)
+	cli("start-agent", "h2")
+	answers(ctx, t, inv, "h2", true, time.Second)
 }
