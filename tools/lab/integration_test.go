@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
 
+	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
 )
@@ -153,6 +155,20 @@ func TestLabLifecycle(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if readCounter(t, counter) < 1 {
 		t.Fatal("the lab's container is not running")
+	}
+	// A container the agent runs (its own netns, inside the host's /run)
+	// is left running: down must take it too.
+	agent, err := lab.AgentClient(inv, "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	ip := netip.MustParsePrefix("198.18.1.241/15")
+	spec := migrate.Spec{ID: "lifecycle-redis", Image: inv.Images["redis"].Ref, IP: ip, MAC: "02:42:c6:12:01:f1",
+		Args: []string{"/usr/bin/redis-server", "--protected-mode", "no", "--save", ""}}
+	if _, err := agent.Start(ctx, spec, migrate.StartOptions{Address: true,
+		Lease: migrate.Lease{IP: ip.Addr(), Generation: 1, NotAfter: time.Now().Add(time.Hour)}}); err != nil {
+		t.Fatalf("start a container through h2's agent: %v", err)
 	}
 
 	during := snapshot(t, name)
