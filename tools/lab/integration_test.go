@@ -107,6 +107,9 @@ func added(before, after []string) []string {
 // touches the shared lab other tests use), with agents from the repo's bin.
 func ownLab(t *testing.T, name string, more ...lab.Option) []lab.Option {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a lab: not run with -short")
+	}
 	bin, err := labtest.BinDir()
 	if err != nil {
 		t.Fatal(err)

@@ -26,8 +26,14 @@ import (
 // The agents run the repository's bin/escape-sensor (make build makes it,
 // before the tests). Where the machine cannot run the lab it fails with
 // the doctor's reason: the lab machines can, so that is a real failure.
+//
+// Under -short (make test-unit: no root, no lab) it skips: that run asks
+// for the tests that need no lab.
 func Ensure(t testing.TB) *lab.Inventory {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the lab: not run with -short")
+	}
 	bin, err := BinDir()
 	if err != nil {
 		t.Fatalf("lab: %v", err)
