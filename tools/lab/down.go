@@ -68,6 +68,9 @@ func down(ctx context.Context, c config) error {
 		}
 	}
 	errs = append(errs, removeCgroups(c.name)...)
+	if err := removeOldKdat(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, d := range []string{c.root, c.runDir} {
 		if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", d, err))

@@ -2,7 +2,11 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // kdatCache is where CRIU, run as root, looks for its cache of kernel
@@ -24,6 +28,21 @@ func seedKdat(ctx context.Context, inv *Inventory, h Host) error {
 	}
 	if out, err := Command(ctx, inv, h.Name, "test", "-s", kdatCache).CombinedOutput(); err != nil {
 		return fmt.Errorf("seed criu kdat cache on %s: no %s after criu check: %v %s", h.Name, kdatCache, err, out)
+	}
+	return nil
+}
+
+// removeOldKdat removes the cache that labs before mount namespaces seeded
+// in the root namespace's /run. Where /run is not a tmpfs CRIU never writes
+// it there itself, so any file there is a lab's, and a stale one (from
+// another kernel) must not outlive the lab.
+func removeOldKdat() error {
+	var s unix.Statfs_t
+	if unix.Statfs("/run", &s) == nil && s.Type == unix.TMPFS_MAGIC {
+		return nil
+	}
+	if err := os.Remove(kdatCache); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the old criu kdat cache: %w", err)
 	}
 	return nil
 }
