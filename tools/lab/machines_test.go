@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,6 +76,18 @@ func TestMachinesAreSeparate(t *testing.T) {
 	for _, script := range []string{"test ! -e " + inv.Root + "/hosts", "test ! -e " + inv.PKI.Dir + "/ca.key", "test -s /run/criu.kdat"} {
 		if out, err := on(ctx, inv, "h2", script); err != nil {
 			t.Errorf("h2: %s failed: %v %s", script, err, out)
+		}
+	}
+	// CRIU's cache is each host's: up wrote none into the root's /run
+	// (where /run is a tmpfs, CRIU's own may be there).
+	var fs syscall.Statfs_t
+	if syscall.Statfs("/run", &fs) == nil && fs.Type != 0x01021994 { // TMPFS_MAGIC
+		ca, err := os.Stat(inv.PKI.CA) // made early in up
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat("/run/criu.kdat"); err == nil && st.ModTime().After(ca.ModTime()) {
+			t.Error("the root namespace got a CRIU kdat cache in /run since up: a lab wrote it outside its hosts")
 		}
 	}
 	// With shared storage, every host sees the same files at the same path.
