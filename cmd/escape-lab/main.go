@@ -1,11 +1,15 @@
-// Command escape-lab builds ESCAPE's local lab of test hosts: network
-// namespaces on a shared L2 fabric, each with its own containerd, plus a
-// shared-storage directory standing in for NFS.
+// Command escape-lab builds ESCAPE's local lab of test hosts: each a
+// network and a mount namespace of its own (a machine, as far as ESCAPE
+// can tell) on a shared L2 fabric, with its own containerd and node agent,
+// plus a plane namespace, a client namespace, a CA and a shared-storage
+// directory standing in for NFS. It also runs commands on those machines
+// and provokes faults (agents stopped, hosts partitioned).
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -41,13 +45,15 @@ func main() {
 	cmd.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail")
 
 	var hosts int
-	var sharedSize string
+	var sharedSize, binDir, agentSettings string
+	var agents, shared bool
 	up := &cobra.Command{
 		Use:   "up",
-		Short: "Build N test hosts (reuses a healthy lab of the same size)",
+		Short: "Build N test hosts with their agents, and the plane namespace (reuses a healthy lab of the same options)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			inv, err := lab.Up(c.Context(), append(opts(), lab.WithHosts(hosts), lab.WithSharedSize(sharedSize))...)
+			inv, err := lab.Up(c.Context(), append(opts(), lab.WithHosts(hosts), lab.WithSharedSize(sharedSize),
+				lab.WithAgents(agents), lab.WithSharedStorage(shared), lab.WithBinDir(binDir), lab.WithAgentSettings(agentSettings))...)
 			if err != nil {
 				return err
 			}
@@ -57,6 +63,10 @@ func main() {
 	}
 	up.Flags().IntVar(&hosts, "hosts", lab.DefaultHosts, "number of test hosts")
 	up.Flags().StringVar(&sharedSize, "shared-size", "8g", "size cap of the shared storage (tmpfs size)")
+	up.Flags().BoolVar(&agents, "agents", true, "start a node agent (escape-sensor run) on every host")
+	up.Flags().BoolVar(&shared, "shared-storage", true, "mount the shared storage on every host (as NFS)")
+	up.Flags().StringVar(&binDir, "bin", "", "directory of the ESCAPE binaries the hosts run (default: this program's)")
+	up.Flags().StringVar(&agentSettings, "agent-settings", "", "YAML file whose sensor: and agent: maps are merged over every agent's settings")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -95,10 +105,15 @@ func main() {
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	cmd.AddCommand(up, down, status, probeCmd(&root))
+	cmd.AddCommand(up, down, status, probeCmd(&root), execCmd(&root))
+	cmd.AddCommand(faultCmds(&root, func() *zap.Logger { return newLogger(verbose) })...)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.ExecuteContext(ctx); err != nil {
+		var code exitError
+		if errors.As(err, &code) {
+			os.Exit(int(code)) // exec: the command's own status, it spoke for itself
+		}
 		fmt.Fprintln(os.Stderr, "escape-lab:", err)
 		os.Exit(1)
 	}
@@ -116,10 +131,11 @@ func newLogger(verbose bool) *zap.Logger {
 
 func printInventory(inv *lab.Inventory) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
-	fmt.Fprintf(w, "HOST\tNETNS\tADDRESS\tCONTAINERD\tLABELS\n")
+	fmt.Fprintf(w, "HOST\tNETNS\tADDRESS\tAGENT\tLABELS\n")
 	for _, h := range inv.Hosts {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.Netns, h.IP, h.Containerd, labels(h.Labels))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.Netns, h.IP, h.Agent, labels(h.Labels))
 	}
+	fmt.Fprintf(w, "plane\t%s\t%s\t\tapi %s\n", inv.Plane.Netns, inv.Plane.IP, inv.Plane.API)
 	fmt.Fprintf(w, "client\t%s\t%s\t\t\n", inv.Client.Netns, inv.Client.IP)
 	w.Flush()
 	fmt.Printf("shared storage: %s\nimages: ", inv.Shared)
@@ -129,6 +145,7 @@ func printInventory(inv *lab.Inventory) {
 	}
 	sort.Strings(names)
 	fmt.Println(strings.Join(names, ", "))
+	fmt.Printf("plane config: %s\nCA: %s\noperator certificate: %s\n", inv.Plane.Config, inv.PKI.CA, inv.PKI.Operator.Cert)
 	fmt.Printf("inventory: %s\n", lab.InventoryPath(inv.Root))
 }
 
@@ -138,10 +155,11 @@ func printStatus(st lab.Status) {
 		return
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
-	fmt.Fprintf(w, "HOST\tNETNS\tCONTAINERD\tCONTAINERS\tPROBLEM\n")
+	fmt.Fprintf(w, "HOST\tNETNS\tMOUNTNS\tCONTAINERD\tCONTAINERS\tAGENT\tANSWERS\tPROBLEM\n")
 	for _, h := range st.Hosts {
-		fmt.Fprintf(w, "%s\t%v\t%s\t%d\t%s\n", h.Name, h.Netns, h.Containerd, h.Containers, h.Problem)
+		fmt.Fprintf(w, "%s\t%v\t%v\t%s\t%d\t%v\t%v\t%s\n", h.Name, h.Netns, h.MountNS, h.Containerd, h.Containers, h.Agent, h.AgentAnswers, h.Problem)
 	}
+	fmt.Fprintf(w, "plane\t%v\t%v\t\t\t\t\t%s\n", st.Plane.Netns, st.Plane.MountNS, st.Plane.Problem)
 	w.Flush()
 	if st.Problem != "" {
 		fmt.Println("problem:", st.Problem)

@@ -22,36 +22,34 @@ import (
 )
 
 // containerdConfig is a minimal containerd 2 configuration for one lab
-// host. CRI is disabled: the lab drives containerd through its Go client,
-// and CRI would want CNI plugins the lab does not install.
-func containerdConfig(h Host) string {
-	return fmt.Sprintf(`version = 3
-root = %q
-state = %q
+// host, with the standard paths: each host has its own /run and
+// /var/lib/containerd. CRI is disabled: ESCAPE drives containerd through
+// its Go client, and CRI would want CNI plugins the lab does not install.
+const containerdConfig = `version = 3
+root = "/var/lib/containerd"
+state = "/run/containerd"
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
 
 [grpc]
-  address = %q
+  address = "` + InsideContainerd + `"
 
 [ttrpc]
-  address = %q
+  address = "` + InsideContainerd + `.ttrpc"
 
 [debug]
   address = ""
 
 [metrics]
   address = ""
-`, h.RootDir, h.StateDir, h.Containerd, h.Containerd+".ttrpc")
-}
+`
 
-// startContainerd launches the host's containerd inside its network
-// namespace. nsenter switches only the network namespace: `ip netns exec`
-// would also unshare the mount namespace, hiding the daemon's snapshot
-// mounts from the rest of the machine (and from `escape-lab down`).
-// The daemon gets its own session so it outlives the caller.
+// startContainerd launches the host's containerd inside its network and
+// mount namespaces, with its own session so it outlives the caller, and
+// points h.Containerd (a symlink of the root namespace) at its socket
+// through /proc/<pid>/root, so that the lab can import images.
 func startContainerd(ctx context.Context, h Host, prefix string) error {
-	cfg := filepath.Join(filepath.Dir(h.PIDFile), "config.toml")
-	if err := atomicfile.WriteFile(cfg, []byte(containerdConfig(h)), 0o644); err != nil {
+	cfg := filepath.Join(h.Dir, "etc", "containerd.toml")
+	if err := atomicfile.WriteFile(cfg, []byte(containerdConfig), 0o644); err != nil {
 		return fmt.Errorf("write containerd config for %s: %w", h.Name, err)
 	}
 	logf, err := os.OpenFile(h.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -61,8 +59,8 @@ func startContainerd(ctx context.Context, h Host, prefix string) error {
 	defer logf.Close()
 
 	bin := filepath.Join(prefix, "bin")
-	cmd := exec.Command("nsenter", "--net="+arp.NetnsPath(h.Netns), "--",
-		filepath.Join(bin, "containerd"), "--config", cfg)
+	cmd := exec.Command("nsenter", "--mount="+h.MountNS, "--net="+arp.NetnsPath(h.Netns), "--",
+		filepath.Join(bin, "containerd"), "--config", "/etc/escape/containerd.toml")
 	// runc looks criu up on PATH and containerd finds its shim there: the
 	// private prefix comes first so the CRIU 4.2 wrapper wins.
 	cmd.Env = []string{"PATH=" + bin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
@@ -78,9 +76,13 @@ func startContainerd(ctx context.Context, h Host, prefix string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start containerd for %s: %w", h.Name, err)
 	}
-	pid := cmd.Process.Pid
+	pid := cmd.Process.Pid // nsenter execs containerd: the same process
 	if err := atomicfile.WriteFile(h.PIDFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write pid file for %s: %w", h.Name, err)
+	}
+	_ = os.Remove(h.Containerd)
+	if err := os.Symlink(fmt.Sprintf("/proc/%d/root%s", pid, InsideContainerd), h.Containerd); err != nil {
+		return fmt.Errorf("link containerd socket of %s: %w", h.Name, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()

@@ -32,7 +32,14 @@ func down(ctx context.Context, c config) error {
 			deleteContainers(ctx, c.log, h.Containerd)
 		}
 	}
-	// Daemons first, by pid file, so they cannot restart containers.
+	// Daemons first, by pid file, so they cannot restart containers:
+	// agents (which drive containerd), then containerd.
+	agents, _ := filepath.Glob(filepath.Join(c.runDir, "*", "agent.pid"))
+	for _, pf := range agents {
+		if pid, err := readPID(pf); err == nil && isAgent(pid) {
+			stopProcess(pid, 5*time.Second)
+		}
+	}
 	pidFiles, _ := filepath.Glob(filepath.Join(c.runDir, "*", "containerd.pid"))
 	for _, pf := range pidFiles {
 		if pid, err := readPID(pf); err == nil && isContainerd(pid) {
@@ -61,7 +68,7 @@ func down(ctx context.Context, c config) error {
 		}
 	}
 	errs = append(errs, removeCgroups(c.name)...)
-	if err := removeKdat(); err != nil {
+	if err := removeOldKdat(); err != nil {
 		errs = append(errs, err)
 	}
 	for _, d := range []string{c.root, c.runDir} {
@@ -121,8 +128,8 @@ func isContainerd(pid int) bool {
 }
 
 // labProcesses finds every live process that belongs to the lab: inside a
-// lab network namespace, inside the lab's cgroup subtree, or started with
-// the lab's run directory on its command line (containerd shims).
+// lab network or mount namespace, inside the lab's cgroup subtree, or
+// started with the lab's directories on its command line.
 func labProcesses(c config) []int {
 	nsInodes := map[uint64]bool{}
 	if names, err := listLabNetns(c.netnsPrefix()); err == nil {
@@ -131,6 +138,12 @@ func labProcesses(c config) []int {
 			if unix.Stat(arp.NetnsPath(n), &st) == nil {
 				nsInodes[st.Ino] = true
 			}
+		}
+	}
+	mntInodes := map[uint64]bool{}
+	for _, f := range mountNSFiles(c) {
+		if ino := nsInode(f); ino != 0 {
+			mntInodes[ino] = true
 		}
 	}
 	self := os.Getpid()
@@ -143,6 +156,10 @@ func labProcesses(c config) []int {
 		}
 		var st unix.Stat_t
 		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) == nil && nsInodes[st.Ino] {
+			pids = append(pids, pid)
+			continue
+		}
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &st) == nil && mntInodes[st.Ino] {
 			pids = append(pids, pid)
 			continue
 		}

@@ -3,10 +3,9 @@ package lab_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,9 +22,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
-	"github.com/escape-mtd/escape/tools/doctor"
+	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
 )
@@ -66,14 +64,25 @@ func snapshot(t *testing.T, name string) machineState {
 		}
 	}
 	s.procs = map[int]string{}
+	// A lab's daemons run with the standard paths of their own machine:
+	// they are told by their network namespace, or by the lab's name on
+	// their command line (nsenter, unshare).
+	netns := map[string]bool{}
+	for _, n := range s.netns {
+		var st syscall.Stat_t
+		if syscall.Stat("/run/netns/"+n, &st) == nil {
+			netns[fmt.Sprintf("net:[%d]", st.Ino)] = true
+		}
+	}
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
 			continue
 		}
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
 		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && bytes.Contains(cmd, []byte(name+"-lab")) {
+		if err == nil && (netns[ns] || bytes.Contains(cmd, []byte(name+"-lab"))) {
 			s.procs[pid] = string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
 		}
 	}
@@ -94,15 +103,25 @@ func added(before, after []string) []string {
 	return out
 }
 
-// TestLabLifecycle builds a lab of its own (its own name, so it never
-// touches the shared lab other tests use), runs a container in it, tears
+// ownLab is the options of a lab of a test's own (its own name, so it never
+// touches the shared lab other tests use), with agents from the repo's bin.
+func ownLab(t *testing.T, name string, more ...lab.Option) []lab.Option {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a lab: not run with -short")
+	}
+	bin, err := labtest.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]lab.Option{lab.WithName(name), lab.WithHosts(2), lab.WithSharedSize("256m"), lab.WithBinDir(bin)}, more...)
+}
+
+// TestLabLifecycle builds a lab of its own, runs a container in it, tears
 // it down, and compares the machine before and after.
 func TestLabLifecycle(t *testing.T) {
-	if reason := doctor.LabUnavailable(context.Background()); reason != "" {
-		t.Skipf("lab unavailable: %s", reason)
-	}
 	const name = "escapelc"
-	opts := []lab.Option{lab.WithName(name), lab.WithHosts(2), lab.WithSharedSize("256m")}
+	opts := ownLab(t, name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	_ = lab.Down(ctx, opts...) // a previous crashed run
@@ -122,28 +141,47 @@ func TestLabLifecycle(t *testing.T) {
 			t.Fatalf("up #%d: %v", i, err)
 		}
 	}
-	if invs[0].Hosts[1].Containerd != invs[1].Hosts[1].Containerd {
+	if invs[0].PKI.Operator.Cert != invs[1].PKI.Operator.Cert || invs[0].Hosts[1].Agent != invs[1].Hosts[1].Agent {
 		t.Fatalf("concurrent ups built different labs")
 	}
 	inv := invs[0]
-	if st := lab.GetStatus(ctx, opts...); !st.Healthy() || len(st.Hosts) != 2 {
+	st := lab.GetStatus(ctx, opts...)
+	if !st.Healthy() || len(st.Hosts) != 2 || !st.Plane.MountNS {
 		t.Fatalf("status after up: %+v", st)
+	}
+	for _, h := range st.Hosts {
+		if !h.Agent || !h.AgentAnswers || !h.MountNS {
+			t.Errorf("host %s after up: %+v", h.Name, h)
+		}
 	}
 	_, _, counter := runCounter(ctx, t, inv, inv.Hosts[0], "lifecycle")
 	time.Sleep(300 * time.Millisecond)
 	if readCounter(t, counter) < 1 {
 		t.Fatal("the lab's container is not running")
 	}
+	// A container the agent runs (its own netns, inside the host's /run)
+	// is left running: down must take it too.
+	agent, err := lab.AgentClient(inv, "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	ip := netip.MustParsePrefix("198.18.1.241/15")
+	spec := migrate.Spec{ID: "lifecycle-redis", Image: inv.Images["redis"].Ref, IP: ip, MAC: "02:42:c6:12:01:f1",
+		Args: []string{"/usr/bin/redis-server", "--protected-mode", "no", "--save", ""}}
+	if _, err := agent.Start(ctx, spec, migrate.StartOptions{Address: true,
+		Lease: migrate.Lease{IP: ip.Addr(), Generation: 1, NotAfter: time.Now().Add(time.Hour)}}); err != nil {
+		t.Fatalf("start a container through h2's agent: %v", err)
+	}
 
 	during := snapshot(t, name)
-	if len(added(before.netns, during.netns)) < 4 || len(added(before.mounts, during.mounts)) == 0 || len(during.procs) < 2 {
+	if len(added(before.netns, during.netns)) < 5 || len(added(before.mounts, during.mounts)) == 0 || len(during.procs) < 2 {
 		t.Fatalf("the lab left no trace while up (netns %v, mounts %v, procs %v): the before/after check would prove nothing",
 			added(before.netns, during.netns), added(before.mounts, during.mounts), during.procs)
 	}
 	if left := lab.Leftovers(opts...); len(left) == 0 {
 		t.Fatal("Leftovers reports nothing while the lab is up")
 	}
-	checkKdatSeeded(ctx, t)
 
 	if err := lab.Down(ctx, opts...); err != nil {
 		t.Fatalf("down: %v", err)
@@ -164,69 +202,44 @@ func TestLabLifecycle(t *testing.T) {
 	if left := lab.Leftovers(opts...); len(left) > 0 {
 		t.Errorf("Leftovers after down: %v", left)
 	}
-	if !runOnTmpfs() {
-		if _, err := os.Stat("/run/criu.kdat"); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("down left CRIU's kdat cache behind (stat: %v)", err)
-		}
-	}
 }
 
-func runOnTmpfs() bool {
-	var s unix.Statfs_t
-	return unix.Statfs("/run", &s) == nil && s.Type == unix.TMPFS_MAGIC
-}
-
-// checkKdatSeeded: on a host whose /run is not a tmpfs, up installs CRIU's
-// kernel-feature cache and CRIU really loads it (its log says so).
-func checkKdatSeeded(ctx context.Context, t *testing.T) {
-	t.Helper()
-	if runOnTmpfs() {
-		t.Log("/run is a tmpfs: CRIU keeps its own kdat cache, nothing to seed")
-		return
-	}
-	if _, err := os.Stat("/run/criu.kdat"); err != nil {
-		t.Fatalf("up did not seed CRIU's kdat cache: %v", err)
-	}
-	logf := filepath.Join(t.TempDir(), "check.log")
-	out, err := exec.CommandContext(ctx, filepath.Join(lab.DefaultPrefix, "bin", "criu"), "check", "-v4", "-o", logf).CombinedOutput()
-	if err != nil {
-		t.Fatalf("criu check: %v: %s", err, out)
-	}
-	b, err := os.ReadFile(logf)
-	if err != nil {
+// TestDownAfterCrashedUp builds a lab without shared storage and with
+// extra agent settings, checks both, then simulates an up that died half
+// way: containerd and an agent killed and the inventory never written.
+// Down must still clean up, mount namespaces included.
+func TestDownAfterCrashedUp(t *testing.T) {
+	const name = "escapecr"
+	settings := filepath.Join(t.TempDir(), "settings.yaml")
+	if err := os.WriteFile(settings, []byte("sensor:\n  threshold: 42\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), "Loaded kdat cache from /run/criu.kdat") {
-		t.Fatalf("criu did not load the seeded cache; its log:\n%s", lastLines(string(b), 20))
-	}
-}
-
-func lastLines(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(l[max(0, len(l)-n):], "\n")
-}
-
-// TestDownAfterCrashedUp simulates an up that died half way: a daemon
-// killed and the inventory never written. Down must still clean up.
-func TestDownAfterCrashedUp(t *testing.T) {
-	if reason := doctor.LabUnavailable(context.Background()); reason != "" {
-		t.Skipf("lab unavailable: %s", reason)
-	}
-	const name = "escapecr"
-	opts := []lab.Option{lab.WithName(name), lab.WithHosts(2), lab.WithSharedSize("64m")}
+	opts := ownLab(t, name, lab.WithSharedSize("64m"), lab.WithSharedStorage(false), lab.WithAgentSettings(settings))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	inv, err := lab.Up(ctx, opts...)
 	if err != nil {
 		t.Fatalf("up: %v", err)
 	}
-	pid, err := os.ReadFile(inv.Hosts[0].PIDFile)
+	out, err := lab.Command(ctx, inv, "h1", "sh", "-c", "test ! -e "+inv.Shared+" && cat /etc/escape/escape.yaml").CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("without shared storage h1 still sees %s: %v %s", inv.Shared, err, out)
 	}
-	p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
-	if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill containerd %d: %v", p, err)
+	if !strings.Contains(string(out), "threshold: 42") || strings.Contains(string(out), "shared:") {
+		t.Errorf("h1's agent config lacks the extra setting or names shared storage:\n%s", out)
+	}
+	if err := lab.HelloAgent(ctx, inv, "h2"); err != nil {
+		t.Errorf("agent with extra settings: %v", err)
+	}
+	for _, pf := range []string{inv.Hosts[0].PIDFile, inv.Hosts[1].AgentPIDFile} {
+		pid, err := os.ReadFile(pf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill %d (%s): %v", p, pf, err)
+		}
 	}
 	if err := os.Remove(lab.InventoryPath(inv.Root)); err != nil {
 		t.Fatal(err)
@@ -237,6 +250,9 @@ func TestDownAfterCrashedUp(t *testing.T) {
 	if left := lab.Leftovers(opts...); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
+	if _, err := os.Stat(inv.Hosts[0].MountNS); err == nil {
+		t.Errorf("mount namespace file %s left", inv.Hosts[0].MountNS)
+	}
 }
 
 // runCounter starts a busybox container on host that counts in a file,
@@ -244,9 +260,14 @@ func TestDownAfterCrashedUp(t *testing.T) {
 // restored process went on from its saved state or started over.
 func runCounter(ctx context.Context, t *testing.T, inv *lab.Inventory, host lab.Host, id string) (containerd.Container, containerd.Task, string) {
 	t.Helper()
-	// The counter is written to a host directory bind-mounted into the
-	// container, so the test reads it from the host: no exec, no FIFOs.
-	outDir := t.TempDir()
+	// The counter is written to a directory of the shared storage, which
+	// the host sees at the same path as the test, bind-mounted into the
+	// container: no exec, no FIFOs.
+	outDir := filepath.Join(inv.Shared, "lab-test", id)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(outDir) })
 	c, err := containerd.New(host.Containerd)
 	if err != nil {
 		t.Fatalf("connect %s: %v", host.Name, err)
@@ -266,7 +287,10 @@ func runCounter(ctx context.Context, t *testing.T, inv *lab.Inventory, host lab.
 	ctr, err := c.NewContainer(ctx, id,
 		containerd.WithRuntime("io.containerd.runc.v2", &options.Options{Root: host.RuncRoot}),
 		containerd.WithNewSnapshot(id+"-snap", img),
-		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithCgroup(inv.CgroupsPath(host.Name, id)),
+		// No oci.WithImageConfig: it mounts the image's snapshot in this
+		// process to read /etc/group, and the snapshot's paths exist only
+		// inside the host's own mount namespace.
+		containerd.WithNewSpec(oci.WithEnv([]string{"PATH=/bin:/usr/bin"}), oci.WithCgroup(inv.CgroupsPath(host.Name, id)),
 			oci.WithMounts([]specs.Mount{{Destination: "/out", Type: "bind", Source: outDir, Options: []string{"rbind", "rw"}}}),
 			oci.WithProcessArgs("/bin/sh", "-c", `i=0; while true; do i=$((i+1)); echo $i > /out/c.tmp; mv /out/c.tmp /out/counter; sleep 0.05; done`)))
 	if err != nil {
@@ -304,7 +328,8 @@ func readCounter(t *testing.T, path string) int {
 
 // TestCheckpointRestoreOnHost checkpoints a container on one lab host into
 // shared storage, which stops it, and restores it on the same host from
-// there: the process must go on from its saved state.
+// there: the process must go on from its saved state. containerd, runc and
+// CRIU all run inside the host's own mount namespace.
 func TestCheckpointRestoreOnHost(t *testing.T) {
 	inv := labtest.Ensure(t)
 	host := inv.Hosts[0]

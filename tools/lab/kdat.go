@@ -5,12 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/escape-mtd/escape/internal/atomicfile"
 )
 
 // kdatCache is where CRIU, run as root, looks for its cache of kernel
@@ -18,47 +14,35 @@ import (
 // and a restore pays it inside the container's frozen window.
 const kdatCache = "/run/criu.kdat"
 
-// seedKdat gives CRIU its kernel-feature cache on hosts whose /run is not a
-// tmpfs. CRIU only ever writes the cache on a tmpfs, so that a reboot (into
-// another kernel, perhaps) clears it; on such hosts (systemd mounts /run as
-// a tmpfs) it needs no help. Elsewhere, as on these VMs, every CRIU call
-// probes the kernel again. The lab computes the cache once per `up` with a
-// private tmpfs over /run and installs it; down removes it, so a stale
-// cache cannot outlive the lab. CRIU reads the file without the tmpfs check.
-func seedKdat(ctx context.Context, prefix string) error {
-	if onTmpfs("/run") {
-		return nil
+// seedKdat gives CRIU its kernel-feature cache inside host's own /run.
+// CRIU writes the cache only on a tmpfs (so that a reboot, perhaps into
+// another kernel, clears it); every lab host's /run is one, so one `criu
+// check` there computes it once per up instead of in the first restore's
+// frozen window. It dies with the host's /run at down.
+func seedKdat(ctx context.Context, inv *Inventory, h Host) error {
+	if out, err := Command(ctx, inv, h.Name, h.CRIU, "check").CombinedOutput(); err != nil {
+		// criu check fails on missing optional features; the cache is what counts.
+		if out2, err2 := Command(ctx, inv, h.Name, "test", "-s", kdatCache).CombinedOutput(); err2 != nil {
+			return fmt.Errorf("seed criu kdat cache on %s: criu check: %v: %s%s", h.Name, err, out, out2)
+		}
 	}
-	criu := filepath.Join(prefix, "bin", "criu")
-	// unshare makes the new mount namespace private: the tmpfs is seen by
-	// this one criu check only, never by the host.
-	script := `mount -t tmpfs escape-kdat /run && "$0" check >/dev/null 2>&1; cat /run/criu.kdat`
-	out, err := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "--",
-		"sh", "-c", script, criu).Output()
-	if err != nil {
-		return fmt.Errorf("seed criu kdat cache: %w", err)
-	}
-	if len(out) == 0 {
-		return errors.New("seed criu kdat cache: criu check wrote no cache")
-	}
-	if err := atomicfile.WriteFile(kdatCache, out, 0o600); err != nil {
-		return fmt.Errorf("seed criu kdat cache: %w", err)
+	if out, err := Command(ctx, inv, h.Name, "test", "-s", kdatCache).CombinedOutput(); err != nil {
+		return fmt.Errorf("seed criu kdat cache on %s: no %s after criu check: %v %s", h.Name, kdatCache, err, out)
 	}
 	return nil
 }
 
-// removeKdat undoes seedKdat (a tmpfs /run holds CRIU's own cache: left alone).
-func removeKdat() error {
-	if onTmpfs("/run") {
+// removeOldKdat removes the cache that labs before mount namespaces seeded
+// in the root namespace's /run. Where /run is not a tmpfs CRIU never writes
+// it there itself, so any file there is a lab's, and a stale one (from
+// another kernel) must not outlive the lab.
+func removeOldKdat() error {
+	var s unix.Statfs_t
+	if unix.Statfs("/run", &s) == nil && s.Type == unix.TMPFS_MAGIC {
 		return nil
 	}
 	if err := os.Remove(kdatCache); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove criu kdat cache: %w", err)
+		return fmt.Errorf("remove the old criu kdat cache: %w", err)
 	}
 	return nil
-}
-
-func onTmpfs(dir string) bool {
-	var s unix.Statfs_t
-	return unix.Statfs(dir, &s) == nil && s.Type == unix.TMPFS_MAGIC
 }

@@ -1,8 +1,6 @@
 package lab
 
 import (
-	"github.com/escape-mtd/escape/arp"
-
 	"context"
 	"errors"
 	"fmt"
@@ -39,12 +37,15 @@ var (
 	labSubnet    = netip.MustParsePrefix("198.18.0.0/15")
 	serviceRange = netip.MustParsePrefix("198.18.1.0/24")
 	clientIP     = netip.MustParseAddr("198.18.0.2")
+	planeIP      = netip.MustParseAddr("198.18.0.3")
 )
 
 type config struct {
 	name, root, runDir, prefix string
 	hosts                      int
 	sharedSize                 string
+	shared, agents             bool
+	binDir, agentSettings      string
 	log                        *zap.Logger
 }
 
@@ -72,11 +73,27 @@ func WithHosts(n int) Option { return func(c *config) { c.hosts = n } }
 // test can fill it on purpose.
 func WithSharedSize(size string) Option { return func(c *config) { c.sharedSize = size } }
 
+// WithSharedStorage says whether every host mounts the shared storage (as
+// NFS) at Inventory.Shared; without, checkpoint images go agent to agent.
+func WithSharedStorage(on bool) Option { return func(c *config) { c.shared = on } }
+
+// WithAgents says whether Up starts a node agent on every host (the
+// default). Without, hosts have containerd only, and StartAgent starts one.
+func WithAgents(on bool) Option { return func(c *config) { c.agents = on } }
+
+// WithBinDir sets where the ESCAPE binaries are (escape-sensor); the
+// default is the directory of the running executable.
+func WithBinDir(dir string) Option { return func(c *config) { c.binDir = dir } }
+
+// WithAgentSettings names a YAML file whose sensor: and agent: maps are
+// merged over the settings the lab writes for every host's agent.
+func WithAgentSettings(path string) Option { return func(c *config) { c.agentSettings = path } }
+
 // WithLogger sets the logger for progress messages.
 func WithLogger(l *zap.Logger) Option { return func(c *config) { c.log = l } }
 
 func newConfig(opts []Option) config {
-	c := config{name: DefaultName, prefix: DefaultPrefix, hosts: DefaultHosts, sharedSize: "8g", log: zap.NewNop()}
+	c := config{name: DefaultName, prefix: DefaultPrefix, hosts: DefaultHosts, sharedSize: "8g", shared: true, agents: true, log: zap.NewNop()}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -86,8 +103,15 @@ func newConfig(opts []Option) config {
 	if c.runDir == "" {
 		c.runDir = "/run/" + c.name + "-lab"
 	}
+	if c.binDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			c.binDir = filepath.Dir(exe)
+		}
+	}
 	return c
 }
+
+func (c config) nsDir() string { return filepath.Join(c.runDir, "ns") }
 
 // hostLabels gives each host a distinct mix of datacenter, network and
 // configuration so the destination model has heterogeneity to weigh.
@@ -111,11 +135,19 @@ func plan(c config) (*Inventory, error) {
 	var uts syscall.Utsname
 	_ = syscall.Uname(&uts)
 	kernel := utsString(uts.Release[:])
+	planeDir := filepath.Join(c.root, "plane")
 	inv := &Inventory{
 		Version: InventoryVersion, Root: c.root, RunDir: c.runDir,
-		Shared: filepath.Join(c.root, "shared"), Subnet: labSubnet, ServiceRange: serviceRange,
-		Fabric:       Fabric{Netns: c.netnsPrefix() + "fabric", Bridge: "br-fabric"},
-		Client:       Endpoint{Netns: c.netnsPrefix() + "client", IP: clientIP, Link: "eth0"},
+		Shared: filepath.Join(c.root, "shared"), SharedStorage: c.shared, Agents: c.agents, BinDir: c.binDir,
+		Subnet: labSubnet, ServiceRange: serviceRange,
+		Fabric: Fabric{Netns: c.netnsPrefix() + "fabric", Bridge: "br-fabric"},
+		Client: Endpoint{Netns: c.netnsPrefix() + "client", IP: clientIP, Link: "eth0", Port: "p-client"},
+		Plane: PlaneNS{
+			Endpoint: Endpoint{Netns: c.netnsPrefix() + "plane", IP: planeIP, Link: "eth0", Port: "p-plane"},
+			Machine:  machine(c, "plane", planeDir),
+			API:      netip.AddrPortFrom(planeIP, PlaneAPIPort).String(),
+		},
+		PKI:          PKI{Dir: filepath.Join(c.root, "pki"), CA: filepath.Join(c.root, "pki", "ca.crt"), OperatorName: DefaultOperator},
 		Images:       map[string]Image{},
 		Namespace:    DefaultNamespace,
 		NetnsPrefix:  c.netnsPrefix(),
@@ -126,25 +158,46 @@ func plan(c config) (*Inventory, error) {
 		ip = ip.Next()
 		name := fmt.Sprintf("h%d", i)
 		run := filepath.Join(c.runDir, name)
+		dir := filepath.Join(c.root, "hosts", name)
+		m := machine(c, name, dir)
 		inv.Hosts = append(inv.Hosts, Host{
-			Name:       name,
-			Endpoint:   Endpoint{Netns: c.netnsPrefix() + name, IP: ip, Link: "br0"},
-			Bridge:     "br0",
-			Uplink:     "eth0",
-			Containerd: filepath.Join(run, "containerd.sock"),
-			Labels:     hostLabels(i, kernel),
-			CRIU:       filepath.Join(c.prefix, "bin", "criu"),
-			PIDFile:    filepath.Join(run, "containerd.pid"),
-			RuncRoot:   filepath.Join(run, "runc"),
-			LogFile:    filepath.Join(c.root, "hosts", name, "containerd.log"),
-			StateDir:   filepath.Join(run, "state"),
-			RootDir:    filepath.Join(c.root, "hosts", name, "root"),
+			Name:         name,
+			Endpoint:     Endpoint{Netns: c.netnsPrefix() + name, IP: ip, Link: "br0", Port: "p-" + name},
+			Machine:      m,
+			Bridge:       "br0",
+			Uplink:       "eth0",
+			Containerd:   filepath.Join(run, "containerd.sock"),
+			Agent:        netip.AddrPortFrom(ip, AgentPort).String(),
+			Labels:       hostLabels(i, kernel),
+			CRIU:         filepath.Join(c.prefix, "bin", "criu"),
+			PIDFile:      filepath.Join(run, "containerd.pid"),
+			AgentPIDFile: filepath.Join(run, "agent.pid"),
+			LogFile:      filepath.Join(m.LogDir, "containerd.log"),
+			AgentLog:     filepath.Join(m.LogDir, "agent.log"),
+			RuncRoot:     "/run/containerd/runc",
+			RootDir:      filepath.Join(dir, "containerd"),
 		})
 	}
 	for _, spec := range labImages {
-		inv.Images[spec.name] = Image{Ref: ImageRef(spec.name), RootFS: filepath.Join(inv.Shared, "images", spec.name, "rootfs")}
+		inv.Images[spec.name] = Image{Ref: ImageRef(spec.name), RootFS: filepath.Join(c.root, "images", spec.name, "rootfs")}
 	}
 	return inv, nil
+}
+
+// machine lays out a lab machine's own directories under dir.
+func machine(c config, name, dir string) Machine {
+	return Machine{MountNS: filepath.Join(c.nsDir(), name), Dir: dir, Config: filepath.Join(dir, "etc", "escape.yaml"),
+		LogDir: filepath.Join(dir, "log")}
+}
+
+// binds are the directories of a machine bound at the standard places.
+func (m Machine) binds(host bool) [][2]string {
+	b := [][2]string{{filepath.Join(m.Dir, "etc"), "/etc/escape"}, {filepath.Join(m.Dir, "state"), "/var/lib/escape"},
+		{m.LogDir, "/var/log/escape"}}
+	if host {
+		b = append(b, [2]string{filepath.Join(m.Dir, "containerd"), "/var/lib/containerd"})
+	}
+	return b
 }
 
 func utsString(b []int8) string {
@@ -159,8 +212,9 @@ func utsString(b []int8) string {
 }
 
 // Up builds the lab and returns its inventory. A lab that is already up
-// with the same number of healthy hosts is reused; anything else already
-// there is torn down first. A failed Up tears down what it built.
+// and healthy with the same hosts, agents, shared storage and binaries is
+// reused; anything else already there is torn down first. A failed Up
+// tears down what it built.
 func Up(ctx context.Context, opts ...Option) (*Inventory, error) {
 	c := newConfig(opts)
 	unlock, err := lock(ctx, c)
@@ -169,14 +223,12 @@ func Up(ctx context.Context, opts ...Option) (*Inventory, error) {
 	}
 	defer unlock()
 
-	if inv, err := LoadInventory(ctx, c.root); err == nil && len(inv.Hosts) == c.hosts {
+	if inv, err := LoadInventory(ctx, c.root); err == nil && len(inv.Hosts) == c.hosts && inv.Agents == c.agents &&
+		inv.SharedStorage == c.shared && inv.BinDir == c.binDir {
 		if st := status(ctx, inv); st.Healthy() {
 			c.log.Info("lab already up", zap.Int("hosts", len(inv.Hosts)))
-			// Another lab's down may have removed CRIU's cache meanwhile.
-			if _, err := os.Stat(kdatCache); err != nil {
-				if err := seedKdat(ctx, c.prefix); err != nil {
-					return nil, err
-				}
+			if err := RestartStaleAgents(ctx, inv, c.log); err != nil {
+				return nil, fmt.Errorf("lab up: %w", err)
 			}
 			return inv, nil
 		}
@@ -201,6 +253,18 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 	if _, err := os.Stat(filepath.Join(c.prefix, "bin", "containerd")); err != nil {
 		return fmt.Errorf("containerd not installed under %s (run: make deps): %w", c.prefix, err)
 	}
+	var extra []byte
+	if c.agentSettings != "" {
+		var err error
+		if extra, err = os.ReadFile(c.agentSettings); err != nil {
+			return fmt.Errorf("agent settings: %w", err)
+		}
+	}
+	if c.agents {
+		if _, err := os.Stat(filepath.Join(c.binDir, "escape-sensor")); err != nil {
+			return fmt.Errorf("agents need escape-sensor in %s (run: make build, or pass --bin): %w", c.binDir, err)
+		}
+	}
 	for _, d := range []string{c.root, c.runDir, inv.Shared} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
@@ -211,12 +275,37 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size="+c.sharedSize+",mode=0755", "escape-lab-shared", inv.Shared).CombinedOutput(); err != nil {
 		return fmt.Errorf("mount shared storage at %s: %v: %s", inv.Shared, err, out)
 	}
-	if err := seedKdat(ctx, c.prefix); err != nil {
+	if err := privateNSDir(c.nsDir()); err != nil {
 		return err
 	}
 	c.log.Info("building network", zap.Int("hosts", len(inv.Hosts)))
 	if err := buildNetwork(inv); err != nil {
 		return err
+	}
+	if err := makePKI(inv); err != nil {
+		return err
+	}
+	shared := ""
+	if inv.SharedStorage {
+		shared = inv.Shared
+	}
+	c.log.Info("building machines")
+	if err := makeMachine(ctx, c, inv.Plane.MountNS, "", inv.Plane.binds(false)); err != nil {
+		return fmt.Errorf("plane: %w", err)
+	}
+	if err := writePlaneBase(inv); err != nil {
+		return err
+	}
+	for _, h := range inv.Hosts {
+		if err := os.MkdirAll(filepath.Dir(h.PIDFile), 0o755); err != nil {
+			return err
+		}
+		if err := makeMachine(ctx, c, h.MountNS, shared, h.binds(true)); err != nil {
+			return fmt.Errorf("host %s: %w", h.Name, err)
+		}
+		if err := writeAgentConfig(inv, h, extra); err != nil {
+			return err
+		}
 	}
 	c.log.Info("building images")
 	archives := map[string][]byte{}
@@ -235,11 +324,6 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 	g.SetLimit(runtime.NumCPU())
 	for _, h := range inv.Hosts {
 		g.Go(func() error {
-			for _, d := range []string{filepath.Dir(h.PIDFile), h.StateDir, h.RootDir} {
-				if err := os.MkdirAll(d, 0o711); err != nil {
-					return err
-				}
-			}
 			c.log.Info("starting containerd", zap.String("host", h.Name))
 			if err := startContainerd(gctx, h, c.prefix); err != nil {
 				return err
@@ -249,6 +333,12 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 					return fmt.Errorf("image %s on %s: %w", name, h.Name, err)
 				}
 			}
+			if err := seedKdat(gctx, inv, h); err != nil {
+				return err
+			}
+			if c.agents {
+				return StartAgent(gctx, inv, h.Name, c.log)
+			}
 			return nil
 		})
 	}
@@ -256,59 +346,6 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 		return err
 	}
 	return saveInventory(inv)
-}
-
-func buildNetwork(inv *Inventory) error {
-	if err := arp.CreateNetns(inv.Fabric.Netns); err != nil {
-		return err
-	}
-	fab, err := arp.Handle(inv.Fabric.Netns)
-	if err != nil {
-		return err
-	}
-	defer fab.Close()
-	if err := addBridge(fab, inv.Fabric.Bridge); err != nil {
-		return err
-	}
-	attach := func(ep Endpoint, port string, bridge string) error {
-		if err := arp.CreateNetns(ep.Netns); err != nil {
-			return err
-		}
-		h, err := arp.Handle(ep.Netns)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		ns, err := peerNs(ep.Netns)
-		if err != nil {
-			return err
-		}
-		defer ns.Close()
-		if err := addVethInto(fab, port, inv.Fabric.Bridge, ns, "eth0"); err != nil {
-			return err
-		}
-		if err := setUp(h, "eth0"); err != nil { // arp.CreateNetns brought lo up
-			return err
-		}
-		if bridge != "" {
-			if err := addBridge(h, bridge); err != nil {
-				return err
-			}
-			if err := enslave(h, "eth0", bridge); err != nil {
-				return err
-			}
-		}
-		return addAddr(h, ep.Link, ep.IP, inv.Subnet)
-	}
-	if err := attach(inv.Client, "p-client", ""); err != nil {
-		return fmt.Errorf("client namespace: %w", err)
-	}
-	for _, host := range inv.Hosts {
-		if err := attach(host.Endpoint, "p-"+host.Name, host.Bridge); err != nil {
-			return fmt.Errorf("host %s: %w", host.Name, err)
-		}
-	}
-	return nil
 }
 
 // Down removes everything Up created. It works from what it finds on the

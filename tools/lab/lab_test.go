@@ -11,7 +11,10 @@ func TestPlanAddressesAndLabels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]bool{inv.Client.IP.String(): true}
+	seen := map[string]bool{inv.Client.IP.String(): true, inv.Plane.IP.String(): true}
+	if inv.Client.IP == inv.Plane.IP || !inv.Subnet.Contains(inv.Plane.IP) || inv.ServiceRange.Contains(inv.Plane.IP) {
+		t.Errorf("plane address %s clashes or sits outside the fabric", inv.Plane.IP)
+	}
 	distinct := map[string]bool{}
 	for _, h := range inv.Hosts {
 		if !inv.Subnet.Contains(h.IP) {
@@ -32,8 +35,11 @@ func TestPlanAddressesAndLabels(t *testing.T) {
 				t.Errorf("host %s lacks label %s", h.Name, k)
 			}
 		}
-		if h.RuncRoot == "" || !strings.HasPrefix(h.RuncRoot, inv.RunDir+"/"+h.Name+"/") {
-			t.Errorf("host %s runc root %q is not its own", h.Name, h.RuncRoot)
+		if h.MountNS != inv.RunDir+"/ns/"+h.Name || !strings.HasPrefix(h.Dir, inv.Root+"/hosts/"+h.Name) {
+			t.Errorf("host %s mount namespace %q or directory %q is not its own", h.Name, h.MountNS, h.Dir)
+		}
+		if h.Agent != h.IP.String()+":7443" {
+			t.Errorf("host %s agent address %q", h.Name, h.Agent)
 		}
 		distinct[h.Labels["datacenter"]+"/"+h.Labels["network"]+"/"+h.Labels["config"]] = true
 	}

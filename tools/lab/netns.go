@@ -108,3 +108,61 @@ func enslave(h *netlink.Handle, link, bridge string) error {
 	}
 	return nil
 }
+
+// buildNetwork makes the fabric and attaches the client, the plane and
+// every host to it, each by a veth whose fabric end is its Port.
+func buildNetwork(inv *Inventory) error {
+	if err := arp.CreateNetns(inv.Fabric.Netns); err != nil {
+		return err
+	}
+	fab, err := arp.Handle(inv.Fabric.Netns)
+	if err != nil {
+		return err
+	}
+	defer fab.Close()
+	if err := addBridge(fab, inv.Fabric.Bridge); err != nil {
+		return err
+	}
+	attach := func(ep Endpoint, bridge string) error {
+		if err := arp.CreateNetns(ep.Netns); err != nil {
+			return err
+		}
+		h, err := arp.Handle(ep.Netns)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		ns, err := peerNs(ep.Netns)
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		if err := addVethInto(fab, ep.Port, inv.Fabric.Bridge, ns, "eth0"); err != nil {
+			return err
+		}
+		if err := setUp(h, "eth0"); err != nil { // arp.CreateNetns brought lo up
+			return err
+		}
+		if bridge != "" {
+			if err := addBridge(h, bridge); err != nil {
+				return err
+			}
+			if err := enslave(h, "eth0", bridge); err != nil {
+				return err
+			}
+		}
+		return addAddr(h, ep.Link, ep.IP, inv.Subnet)
+	}
+	if err := attach(inv.Client, ""); err != nil {
+		return fmt.Errorf("client namespace: %w", err)
+	}
+	if err := attach(inv.Plane.Endpoint, ""); err != nil {
+		return fmt.Errorf("plane namespace: %w", err)
+	}
+	for _, host := range inv.Hosts {
+		if err := attach(host.Endpoint, host.Bridge); err != nil {
+			return fmt.Errorf("host %s: %w", host.Name, err)
+		}
+	}
+	return nil
+}

@@ -18,7 +18,19 @@ type HostStatus struct {
 	Netns      bool   `json:"netns"`
 	Containerd string `json:"containerd_version,omitempty"`
 	Containers int    `json:"containers"`
-	Problem    string `json:"problem,omitempty"`
+	// MountNS says the host's mount namespace is bound; Agent that its
+	// agent runs and AgentAnswers that it answers Hello as the plane.
+	MountNS      bool   `json:"mount_ns"`
+	Agent        bool   `json:"agent"`
+	AgentAnswers bool   `json:"agent_answers"`
+	Problem      string `json:"problem,omitempty"`
+}
+
+// PlaneStatus is the observed state of the plane's namespaces.
+type PlaneStatus struct {
+	Netns   bool   `json:"netns"`
+	MountNS bool   `json:"mount_ns"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // Status is the observed state of the lab.
@@ -26,12 +38,13 @@ type Status struct {
 	Up        bool         `json:"up"`
 	Inventory *Inventory   `json:"inventory,omitempty"`
 	Hosts     []HostStatus `json:"hosts,omitempty"`
+	Plane     PlaneStatus  `json:"plane"`
 	Problem   string       `json:"problem,omitempty"`
 }
 
 // Healthy reports whether the lab is up and every host answers.
 func (s Status) Healthy() bool {
-	if !s.Up || s.Problem != "" {
+	if !s.Up || s.Problem != "" || s.Plane.Problem != "" {
 		return false
 	}
 	for _, h := range s.Hosts {
@@ -42,7 +55,8 @@ func (s Status) Healthy() bool {
 	return true
 }
 
-// GetStatus inspects the lab: each host's namespace and containerd.
+// GetStatus inspects the lab: each host's namespaces, containerd and
+// agent (when the lab runs agents), and the plane's namespaces.
 func GetStatus(ctx context.Context, opts ...Option) Status {
 	c := newConfig(opts)
 	inv, err := LoadInventory(ctx, c.root)
@@ -64,15 +78,39 @@ func status(ctx context.Context, inv *Inventory) Status {
 		} else {
 			hs.Problem = "network namespace " + h.Netns + " missing"
 		}
+		problem := func(p string) {
+			if hs.Problem == "" {
+				hs.Problem = p
+			}
+		}
+		if hs.MountNS = nsInode(h.MountNS) != 0; !hs.MountNS {
+			problem("mount namespace " + h.MountNS + " missing")
+		}
 		v, n, err := containerdInfo(ctx, h.Containerd, inv.Namespace)
 		if err != nil {
-			if hs.Problem == "" {
-				hs.Problem = "containerd not answering: " + err.Error()
-			}
+			problem("containerd not answering: " + err.Error())
 		} else {
 			hs.Containerd, hs.Containers = v, n
 		}
+		if pid, err := readPID(h.AgentPIDFile); err == nil && isAgent(pid) {
+			hs.Agent = true
+			if err := HelloAgent(ctx, inv, h.Name); err == nil {
+				hs.AgentAnswers = true
+			} else if inv.Agents {
+				problem("agent not answering: " + err.Error())
+			}
+		} else if inv.Agents {
+			problem("agent not running")
+		}
 		st.Hosts = append(st.Hosts, hs)
+	}
+	if _, err := os.Stat(arp.NetnsPath(inv.Plane.Netns)); err == nil {
+		st.Plane.Netns = true
+	} else {
+		st.Plane.Problem = "network namespace " + inv.Plane.Netns + " missing"
+	}
+	if st.Plane.MountNS = nsInode(inv.Plane.MountNS) != 0; !st.Plane.MountNS && st.Plane.Problem == "" {
+		st.Plane.Problem = "mount namespace " + inv.Plane.MountNS + " missing"
 	}
 	return st
 }

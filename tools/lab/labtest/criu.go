@@ -25,6 +25,11 @@ import (
 // repair mode, so that the copy CRIU then kills closes live connections.
 // With 0 the death shows at once, and the restore is usually stopped
 // before that point.
+//
+// The host runs the stand-in inside its own mount namespace: dir must be
+// a path the host sees at the same place, such as a directory under the
+// lab's shared storage (inv.Shared), never t.TempDir() (every host has a
+// private /tmp).
 func LazyDaemonFault(t testing.TB, dir, criu, signal string, unnoticed time.Duration) string {
 	t.Helper()
 	wrapper := filepath.Join(dir, fmt.Sprintf("criu-lazy-%s-%d", signal, unnoticed.Milliseconds()))
