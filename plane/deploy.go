@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"time"
 
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/sensor/events"
@@ -135,7 +136,7 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig, actor string) (C
 		return ContainerRecord{}, fmt.Errorf("deploy: %w", err)
 	}
 	now := p.now()
-	rec := ContainerRecord{Spec: spec, Host: host, Policy: pol, Generation: 1, Created: now, Updated: now}
+	rec := ContainerRecord{Spec: spec, Host: host, Policy: pol, Generation: p.firstGeneration(ctx, cc.ID), Created: now, Updated: now}
 	// Recorded before starting, so a crash leaves a record to reconcile,
 	// never an untracked container.
 	if err := p.store.PutContainer(rec); err != nil {
@@ -192,4 +193,38 @@ func (p *Plane) Remove(ctx context.Context, id, actor string) error {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
 	return nil
+}
+
+// firstGeneration is the lease generation a new deployment of id starts
+// at: above any generation a host still remembers for that id (from an
+// earlier deployment under the same id, or a plane whose state was lost),
+// since agents refuse leases older than what they have seen. A host that
+// does not answer in time is left out: a later move onto it is refused
+// as stale and undone, never applied.
+func (p *Plane) firstGeneration(ctx context.Context, id string) uint64 {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	seen := make(chan uint64, len(p.cfg.Hosts))
+	for _, hc := range p.cfg.Hosts {
+		go func() {
+			h, err := p.Host(hc.Name)
+			if err != nil {
+				seen <- 0
+				return
+			}
+			st, err := h.Status(ctx, id)
+			if err != nil {
+				seen <- 0
+				return
+			}
+			seen <- st.Lease.Generation
+		}()
+	}
+	gen := uint64(1)
+	for range p.cfg.Hosts {
+		if g := <-seen; g >= gen {
+			gen = g + 1
+		}
+	}
+	return gen
 }

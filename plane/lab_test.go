@@ -1,9 +1,10 @@
-package plane
+package plane_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/escape-mtd/escape/plane"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +19,7 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
+func labPlane(t *testing.T, defaults plane.PolicyOverrides) (*plane.Plane, *lab.Inventory) {
 	t.Helper()
 	inv := labtest.Ensure(t)
 	return openLabPlane(t, labConfig(t, inv, defaults), inv), inv
@@ -26,7 +27,7 @@ func labPlane(t *testing.T, defaults PolicyOverrides) (*Plane, *lab.Inventory) {
 
 // labConfig is the lab's plane configuration for a plane in the test's
 // process: its state and audit log belong to the test.
-func labConfig(t *testing.T, inv *lab.Inventory, defaults PolicyOverrides) Config {
+func labConfig(t *testing.T, inv *lab.Inventory, defaults plane.PolicyOverrides) plane.Config {
 	t.Helper()
 	cfg, err := inv.PlaneConfigIn(t.TempDir())
 	if err != nil {
@@ -40,17 +41,17 @@ func labConfig(t *testing.T, inv *lab.Inventory, defaults PolicyOverrides) Confi
 // fabric, from the plane's network namespace, with the plane's
 // certificate; at the end of the test it removes the containers the plane
 // then knows and closes it.
-func openLabPlane(t *testing.T, cfg Config, inv *lab.Inventory) *Plane {
+func openLabPlane(t *testing.T, cfg plane.Config, inv *lab.Inventory) *plane.Plane {
 	t.Helper()
-	p, err := New(cfg, WithLogger(zaptest.NewLogger(t)), WithAgentDialer(labtest.PlaneDialer(inv)),
-		WithMigrateOptions(migrate.WithStepTimeout(30*time.Second)))
+	p, err := plane.New(cfg, plane.WithLogger(zaptest.NewLogger(t)), plane.WithAgentDialer(labtest.PlaneDialer(inv)),
+		plane.WithMigrateOptions(migrate.WithStepTimeout(30*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		cs, _ := p.store.Containers()
+		cs, _ := p.Store().Containers()
 		for _, c := range cs {
 			if err := p.Remove(ctx, c.Spec.ID, "test cleanup"); err != nil {
 				t.Errorf("cleanup: %v", err)
@@ -62,7 +63,7 @@ func openLabPlane(t *testing.T, cfg Config, inv *lab.Inventory) *Plane {
 }
 
 // status asks the container's agent on host for its state.
-func status(ctx context.Context, t *testing.T, p *Plane, host, id string) migrate.ContainerStatus {
+func status(ctx context.Context, t *testing.T, p *plane.Plane, host, id string) migrate.ContainerStatus {
 	t.Helper()
 	h, err := p.Host(host)
 	if err != nil {
@@ -88,7 +89,7 @@ func incr(t *testing.T, rc *labtest.Redis) int64 {
 // checkMounts asserts what migrate/mounts.go promises of a running
 // container, restored or not: no tmpfs on /run, and runc's masked
 // directories present, empty and read-only.
-func checkMounts(t *testing.T, p *Plane, host, id, when string) {
+func checkMounts(t *testing.T, p *plane.Plane, host, id, when string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -133,10 +134,10 @@ func checkMounts(t *testing.T, p *Plane, host, id, when string) {
 }
 
 func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
-	p, inv := labPlane(t, PolicyOverrides{CleanEpochs: ptr(2), RollbackLimit: ptr(2), Retain: ptr(2), CheckpointInterval: ptr(Duration(time.Second))})
+	p, inv := labPlane(t, plane.PolicyOverrides{CleanEpochs: ptr(2), RollbackLimit: ptr(2), Retain: ptr(2), CheckpointInterval: ptr(plane.Duration(time.Second))})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := p.Deploy(ctx, ContainerConfig{ID: "pl-db", Image: lab.ImageRef("redis"), Host: "h1", IP: "198.18.1.240",
+	c, err := p.Deploy(ctx, plane.ContainerConfig{ID: "pl-db", Image: lab.ImageRef("redis"), Host: "h1", IP: "198.18.1.240",
 		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}}, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -148,10 +149,10 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	}
 	checkMounts(t, p, "h1", "pl-db", "deployed")
 	epoch := uint64(0)
-	report := func(anomalous bool) Decision {
+	report := func(anomalous bool) plane.Decision {
 		t.Helper()
 		epoch++
-		d, err := p.HandleReport(ctx, Report{Container: "pl-db", Epoch: epoch, Anomalous: anomalous, Mismatches: 7, Threshold: 3}, "test")
+		d, err := p.HandleReport(ctx, plane.Report{Container: "pl-db", Epoch: epoch, Anomalous: anomalous, Mismatches: 7, Threshold: 3}, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,11 +160,11 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	}
 
 	// No clean epochs yet: no safe checkpoint, periodic or manual.
-	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); !errors.Is(err, ErrNotSafe) {
+	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); !errors.Is(err, plane.ErrNotSafe) {
 		t.Fatalf("checkpoint without clean epochs: %v", err)
 	}
-	p.checkpointDue(ctx)
-	if cks, _ := p.store.Checkpoints("pl-db"); len(cks) != 0 {
+	p.CheckpointDue(ctx)
+	if cks, _ := p.Store().Checkpoints("pl-db"); len(cks) != 0 {
 		t.Fatal("periodic checkpoint taken without clean epochs")
 	}
 	report(false)
@@ -175,8 +176,8 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 			time.Sleep(1100 * time.Millisecond)
 			report(false)
 		}
-		p.checkpointDue(ctx)
-		cks, _ := p.store.Checkpoints("pl-db")
+		p.CheckpointDue(ctx)
+		cks, _ := p.Store().Checkpoints("pl-db")
 		if len(cks) == 0 || cks[len(cks)-1].SafeEpoch != epoch {
 			t.Fatalf("round %d: no checkpoint safe as of epoch %d: %+v", i, epoch, cks)
 		}
@@ -186,7 +187,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	if st := status(ctx, t, p, "h1", "pl-db"); st.Status != migrate.Running {
 		t.Fatalf("container not running after checkpoints: %s", st.Status)
 	}
-	cks, _ := p.store.Checkpoints("pl-db")
+	cks, _ := p.Store().Checkpoints("pl-db")
 	if len(cks) != 2 {
 		t.Fatalf("retention 2 kept %d", len(cks))
 	}
@@ -220,7 +221,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 		checkMounts(t, p, "h1", "pl-db", fmt.Sprintf("rollback %d", i))
 	}
 	// A checkpoint now would not be safe: the streak restarted.
-	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); !errors.Is(err, ErrNotSafe) {
+	if _, err := p.Checkpoint(ctx, "pl-db", false, "test"); !errors.Is(err, plane.ErrNotSafe) {
 		t.Fatalf("checkpoint right after rollback: %v", err)
 	}
 	// Anomaly 3: the limit is reached, escalate to live migration; the
@@ -230,7 +231,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 	if d.Action != "migrate" || d.Outcome != "ok" || d.Host == "h1" || d.Host == "" {
 		t.Fatalf("escalation decision %+v", d)
 	}
-	c, _ = p.store.Container("pl-db")
+	c, _ = p.Store().Container("pl-db")
 	if c.Host != d.Host {
 		t.Fatalf("placement %s, decision %s", c.Host, d.Host)
 	}
@@ -239,7 +240,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 		t.Fatalf("after migration INCR = %d, want 3 (state carried over)", n)
 	}
 	checkMounts(t, p, c.Host, "pl-db", "migrated")
-	if n, _ := p.store.Rollbacks("pl-db", time.Now().Add(-time.Hour)); n != 0 {
+	if n, _ := p.Store().Rollbacks("pl-db", time.Now().Add(-time.Hour)); n != 0 {
 		t.Fatalf("rollback counter not reset after migration: %d", n)
 	}
 
@@ -295,7 +296,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 		t.Fatalf("status %+v %v", st, err)
 	}
 	// The audit log holds every decision with its reasons.
-	evs, err := ReadAudit(p.cfg.Audit)
+	evs, err := plane.ReadAudit(auditPath(p))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +311,7 @@ func TestPlaneCheckpointRollbackEscalation(t *testing.T) {
 }
 
 func TestPlaneStatelessRestartAndReplicate(t *testing.T) {
-	p, inv := labPlane(t, PolicyOverrides{})
+	p, inv := labPlane(t, plane.PolicyOverrides{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	args := []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}
@@ -318,7 +319,7 @@ func TestPlaneStatelessRestartAndReplicate(t *testing.T) {
 		id, action string
 		octet      int
 	}{{"pl-web-r", "restart", 241}, {"pl-web-x", "replicate", 242}} {
-		c, err := p.Deploy(ctx, ContainerConfig{ID: tc.id, Image: lab.ImageRef("redis"), Host: "h1", IP: fmt.Sprintf("198.18.1.%d", tc.octet), Args: args,
+		c, err := p.Deploy(ctx, plane.ContainerConfig{ID: tc.id, Image: lab.ImageRef("redis"), Host: "h1", IP: fmt.Sprintf("198.18.1.%d", tc.octet), Args: args,
 			Labels: map[string]string{"escape.mtd/class": "stateless", "escape.mtd/stateless-action": tc.action}}, "test")
 		if err != nil {
 			t.Fatal(err)
@@ -326,7 +327,7 @@ func TestPlaneStatelessRestartAndReplicate(t *testing.T) {
 		rc := labtest.DialRedis(t, inv, c.Spec.IP.Addr(), 15*time.Second)
 		incr(t, rc)
 		incr(t, rc)
-		d, err := p.HandleReport(ctx, Report{Container: tc.id, Epoch: 1, Anomalous: true}, "test")
+		d, err := p.HandleReport(ctx, plane.Report{Container: tc.id, Epoch: 1, Anomalous: true}, "test")
 		if err != nil || d.Action != tc.action || d.Outcome != "ok" {
 			t.Fatalf("%s: %+v %v", tc.id, d, err)
 		}
@@ -346,3 +347,7 @@ func TestPlaneStatelessRestartAndReplicate(t *testing.T) {
 		}
 	}
 }
+
+func auditPath(p *plane.Plane) string { return p.AuditPath() }
+
+func ptr[T any](v T) *T { return &v }

@@ -1,12 +1,12 @@
-package plane
+package plane_test
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/escape-mtd/escape/plane"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,13 +16,14 @@ import (
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
+	"github.com/google/nftables"
 )
 
 // reopen closes p, as a plane that stopped, and starts a new plane on the
 // same state, as the daemon's restart would.
-func reopen(ctx context.Context, t *testing.T, p *Plane, inv *lab.Inventory) *Plane {
+func reopen(ctx context.Context, t *testing.T, p *plane.Plane, inv *lab.Inventory) *plane.Plane {
 	t.Helper()
-	cfg := p.cfg
+	cfg := p.ConfigForTest()
 	if err := p.Close(); err != nil {
 		t.Logf("close the first plane: %v", err)
 	}
@@ -34,7 +35,7 @@ func reopen(ctx context.Context, t *testing.T, p *Plane, inv *lab.Inventory) *Pl
 }
 
 // auditHas reports whether the audit log holds an event matching want.
-func auditHas(t *testing.T, path string, want func(AuditEvent) bool) bool {
+func auditHas(t *testing.T, path string, want func(plane.AuditEvent) bool) bool {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -44,7 +45,7 @@ func auditHas(t *testing.T, path string, want func(AuditEvent) bool) bool {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var ev AuditEvent
+		var ev plane.AuditEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
@@ -59,17 +60,17 @@ func auditHas(t *testing.T, path string, want func(AuditEvent) bool) bool {
 // plane that stops in between, or a checkpoint that will not restore, must
 // not leave the container without a live copy.
 func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
-	p, inv := labPlane(t, PolicyOverrides{CleanEpochs: ptr(1), RollbackLimit: ptr(10), Retain: ptr(2)})
+	p, inv := labPlane(t, plane.PolicyOverrides{CleanEpochs: ptr(1), RollbackLimit: ptr(10), Retain: ptr(2)})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const id = "pl-rb"
-	c, err := p.Deploy(ctx, ContainerConfig{ID: id, Image: lab.ImageRef("redis"), Host: "h1", IP: "198.18.1.241",
+	c, err := p.Deploy(ctx, plane.ContainerConfig{ID: id, Image: lab.ImageRef("redis"), Host: "h1", IP: "198.18.1.241",
 		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ip := c.Spec.IP.Addr()
-	counter := func(p *Plane, want int64, when string) {
+	counter := func(p *plane.Plane, want int64, when string) {
 		t.Helper()
 		if st := status(ctx, t, p, "h1", id); st.Status != migrate.Running {
 			t.Fatalf("%s: container is %s, want running", when, st.Status)
@@ -80,10 +81,10 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 		}
 	}
 	epoch := uint64(0)
-	checkpoint := func(p *Plane) CheckpointRecord {
+	checkpoint := func(p *plane.Plane) plane.CheckpointRecord {
 		t.Helper()
 		epoch++
-		if _, err := p.HandleReport(ctx, Report{Container: id, Epoch: epoch, Threshold: 3}, "test"); err != nil {
+		if _, err := p.HandleReport(ctx, plane.Report{Container: id, Epoch: epoch, Threshold: 3}, "test"); err != nil {
 			t.Fatal(err)
 		}
 		ck, err := p.Checkpoint(ctx, id, false, "test")
@@ -101,14 +102,14 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 
 	// 1. Stopped after the kill: what the store and the host hold at that
 	// point, then a restart.
-	interrupt := func(p *Plane, kill bool) {
+	interrupt := func(p *plane.Plane, kill bool) {
 		t.Helper()
-		rec, err := p.store.Container(id)
+		rec, err := p.Store().Container(id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec.Rollback = &PendingRollback{Checkpoint: newer.Seq, Started: time.Now()}
-		if err := p.store.PutContainer(rec); err != nil {
+		rec.Rollback = &plane.PendingRollback{Checkpoint: newer.Seq, Started: time.Now()}
+		if err := p.Store().PutContainer(rec); err != nil {
 			t.Fatal(err)
 		}
 		if kill {
@@ -118,9 +119,9 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 			}
 		}
 	}
-	settled := func(p *Plane, when string) {
+	settled := func(p *plane.Plane, when string) {
 		t.Helper()
-		rec, err := p.store.Container(id)
+		rec, err := p.Store().Container(id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +142,7 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 	p = reopen(ctx, t, p, inv)
 	counter(p, 3, "restart after a stop between kill and restore") // the newer checkpoint's 2, plus one
 	settled(p, "restart after a stop between kill and restore")
-	if !auditHas(t, p.cfg.Audit, func(e AuditEvent) bool {
+	if !auditHas(t, auditPath(p), func(e plane.AuditEvent) bool {
 		return e.Kind == "action" && e.Action == "rollback" && e.Actor == "recovery" && e.Outcome == "ok" && e.Container == id
 	}) {
 		t.Error("no audited recovery rollback")
@@ -187,11 +188,21 @@ func TestPlaneRollbackInterruptedOrUnrestorable(t *testing.T) {
 	// The container's namespace is the host's; the test reaches it through
 	// the container's first process, as an operator on that host would.
 	pid := status(ctx, t, p, "h1", id).PID
-	if out, err := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", pid), "nft", "add", "table", "inet", left).CombinedOutput(); err != nil {
-		t.Fatalf("add a lock table: %v: %s", err, out)
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	nft, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nft.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: left})
+	if err := nft.Flush(); err != nil {
+		t.Fatal(err)
 	}
 	p = reopen(ctx, t, p, inv)
-	if !auditHas(t, p.cfg.Audit, func(e AuditEvent) bool {
+	if !auditHas(t, auditPath(p), func(e plane.AuditEvent) bool {
 		return e.Kind == "decision" && e.Container == id && e.Outcome == "failed" && slices.ContainsFunc(e.Reasons, func(r string) bool {
 			return strings.Contains(r, left)
 		})
@@ -251,11 +262,11 @@ func freezeCgroup(t *testing.T, pid uint32, on bool) {
 // frozen, and which the service never accepted, must not fail a dump (it
 // did: "In-flight connection", and a migration reverted in the demo).
 func TestPlaneCheckpointWithConnectionInFlight(t *testing.T) {
-	p, inv := labPlane(t, PolicyOverrides{CleanEpochs: ptr(1)})
+	p, inv := labPlane(t, plane.PolicyOverrides{CleanEpochs: ptr(1)})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const id = "pl-inflight"
-	c, err := p.Deploy(ctx, ContainerConfig{ID: id, Image: lab.ImageRef("redis"), Host: "h1", IP: "198.18.1.242",
+	c, err := p.Deploy(ctx, plane.ContainerConfig{ID: id, Image: lab.ImageRef("redis"), Host: "h1", IP: "198.18.1.242",
 		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}}, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +275,7 @@ func TestPlaneCheckpointWithConnectionInFlight(t *testing.T) {
 	if n := incr(t, labtest.DialRedis(t, inv, ip, 15*time.Second)); n != 1 {
 		t.Fatalf("first INCR = %d", n)
 	}
-	if _, err := p.HandleReport(ctx, Report{Container: id, Epoch: 1, Threshold: 3}, "test"); err != nil {
+	if _, err := p.HandleReport(ctx, plane.Report{Container: id, Epoch: 1, Threshold: 3}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	pid := status(ctx, t, p, "h1", id).PID

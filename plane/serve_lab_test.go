@@ -1,9 +1,10 @@
-package plane
+package plane_test
 
 import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/escape-mtd/escape/plane"
 	"net"
 	"net/netip"
 	"os"
@@ -42,9 +43,19 @@ func TestPlaneServesFromItsOwnMachine(t *testing.T) {
 	cfg.State, cfg.Audit = "/var/lib/escape/test-serve.db", "/var/log/escape/test-serve-audit.jsonl"
 	cfg.Socket = "/run/escape/test-serve.sock"
 	cfg.Listen = ""
-	cfg.Defaults = PolicyOverrides{CleanEpochs: ptr(1)}
-	cfg.Containers = []ContainerConfig{{ID: id, Image: lab.ImageRef("redis"), Host: "h2", IP: "198.18.1.247",
+	cfg.Defaults = plane.PolicyOverrides{CleanEpochs: ptr(1)}
+	cfg.Containers = []plane.ContainerConfig{{ID: id, Image: lab.ImageRef("redis"), Host: "h2", IP: "198.18.1.247",
 		Args: []string{"/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"}}}
+	// Whatever a failed earlier run left on the hosts goes, before and after.
+	removeEverywhere := func() {
+		for _, h := range inv.Hosts {
+			if _, err := labtest.AgentClient(t, inv, h.Name).Remove(context.Background(), id); err != nil {
+				t.Errorf("remove %s from %s: %v", id, h.Name, err)
+			}
+		}
+	}
+	removeEverywhere()
+	t.Cleanup(removeEverywhere)
 	outside := func(inside string) string { // the same file as the root namespace sees it
 		for _, b := range [][2]string{{"/var/lib/escape", "state"}, {"/var/log/escape", "log"}, {"/etc/escape", "etc"}} {
 			if rest, ok := strings.CutPrefix(inside, b[0]); ok {
@@ -101,12 +112,12 @@ func TestPlaneServesFromItsOwnMachine(t *testing.T) {
 	defer stop()
 
 	dial := lab.NetnsDialer(inv.Client.Netns)
-	dialer := WithDialer(func(ctx context.Context, _, address string) (net.Conn, error) { return dial(ctx, address) })
-	operator := NewTLSClient(inv.Plane.API, labtest.OperatorTLS(inv), dialer)
-	var st Status
+	dialer := plane.WithDialer(func(ctx context.Context, _, address string) (net.Conn, error) { return dial(ctx, address) })
+	operator := plane.NewTLSClient(inv.Plane.API, labtest.OperatorTLS(inv), dialer)
+	var st plane.Status
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		st = Status{}
+		st = plane.Status{}
 		err := operator.Do(ctx, "GET", "/v1/status", nil, &st)
 		if err == nil && len(st.Containers) == 1 && st.Containers[0].State == "running" {
 			break
@@ -123,7 +134,7 @@ func TestPlaneServesFromItsOwnMachine(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if c := st.Containers[0]; c.Host != "h2" || c.IP != "198.18.1.247" {
+	if c := st.Containers[0]; c.Host != "h2" || !strings.HasPrefix(c.IP, "198.18.1.247/") {
 		t.Fatalf("deployed %+v, want h2 at 198.18.1.247", c)
 	}
 	rc := labtest.DialRedis(t, inv, mustAddr(t, "198.18.1.247"), 15*time.Second)
@@ -141,18 +152,18 @@ func TestPlaneServesFromItsOwnMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	asAgent := NewTLSClient(inv.Plane.API, src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: "plane"}), dialer)
-	if err := asAgent.Do(ctx, "POST", "/v1/migrate", ContainerRequest{Container: id, To: "h3"}, nil); err == nil || !strings.Contains(err.Error(), "403") {
+	asAgent := plane.NewTLSClient(inv.Plane.API, src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: "plane"}), dialer)
+	if err := asAgent.Do(ctx, "POST", "/v1/migrate", plane.ContainerRequest{Container: id, To: "h3"}, nil); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("an agent's certificate asked for a migration: %v, want 403", err)
 	}
-	anonymous := NewTLSClient(inv.Plane.API, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}, dialer)
+	anonymous := plane.NewTLSClient(inv.Plane.API, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}, dialer)
 	if err := anonymous.Do(ctx, "GET", "/v1/status", nil, nil); err == nil {
 		t.Fatal("a client without a certificate was answered")
 	}
 
 	// The operator checkpoints and migrates: state and address move h2 -> h3.
-	var ck CheckpointRecord
-	if err := operator.Do(ctx, "POST", "/v1/checkpoint", ContainerRequest{Container: id, Force: true}, &ck); err != nil {
+	var ck plane.CheckpointRecord
+	if err := operator.Do(ctx, "POST", "/v1/checkpoint", plane.ContainerRequest{Container: id, Force: true}, &ck); err != nil {
 		t.Fatalf("checkpoint over the API: %v\n%s", err, readFile(logf.Name()))
 	}
 	if ck.Host != "h2" || ck.Bytes == 0 {
@@ -161,7 +172,7 @@ func TestPlaneServesFromItsOwnMachine(t *testing.T) {
 	if n := incr(t, rc); n != 2 {
 		t.Fatalf("INCR after the checkpoint = %d", n)
 	}
-	if err := operator.Do(ctx, "POST", "/v1/migrate", ContainerRequest{Container: id, To: "h3"}, nil); err != nil {
+	if err := operator.Do(ctx, "POST", "/v1/migrate", plane.ContainerRequest{Container: id, To: "h3"}, nil); err != nil {
 		t.Fatalf("migrate over the API: %v\n%s", err, readFile(logf.Name()))
 	}
 	if n := incr(t, rc); n != 3 {
@@ -170,18 +181,18 @@ func TestPlaneServesFromItsOwnMachine(t *testing.T) {
 	if err := operator.Do(ctx, "GET", "/v1/status", nil, &st); err != nil || st.Containers[0].Host != "h3" {
 		t.Fatalf("status after migration: %+v %v", st, err)
 	}
-	if err := operator.Do(ctx, "POST", "/v1/remove", ContainerRequest{Container: id}, nil); err != nil {
+	if err := operator.Do(ctx, "POST", "/v1/remove", plane.ContainerRequest{Container: id}, nil); err != nil {
 		t.Fatalf("remove over the API: %v", err)
 	}
 	stop()
-	evs, err := ReadAudit(outside(cfg.Audit))
+	evs, err := plane.ReadAudit(outside(cfg.Audit))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var refused, migrated bool
 	for _, e := range evs {
 		refused = refused || (e.Kind == "auth" && strings.Contains(e.Actor, "agent/h1"))
-		migrated = migrated || (e.Kind == "action" && e.Action == "migrate" && e.Outcome == "ok" && e.Host == "h3")
+		migrated = migrated || (e.Kind == "action" && e.Action == "migrate" && e.Outcome == "migrated" && e.Details["to"] == "h3")
 	}
 	if !refused || !migrated {
 		t.Fatalf("audit log: refusal of the agent's call %v, migration to h3 %v:\n%+v", refused, migrated, evs)

@@ -15,7 +15,9 @@ import (
 )
 
 // Status reports the container's task, and its address, network locks and
-// lease when its namespace exists.
+// lease when its namespace exists. The lease generation the host has seen
+// is reported even when nothing of the container is left, so that a new
+// deployment under the same id starts above it.
 func (n *Node) Status(ctx context.Context, id string) (migrate.ContainerStatus, error) {
 	if err := migrate.ValidID(id); err != nil {
 		return migrate.ContainerStatus{}, n.fail("status", id, err)
@@ -38,6 +40,11 @@ func (n *Node) Status(ctx context.Context, id string) (migrate.ContainerStatus, 
 		}
 	}
 	if !arp.NetnsExists(n.ctNetns(id)) {
+		rec, err := n.leaseRecordOf(id)
+		if err != nil {
+			return out, n.fail("status", id, err)
+		}
+		out.Lease.Generation = rec.Generation
 		return out, nil
 	}
 	out.Network = true
