@@ -27,10 +27,18 @@ import (
 var version = "dev"
 
 func main() {
-	var root, runDir, prefix string
+	var name, root, runDir, prefix string
 	var verbose bool
 	opts := func() []lab.Option {
-		return []lab.Option{lab.WithRoot(root), lab.WithRunDir(runDir), lab.WithPrefix(prefix), lab.WithLogger(newLogger(verbose))}
+		o := []lab.Option{lab.WithName(name), lab.WithPrefix(prefix), lab.WithLogger(newLogger(verbose))}
+		// Unset, the directories follow the name (/var/lib/<name>-lab, /run/<name>-lab).
+		if root != "" {
+			o = append(o, lab.WithRoot(root))
+		}
+		if runDir != "" {
+			o = append(o, lab.WithRunDir(runDir))
+		}
+		return o
 	}
 	cmd := &cobra.Command{
 		Use:           "escape-lab",
@@ -39,8 +47,13 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.PersistentFlags().StringVar(&root, "root", lab.DefaultRoot, "lab directory (containerd roots, shared storage, inventory)")
-	cmd.PersistentFlags().StringVar(&runDir, "run-dir", lab.DefaultRunDir, "lab runtime directory (sockets, pid files)")
+	defaultName := lab.DefaultName
+	if env := os.Getenv("ESCAPE_LAB"); env != "" {
+		defaultName = env
+	}
+	cmd.PersistentFlags().StringVar(&name, "name", defaultName, "lab name: prefixes its namespaces, cgroups and directories, so labs never touch each other (default $ESCAPE_LAB or escape)")
+	cmd.PersistentFlags().StringVar(&root, "root", "", "lab directory (containerd roots, shared storage, inventory; default /var/lib/<name>-lab)")
+	cmd.PersistentFlags().StringVar(&runDir, "run-dir", "", "lab runtime directory (sockets, pid files; default /run/<name>-lab)")
 	cmd.PersistentFlags().StringVar(&prefix, "prefix", lab.DefaultPrefix, "where make deps installed containerd and CRIU")
 	cmd.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail")
 

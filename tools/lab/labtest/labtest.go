@@ -29,6 +29,10 @@ import (
 //
 // Under -short (make test-unit: no root, no lab) it skips: that run asks
 // for the tests that need no lab.
+//
+// $ESCAPE_LAB names another lab than the default (lab.WithName): two
+// checkouts can then run their lab tests on one machine at once, each on
+// a lab of its own.
 func Ensure(t testing.TB) *lab.Inventory {
 	t.Helper()
 	if testing.Short() {
@@ -47,7 +51,7 @@ func Ensure(t testing.TB) *lab.Inventory {
 	// its agent): look again before rebuilding, because a rebuild pulls
 	// the lab from under whoever else is using it.
 	for i := 0; i < 20; i++ {
-		st := lab.GetStatus(ctx)
+		st := lab.GetStatus(ctx, named()...)
 		if st.Healthy() && len(st.Inventory.Hosts) >= lab.DefaultHosts && st.Inventory.Agents && st.Inventory.BinDir == bin {
 			// Tests run the agent they were built with.
 			if err := lab.RestartStaleAgents(ctx, st.Inventory, nil); err != nil {
@@ -60,7 +64,7 @@ func Ensure(t testing.TB) *lab.Inventory {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	inv, err := lab.Up(ctx, lab.WithHosts(lab.DefaultHosts), lab.WithBinDir(bin))
+	inv, err := lab.Up(ctx, append(named(), lab.WithHosts(lab.DefaultHosts), lab.WithBinDir(bin))...)
 	if err != nil {
 		t.Fatalf("bring the lab up: %v", err)
 	}
@@ -123,4 +127,12 @@ func AgentClient(t testing.TB, inv *lab.Inventory, host string) *agentapi.Client
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// named is the lab the tests use: $ESCAPE_LAB, else the default.
+func named() []lab.Option {
+	if name := os.Getenv("ESCAPE_LAB"); name != "" {
+		return []lab.Option{lab.WithName(name)}
+	}
+	return nil
 }
