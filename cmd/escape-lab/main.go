@@ -41,6 +41,16 @@ func main() {
 		return o
 	}
 	cmd := &cobra.Command{
+		// The directories follow the name unless given: every subcommand
+		// (probe, exec, faults) then finds the named lab's inventory.
+		PersistentPreRun: func(*cobra.Command, []string) {
+			if root == "" {
+				root = "/var/lib/" + name + "-lab"
+			}
+			if runDir == "" {
+				runDir = "/run/" + name + "-lab"
+			}
+		},
 		Use:           "escape-lab",
 		Short:         "Build and tear down ESCAPE's local lab of test hosts",
 		Version:       version,
