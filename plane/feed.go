@@ -215,6 +215,10 @@ func (p *Plane) runFeed(ctx context.Context) {
 		d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
 		cancel()
 		switch {
+		case errors.Is(err, ErrNotFound):
+			// A host's sensor watches every container of its namespace;
+			// those the plane does not protect are none of its business.
+			p.log.Debug("sensor event for a container the plane does not protect", zap.String("sensor", ev.Sensor), zap.Error(err))
 		case err != nil:
 			p.log.Warn("sensor event", zap.String("sensor", ev.Sensor), zap.String("type", ev.Type), zap.Error(err))
 		case d.Action != "" && d.Action != "none":

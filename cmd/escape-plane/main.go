@@ -38,10 +38,12 @@ func main() {
 }
 
 type globals struct {
-	socket  string
-	server  string
-	tls     mtls.Files
-	timeout time.Duration
+	socket string
+	server string
+	// serverName is the plane's name in its certificate (plane/<name>).
+	serverName string
+	tls        mtls.Files
+	timeout    time.Duration
 }
 
 func newRoot() *cobra.Command {
@@ -56,6 +58,7 @@ func newRoot() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.socket, "socket", plane.DefaultConfig().Socket, "plane's local API socket (root)")
 	pf.StringVar(&g.server, "server", "", "plane's API address host:port over mutual TLS (instead of --socket)")
+	pf.StringVar(&g.serverName, "server-name", "plane", "the plane's name in its certificate (spiffe://escape.mtd/plane/NAME), checked on --server")
 	pf.StringVar(&g.tls.Cert, "cert", "/etc/escape/pki/operator.crt", "operator certificate (with --server)")
 	pf.StringVar(&g.tls.Key, "key", "/etc/escape/pki/operator.key", "operator key (with --server)")
 	pf.StringVar(&g.tls.CA, "ca", "/etc/escape/pki/ca.crt", "CA certificate (with --server)")
@@ -206,7 +209,7 @@ func (g *globals) client() (*plane.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("operator certificate: %w", err)
 	}
-	return plane.NewTLSClient(g.server, src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: "plane"})), nil
+	return plane.NewTLSClient(g.server, src.ClientConfig(mtls.Identity{Role: mtls.RolePlane, Name: g.serverName})), nil
 }
 
 func statusCmd(g *globals) *cobra.Command {
