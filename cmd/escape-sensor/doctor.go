@@ -71,7 +71,7 @@ namespaces. It exits 2 when a check that --mode needs fails.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&mode, "mode", "all", "what you want to run: sensor, plane, lab or all")
+	cmd.Flags().StringVar(&mode, "mode", "all", "what you want to run: sensor, agent (a host's checkpoint, restore and migration steps), lab or all")
 	cmd.Flags().StringVar(&prefix, "prefix", "/opt/escape", "where make deps installed containerd and CRIU")
 	cmd.Flags().StringVar(&labRoot, "lab-root", "/var/lib/escape-lab", "lab whose containerd daemons to check when no --containerd is given")
 	cmd.Flags().StringSliceVar(&sockets, "containerd", nil, "containerd socket(s) to check")

@@ -12,18 +12,24 @@ type Mode string
 
 const (
 	ModeSensor Mode = "sensor" // the eBPF sensor
-	ModePlane  Mode = "plane"  // checkpoint, restore and migration
-	ModeLab    Mode = "lab"    // the local lab of test hosts
-	ModeAll    Mode = "all"
+	// ModeAgent is the node agent's share of checkpoint, restore and
+	// migration, on this host. The plane itself needs none of these
+	// checks: it reaches hosts only through their agents.
+	ModeAgent Mode = "agent"
+	ModeLab   Mode = "lab" // the local lab of test hosts
+	ModeAll   Mode = "all"
 )
 
 // ParseMode validates a mode name from the command line.
 func ParseMode(s string) (Mode, error) {
+	if s == "plane" { // its name before the plane reached hosts over the network
+		return ModeAgent, nil
+	}
 	switch m := Mode(s); m {
-	case ModeSensor, ModePlane, ModeLab, ModeAll:
+	case ModeSensor, ModeAgent, ModeLab, ModeAll:
 		return m, nil
 	}
-	return "", fmt.Errorf("unknown mode %q (want sensor, plane, lab or all)", s)
+	return "", fmt.Errorf("unknown mode %q (want sensor, agent, lab or all)", s)
 }
 
 // Result is the outcome of one check.
@@ -89,14 +95,14 @@ func WithContainerd(sockets ...string) Option {
 
 func checks() []check {
 	sensor := []Mode{ModeSensor}
-	runtime := []Mode{ModePlane, ModeLab}
+	runtime := []Mode{ModeAgent, ModeLab}
 	return []check{
-		{"root", []Mode{ModeSensor, ModePlane, ModeLab}, checkRoot},
+		{"root", []Mode{ModeSensor, ModeAgent, ModeLab}, checkRoot},
 		{"btf", sensor, checkBTF},
 		{"bpf", sensor, checkBPF},
 		{"raw_syscalls tracepoint", sensor, checkTracepoint},
 		{"cgroup id", sensor, checkCgroupID},
-		{"containerd", []Mode{ModeSensor, ModePlane}, checkContainerd},
+		{"containerd", []Mode{ModeSensor, ModeAgent}, checkContainerd},
 		{"containerd binaries", []Mode{ModeLab}, checkContainerdBinaries},
 		{"runc", runtime, checkRunc},
 		{"criu", runtime, checkCRIU},

@@ -27,9 +27,9 @@ func TestCRIUAgainstKernel(t *testing.T) {
 }
 
 func TestBlockingDependsOnMode(t *testing.T) {
-	rep := Report{Mode: ModePlane, Results: []Result{
+	rep := Report{Mode: ModeAgent, Results: []Result{
 		{Name: "btf", OK: false, NeededBy: []Mode{ModeSensor}},
-		{Name: "criu", OK: true, NeededBy: []Mode{ModePlane}},
+		{Name: "criu", OK: true, NeededBy: []Mode{ModeAgent}},
 	}}
 	if !rep.OK() {
 		t.Error("a sensor-only failure blocked the plane")
@@ -45,7 +45,7 @@ func TestBlockingDependsOnMode(t *testing.T) {
 }
 
 func TestParseMode(t *testing.T) {
-	for _, m := range []string{"sensor", "plane", "lab", "all"} {
+	for _, m := range []string{"sensor", "agent", "plane", "lab", "all"} {
 		if _, err := ParseMode(m); err != nil {
 			t.Errorf("%s: %v", m, err)
 		}
