@@ -142,7 +142,10 @@ func TestLabDiscoveryRestartRestore(t *testing.T) {
 	}
 	ctr, err := cli.NewContainer(nctx, id, client.WithNewSnapshot(id+"-snap", img),
 		client.WithContainerLabels(map[string]string{"app": "loop"}),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithCgroup(inv.CgroupsPath(host.Name, id)),
+		// No oci.WithImageConfig: it mounts the image's snapshot in this
+		// process, and the snapshots exist only inside the host's mount
+		// namespace.
+		client.WithNewSpec(oci.WithEnv([]string{"PATH=/bin:/usr/bin"}), oci.WithCgroup(inv.CgroupsPath(host.Name, id)),
 			oci.WithProcessArgs("/bin/sh", "-c", `while true; do echo x > /tmp/f; cat /tmp/f > /dev/null; usleep 2000; done`)))
 	if err != nil {
 		t.Fatal(err)
