@@ -372,16 +372,26 @@ func guards(g uint32) (migrate.Guards, error) {
 	return migrate.Guards(g), nil
 }
 
+// staged decodes what Stage and StartStaged share: the spec, the image
+// and the guards.
+func staged(p *agentpb.Spec, image string, bits uint32) (migrate.Spec, migrate.ImageName, migrate.Guards, error) {
+	spec, err := specFromPB(p)
+	if err != nil {
+		return migrate.Spec{}, "", 0, errInvalid{err}
+	}
+	img, err := imageName(image)
+	if err != nil {
+		return migrate.Spec{}, "", 0, errInvalid{err}
+	}
+	g, err := guards(bits)
+	if err != nil {
+		return migrate.Spec{}, "", 0, err
+	}
+	return spec, img, g, nil
+}
+
 func (s *Server) Stage(ctx context.Context, r *agentpb.StageRequest) (*agentpb.StepReply, error) {
-	spec, err := specFromPB(r.GetSpec())
-	if err != nil {
-		return nil, errInvalid{err}
-	}
-	img, err := imageName(r.GetImage())
-	if err != nil {
-		return nil, errInvalid{err}
-	}
-	g, err := guards(r.GetGuards())
+	spec, img, g, err := staged(r.GetSpec(), r.GetImage(), r.GetGuards())
 	if err != nil {
 		return nil, err
 	}
@@ -389,15 +399,7 @@ func (s *Server) Stage(ctx context.Context, r *agentpb.StageRequest) (*agentpb.S
 }
 
 func (s *Server) StartStaged(ctx context.Context, r *agentpb.StartStagedRequest) (*agentpb.RestoreReply, error) {
-	spec, err := specFromPB(r.GetSpec())
-	if err != nil {
-		return nil, errInvalid{err}
-	}
-	img, err := imageName(r.GetImage())
-	if err != nil {
-		return nil, errInvalid{err}
-	}
-	g, err := guards(r.GetGuards())
+	spec, img, g, err := staged(r.GetSpec(), r.GetImage(), r.GetGuards())
 	if err != nil {
 		return nil, err
 	}
