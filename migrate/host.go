@@ -365,6 +365,15 @@ var ErrStaleGeneration = errors.New("stale lease generation")
 // ErrLeaseExpired means a grant reached the host after its NotAfter.
 var ErrLeaseExpired = errors.New("lease grant arrived after its deadline")
 
+// ErrRequestExpired means the host refused a request because it arrived
+// after the wall-clock deadline the plane stamped on it: the host did
+// nothing. Unlike ErrUnreachable it is an answer, and a definite one. Every
+// request the plane sends carries such a deadline (the call's context's),
+// so that one a healed partition delivers late is refused rather than
+// applied whenever it lands; a call that went unanswered may land until its
+// deadline (plus the hosts' clock skew), and not after.
+var ErrRequestExpired = errors.New("request arrived after its deadline; refused, nothing done")
+
 // ErrAddressTaken means another station answers for the address on the
 // host's segment.
 var ErrAddressTaken = errors.New("address taken by another station")
