@@ -15,6 +15,11 @@ import (
 // twice leaves the host as doing it once) and says what it did, so that a
 // plane that crashed, or whose answer was lost, can redo or undo it.
 //
+// Every request carries the deadline of its call's context, and a host
+// refuses one that arrives after it (ErrRequestExpired): an unanswered
+// call lands by its deadline (plus the clock skew) or never, which the
+// Migrator waits out before acting as if it never happened (fence.go).
+//
 // The plane never touches a host's files, sockets or namespaces itself:
 // images are named (ImageName), never given as paths, and addresses move
 // by ReleaseAddress on one host and ClaimAddress on another.
