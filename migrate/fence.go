@@ -30,6 +30,9 @@ import (
 // the journal is written before every step, and every call of a step is
 // bounded by that write plus the step timeout, so Recover waits until the
 // record's Updated plus the step timeout plus the skew before it acts.
+// (The only calls made outside a step are the reads before a migration is
+// journalled and, after its last step, the removal of its own dumps
+// (DropImage), which nothing a late one lands on can miss.)
 
 // fences holds, per host name, by when every unanswered call made to it
 // has landed or can no longer land (on the plane's clock, skew excluded).
