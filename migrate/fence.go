@@ -32,7 +32,8 @@ import (
 // record's Updated plus the step timeout plus the skew before it acts.
 // (The only calls made outside a step are the reads before a migration is
 // journalled and, after its last step, the removal of its own dumps
-// (DropImage), which nothing a late one lands on can miss.)
+// (DropImage): the dump is named after the migration, so a late drop
+// harms nothing.)
 
 // fences holds, per host name, by when every unanswered call made to it
 // has landed or can no longer land (on the plane's clock, skew excluded).
