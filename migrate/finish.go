@@ -82,7 +82,13 @@ func (r *run) undo(ctx context.Context) (Result, error) {
 	id := r.rec.Spec.ID
 	var pending []error
 
+	// Before each host is undone, what it was sent and did not answer has
+	// landed or can no longer land (fence.go): a late request would
+	// otherwise redo what the undo undoes (a late dump stops the source
+	// the undo found running; a late release takes back the address the
+	// undo gave back).
 	if r.rec.DestClaimed {
+		m.settle(ctx, r.dst)
 		err := r.do(ctx, StepMoveAddress, true, func(ctx context.Context) error {
 			_, err := r.dst.ReleaseAddress(ctx, id, r.rec.Spec.IP)
 			return err
@@ -102,6 +108,7 @@ func (r *run) undo(ctx context.Context) (Result, error) {
 		r.dstLease.halt()
 	}
 	if r.rec.Staged || r.rec.Done >= StepCheckpoint {
+		m.settle(ctx, r.dst)
 		if err := r.do(ctx, StepStage, true, func(ctx context.Context) error {
 			_, err := r.dst.Remove(ctx, id)
 			return err
@@ -109,6 +116,7 @@ func (r *run) undo(ctx context.Context) (Result, error) {
 			pending = append(pending, err)
 		}
 	}
+	m.settle(ctx, r.src)
 	if err := r.do(ctx, StepCheckpoint, true, func(ctx context.Context) error { return r.restoreSource(ctx) }); err != nil {
 		r.res.Outcome = Stuck
 		r.rec.Error = err.Error()
@@ -209,11 +217,19 @@ func (m *Migrator) RecoverOne(ctx context.Context, rec Record) (Result, error) {
 	id := rec.Spec.ID
 	m.log.Info("recovering migration", zap.String("container", id), zap.String("migration", rec.ID),
 		zap.String("phase", string(rec.Phase)), zap.Stringer("done", rec.Done))
+	// The plane that wrote the record last (a dead one, or this one, whose
+	// answers were lost) may have left requests in flight; each is bounded
+	// by the record's last write plus the step timeout (run.do).
+	m.waitQuiet(rec.Updated.Add(m.timeout+m.skew), zap.String("container", id), zap.String("migration", rec.ID),
+		zap.String("why", "the last plane's requests may still land"))
 	switch rec.Phase {
 	case PhaseCleanupSource:
 		return r.finish(ctx)
 	case PhaseCleanupDest:
-		if _, err := dst.Remove(ctx, id); err != nil {
+		if err := r.do(ctx, StepStage, true, func(ctx context.Context) error {
+			_, err := dst.Remove(ctx, id)
+			return err
+		}); err != nil {
 			r.res.Outcome = Reverted
 			return r.res, err
 		}

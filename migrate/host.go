@@ -15,6 +15,11 @@ import (
 // twice leaves the host as doing it once) and says what it did, so that a
 // plane that crashed, or whose answer was lost, can redo or undo it.
 //
+// Every request carries the deadline of its call's context, and a host
+// refuses one that arrives after it (ErrRequestExpired): an unanswered
+// call lands by its deadline (plus the clock skew) or never, which the
+// Migrator waits out before acting as if it never happened (fence.go).
+//
 // The plane never touches a host's files, sockets or namespaces itself:
 // images are named (ImageName), never given as paths, and addresses move
 // by ReleaseAddress on one host and ClaimAddress on another.
@@ -364,6 +369,15 @@ var ErrStaleGeneration = errors.New("stale lease generation")
 
 // ErrLeaseExpired means a grant reached the host after its NotAfter.
 var ErrLeaseExpired = errors.New("lease grant arrived after its deadline")
+
+// ErrRequestExpired means the host refused a request because it arrived
+// after the wall-clock deadline the plane stamped on it: the host did
+// nothing. Unlike ErrUnreachable it is an answer, and a definite one. Every
+// request the plane sends carries such a deadline (the call's context's),
+// so that one a healed partition delivers late is refused rather than
+// applied whenever it lands; a call that went unanswered may land until its
+// deadline (plus the hosts' clock skew), and not after.
+var ErrRequestExpired = errors.New("request arrived after its deadline; refused, nothing done")
 
 // ErrAddressTaken means another station answers for the address on the
 // host's segment.

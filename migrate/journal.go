@@ -82,8 +82,12 @@ type Record struct {
 	Committing bool      `json:"committing,omitempty"`
 	Phase      Phase     `json:"phase"`
 	Started    time.Time `json:"started"`
-	Updated    time.Time `json:"updated"`
-	Error      string    `json:"error,omitempty"`
+	// Updated is when the record was last written. It is written before
+	// every step, and no request of a step outlives Updated plus the step
+	// timeout: after a crash, Recover waits that (and the clock skew) out
+	// before it acts, since the dead plane's requests may still land.
+	Updated time.Time `json:"updated"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // Journal persists migration records, one per container.

@@ -90,7 +90,10 @@ func (r *renewal) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		cctx, cancel := context.WithTimeout(ctx, r.lease.TTL/4)
+		// The request's deadline must outlast the hosts' clock skew: a
+		// host whose clock is ahead refuses a request that arrives after
+		// its deadline by its own clock (ErrRequestExpired).
+		cctx, cancel := context.WithTimeout(ctx, r.lease.TTL/4+r.m.skew)
 		err := r.renew(cctx)
 		cancel()
 		if err != nil {
@@ -171,6 +174,12 @@ func (m *Migrator) Handoff(ctx context.Context, spec Spec, from, to string, gene
 	ip := spec.IP.Addr()
 	giveBack := func(cause error) (string, uint64, error) {
 		bctx := context.WithoutCancel(ctx)
+		// A release (or any request) the source left unanswered lands
+		// before the claim, or never: late, it would take the address
+		// back. (The destination's late requests cannot put the address
+		// back on it: its claim and pin are grants, fenced by their
+		// NotAfter, and its release was answered.)
+		m.settle(ctx, src)
 		// The source has released the address, or may hold it under an
 		// armed lease no one renews: until it answers a claim, no copy
 		// may serve, and no one else would retry it.
@@ -211,15 +220,17 @@ func (m *Migrator) Handoff(ctx context.Context, spec Spec, from, to string, gene
 	}
 	if _, err := m.pin(ctx, dst, spec.ID, l); err != nil {
 		// Unanswered, the pin may still have been applied: only a
-		// destination that answers can give the address up then. With
-		// the release unanswered too, it holds the address pinned, or lets
-		// its claim's armed lease lapse and then no copy serves: only a
-		// pin it answers settles which.
-		if _, rerr := dst.ReleaseAddress(context.WithoutCancel(ctx), spec.ID, spec.IP); rerr == nil {
-			return giveBack(err)
-		} else if perr := m.untilAnswered(ctx, func() error { _, err := m.pin(ctx, dst, spec.ID, l); return err }); perr != nil {
-			return to, generation + 1, fmt.Errorf("handoff of %s to %s: %w; the destination may hold the address and does not answer: %v; %v", spec.ID, to, err, rerr, perr)
+		// destination that answers can give the address up then. Until
+		// it answers a release, it holds the address pinned, or lets its
+		// claim's armed lease lapse and then no copy serves. (Retrying the
+		// pin instead would leave the unanswered releases in flight: one
+		// landing after the pin took the address from the copy the
+		// handoff said serves.)
+		bctx := context.WithoutCancel(ctx)
+		if rerr := m.untilAnswered(ctx, func() error { _, err := dst.ReleaseAddress(bctx, spec.ID, spec.IP); return err }); rerr != nil {
+			return to, generation + 1, fmt.Errorf("handoff of %s to %s: %w; the destination may hold the address and does not answer: %v", spec.ID, to, err, rerr)
 		}
+		return giveBack(err)
 	}
 	if _, err := dst.Announce(ctx, spec.ID, ip, AnnounceOptions{Rounds: m.repeats, Interval: m.interval}); err != nil {
 		m.log.Warn("announce after handoff", zap.String("container", spec.ID), zap.Error(err))

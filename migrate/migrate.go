@@ -45,6 +45,9 @@ type Migrator struct {
 	lazyFrom  uint64
 	paused    bool
 	now       func() time.Time
+	// fences are, per host, by when the requests it left unanswered have
+	// landed or can no longer land (fence.go).
+	fences fences
 }
 
 // Option tunes a Migrator.
@@ -165,8 +168,16 @@ func (r *run) save(ctx context.Context) error {
 	return nil
 }
 
+// do runs one step (or the undo of one). The record is journalled first,
+// and the step's calls are bounded by that write plus the step timeout: a
+// plane that recovers after a crash knows by when every request this step
+// sent has landed or been refused (RecoverOne).
 func (r *run) do(ctx context.Context, step Step, undo bool, fn func(context.Context) error) error {
-	sctx, cancel := context.WithTimeout(ctx, r.m.timeout)
+	base := r.m.now()
+	if err := r.save(ctx); err != nil {
+		return fmt.Errorf("step %s: %w", step, err)
+	}
+	sctx, cancel := context.WithDeadline(ctx, base.Add(r.m.timeout))
 	defer cancel()
 	start := time.Now()
 	var err error
@@ -198,7 +209,7 @@ func (m *Migrator) host(name string) (Host, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown host %q", name)
 	}
-	return h, nil
+	return fencedHost{h: h, m: m}, nil
 }
 
 // Migrate moves the container described by spec from source to dest.

@@ -104,39 +104,57 @@ func TestSimMonitorCatches(t *testing.T) {
 	}
 }
 
-// TestSimKnownGapLateUnfencedRequest pins down what no orchestrator can
-// prevent through the Host interface as it is: only lease grants carry a
-// deadline the agent enforces (Lease.NotAfter). Any other request that a
-// healed partition delivers late is applied whenever it lands. Two single
-// faults show it (the smallest cases the matrix found; in the matrix such
-// calls land only once the run has been judged):
+// TestSimLateRequestsAreFenced: a request a healed partition delivers
+// late used to be applied whenever it landed (only lease grants carried a
+// deadline the agent enforced). Two single faults showed it, the smallest
+// cases the matrix found:
 //
 //   - the dump's request (Checkpoint with Exit) goes unanswered; the
 //     migration is undone, the source still running, and pinned again;
-//     the request lands and stops the source: no copy serves.
+//     the request lands and stops the source: no copy served.
 //   - the source's ReleaseAddress goes unanswered; the address moves once
 //     the source's lease has lapsed; the commit fails and the undo gives
 //     the address back to the source; the release lands and takes it away:
-//     no copy serves.
+//     no copy served.
 //
-// Closing it takes the agents' side: every request carrying a wall-clock
-// deadline the agent refuses it after (as grants do), and the plane, when
-// a call goes unanswered, waiting that deadline out before it acts as if
-// the call never happened (as it does for leases). This test fails the
-// day that is done: then drop it and simFenced.
-func TestSimKnownGapLateUnfencedRequest(t *testing.T) {
+// Now every request carries its deadline, which the agent refuses it
+// after, and the plane waits out the deadline of a call it left unanswered
+// before it undoes anything on that host. Either the late request lands
+// while the plane waits (delay: the undo then sees what it did), or it
+// arrives after its deadline and is refused (delay-late): both end with
+// exactly one copy serving, on the source.
+func TestSimLateRequestsAreFenced(t *testing.T) {
 	cfg := simConfig{staged: true, shared: true}
-	for _, sc := range []simScenario{
-		{cfg: cfg, at: stepKey{step: StepCheckpoint}, host: "a", call: 1, method: "Checkpoint", fault: faultDelay},
-		{cfg: cfg, at: stepKey{step: StepMoveAddress}, host: "a", method: "ReleaseAddress", fault: faultDelay, trigger: StepCommit},
-	} {
-		t.Run(sc.String(), func(t *testing.T) {
-			t.Parallel()
-			r := runMigration(t, sc, newSimMigrationWorld(cfg), simRunOptions{landAll: true})
-			got := r.problems()
-			if r.outcome != Reverted || !slices.Equal(got, []string{"0 copies serve at the end ([])"}) {
-				t.Errorf("outcome %s, problems %q; want reverted, and no copy serving once the late %s landed\n%s", r.outcome, got, sc.method, r.w.Trace())
-			}
-		})
+	for _, f := range []simFault{faultDelay, faultDelayLate} {
+		for _, sc := range []simScenario{
+			{cfg: cfg, at: stepKey{step: StepCheckpoint}, host: "a", call: 1, method: "Checkpoint", fault: f},
+			{cfg: cfg, at: stepKey{step: StepMoveAddress}, host: "a", method: "ReleaseAddress", fault: f, trigger: StepCommit},
+		} {
+			t.Run(sc.String(), func(t *testing.T) {
+				t.Parallel()
+				r := runMigration(t, sc, newSimMigrationWorld(cfg), simRunOptions{})
+				r.verify(t)
+				if r.outcome != Reverted {
+					t.Errorf("outcome %s, want reverted", r.outcome)
+				}
+				trace := r.w.Trace()
+				landed := strings.Contains(trace, "a late "+sc.method)
+				refused := strings.Contains(trace, "-> refused")
+				switch {
+				case !landed:
+					t.Errorf("the late %s never landed\n%s", sc.method, trace)
+				case f == faultDelayLate && !refused:
+					t.Errorf("the %s delivered after its deadline was not refused\n%s", sc.method, trace)
+				case f == faultDelay && refused:
+					t.Errorf("the %s delivered before its deadline was refused\n%s", sc.method, trace)
+				}
+				// The undo waited for the request's deadline (the step
+				// timeout) before it acted.
+				if r.took < simStepTimeout {
+					t.Errorf("Migrate returned after %v: it cannot have waited out the step timeout %v", r.took, simStepTimeout)
+				}
+				t.Logf("Migrate took %v", r.took.Round(time.Millisecond))
+			})
+		}
 	}
 }

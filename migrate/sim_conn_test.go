@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// simDefaultDeadline is the deadline a call without one gets
+// (plane/agentapi.DefaultRequestDeadline).
+const simDefaultDeadline = 2 * time.Minute
+
 // simConn is one host as one plane reaches it.
 type simConn struct {
 	env   *simEnv
@@ -44,17 +48,34 @@ func via[T any](c *simConn, ctx context.Context, method, args string, op func() 
 		return zero, err
 	}
 	c.env.countCall(c.plane)
+	// The request's deadline, as the link stamps it (plane/agentapi's
+	// deadline.go: a call without one gets the default).
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(simDefaultDeadline)
+	}
+	// land is the request reaching the agent, which refuses it after its
+	// deadline by the host's own clock, and else applies it.
+	land := func(what string) (T, error) {
+		if now := h.now(); !now.Before(dl) {
+			h.w.mu.Lock()
+			defer h.w.mu.Unlock()
+			h.w.logf("%s %s -> refused: arrived %v after its deadline", h.name, what, now.Sub(dl))
+			return zero, fmt.Errorf("%s %s: %w", h.name, method, ErrRequestExpired)
+		}
+		return apply(h, what, op)
+	}
 	unreachable := fmt.Errorf("%s %s: no answer: %w", h.name, method, ErrUnreachable)
 	if shot == nil {
 		if ca := c.env.crashAt.Load(); ca != nil && ca.strike(c.plane) {
 			h.w.mu.Lock()
 			h.w.logf("FAULT %s crashes after %s %s", c.plane.name, h.name, what)
 			h.w.mu.Unlock()
-			_, _ = apply(h, what, op)
+			_, _ = land(what)
 			c.plane.crash()
 			return blocked[T](c, method)
 		}
-		return apply(h, what, op)
+		return land(what)
 	}
 	h.w.mu.Lock()
 	h.w.logf("FAULT %s strikes %s %s", shot.kind, h.name, what)
@@ -63,29 +84,26 @@ func via[T any](c *simConn, ctx context.Context, method, args string, op func() 
 	case faultDrop:
 		return zero, unreachable
 	case faultLost:
-		_, _ = apply(h, what, op)
+		_, _ = land(what)
 		return zero, unreachable
-	case faultDelay:
-		hold := !simFenced[method] && !c.env.landAll
-		wg := &c.env.delayed
-		if hold {
-			wg = &c.env.held
+	case faultDelay, faultDelayLate:
+		d := c.env.delay
+		if shot.kind == faultDelayLate {
+			// Just after the deadline by the host's clock.
+			d = time.Until(dl) - h.clock + 20*time.Millisecond
 		}
-		wg.Add(1)
+		c.env.delayed.Add(1)
 		go func() {
-			defer wg.Done()
-			time.Sleep(c.env.delay)
-			if hold {
-				<-c.env.release
-			}
-			_, _ = apply(h, "late "+what, op)
+			defer c.env.delayed.Done()
+			time.Sleep(d)
+			_, _ = land("late " + what)
 		}()
 		return zero, unreachable
 	case faultCrashBefore:
 		c.plane.crash()
 		return blocked[T](c, method)
 	case faultCrashAfter:
-		_, _ = apply(h, what, op)
+		_, _ = land(what)
 		c.plane.crash()
 		return blocked[T](c, method)
 	case faultPartition, faultDead, faultDeadBrief:
@@ -95,7 +113,7 @@ func via[T any](c *simConn, ctx context.Context, method, args string, op func() 
 		c.link.start(faultPartition)
 		return zero, unreachable
 	case faultCutAfter, faultDieAfter:
-		_, _ = apply(h, what, op)
+		_, _ = land(what)
 		c.link.start(map[simFault]simFault{faultCutAfter: faultPartition, faultDieAfter: faultDead}[shot.kind])
 		return zero, unreachable
 	}

@@ -21,7 +21,8 @@ const (
 	// Call faults strike one call.
 	faultDrop        // unreachable: the call fails, nothing done
 	faultLost        // applied, but the answer is lost (unreachable)
-	faultDelay       // unreachable at once, applied simEnv.delay later
+	faultDelay       // unreachable at once, lands simEnv.delay later (before its deadline: applied)
+	faultDelayLate   // unreachable at once, lands just after its deadline (by the host's clock): refused
 	faultCrashBefore // the plane dies as it sends the call (not applied)
 	faultCrashAfter  // the host applies the call; the plane dies before the answer
 	faultCutBefore   // the host is cut off from this call on (not applied), until healed
@@ -41,25 +42,15 @@ const (
 
 const simStrangerMAC = "02:e5:ba:d0:00:01"
 
-var faultNames = map[simFault]string{faultNone: "none", faultDrop: "drop", faultLost: "lost", faultDelay: "delay",
+var faultNames = map[simFault]string{faultNone: "none", faultDrop: "drop", faultLost: "lost", faultDelay: "delay", faultDelayLate: "delay-late",
 	faultCrashBefore: "crash-before", faultCrashAfter: "crash-after", faultPartition: "partition", faultDead: "dead",
 	faultDeadBrief: "dead-brief", faultCrashHook: "crash-hook", faultCutBefore: "cut-before", faultCutAfter: "cut-after",
 	faultDieAfter: "die-after", faultStranger: "stranger"}
 
 func (f simFault) String() string { return faultNames[f] }
 
-// simFenced are the calls a host refuses, or that change nothing, when
-// they arrive late: lease grants (Lease, ClaimAddress: refused after their
-// NotAfter) and reads. Every other call carries no deadline the agent could
-// check, so a late one is applied whenever it lands: no orchestrator can
-// make that safe (see TestSimKnownGapLateUnfencedRequest), so the matrix
-// lets those land only once the run has been judged, and reports what they
-// break.
-var simFenced = map[string]bool{"Lease": true, "ClaimAddress": true, "Hello": true, "Status": true, "VerifyImage": true,
-	"Probe": true, "NetworkLocks": true}
-
 // callFaults strike the n-th call a step makes to a host.
-var callFaults = []simFault{faultDrop, faultLost, faultDelay, faultCrashBefore, faultCrashAfter, faultCutBefore, faultCutAfter, faultDieAfter}
+var callFaults = []simFault{faultDrop, faultLost, faultDelay, faultDelayLate, faultCrashBefore, faultCrashAfter, faultCutBefore, faultCutAfter, faultDieAfter}
 
 // lastingFaults start at a step's hook, on one host.
 var lastingFaults = []simFault{faultPartition, faultDead, faultDeadBrief}
@@ -238,12 +229,12 @@ type simEnv struct {
 	// healAfter, if set, heals a lasting fault that long after it began
 	// (else it lasts until the test heals it).
 	healAfter time.Duration
-	// delayed counts late calls in flight; held those that wait for
-	// release (unfenced calls: they land only once the run is judged).
-	delayed, held sync.WaitGroup
-	release       chan struct{}
-	// landAll lets unfenced late calls land on time too.
-	landAll bool
+	// delayed counts late calls in flight. Each lands during the run: the
+	// agent refuses one that arrives after its deadline, as
+	// plane/agentapi's server does, and the plane waits out the deadline
+	// of every call it left unanswered before acting as if it never
+	// happened.
+	delayed sync.WaitGroup
 	rec     *simRecorder
 	// latency, if set, is how long a call takes to reach its host.
 	latency func(host, method, args string) time.Duration
@@ -266,7 +257,7 @@ func (e *simEnv) callsOf(p *simPlane) int {
 }
 
 func newSimEnv(w *simWorld, delay, brief time.Duration) *simEnv {
-	e := &simEnv{w: w, links: map[string]*simLink{}, end: make(chan struct{}), release: make(chan struct{}), delay: delay, brief: brief,
+	e := &simEnv{w: w, links: map[string]*simLink{}, end: make(chan struct{}), delay: delay, brief: brief,
 		calls: map[*simPlane]int{}}
 	for name, h := range w.hosts {
 		e.links[name] = &simLink{env: e, h: h}

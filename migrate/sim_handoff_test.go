@@ -42,7 +42,7 @@ func (sc simHandoffScenario) String() string {
 // reaches the host. (A plane crash has nothing to recover here: the caller
 // journals the generations a handoff may grant, and no journal record of
 // it exists for Recover.)
-var simHandoffFaults = []simFault{faultDrop, faultLost, faultDelay, faultPartition, faultDead, faultDeadBrief, faultCutAfter, faultDieAfter}
+var simHandoffFaults = []simFault{faultDrop, faultLost, faultDelay, faultDelayLate, faultPartition, faultDead, faultDeadBrief, faultCutAfter, faultDieAfter}
 
 type simHandoffRun struct {
 	sc   simHandoffScenario
@@ -56,11 +56,11 @@ type simHandoffRun struct {
 }
 
 // simRenewal says a Lease call is a renewal: renewals alone run under a
-// deadline of their own (TTL/4); Handoff's own calls carry its caller's
-// context.
+// short deadline of their own (TTL/4 plus the skew); Handoff's own calls
+// carry its caller's context, bounded by the step timeout.
 func simRenewal(ctx context.Context, method string) bool {
-	_, ok := ctx.Deadline()
-	return method == "Lease" && ok
+	dl, ok := ctx.Deadline()
+	return method == "Lease" && ok && time.Until(dl) <= simTTL/4+simSkewBound
 }
 
 func newSimHandoffWorld(b simBreak, skew int) *simWorld {

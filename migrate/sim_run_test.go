@@ -23,8 +23,6 @@ type simRun struct {
 	shot *simShot
 	logs *observer.ObservedLogs
 
-	// gap is what late unfenced calls broke once they landed.
-	gap     []string
 	crashed bool
 	// recPlane is the first recovering plane, recoveryCalls the calls it
 	// made; recoveryCrashed says it crashed.
@@ -33,10 +31,12 @@ type simRun struct {
 	recoveryCrashed bool
 	migRes          Result
 	migErr          error
-	outcome         Outcome
-	gen             uint64
-	recovers        int
-	recErr          error
+	// took is how long Migrate ran (until it returned or crashed).
+	took     time.Duration
+	outcome  Outcome
+	gen      uint64
+	recovers int
+	recErr   error
 }
 
 var errSimTrigger = errors.New("injected failure (the scenario's trigger)")
@@ -47,7 +47,7 @@ func simOptions(cfg simConfig, log *zap.Logger) []Option {
 		skew = simSkewBound
 	}
 	return []Option{WithLeaseTTL(simTTL), WithClockSkew(skew), WithProbe(time.Millisecond), WithLastLook(time.Millisecond),
-		WithPreflight(time.Millisecond), WithAnnounce(1, time.Millisecond), WithStepTimeout(5 * time.Second),
+		WithPreflight(time.Millisecond), WithAnnounce(1, time.Millisecond), WithStepTimeout(simStepTimeout),
 		WithStaging(cfg.staged), WithLogger(log)}
 }
 
@@ -98,8 +98,6 @@ func runClient(w *simWorld, stop <-chan struct{}) *sync.WaitGroup {
 
 // simRunOptions tune a run beyond its scenario.
 type simRunOptions struct {
-	// landAll lets late unfenced calls land during the run.
-	landAll    bool
 	rec        *simRecorder
 	latency    func(host, method, args string) time.Duration
 	beforeStep func(stepKey)
@@ -113,7 +111,7 @@ func runMigration(t *testing.T, sc simScenario, w *simWorld, o simRunOptions) *s
 	log := zap.New(core)
 	env := newSimEnv(w, simDelay, simBrief)
 	rec := o.rec
-	env.rec, env.latency, env.landAll = rec, o.latency, o.landAll
+	env.rec, env.latency = rec, o.latency
 	r := &simRun{sc: sc, env: env, w: w, j: &simJournal{recs: map[string]Record{}}, logs: logs}
 	stop := make(chan struct{})
 	client := runClient(w, stop)
@@ -181,6 +179,7 @@ func runMigration(t *testing.T, sc simScenario, w *simWorld, o simRunOptions) *s
 		err error
 	}
 	done := make(chan ret, 1)
+	began := time.Now()
 	go func() {
 		res, err := m1.Migrate(ctx, spec, "a", "b", simGen)
 		done <- ret{res, err}
@@ -197,6 +196,7 @@ func runMigration(t *testing.T, sc simScenario, w *simWorld, o simRunOptions) *s
 	case <-time.After(30 * time.Second):
 		t.Fatalf("Migrate did not return\n%s", w.Trace())
 	}
+	r.took = time.Since(began)
 	w.mu.Lock()
 	w.logf("plane-1 ends: crashed %v, outcome %q, generation %d, err %v", r.crashed, r.outcome, r.gen, r.migErr)
 	w.mu.Unlock()
@@ -337,29 +337,7 @@ func (r *simRun) problems() (out []string) {
 			fail("the client gets no answer at the end")
 		}
 	}
-	r.landHeld()
 	return out
-}
-
-// landHeld lets the held late calls land, once the run has been judged,
-// and records what they break (the known gap of unfenced calls).
-func (r *simRun) landHeld() {
-	close(r.env.release)
-	if r.shot == nil || !r.shot.fired || r.shot.kind != faultDelay || simFenced[r.shot.method] {
-		return
-	}
-	w := r.w
-	n := len(w.Violations())
-	r.env.held.Wait()
-	time.Sleep(simTTL + 50*time.Millisecond)
-	for _, v := range w.Violations()[n:] {
-		r.gap = append(r.gap, fmt.Sprintf("%s (after %q)", v.kind, v.cause))
-	}
-	w.mu.Lock()
-	if s := w.servingHosts(); len(s) != 1 {
-		r.gap = append(r.gap, fmt.Sprintf("%d copies serve once the late call landed", len(s)))
-	}
-	w.mu.Unlock()
 }
 
 func simLogs(l *observer.ObservedLogs) string {

@@ -85,6 +85,9 @@ func NewClient(name, address string, opts ...ClientOption) (*Client, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6,
 			Jitter: 0.2, MaxDelay: 3 * time.Second}, MinConnectTimeout: 3 * time.Second}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		// Every unary request carries its absolute deadline, which the
+		// agent refuses it after (deadline.go).
+		grpc.WithChainUnaryInterceptor(DeadlineClientInterceptor(0)),
 	}, cfg.extra...)
 	if cfg.dialer != nil {
 		d := cfg.dialer

@@ -16,4 +16,10 @@
 // migrate.ErrIncompleteImage...) travel as gRPC status details and come
 // back as the same sentinels, and a host that cannot be reached comes back
 // as migrate.ErrUnreachable, never as "dead".
+//
+// Every unary request carries its absolute wall-clock deadline
+// (deadline.go), and the agent refuses one that arrives after it, or
+// carries none, before any step runs: a request a healed partition
+// delivers late is refused (migrate.ErrRequestExpired: answered, nothing
+// done), never applied whenever it lands. Streams carry none.
 package agentapi

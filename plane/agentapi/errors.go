@@ -26,6 +26,10 @@ var sentinels = []struct {
 	{migrate.ErrAddressTaken, codes.AlreadyExists, "ADDRESS_TAKEN"},
 	{migrate.ErrIncompleteImage, codes.DataLoss, "INCOMPLETE_IMAGE"},
 	{migrate.ErrTicket, codes.PermissionDenied, "INVALID_TICKET"},
+	// A request refused for arriving after its stamped deadline
+	// (deadline.go): an answer, and nothing done. Without the reason, a
+	// DeadlineExceeded stays ErrUnreachable below.
+	{migrate.ErrRequestExpired, codes.DeadlineExceeded, "REQUEST_EXPIRED"},
 }
 
 // errInvalid marks an error in the request itself.

@@ -286,7 +286,9 @@ func dialAs(t testing.TB, src *source, addr string, expect mtls.Identity, opts .
 // expect, for calls whose status code or peer the Client hides.
 func rawConn(t testing.TB, src *source, addr string, expect mtls.Identity) (*grpc.ClientConn, agentpb.AgentClient) {
 	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(src.ClientCredentials(expect)))
+	// Stamped with request deadlines as the real client's calls are.
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(src.ClientCredentials(expect)),
+		grpc.WithUnaryInterceptor(DeadlineClientInterceptor(DefaultRequestDeadline)))
 	if err != nil {
 		t.Fatal(err)
 	}

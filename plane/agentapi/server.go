@@ -63,6 +63,8 @@ type Server struct {
 	// waits only for steps under way.
 	stopping chan struct{}
 	stopOnce sync.Once
+	// now is the agent's clock, for request deadlines (deadline.go).
+	now func() time.Time
 }
 
 // ServerOption tunes a Server.
@@ -89,6 +91,10 @@ func WithGRPCOptions(o ...grpc.ServerOption) ServerOption {
 	return func(s *Server) { s.extra = append(s.extra, o...) }
 }
 
+// WithServerClock sets the clock request deadlines are checked against
+// (default time.Now; for tests).
+func WithServerClock(now func() time.Time) ServerOption { return func(s *Server) { s.now = now } }
+
 // maxConnectionAge makes clients reconnect, and so present their current
 // certificate, at least this often.
 const maxConnectionAge = 10 * time.Minute
@@ -104,7 +110,10 @@ func NewServer(local Local, opts ...ServerOption) (*Server, error) {
 	}
 	gopts := append([]grpc.ServerOption{
 		grpc.Creds(s.creds),
-		grpc.ChainUnaryInterceptor(s.authorizeUnary),
+		// Authorised callers only; then a request that arrives after its
+		// stamped deadline, or carries none, is refused (deadline.go).
+		// Streams carry no deadline: they are long-lived by design.
+		grpc.ChainUnaryInterceptor(s.authorizeUnary, DeadlineServerInterceptor(s.now)),
 		grpc.ChainStreamInterceptor(s.authorizeStream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
 			Time: 30 * time.Second, Timeout: 10 * time.Second}),
