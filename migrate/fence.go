@@ -106,9 +106,26 @@ func unanswered(ctx context.Context, err error) bool {
 // goes unanswered; grant, if set, is the NotAfter of the lease it carries,
 // after which the host refuses it anyway.
 func fenced[T any](f fencedHost, ctx context.Context, grant time.Time, fn func(context.Context) (T, error)) (T, error) {
-	if _, ok := ctx.Deadline(); !ok {
+	return fencedWithin(f, ctx, grant, f.m.timeout, fn)
+}
+
+// quickCall bounds the calls that run no CRIU and move no image (status,
+// addresses, leases, guards, probes) far below a step: one of them left
+// unanswered costs the plane only this long a wait before it may undo,
+// not a whole step timeout with the container perhaps not serving.
+const quickCall = 15 * time.Second
+
+// fencedQuick is fenced for such a call.
+func fencedQuick[T any](f fencedHost, ctx context.Context, grant time.Time, fn func(context.Context) (T, error)) (T, error) {
+	return fencedWithin(f, ctx, grant, min(quickCall, f.m.timeout), fn)
+}
+
+// fencedWithin is fenced with calls bounded by limit from now (and by
+// ctx's own deadline, if sooner).
+func fencedWithin[T any](f fencedHost, ctx context.Context, grant time.Time, limit time.Duration, fn func(context.Context) (T, error)) (T, error) {
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > limit {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.m.timeout)
+		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
 	dl, _ := ctx.Deadline()
@@ -129,11 +146,11 @@ func (f fencedHost) Close() error { return f.h.Close() }
 func (f fencedHost) Address() string { return peerAddress(f.h) }
 
 func (f fencedHost) Hello(ctx context.Context) (HostInfo, error) {
-	return fenced(f, ctx, time.Time{}, f.h.Hello)
+	return fencedQuick(f, ctx, time.Time{}, f.h.Hello)
 }
 
 func (f fencedHost) Status(ctx context.Context, id string) (ContainerStatus, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (ContainerStatus, error) { return f.h.Status(ctx, id) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (ContainerStatus, error) { return f.h.Status(ctx, id) })
 }
 
 func (f fencedHost) Start(ctx context.Context, s Spec, opts StartOptions) (StepResult, error) {
@@ -173,7 +190,7 @@ func (f fencedHost) VerifyImage(ctx context.Context, image ImageName) (int64, er
 }
 
 func (f fencedHost) DropImage(ctx context.Context, image ImageName) (StepResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.DropImage(ctx, image) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.DropImage(ctx, image) })
 }
 
 func (f fencedHost) EnsureImage(ctx context.Context, ref string, from *Peer) (ImageResult, error) {
@@ -181,7 +198,7 @@ func (f fencedHost) EnsureImage(ctx context.Context, ref string, from *Peer) (Im
 }
 
 func (f fencedHost) Offer(ctx context.Context, what Offer) (Ticket, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (Ticket, error) { return f.h.Offer(ctx, what) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (Ticket, error) { return f.h.Offer(ctx, what) })
 }
 
 func (f fencedHost) Fetch(ctx context.Context, image ImageName, from Peer) (TransferResult, error) {
@@ -189,46 +206,46 @@ func (f fencedHost) Fetch(ctx context.Context, image ImageName, from Peer) (Tran
 }
 
 func (f fencedHost) PrepareNetwork(ctx context.Context, s Spec, withAddress bool) (StepResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.PrepareNetwork(ctx, s, withAddress) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.PrepareNetwork(ctx, s, withAddress) })
 }
 
 func (f fencedHost) RemoveNetwork(ctx context.Context, id string) (StepResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.RemoveNetwork(ctx, id) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.RemoveNetwork(ctx, id) })
 }
 
 func (f fencedHost) ReleaseAddress(ctx context.Context, id string, ip netip.Prefix) (StepResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.ReleaseAddress(ctx, id, ip) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.ReleaseAddress(ctx, id, ip) })
 }
 
 func (f fencedHost) ClaimAddress(ctx context.Context, id string, ip netip.Prefix, opts ClaimOptions) (StepResult, error) {
 	// The grant comes first: after its NotAfter the claim is refused whole.
-	return fenced(f, ctx, opts.Lease.NotAfter, func(ctx context.Context) (StepResult, error) { return f.h.ClaimAddress(ctx, id, ip, opts) })
+	return fencedQuick(f, ctx, opts.Lease.NotAfter, func(ctx context.Context) (StepResult, error) { return f.h.ClaimAddress(ctx, id, ip, opts) })
 }
 
 func (f fencedHost) Announce(ctx context.Context, id string, ip netip.Addr, opts AnnounceOptions) (StepResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.Announce(ctx, id, ip, opts) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.Announce(ctx, id, ip, opts) })
 }
 
 func (f fencedHost) Probe(ctx context.Context, ip netip.Addr, ignoreMAC string, d time.Duration) (ProbeResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (ProbeResult, error) { return f.h.Probe(ctx, ip, ignoreMAC, d) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (ProbeResult, error) { return f.h.Probe(ctx, ip, ignoreMAC, d) })
 }
 
 func (f fencedHost) StartSentry(ctx context.Context, ip netip.Addr, ignoreMAC string, min time.Duration) (SentryID, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (SentryID, error) { return f.h.StartSentry(ctx, ip, ignoreMAC, min) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (SentryID, error) { return f.h.StartSentry(ctx, ip, ignoreMAC, min) })
 }
 
 func (f fencedHost) StopSentry(ctx context.Context, id SentryID) (ProbeResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (ProbeResult, error) { return f.h.StopSentry(ctx, id) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (ProbeResult, error) { return f.h.StopSentry(ctx, id) })
 }
 
 func (f fencedHost) SetGuards(ctx context.Context, id string, g Guards, on bool) (StepResult, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.SetGuards(ctx, id, g, on) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) (StepResult, error) { return f.h.SetGuards(ctx, id, g, on) })
 }
 
 func (f fencedHost) NetworkLocks(ctx context.Context, id string, remove bool) ([]string, error) {
-	return fenced(f, ctx, time.Time{}, func(ctx context.Context) ([]string, error) { return f.h.NetworkLocks(ctx, id, remove) })
+	return fencedQuick(f, ctx, time.Time{}, func(ctx context.Context) ([]string, error) { return f.h.NetworkLocks(ctx, id, remove) })
 }
 
 func (f fencedHost) Lease(ctx context.Context, id string, l Lease) (LeaseState, error) {
-	return fenced(f, ctx, l.NotAfter, func(ctx context.Context) (LeaseState, error) { return f.h.Lease(ctx, id, l) })
+	return fencedQuick(f, ctx, l.NotAfter, func(ctx context.Context) (LeaseState, error) { return f.h.Lease(ctx, id, l) })
 }
