@@ -38,6 +38,10 @@ func (s *fenceStub) DropImage(ctx context.Context, image ImageName) (StepResult,
 	return StepResult{Did: "dropped"}, s.note(ctx)
 }
 
+func (s *fenceStub) VerifyImage(ctx context.Context, image ImageName) (int64, error) {
+	return 0, s.note(ctx)
+}
+
 func (s *fenceStub) Lease(ctx context.Context, id string, l Lease) (LeaseState, error) {
 	return LeaseState{}, s.note(ctx)
 }
@@ -84,9 +88,15 @@ func TestFenceNotesUnansweredCalls(t *testing.T) {
 	if got := m.fences.of("h"); !got.Equal(dl) {
 		t.Errorf("fence %v moved, want %v", got, dl)
 	}
-	// A call without a deadline is bounded by the step timeout.
+	// A call without a deadline is bounded by the step timeout; one that
+	// runs no CRIU and moves no image, by quickCall.
 	before := time.Now()
 	_, _ = h.DropImage(context.Background(), "i")
+	if d := stub.deadlines[len(stub.deadlines)-1]; d.Before(before.Add(quickCall)) || d.After(time.Now().Add(quickCall)) {
+		t.Errorf("unbounded quick call got deadline %v, want about now+%v", d, quickCall)
+	}
+	before = time.Now()
+	_, _ = h.VerifyImage(context.Background(), "i")
 	if d := stub.deadlines[len(stub.deadlines)-1]; d.Before(before.Add(time.Minute)) || d.After(time.Now().Add(time.Minute)) {
 		t.Errorf("unbounded call got deadline %v, want about now+1m", d)
 	}
