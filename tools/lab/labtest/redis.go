@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/tools/lab"
 )
 
@@ -30,7 +29,7 @@ func DialRedis(t testing.TB, inv *lab.Inventory, ip netip.Addr, wait time.Durati
 	var c net.Conn
 	var err error
 	for end := time.Now().Add(wait); ; {
-		err = arp.Do(inv.Client.Netns, func() error {
+		err = doInClient(inv, func() error {
 			var err error
 			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 6379).String(), time.Second)
 			return err
