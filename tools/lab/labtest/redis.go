@@ -23,7 +23,10 @@ type Redis struct {
 }
 
 // DialRedis connects from the client namespace to redis at ip:6379,
-// retrying for up to wait while the service comes up.
+// retrying for up to wait while the service comes up. Inside a host
+// (InHost), whose /run/netns does not show the client's namespace, it
+// enters it through the descriptor the parent handed over: the client
+// stays a user elsewhere on the network, not a process of the host.
 func DialRedis(t testing.TB, inv *lab.Inventory, ip netip.Addr, wait time.Duration) *Redis {
 	t.Helper()
 	var c net.Conn
