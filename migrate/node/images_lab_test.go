@@ -8,21 +8,38 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// tagImage names a copy of image from on n's containerd ref, deleted at
-// cleanup from every node given.
-func tagImage(t *testing.T, n *Node, from, ref string, also ...*Node) {
+// containerdOf is a client of host's containerd from the root namespace,
+// in the lab's containerd namespace, closed at cleanup. Image records and
+// content need no mount, so they are reachable from outside the host.
+func containerdOf(t *testing.T, inv *lab.Inventory, host string) (*client.Client, context.Context) {
 	t.Helper()
-	c, ctx, err := n.conn(context.Background())
+	h, ok := inv.Host(host)
+	if !ok {
+		t.Fatalf("no host %s in the lab", host)
+	}
+	c, err := client.New(h.Containerd, client.WithDefaultNamespace(inv.Namespace))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
+	return c, namespaces.WithNamespace(context.Background(), inv.Namespace)
+}
+
+// tagImage names a copy of image from on host's containerd ref, deleted
+// at cleanup from every host given.
+func tagImage(t *testing.T, inv *lab.Inventory, host, from, ref string, also ...string) {
+	t.Helper()
+	c, ctx := containerdOf(t, inv, host)
 	img, err := c.ImageService().Get(ctx, from)
 	if err != nil {
 		t.Fatal(err)
@@ -30,54 +47,49 @@ func tagImage(t *testing.T, n *Node, from, ref string, also ...*Node) {
 	if _, err := c.ImageService().Create(ctx, images.Image{Name: ref, Target: img.Target}); err != nil {
 		t.Fatal(err)
 	}
-	cleanupImage(t, ref, append([]*Node{n}, also...)...)
+	for _, h := range append([]string{host}, also...) {
+		c, ctx := containerdOf(t, inv, h)
+		cleanupImage(t, ref, c.ImageService(), ctx, h)
+	}
 }
 
-// cleanupImage deletes image ref from the nodes at cleanup.
-func cleanupImage(t *testing.T, ref string, nodes ...*Node) {
+// cleanupImage deletes image ref from is at cleanup.
+func cleanupImage(t *testing.T, ref string, is images.Store, ctx context.Context, host string) {
 	t.Cleanup(func() {
-		for _, x := range nodes {
-			c, ctx, err := x.conn(context.Background())
-			if err == nil {
-				err = c.ImageService().Delete(namespaces.WithNamespace(ctx, x.cfg.Namespace), ref)
-			}
-			if err != nil && !strings.Contains(err.Error(), "not found") {
-				t.Errorf("delete image %s on %s: %v", ref, x.Name(), err)
-			}
+		if err := is.Delete(ctx, ref); err != nil && !errdefs.IsNotFound(err) {
+			t.Errorf("delete image %s on %s: %v", ref, host, err)
 		}
 	})
 }
 
 // A host without an image imports it from a host that offered it, through
 // the peers' stream; only the offered name is created; a container then
-// runs from it.
+// runs from it. The hosts are the lab's agents: h3's imports from h1's
+// over the fabric.
 func TestNodeEnsureImageFromPeer(t *testing.T) {
 	l := newTestLab(t)
-	peers := &pipePeers{self: "h3", nodes: map[string]*Node{}}
-	h1 := l.node(t, "h1", false)
-	h3 := l.node(t, "h3", false, WithPeers(peers))
-	peers.nodes["h1"] = h1
+	h1, h3 := l.agent(t, "h1"), l.agent(t, "h3")
 	ctx := testCtx(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	ref := "escape.local/nd-import:" + hex.EncodeToString(b[:])
 	other := ref + "-other"
-	tagImage(t, h1, "escape.local/busybox:latest", ref, h3)
-	tagImage(t, h1, "escape.local/busybox:latest", other, h3)
+	tagImage(t, l.inv, "h1", "escape.local/busybox:latest", ref, "h3")
+	tagImage(t, l.inv, "h1", "escape.local/busybox:latest", other, "h3")
 
 	tk, err := h1.Offer(ctx, migrate.Offer{Kind: migrate.OfferImage, Name: ref, To: "h3"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The ticket serves ref, not another image of h1's.
-	if _, err := h3.EnsureImage(ctx, other, &migrate.Peer{Name: "h1", Ticket: tk}); err == nil || !strings.Contains(err.Error(), "does not hold") {
+	if _, err := h3.EnsureImage(ctx, other, ptr(peer(h1, tk))); err == nil || !strings.Contains(err.Error(), "does not hold") {
 		t.Fatalf("imported %s with a ticket for %s: %v", other, ref, err)
 	}
-	res, err := h3.EnsureImage(ctx, ref, &migrate.Peer{Name: "h1", Ticket: tk})
+	res, err := h3.EnsureImage(ctx, ref, ptr(peer(h1, tk)))
 	if err != nil || res.Did != "imported" || res.Bytes < 100_000 {
 		t.Fatalf("ensure from peer: %+v, %v", res, err)
 	}
-	res, err = h3.EnsureImage(ctx, ref, &migrate.Peer{Name: "h1", Ticket: tk})
+	res, err = h3.EnsureImage(ctx, ref, ptr(peer(h1, tk)))
 	if err != nil || res.Did != "present" {
 		t.Fatalf("ensure again: %+v, %v", res, err)
 	}
@@ -90,8 +102,9 @@ func TestNodeEnsureImageFromPeer(t *testing.T) {
 	r, err := h3.Start(ctx, s, migrate.StartOptions{})
 	wantDid(t, "start from the imported image", r, err, "started")
 	wantStatus(t, h3, s.ID, migrate.Running)
-	peers.wg.Wait()
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 

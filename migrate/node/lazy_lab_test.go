@@ -16,7 +16,10 @@ import (
 // lets it go: the value stored before the checkpoint is whole.
 func TestNodeLazyRollback(t *testing.T) {
 	l := newTestLab(t)
-	n := l.node(t, "h1", false)
+	if !l.inHost(t, "h1") {
+		return
+	}
+	n := l.node(t, "h1")
 	s := redisSpec(t, "nd-lazy", 156, n)
 	ctx := testCtx(t)
 	if _, err := n.Start(ctx, s, migrate.StartOptions{Address: true, Lease: lease(s.IP, 1)}); err != nil {
@@ -70,9 +73,13 @@ func TestNodeLazyRestoreFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newTestLab(t)
+			if !l.inHost(t, "h1") {
+				return
+			}
 			h, _ := l.inv.Host("h1")
+			// Inside h1: its own /tmp is where the node's CRIU runs too.
 			wrapper := labtest.LazyDaemonFault(t, t.TempDir(), h.CRIU, tc.signal, 0)
-			n := l.node(t, "h1", false)
+			n := l.node(t, "h1")
 			n.cfg.CRIU = wrapper
 			s := redisSpec(t, "nd-lazy-"+tc.name, tc.octet, n)
 			ctx := testCtx(t)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,10 @@ import (
 // every container step asked twice does it once.
 func TestNodeStartKillRemoveIdempotent(t *testing.T) {
 	l := newTestLab(t)
-	n := l.node(t, "h1", false)
+	if !l.inHost(t, "h1") {
+		return
+	}
+	n := l.node(t, "h1")
 	s := redisSpec(t, "nd-start", 150, n)
 	ctx := testCtx(t)
 
@@ -71,7 +75,10 @@ func TestNodeStartKillRemoveIdempotent(t *testing.T) {
 // was then, and leaves no tcp-close behind in the CRIU configuration.
 func TestNodeSafeCheckpointThenRollback(t *testing.T) {
 	l := newTestLab(t)
-	n := l.node(t, "h1", false)
+	if !l.inHost(t, "h1") {
+		return
+	}
+	n := l.node(t, "h1")
 	s := redisSpec(t, "nd-rollback", 151, n)
 	ctx := testCtx(t)
 	if _, err := n.Start(ctx, s, migrate.StartOptions{Address: true, Lease: lease(s.IP, 1)}); err != nil {
@@ -138,14 +145,16 @@ func TestNodeSafeCheckpointThenRollback(t *testing.T) {
 	}
 	wantStatus(t, n, s.ID, migrate.Running) // the refused restore touched nothing
 	mustIncr(t, rc3, 4)
-	_ = context.Background
 }
 
 // migrateStaged moves s from src to dst step by step as the plane drives a
 // staged migration, asserting that every step asked twice does it once.
-func migrateStaged(t *testing.T, src, dst *Node, s migrate.Spec, img migrate.ImageName, gen uint64, lazy bool) migrate.RestoreResult {
+// Without a storage in common the destination fetches the dump from the
+// source.
+func migrateStaged(t *testing.T, src, dst migrate.Host, s migrate.Spec, img migrate.ImageName, gen uint64, lazy bool) migrate.RestoreResult {
 	t.Helper()
 	ctx := testCtx(t)
+	freshImage(t, img, src, dst)
 	guards := migrate.GuardResets
 	if lazy {
 		guards |= migrate.GuardHold
@@ -169,18 +178,26 @@ func migrateStaged(t *testing.T, src, dst *Node, s migrate.Spec, img migrate.Ima
 	if _, err := dst.StopSentry(ctx, sentry); err == nil {
 		t.Fatal("a sentry stopped twice")
 	}
-	if dst.storageID == src.storageID && dst.storageID != "" {
+	si, err := src.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	di, err := dst.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if di.SharedStorage == si.SharedStorage && di.SharedStorage != "" {
 		// Shared storage: the destination sees the dump where it is.
 	} else {
 		tk, err := src.Offer(ctx, migrate.Offer{Kind: migrate.OfferCheckpoint, Name: string(img), To: dst.Name()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr, err := dst.Fetch(ctx, img, migrate.Peer{Name: src.Name(), Ticket: tk})
+		tr, err := dst.Fetch(ctx, img, peer(src, tk))
 		if err != nil || tr.Did != "fetched" || tr.Bytes != ck.Bytes || tr.Files == 0 {
 			t.Fatalf("fetch: %+v, %v (dump of %d bytes)", tr, err, ck.Bytes)
 		}
-		tr, err = dst.Fetch(ctx, img, migrate.Peer{Name: src.Name(), Ticket: tk})
+		tr, err = dst.Fetch(ctx, img, peer(src, tk))
 		if err != nil || tr.Did != "exists" {
 			t.Fatalf("fetch again: %+v, %v", tr, err)
 		}
@@ -214,7 +231,7 @@ func migrateStaged(t *testing.T, src, dst *Node, s migrate.Spec, img migrate.Ima
 	if !hasAddr(st, s.IP) || !st.Lease.Held || st.Lease.Generation != gen || len(st.NetworkLocks) != 0 {
 		t.Fatalf("destination %+v: want the address under lease %d and no lock", st, gen)
 	}
-	if g := presentGuards(ctx, dst.ctNetns(s.ID), guardResets|guardHold); g != 0 {
+	if g := guardsOf(ctx, dst, s.ID, guardResets|guardHold); g != 0 {
 		t.Fatalf("guards %#x left on the destination", g)
 	}
 	return res
@@ -222,10 +239,11 @@ func migrateStaged(t *testing.T, src, dst *Node, s migrate.Spec, img migrate.Ima
 
 // A migration h1 -> h2 over shared storage, then back h2 -> h1 lazily,
 // keeps the client's connection and the counter (no reset), and the
-// 4 MiB value stored in between comes back byte for byte.
+// 4 MiB value stored in between comes back byte for byte. The hosts are
+// the lab's agents, which mount its shared storage.
 func TestNodeMigrateSharedStorage(t *testing.T) {
 	l := newTestLab(t)
-	h1, h2 := l.node(t, "h1", true), l.node(t, "h2", true)
+	h1, h2 := l.agent(t, "h1"), l.agent(t, "h2")
 	ctx := testCtx(t)
 	i1, err := h1.Hello(ctx)
 	if err != nil {
@@ -236,21 +254,46 @@ func TestNodeMigrateSharedStorage(t *testing.T) {
 		t.Fatalf("hello: %+v, %+v, %v; want the same shared storage, lazy restore and a boot id", i1, i2, err)
 	}
 	s := redisSpec(t, "nd-mig-shared", 152, h1, h2)
-	if _, err := h1.Start(ctx, s, migrate.StartOptions{Address: true, Lease: lease(s.IP, 1)}); err != nil {
+	g := seenGen(t, s.ID, h1, h2)
+	if _, err := h1.Start(ctx, s, migrate.StartOptions{Address: true, Lease: lease(s.IP, g+1)}); err != nil {
 		t.Fatal(err)
 	}
 	rc := labtest.DialRedis(t, l.inv, s.IP.Addr(), 10*time.Second)
 	mustIncr(t, rc, 1)
-	migrateStaged(t, h1, h2, s, migrate.MigrationImage(s.ID, "m1"), 2, false)
+	migrateStaged(t, h1, h2, s, migrate.MigrationImage(s.ID, "m1"), g+2, false)
 	mustIncr(t, rc, 2)
 	blob := []byte(strings.Repeat("escape-", 600_000))
 	if err := rc.Set("blob", blob, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	migrateStaged(t, h2, h1, s, migrate.MigrationImage(s.ID, "m2"), 3, true)
+	migrateStaged(t, h2, h1, s, migrate.MigrationImage(s.ID, "m2"), g+3, true)
 	mustIncr(t, rc, 3)
 	got, err := rc.Get("blob", 20*time.Second)
 	if err != nil || string(got) != string(blob) {
 		t.Fatalf("the 4 MiB value after the lazy migration: %d bytes, %v", len(got), err)
 	}
+}
+
+// freshImage drops image img from the hosts now and at cleanup: the
+// agents keep their images (and the shared storage its) across tests.
+func freshImage(t *testing.T, img migrate.ImageName, hosts ...migrate.Host) {
+	t.Helper()
+	drop := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, h := range hosts {
+			if _, err := h.DropImage(ctx, img); err != nil {
+				return fmt.Errorf("drop %s on %s: %w", img, h.Name(), err)
+			}
+		}
+		return nil
+	}
+	if err := drop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Error(err)
+		}
+	})
 }

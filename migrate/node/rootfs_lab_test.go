@@ -12,15 +12,17 @@ import (
 // A container that wrote to its root filesystem, deleted a file of its
 // image, and holds what it wrote open, moves with its changes: restored
 // fresh on h2 (Restore) and then staged on h3 (StartStaged). Without them
-// CRIU cannot restore it.
+// CRIU cannot restore it. The hosts are the lab's agents, on its shared
+// storage; the test looks into the copies from the root namespace.
 func TestNodeMigrateRootFSChanges(t *testing.T) {
 	l := newTestLab(t)
-	h1, h2, h3 := l.node(t, "h1", true), l.node(t, "h2", true), l.node(t, "h3", true)
+	h1, h2, h3 := l.agent(t, "h1"), l.agent(t, "h2"), l.agent(t, "h3")
 	s := redisSpec(t, "nd-rootfs", 159, h1, h2, h3)
+	g := seenGen(t, s.ID, h1, h2, h3)
 	s.Image = "escape.local/busybox:latest"
 	s.Args = []string{"/bin/sh", "-c", "echo written-on-h1 > /data/state; rm /etc/hostname; exec 3</data/state; while true; do sleep 1; done"}
 	ctx := testCtx(t)
-	if _, err := h1.Start(ctx, s, migrate.StartOptions{Address: true, Lease: lease(s.IP, 1)}); err != nil {
+	if _, err := h1.Start(ctx, s, migrate.StartOptions{Address: true, Lease: lease(s.IP, g+1)}); err != nil {
 		t.Fatal(err)
 	}
 	st := wantStatus(t, h1, s.ID, migrate.Running)
@@ -28,6 +30,7 @@ func TestNodeMigrateRootFSChanges(t *testing.T) {
 
 	// Without the changes the copy cannot come back on another host.
 	bare := migrate.MigrationImage(s.ID, "bare")
+	freshImage(t, bare, h1, h2, h3)
 	if _, err := h1.Checkpoint(ctx, s.ID, bare, migrate.CheckpointOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +47,7 @@ func TestNodeMigrateRootFSChanges(t *testing.T) {
 	}
 
 	img := migrate.MigrationImage(s.ID, "m1")
+	freshImage(t, img, h1, h2, h3)
 	ck, err := h1.Checkpoint(ctx, s.ID, img, migrate.CheckpointOptions{Exit: true, RootFS: true})
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +72,7 @@ func TestNodeMigrateRootFSChanges(t *testing.T) {
 	}
 
 	img2 := migrate.MigrationImage(s.ID, "m2")
+	freshImage(t, img2, h1, h2, h3)
 	if _, err := h3.Stage(ctx, s, img2, migrate.StageOptions{Guards: migrate.GuardResets}); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +96,7 @@ func waitFile(t *testing.T, pid uint32, path string) {
 	t.Fatalf("%s never appeared in the container", path)
 }
 
-func checkChanges(t *testing.T, n *Node, id string) {
+func checkChanges(t *testing.T, n migrate.Host, id string) {
 	t.Helper()
 	st := wantStatus(t, n, id, migrate.Running)
 	root := fmt.Sprintf("/proc/%d/root", st.PID)

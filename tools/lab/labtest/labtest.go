@@ -35,6 +35,10 @@ import (
 // a lab of its own.
 func Ensure(t testing.TB) *lab.Inventory {
 	t.Helper()
+	if Child() != "" {
+		// Inside a host (InHost): the parent made sure of the lab.
+		return childInventory(t)
+	}
 	if testing.Short() {
 		t.Skip("needs the lab: not run with -short")
 	}

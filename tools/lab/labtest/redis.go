@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/tools/lab"
 )
 
@@ -24,13 +23,16 @@ type Redis struct {
 }
 
 // DialRedis connects from the client namespace to redis at ip:6379,
-// retrying for up to wait while the service comes up.
+// retrying for up to wait while the service comes up. Inside a host
+// (InHost), whose /run/netns does not show the client's namespace, it
+// enters it through the descriptor the parent handed over: the client
+// stays a user elsewhere on the network, not a process of the host.
 func DialRedis(t testing.TB, inv *lab.Inventory, ip netip.Addr, wait time.Duration) *Redis {
 	t.Helper()
 	var c net.Conn
 	var err error
 	for end := time.Now().Add(wait); ; {
-		err = arp.Do(inv.Client.Netns, func() error {
+		err = doInClient(inv, func() error {
 			var err error
 			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 6379).String(), time.Second)
 			return err
