@@ -60,9 +60,9 @@ type demo struct {
 	start    time.Time
 	inv      *lab.Inventory
 	operator *plane.Client
-	procs   []*exec.Cmd
-	stopBG  context.CancelFunc
-	summary []string
+	procs    []*exec.Cmd
+	stopBG   context.CancelFunc
+	summary  []string
 	// clientSeen is when the client reported the last outage already
 	// attributed to an action: its reports up to then belong to earlier
 	// actions, even where the next action's start (from the audit log)

@@ -13,8 +13,8 @@ import (
 
 	"github.com/escape-mtd/escape/internal/mtls"
 	"github.com/escape-mtd/escape/plane"
-	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/sensor/events"
+	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/probe"
 )
 
