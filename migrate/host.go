@@ -233,8 +233,8 @@ type StageOptions struct {
 
 // StartStagedOptions tune StartStaged.
 type StartStagedOptions struct {
-	// Lazy restores the memory lazily (the stage must hold the copy:
-	// GuardHold).
+	// Lazy restores the memory lazily (the stage's hold, GuardHold, must
+	// be in place: it keeps the copy silent until every page is in).
 	Lazy bool
 	// Guards are lifted once the copy runs (with Lazy, once every page is
 	// in). A migration lifts none here: its copy stays held until its

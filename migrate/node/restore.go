@@ -275,9 +275,6 @@ func (n *Node) StartStaged(ctx context.Context, s migrate.Spec, name migrate.Ima
 	fail := func(err error) (migrate.RestoreResult, error) {
 		return migrate.RestoreResult{}, n.fail("start staged", s.ID, err)
 	}
-	if opts.Lazy && opts.Guards&migrate.GuardHold == 0 {
-		return fail(errors.New("a lazy restore needs the stage to hold the copy (GuardHold)"))
-	}
 	dir, err := n.checkRestore(s, name, opts.Lazy)
 	if err != nil {
 		return fail(err)
@@ -303,6 +300,12 @@ func (n *Node) StartStaged(ctx context.Context, s migrate.Spec, name migrate.Ima
 	}
 	if st != migrate.Created || t == nil {
 		return fail(fmt.Errorf("staged copy is %s, want created", st))
+	}
+	// A lazy copy must not answer before its pages are in: the stage's hold
+	// must be in place, whether this call lifts it (a rollback) or the
+	// caller does later (a migration lifts it once its lease is pinned).
+	if opts.Lazy && presentGuards(ctx, ns, guardHold)&guardHold == 0 {
+		return fail(errors.New("a lazy restore needs the stage to hold the copy (GuardHold), and the hold is not in place"))
 	}
 	_, work := n.workDirs(name)
 	t0 := time.Now()
