@@ -31,6 +31,7 @@ for l in "$ESCAPE_LAB" "$BASE_LAB"; do
   case $l in escape|escnode|escmig) echo "compare.sh: will not use the lab $l (someone else's)" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUT"
+rm -f "$OUT"/direct-*.* "$OUT"/shared-*.* "$OUT"/stream-*.* "$OUT/runs.log"
 
 # The baseline: a detached worktree at COMMIT, with a throwaway main that
 # brings its (old, single-machine) lab up under a name of its own.
@@ -83,7 +84,7 @@ trap cleanup EXIT
 
 run() { # variant round
   local v=$1 r=$2 f="$OUT/$1-$2"
-  echo "== round $r: $v ($(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  echo "== round $r: $v ($(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/runs.log" >&2
   case $v in
     direct)
       ESCAPE_LAB=$BASE_LAB "$BASE_WT/bin/baselab" up >/dev/null
@@ -98,5 +99,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < 3; i++)); do run "${variants[(i + r - 1) % 3]}" "$r"; done
 done
 bin/escape-lab down >/dev/null || true
+echo "== done ($(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/runs.log" >&2
 
+echo "Machine: nproc $(nproc), $(uname -r); runs (start time, load average):"
+sed 's/^/    /' "$OUT/runs.log"
+echo
 "$(dirname "$0")/table.sh" "$OUT" "$MODES"
