@@ -88,11 +88,15 @@ run() { # variant round
   case $v in
     direct)
       ESCAPE_LAB=$BASE_LAB "$BASE_WT/bin/baselab" up >/dev/null
-      (cd "$BASE_WT" && bin/planebench -lab "/var/lib/$BASE_LAB-lab" -sizes "$SIZES" -reps "$REPS" -modes "$MODES") >"$f.md" 2>"$f.err"
+      (cd "$BASE_WT" && bin/planebench -lab "/var/lib/$BASE_LAB-lab" -sizes "$SIZES" -reps "$REPS" -modes "$MODES") >"$f.md" 2>"$f.err" ||
+        echo "   $v failed: $(tail -1 "$f.err")" | tee -a "$OUT/runs.log" >&2
       ESCAPE_LAB=$BASE_LAB "$BASE_WT/bin/baselab" down ;;
-    shared) bin/planebench -shared-storage=true -sizes "$SIZES" -reps "$REPS" -modes "$MODES" >"$f.md" 2>"$f.err" ;;
-    stream) bin/planebench -shared-storage=false -sizes "$SIZES" -reps "$REPS" -modes "$MODES" >"$f.md" 2>"$f.err" ;;
+    shared | stream)
+      bin/planebench -shared-storage="$([ "$v" = shared ] && echo true || echo false)" -sizes "$SIZES" -reps "$REPS" -modes "$MODES" >"$f.md" 2>"$f.err" ||
+        echo "   $v failed: $(tail -1 "$f.err")" | tee -a "$OUT/runs.log" >&2 ;;
   esac
+  # A rep whose migration failed (and was reverted) is in the log as FAILED; table.sh leaves it out.
+  grep -h "FAILED" "$f.err" | sed "s/^/   $v: /" | cut -c1-300 >>"$OUT/runs.log" || true
 }
 variants=(direct shared stream)
 for ((r = 1; r <= ROUNDS; r++)); do

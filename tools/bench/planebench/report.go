@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/escape-mtd/escape/migrate"
 )
 
 func numCPU() int { return runtime.NumCPU() }
@@ -23,10 +25,31 @@ func noteSteps(steps []string) {
 	}
 }
 
+// colMig is col over the migrations in mode m that did not fail.
+func colMig(ss []sample, m string, f func(migSample) time.Duration) time.Duration {
+	var ds []time.Duration
+	for _, s := range ss {
+		if ms, ok := s.mig[m]; ok && ms.failed == "" {
+			ds = append(ds, f(ms))
+		}
+	}
+	return median(ds)
+}
+
+func failures(ss []sample, m string) int {
+	n := 0
+	for _, s := range ss {
+		if s.mig[m].failed != "" {
+			n++
+		}
+	}
+	return n
+}
+
 func report(w io.Writer, sizes []int, modes []string, res map[int][]sample, reps int, withBare bool) {
 	fmt.Fprintf(w, "Medians of %d runs, milliseconds. gap = longest time between two answered requests as the client (a prober in the client namespace, one request every 2 ms) sees it; frozen = the plane's own figure (from the dump's start until the restored copy answers).\n\n", reps)
-	fmt.Fprintln(w, "| MiB | mode | checkpoint | ckpt gap | rollback (plane) | rollback gap | migration frozen | migration gap | gap / bare gap | resets |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| MiB | mode | checkpoint | ckpt gap | rollback (plane) | rollback gap | migration frozen | migration gap | gap / bare gap | resets | failed |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, size := range sizes {
 		ss := res[size]
 		bg := col(ss, func(s sample) time.Duration { return s.bare.gap })
@@ -35,15 +58,15 @@ func report(w io.Writer, sizes []int, modes []string, res map[int][]sample, reps
 			for _, s := range ss {
 				resets += s.mig[m].resets
 			}
-			mg := col(ss, func(s sample) time.Duration { return s.mig[m].gap })
+			mg := colMig(ss, m, func(s migSample) time.Duration { return s.gap })
 			lim := "-"
 			if withBare {
 				lim = fmt.Sprintf("%.2f", ratio(mg, bg))
 			}
-			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", size, m,
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", size, m,
 				msf(col(ss, func(s sample) time.Duration { return s.ck[m].ckWall })), msf(col(ss, func(s sample) time.Duration { return s.ck[m].ckGap })),
 				msf(col(ss, func(s sample) time.Duration { return s.ck[m].rbDown })), msf(col(ss, func(s sample) time.Duration { return s.ck[m].rbGap })),
-				msf(col(ss, func(s sample) time.Duration { return s.mig[m].frozen })), msf(mg), lim, resets)
+				msf(colMig(ss, m, func(s migSample) time.Duration { return s.frozen })), msf(mg), lim, resets, failures(ss, m))
 		}
 	}
 	fmt.Fprint(w, "\nMigration by step (medians, ms). criu frozen = CRIU's own frozen time in the dump, criu restore = its restore time (stats-dump, stats-restore); "+
@@ -55,17 +78,22 @@ func report(w io.Writer, sizes []int, modes []string, res map[int][]sample, reps
 		for _, m := range modes {
 			row := []string{strconv.Itoa(size), m}
 			for _, st := range stepOrder {
-				row = append(row, msf(col(ss, func(s sample) time.Duration { return s.mig[m].steps[st] })))
+				row = append(row, msf(colMig(ss, m, func(s migSample) time.Duration { return s.steps[st] })))
 			}
-			cf := col(ss, func(s sample) time.Duration { return s.mig[m].criu.Frozen })
-			cr := col(ss, func(s sample) time.Duration { return s.mig[m].criu.Restore })
-			over := col(ss, func(s sample) time.Duration { return s.mig[m].frozen - s.mig[m].criu.Frozen - s.mig[m].criu.Restore })
+			cf := colMig(ss, m, func(s migSample) time.Duration { return s.criu.Frozen })
+			cr := colMig(ss, m, func(s migSample) time.Duration { return s.criu.Restore })
+			over := colMig(ss, m, func(s migSample) time.Duration { return s.frozen - s.criu.Frozen - s.criu.Restore })
 			row = append(row, msf(cf), msf(cr), msf(over))
-			last := ss[len(ss)-1].mig[m].transfer
+			var last migrate.TransferResult
+			for _, s := range ss {
+				if s.mig[m].transfer.Bytes > 0 {
+					last = s.mig[m].transfer
+				}
+			}
 			if last.Bytes == 0 {
 				row = append(row, "-", "-", "-")
 			} else {
-				took := col(ss, func(s sample) time.Duration { return s.mig[m].transfer.Took })
+				took := colMig(ss, m, func(s migSample) time.Duration { return s.transfer.Took })
 				row = append(row, fmt.Sprintf("%.1f", float64(last.Bytes)/(1<<20)), fmt.Sprintf("%.1f", float64(last.Wire)/(1<<20)),
 					fmt.Sprintf("%.0f", float64(last.Bytes)/1e6/took.Seconds()))
 			}
