@@ -30,6 +30,11 @@
 // namespaces, dumped and restored by the host's CRIU directly (lab.Command),
 // in the same run.
 //
+// -fix-lazy-guards (default on) works around a migrator bug that makes
+// every lazy migration fail on the networked path (lazyfix.go); false
+// measures the plane exactly as it is (lazy migrations fail, are reverted
+// and are counted as failed).
+//
 // -what rpc measures the agent API's own cost instead (rpc.go): one unary
 // round trip plane→agent against a plain TCP echo between the same
 // namespaces, and agent-to-agent image streaming (Offer + Fetch) against

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +32,8 @@ import (
 //     mib MiB): Offer on h1 and Fetch on h2 through the real agents,
 //     against the image's files sent over plain TCP from h1's namespaces to
 //     h2's: a Go io.Copy (sendfile) to a receiver that writes them to a
-//     file, and to one that discards them; and `cat FILES >/dev/tcp/...`
+//     file (with and without fsync), and to one that discards them; and
+//     `cat FILES >/dev/tcp/...`
 //     run by bash on h1 (lab.Command).
 func rpcBench(ctx context.Context, w io.Writer, p *plane.Plane, inv *lab.Inventory, work string, calls, mib, reps int) error {
 	if inv.SharedStorage {
@@ -149,7 +151,8 @@ func rpcBench(ctx context.Context, w io.Writer, p *plane.Plane, inv *lab.Invento
 		bytes, wire int64
 		agentTook   []time.Duration
 	}
-	kinds := []string{"agent Offer+Fetch", "Go io.Copy over TCP, to a file", "Go io.Copy over TCP, discarded", "bash cat >/dev/tcp, discarded"}
+	kinds := []string{"agent Offer+Fetch", "Go io.Copy over TCP, to a file", "Go io.Copy over TCP, discarded", "bash cat >/dev/tcp, discarded",
+		"Go io.Copy over TCP, to a file, fsync"}
 	res := map[string]*stream{}
 	for _, k := range kinds {
 		res[k] = &stream{}
@@ -191,6 +194,14 @@ func rpcBench(ctx context.Context, w io.Writer, p *plane.Plane, inv *lab.Invento
 		}
 		s = res[kinds[3]]
 		s.took, s.bytes, s.wire = append(s.took, took), n, n
+		// as the agent's fetch does: the file made durable before it counts
+		took, n, err = goCopy(ctx, inv, h1.Netns, files, recv, sink+"!sync")
+		if err != nil {
+			return err
+		}
+		s = res[kinds[4]]
+		s.took, s.bytes, s.wire = append(s.took, took), n, n
+		os.Remove(sink)
 		fmt.Fprintf(os.Stderr, "  stream rep %d: fetch %v (agent's own %v, %d B, wire %d B), go copy to file %v, discarded %v, cat %v\n", r+1,
 			res[kinds[0]].took[r].Round(time.Millisecond), tr.Took.Round(time.Millisecond), tr.Bytes, tr.Wire,
 			res[kinds[1]].took[r].Round(time.Millisecond), res[kinds[2]].took[r].Round(time.Millisecond), took.Round(time.Millisecond))
@@ -302,6 +313,8 @@ func newReceiver(ns, addr string) (*receiver, error) {
 			r.mu.Unlock()
 			var dst io.Writer = io.Discard
 			var f *os.File
+			sync := strings.HasSuffix(to, "!sync")
+			to = strings.TrimSuffix(to, "!sync")
 			if to != "" {
 				if f, err = os.Create(to); err != nil {
 					c.Close()
@@ -311,6 +324,9 @@ func newReceiver(ns, addr string) (*receiver, error) {
 				dst = f
 			}
 			n, err := io.Copy(dst, c)
+			if f != nil && sync && err == nil {
+				err = f.Sync()
+			}
 			if f != nil {
 				if cerr := f.Close(); err == nil {
 					err = cerr
