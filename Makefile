@@ -13,7 +13,7 @@ TESTFLAGS ?= -count=1 -p 1 -timeout 40m
 SHELL := /bin/bash
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: all build deps generate test test-unit bench bench-go bench-sensor bench-plane fuzz lab-up lab-down lab-status demo doctor clean k8s-schemas
+.PHONY: all build deps generate test test-unit bench bench-go bench-sensor bench-plane bench-plane-compare fuzz lab-up lab-down lab-status demo doctor clean k8s-schemas
 
 all: build
 
@@ -66,11 +66,20 @@ bench-sensor: deps build
 	bin/escape-lab up --hosts 3
 	$(GO) run ./tools/bench --out out/bench-sensor.md
 	$(GO) run ./tools/bench --workload spawn --out out/bench-spawn.md
-## bench-plane: checkpoint, rollback and migration downtime vs bare CRIU (1 MiB..1 GiB)
+## bench-plane: checkpoint, rollback and migration downtime on the networked lab (in-process plane
+## dialing the agents from the plane namespace), with shared storage and streaming, against bare CRIU
+## in a host; then the agent API's own cost (round trip, image streaming) against plain TCP.
+## planebench brings the lab ($$ESCAPE_LAB, else the default) up with the storage each run needs.
 bench-plane: deps build
 	@mkdir -p out
-	bin/escape-lab up --hosts 3
-	$(GO) run ./tools/bench/planebench -sizes 1,64,256,1024 -reps 3 -modes staged,full | tee out/bench-plane.md
+	$(GO) run ./tools/bench/planebench -shared-storage=true -sizes 1,64,256 -reps 3 -modes staged,full | tee out/bench-plane-shared.md
+	$(GO) run ./tools/bench/planebench -shared-storage=false -what plane,rpc -sizes 1,64,256 -reps 3 -modes staged,full | tee out/bench-plane-stream.md
+## bench-plane-compare: the networked path against the direct path of BASE (a commit before the
+## multi-host design), interleaved in ROUNDS rounds, as a table of medians and ratios
+BASE ?= bf821b0
+ROUNDS ?= 3
+bench-plane-compare: deps build
+	tools/bench/planebench/compare.sh -c $(BASE) -r $(ROUNDS) -o out/compare
 
 ## doctor: preflight checks with remedies
 doctor: build

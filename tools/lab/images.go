@@ -22,6 +22,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"golang.org/x/sync/errgroup"
 )
 
 // imageSpec is a workload image assembled from files that Debian packages
@@ -299,4 +300,29 @@ func importImage(ctx context.Context, socket, namespace string, archive []byte) 
 		}
 	}
 	return nil
+}
+
+// ImportImage packs the root filesystem rootfs (a directory of the root
+// namespace) as a one-layer OCI image named ref and imports it into every
+// host's containerd, unpacked, as Up does with the lab's own images: a
+// benchmark or a test can then deploy a workload of its own by reference.
+// Importing the same ref again replaces the image.
+func ImportImage(ctx context.Context, inv *Inventory, rootfs, ref string) error {
+	if st, err := os.Stat(rootfs); err != nil || !st.IsDir() {
+		return fmt.Errorf("import image %s: root filesystem %s is not a directory (%v)", ref, rootfs, err)
+	}
+	a, err := ociArchive(rootfs, ref)
+	if err != nil {
+		return fmt.Errorf("pack image %s: %w", ref, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, h := range inv.Hosts {
+		g.Go(func() error {
+			if err := importImage(gctx, h.Containerd, inv.Namespace, a); err != nil {
+				return fmt.Errorf("image %s on %s: %w", ref, h.Name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }

@@ -1,34 +1,50 @@
-// Command planebench measures the plane on the lab: checkpoint time,
-// rollback downtime and live-migration downtime as a client sees them, for
-// several container memory sizes, each against a bare CRIU dump and restore
-// of the same workload in the same run (the limit).
+// Command planebench measures the plane on the networked lab: safe
+// checkpoint time, rollback downtime and live-migration downtime, for
+// several container memory sizes, through a plane run in this process that
+// reaches each host's node agent over the fabric, from the lab's plane
+// namespace, with the plane's certificate (as from a machine of its own).
 //
-//	go run ./tools/bench/planebench -sizes 1,64,256,1024 -reps 3
+//	ESCAPE_LAB=escbench go run ./tools/bench/planebench -sizes 1,64,256 -reps 3 -modes staged,full
+//
+// The workload (memsrv) is built into an OCI image and imported into every
+// host's containerd (lab.ImportImage); the plane deploys it by reference.
+// A prober in the lab's client namespace sends one request every 2 ms and
+// reports the longest gap between two answers around each operation: the
+// downtime as a client sees it. The plane's own figures (checkpoint wall
+// time, rollback downtime, migration frozen time and its steps) come from
+// its results.
+//
+// -shared-storage says which lab to measure on: with shared storage
+// (checkpoint images on the storage every host mounts) or without (images
+// stream agent to agent). With -up (the default) the lab named by -lab-name
+// ($ESCAPE_LAB) is brought up that way, rebuilt if it is up the other way.
 //
 // -modes compares migration paths in the same run, each rep migrating once
-// per mode: "staged" is the plane's own path (destination staged before
-// the freeze, dump requested directly); "direct" dumps directly but creates
-// the destination after the dump; "legacy" is the original path (client
-// Task.Checkpoint, which pauses first, and the destination created after
-// the dump); "full" and "lazy" are the staged path with lazy restore never
-// and always, whatever the container's memory.
+// per mode, interleaved: "staged" is the plane's own (destination staged
+// before the freeze, lazy restore from migrate.DefaultLazyFrom); "full"
+// and "lazy" are the same with lazy restore never and always. Each mode
+// has a plane (lazy_restore_from never or always) and a container of its
+// own; checkpoint and rollback are measured on each.
 //
-// Each size also measures two runc floors: the container with the plane's
-// own OCI spec, and the same without its /dev and /dev/shm tmpfs mounts,
-// checkpointed and restored by runc alone (runc.go). The design runs
-// containers through containerd and runc, so no migration can be faster
-// than the floor; it tells what CRIU inside a runc container costs over
-// the bare limit, apart from what containerd and ESCAPE add.
+// -bare adds the limit: the same workload as a bare process in host h1's
+// namespaces, dumped and restored by the host's CRIU directly (lab.Command),
+// in the same run.
 //
-// -lazy-restore-from sets the plane's lazy_restore_from, for its rollbacks
-// and its own ("staged") migrations alike.
+// -fix-lazy-guards (default on) works around a migrator bug that makes
+// every lazy migration fail on the networked path (lazyfix.go); false
+// measures the plane exactly as it is (lazy migrations fail, are reverted
+// and are counted as failed).
 //
-// -network-lock sets CRIU's network lock for the plane's containers and the
-// bare limit alike.
+// -what rpc measures the agent API's own cost instead (rpc.go): one unary
+// round trip plane→agent against a plain TCP echo between the same
+// namespaces, and agent-to-agent image streaming (Offer + Fetch) against
+// plain TCP copies of the same bytes between the same two hosts. It needs
+// the lab without shared storage.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -53,14 +69,17 @@ func main() {
 }
 
 type sample struct {
+	ck      map[string]ckSample
+	mig     map[string]migSample
+	bare    bareSample
+	ckBytes int64
+}
+
+// ckSample is one safe checkpoint and one rollback in one mode's container.
+type ckSample struct {
 	ckWall, ckGap                    time.Duration
 	rbDown, rbKill, rbRestore, rbGap time.Duration
-	mig                              map[string]migSample
-	bareDump, bareRestore, bareGap   time.Duration
-	bareCRIU                         migrate.CRIUStats
-	bareResets                       int
-	floors                           map[string]floorSample
-	ckBytes                          int64
+	bytes                            int64
 }
 
 // migSample is one migration in one mode.
@@ -68,32 +87,46 @@ type migSample struct {
 	frozen, gap time.Duration
 	steps       map[string]time.Duration
 	criu        migrate.CRIUStats
+	transfer    migrate.TransferResult
 	resets      int
+	// failed is the error of a migration that failed (and was reverted).
+	failed string
 }
 
-// modeOptions are the migrator options of each mode besides "staged",
-// which is the plane's own migrator.
-var modeOptions = map[string][]migrate.Option{
-	"direct": {migrate.WithStaging(false)},
-	"legacy": {migrate.WithStaging(false), migrate.WithPausedDump(true)},
-	"full":   {migrate.WithLazyRestore(false)},
-	"lazy":   {migrate.WithLazyFrom(0)},
+type bareSample struct {
+	dump, restore, gap time.Duration
+	criu               migrate.CRIUStats
+	resets             int
 }
+
+// lazyFrom is each mode's lazy_restore_from ("" is the plane's default).
+var lazyFrom = map[string]string{"staged": "", "full": "never", "lazy": "always"}
+
+// memsrvRef is the reference the workload's image is imported under.
+const memsrvRef = "escape.local/memsrv:latest"
 
 func run() error {
-	sizesF := flag.String("sizes", "1,64,256,1024", "container memory sizes in MiB")
+	sizesF := flag.String("sizes", "1,64,256", "container memory sizes in MiB")
 	reps := flag.Int("reps", 3, "repetitions per size")
-	labRoot := flag.String("lab", "/var/lib/escape-lab", "lab root")
-	criu := flag.String("criu", "/opt/escape/bin/criu", "CRIU binary (the lab's 4.2 wrapper)")
+	modesF := flag.String("modes", "staged,full", "migration paths to compare (staged, full, lazy)")
+	name := flag.String("lab-name", envOr("ESCAPE_LAB", lab.DefaultName), "the lab to run on (lab.WithName)")
+	shared := flag.Bool("shared-storage", true, "measure on the lab with shared storage (false: images stream agent to agent)")
+	up := flag.Bool("up", true, "bring the lab up with -shared-storage (rebuilding it if it is up the other way)")
+	down := flag.Bool("down", false, "take the lab down at the end")
+	bin := flag.String("bin", "bin", "the ESCAPE binaries the lab's agents run (make build)")
+	bareF := flag.Bool("bare", true, "also measure the bare CRIU limit inside host h1")
 	lock := flag.String("network-lock", "nftables", "CRIU network lock (nftables or iptables), for the plane's containers and the bare limit alike")
-	lazyFrom := flag.String("lazy-restore-from", "", "the plane's lazy_restore_from (a size, always or never; default the plane's)")
-	modesF := flag.String("modes", "legacy,direct,staged", "migration paths to compare (legacy, direct, full, lazy, staged; staged is the plane's own: lazy from migrate.DefaultLazyFrom; lazy: at any size; full: never)")
+	fixLazy := flag.Bool("fix-lazy-guards", true, "work around the migrator's lazy StartStaged without GuardHold (lazyfix.go), so lazy migrations can be measured; false: the plane exactly as it is (lazy migrations fail and are reverted)")
+	what := flag.String("what", "plane", "what to measure: plane (checkpoint, rollback, migration) and/or rpc (the agent API's own cost), comma-separated")
+	calls := flag.Int("rpc-calls", 500, "-what rpc: round trips per measurement")
+	rpcMiB := flag.Int("rpc-mib", 256, "-what rpc: memsrv size whose checkpoint image is streamed")
+	rpcReps := flag.Int("rpc-reps", 3, "-what rpc: streams of each kind")
 	flag.Parse()
 	var modes []string
 	for _, m := range strings.Split(*modesF, ",") {
 		m = strings.TrimSpace(m)
-		if _, ok := modeOptions[m]; !ok && m != "staged" {
-			return fmt.Errorf("-modes: unknown mode %q", m)
+		if _, ok := lazyFrom[m]; !ok {
+			return fmt.Errorf("-modes: unknown mode %q (staged, full, lazy)", m)
 		}
 		modes = append(modes, m)
 	}
@@ -108,141 +141,293 @@ func run() error {
 	if *reps < 1 {
 		return fmt.Errorf("-reps must be at least 1")
 	}
+	whats := map[string]bool{}
+	for _, w := range strings.Split(*what, ",") {
+		w = strings.TrimSpace(w)
+		if w != "plane" && w != "rpc" {
+			return fmt.Errorf("-what: unknown %q (plane, rpc)", w)
+		}
+		whats[w] = true
+	}
+	if whats["rpc"] && *shared {
+		return errors.New("-what rpc streams images agent to agent: it needs -shared-storage=false")
+	}
 	ctx := context.Background()
+	closeInherited()
 	// Restored bare processes are orphaned when criu exits: adopt them.
 	if err := setSubreaper(); err != nil {
 		return err
 	}
-	inv, err := lab.LoadInventory(ctx, *labRoot)
+	inv, err := ensureLab(ctx, *name, *bin, *shared, *up)
 	if err != nil {
 		return err
 	}
-	work := filepath.Join(inv.Shared, "escape-bench", fmt.Sprintf("plane-%d", os.Getpid()))
-	state, err := os.MkdirTemp("", "planebench")
+	if *down {
+		defer func() {
+			if err := lab.Down(context.Background(), lab.WithName(*name)); err != nil {
+				fmt.Fprintln(os.Stderr, "planebench: lab down:", err)
+			}
+		}()
+	}
+	// Under /var/tmp, which every host sees at the same path (each has its
+	// own /tmp): the bare limit runs memsrv and dumps it there.
+	work, err := os.MkdirTemp("/var/tmp", "planebench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(state)
 	defer os.RemoveAll(work)
-	if err := os.MkdirAll(work, 0o700); err != nil {
+	memsrv := filepath.Join(work, "memsrv")
+	if err := buildMemsrv(memsrv); err != nil {
 		return err
 	}
-	rootfs := filepath.Join(work, "memsrv-rootfs")
-	if err := buildRootFS(inv.Images["busybox"].RootFS, rootfs); err != nil {
+	if err := importMemsrv(ctx, inv, memsrv, filepath.Join(work, "rootfs")); err != nil {
 		return err
 	}
-	cfg := plane.DefaultConfig()
-	cfg.State, cfg.Audit, cfg.SharedDir = filepath.Join(state, "state.db"), filepath.Join(state, "audit.jsonl"), filepath.Join(work, "plane")
-	migrationRoot = filepath.Join(work, "migrations")
-	one := 1
-	cfg.Defaults = plane.PolicyOverrides{CleanEpochs: &one, Retain: &one}
-	cfg.NetworkLock = *lock
-	if *lazyFrom != "" {
-		cfg.LazyRestoreFrom = *lazyFrom
-		if err := cfg.Validate(); err != nil {
+	fmt.Fprintf(os.Stderr, "lab %s: %d hosts, shared storage %v; nproc %s; load %s\n", *name, len(inv.Hosts), inv.SharedStorage, nproc(), loadavg())
+	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
+	planes := map[string]*plane.Plane{}
+	defer func() {
+		for _, p := range planes {
+			p.Close()
+		}
+	}()
+	open := func(mode string) (*plane.Plane, error) {
+		cfg, err := inv.PlaneConfigIn(filepath.Join(work, "plane-"+mode))
+		if err != nil {
+			return nil, err
+		}
+		one := 1
+		cfg.Defaults = plane.PolicyOverrides{CleanEpochs: &one, Retain: &one}
+		cfg.NetworkLock = *lock
+		if lazyFrom[mode] != "" {
+			cfg.LazyRestoreFrom = lazyFrom[mode]
+		}
+		opts := []plane.Option{plane.WithLogger(log), plane.WithAgentDialer(lab.NetnsDialer(inv.Plane.Netns))}
+		if *fixLazy && mode != "full" && mode != "rpc" {
+			opts = append(opts, lazyGuardLinks(inv))
+		}
+		return plane.New(cfg, opts...)
+	}
+	if whats["rpc"] {
+		p, err := open("rpc")
+		if err != nil {
 			return err
 		}
+		planes["rpc"] = p
+		if err := rpcBench(ctx, os.Stdout, p, inv, work, *calls, *rpcMiB, *rpcReps); err != nil {
+			return fmt.Errorf("rpc: %w", err)
+		}
 	}
-	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
-	p, err := plane.New(cfg, plane.EnvironmentFromLab(inv), plane.WithLogger(log))
-	if err != nil {
-		return err
+	if !whats["plane"] {
+		return nil
 	}
-	defer p.Close()
+	for _, m := range modes {
+		p, err := open(m)
+		if err != nil {
+			return err
+		}
+		planes[m] = p
+	}
 	hosts := []string{}
 	for _, h := range inv.Hosts {
 		hosts = append(hosts, h.Name)
 	}
+	if len(hosts) < 2 {
+		return errors.New("migration needs at least two lab hosts")
+	}
+	loadStart := loadavg()
 	results := map[int][]sample{}
 	for i, size := range sizes {
-		ss, err := benchSize(ctx, p, inv, rootfs, *criu, *lock, work, size, *reps, hosts, modes, 200+i)
+		ss, err := benchSize(ctx, planes, inv, size, *reps, hosts, modes, 200+10*i)
 		if err != nil {
 			return fmt.Errorf("%d MiB: %w", size, err)
 		}
+		if *bareF {
+			if err := bare(ctx, inv, memsrv, *lock, work, size, 7100+i, ss); err != nil {
+				return fmt.Errorf("%d MiB: bare criu: %w", size, err)
+			}
+		}
 		results[size] = ss
 	}
-	report(os.Stdout, sizes, modes, results, *reps)
-	// Pre-copy (CRIU pre-dump iterations) needs the kernel's soft-dirty
-	// page tracking; say whether this machine has it.
-	out, _ := exec.Command(*criu, "check", "--feature", "mem_dirty_track").CombinedOutput()
-	fmt.Fprintf(os.Stdout, "\nPre-copy: `criu check --feature mem_dirty_track`: %s\n", strings.Join(strings.Fields(string(out)), " "))
+	if *fixLazy {
+		fmt.Fprintf(os.Stdout, "-fix-lazy-guards: %d lazy restores were given the stage's guards by planebench (lazyfix.go: the migrator omits them and the node refuses).\n\n", lazyGuardFixes.Load())
+	}
+	fmt.Fprintf(os.Stdout, "Lab %s: %d hosts, shared storage %v (%s). nproc %s; load average at the start %s, at the end %s.\n\n",
+		*name, len(hosts), inv.SharedStorage, map[bool]string{true: "checkpoint images on the storage every host mounts", false: "checkpoint images stream agent to agent"}[inv.SharedStorage],
+		nproc(), loadStart, loadavg())
+	report(os.Stdout, sizes, modes, results, *reps, *bareF)
 	return nil
 }
 
-func buildRootFS(busybox, dst string) error {
-	if out, err := exec.Command("cp", "-a", busybox, dst).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy busybox rootfs: %v: %s", err, out)
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
 	}
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dst, "memsrv"), "./tools/bench/planebench/memsrv")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build memsrv: %v: %s", err, out)
-	}
-	return nil
+	return def
 }
 
-func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, lock, work string, size, reps int, hosts, modes []string, octet int) ([]sample, error) {
-	id := fmt.Sprintf("bench-%d", size)
-	ip := fmt.Sprintf("198.18.1.%d", octet)
-	fmt.Fprintf(os.Stderr, "== %d MiB\n", size)
-	c, err := p.Deploy(ctx, plane.ContainerConfig{ID: id, Image: rootfs, Host: hosts[0], IP: ip,
-		Args: []string{"/memsrv", "-mem", strconv.Itoa(size), "-listen", ":7000"}})
+// ensureLab returns the inventory of the lab called name, brought up (with
+// up) with or without shared storage as asked.
+func ensureLab(ctx context.Context, name, bin string, shared, up bool) (*lab.Inventory, error) {
+	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return nil, err
 	}
-	defer p.Remove(context.Background(), id)
-	pr := newProber(inv.Client.Netns, ip+":7000")
-	defer pr.close()
-	if err := pr.waitReady(60 * time.Second); err != nil {
-		return nil, err
+	if _, err := os.Stat(filepath.Join(bin, "escape-sensor")); err != nil {
+		return nil, fmt.Errorf("%s/escape-sensor is missing: run make build first", bin)
 	}
-	epoch := uint64(0)
-	clean := func() error {
-		epoch++
-		_, err := p.HandleReport(ctx, plane.Report{Container: id, Epoch: epoch}, "bench")
-		return err
+	opts := []lab.Option{lab.WithName(name)}
+	st := lab.GetStatus(ctx, opts...)
+	if st.Up && st.Healthy() && st.Inventory.Agents && st.Inventory.SharedStorage == shared && st.Inventory.BinDir == bin {
+		if err := lab.RestartStaleAgents(ctx, st.Inventory, nil); err != nil {
+			return nil, err
+		}
+		return st.Inventory, nil
+	}
+	if !up {
+		if !st.Up {
+			return nil, fmt.Errorf("lab %s is not up (run: ESCAPE_LAB=%s bin/escape-lab up --shared-storage=%v, or -up)", name, name, shared)
+		}
+		return nil, fmt.Errorf("lab %s is not healthy or has shared storage %v, want %v (use -up)", name, st.Inventory.SharedStorage, shared)
+	}
+	if st.Up {
+		fmt.Fprintf(os.Stderr, "lab %s: down, to bring it up with shared storage %v\n", name, shared)
+		if err := lab.Down(ctx, opts...); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "lab %s: up, shared storage %v\n", name, shared)
+	return lab.Up(ctx, append(opts, lab.WithHosts(lab.DefaultHosts), lab.WithSharedStorage(shared), lab.WithBinDir(bin))...)
+}
+
+func buildMemsrv(dst string) error {
+	cmd := exec.Command("go", "build", "-o", dst, "./tools/bench/planebench/memsrv")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build memsrv (run from the repository's root): %v: %s", err, out)
+	}
+	return nil
+}
+
+// importMemsrv makes the workload's image: the lab's busybox root
+// filesystem with the (static) memsrv at /memsrv, imported into every
+// host's containerd.
+func importMemsrv(ctx context.Context, inv *lab.Inventory, memsrv, rootfs string) error {
+	bb, ok := inv.Images["busybox"]
+	if !ok {
+		return errors.New("the lab has no busybox image")
+	}
+	if out, err := exec.Command("cp", "-a", bb.RootFS, rootfs).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy busybox rootfs: %v: %s", err, out)
+	}
+	if out, err := exec.Command("cp", memsrv, filepath.Join(rootfs, "memsrv")).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy memsrv: %v: %s", err, out)
+	}
+	return lab.ImportImage(ctx, inv, rootfs, memsrvRef)
+}
+
+// deployed is one mode's container of one size.
+type deployed struct {
+	id, ip string
+	p      *plane.Plane
+	pr     *prober
+	epoch  uint64
+}
+
+func benchSize(ctx context.Context, planes map[string]*plane.Plane, inv *lab.Inventory, size, reps int, hosts, modes []string, octet int) ([]sample, error) {
+	fmt.Fprintf(os.Stderr, "== %d MiB\n", size)
+	cs := map[string]*deployed{}
+	defer func() {
+		for _, d := range cs {
+			if d.pr != nil {
+				d.pr.close()
+			}
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			if err := d.p.Remove(rctx, d.id, "bench"); err != nil {
+				fmt.Fprintf(os.Stderr, "planebench: remove %s: %v\n", d.id, err)
+			}
+			cancel()
+		}
+	}()
+	for i, mode := range modes {
+		d := &deployed{id: fmt.Sprintf("bench-%d-%s", size, mode), ip: fmt.Sprintf("198.18.1.%d", octet+i), p: planes[mode]}
+		if _, err := d.p.Deploy(ctx, plane.ContainerConfig{ID: d.id, Image: memsrvRef, Host: hosts[0], IP: d.ip,
+			Args: []string{"/memsrv", "-mem", strconv.Itoa(size), "-listen", ":7000"}}, "bench"); err != nil {
+			return nil, fmt.Errorf("deploy (%s): %w", mode, err)
+		}
+		cs[mode] = d
+		d.pr = newProber(inv.Client.Netns, d.ip+":7000")
+		if err := d.pr.waitReady(60 * time.Second); err != nil {
+			return nil, err
+		}
 	}
 	var out []sample
-	host := 0
 	for r := 0; r < reps; r++ {
-		var s sample
-		if err := clean(); err != nil {
-			return nil, err
-		}
-		t0 := time.Now()
-		ck, err := p.Checkpoint(ctx, id, false, "bench")
-		if err != nil {
-			return nil, err
-		}
-		s.ckWall, s.ckBytes = time.Since(t0), ck.Bytes
-		if s.ckGap, _, err = pr.gap(t0, time.Now()); err != nil {
-			return nil, fmt.Errorf("checkpoint: %w", err)
-		}
-		t0 = time.Now()
-		rb, err := p.Rollback(ctx, id, []string{"bench"}, "bench")
-		if err != nil {
-			return nil, err
-		}
-		s.rbDown, s.rbKill, s.rbRestore = time.Duration(rb.Downtime), time.Duration(rb.Kill), time.Duration(rb.Restore)
-		if s.rbGap, _, err = pr.gap(t0, time.Now()); err != nil {
-			return nil, fmt.Errorf("rollback: %w", err)
-		}
-		s.mig = map[string]migSample{}
+		s := sample{ck: map[string]ckSample{}, mig: map[string]migSample{}}
 		var line strings.Builder
 		for _, mode := range modes {
-			next := hosts[(host+1)%len(hosts)]
+			d := cs[mode]
+			d.epoch++
+			if _, err := d.p.HandleReport(ctx, plane.Report{Container: d.id, Epoch: d.epoch}, "bench"); err != nil {
+				return nil, err
+			}
+			var c ckSample
+			time.Sleep(300 * time.Millisecond)
+			t0 := time.Now()
+			ck, err := d.p.Checkpoint(ctx, d.id, false, "bench")
+			if err != nil {
+				return nil, fmt.Errorf("checkpoint (%s): %w", mode, err)
+			}
+			c.ckWall, c.bytes = time.Since(t0), ck.Bytes
+			if c.ckGap, _, err = d.pr.gap(t0, time.Now()); err != nil {
+				return nil, fmt.Errorf("checkpoint (%s): %w", mode, err)
+			}
 			time.Sleep(300 * time.Millisecond)
 			t0 = time.Now()
-			res, err := migrateMode(ctx, p, id, hosts[host], next, mode)
+			rb, err := d.p.Rollback(ctx, d.id, []string{"bench"}, "bench")
 			if err != nil {
-				return nil, fmt.Errorf("migration (%s): %w", mode, err)
+				return nil, fmt.Errorf("rollback (%s): %w", mode, err)
 			}
-			host = (host + 1) % len(hosts)
-			ms := migSample{frozen: res.Frozen, criu: res.CRIU, steps: map[string]time.Duration{}}
+			c.rbDown, c.rbKill, c.rbRestore = time.Duration(rb.Downtime), time.Duration(rb.Kill), time.Duration(rb.Restore)
+			if c.rbGap, _, err = d.pr.gap(t0, time.Now()); err != nil {
+				return nil, fmt.Errorf("rollback (%s): %w", mode, err)
+			}
+			s.ck[mode], s.ckBytes = c, c.bytes
+			fmt.Fprintf(&line, ", %s checkpoint %v (gap %v) rollback %v (gap %v)", mode, c.ckWall.Round(time.Millisecond),
+				c.ckGap.Round(time.Millisecond), c.rbDown.Round(time.Millisecond), c.rbGap.Round(time.Millisecond))
+		}
+		for _, mode := range modes {
+			d := cs[mode]
+			rec, err := d.p.Store().Container(d.id)
+			if err != nil {
+				return nil, err
+			}
+			next := hosts[(indexOf(hosts, rec.Host)+1)%len(hosts)]
+			time.Sleep(300 * time.Millisecond)
+			t0 := time.Now()
+			res, err := d.p.Migrate(ctx, d.id, next, []string{"bench"}, "bench")
+			if err != nil {
+				// The plane reverts a failed migration: say so, count it
+				// and go on (the medians leave it out).
+				if _, _, gerr := d.pr.gap(t0, time.Now()); gerr != nil {
+					return nil, fmt.Errorf("migration (%s): %w; then no answer: %v", mode, err, gerr)
+				}
+				s.mig[mode] = migSample{failed: err.Error()}
+				fmt.Fprintf(&line, ", %s FAILED (%v)", mode, err)
+				continue
+			}
+			ms := migSample{frozen: res.Frozen, criu: res.CRIU, transfer: res.Transfer, steps: map[string]time.Duration{}}
+			var names []string
 			for _, st := range res.Steps {
-				ms.steps[st.Step.String()] += st.Duration
+				k := st.Step.String()
+				if st.Undo {
+					k = "undo-" + k
+				}
+				ms.steps[k] += st.Duration
+				names = append(names, k)
 			}
-			if ms.gap, ms.resets, err = pr.gap(t0, time.Now()); err != nil {
+			noteSteps(names)
+			if ms.gap, ms.resets, err = d.pr.gap(t0, time.Now()); err != nil {
 				return nil, fmt.Errorf("migration (%s): %w", mode, err)
 			}
 			s.mig[mode] = ms
@@ -250,142 +435,26 @@ func benchSize(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, 
 				at := t0
 				for _, st := range res.Steps {
 					at = at.Add(st.Duration)
-					fmt.Fprintf(os.Stderr, "  %s: %s ends %s\n", mode, st.Step, at.Format("15:04:05.000"))
+					fmt.Fprintf(os.Stderr, "  %s: %s %v ends %s\n", mode, st.Step, st.Duration.Round(time.Millisecond), at.Format("15:04:05.000"))
 				}
 			}
 			fmt.Fprintf(&line, ", %s frozen %v gap %v resets %d", mode, ms.frozen.Round(time.Millisecond), ms.gap.Round(time.Millisecond), ms.resets)
 		}
-		fmt.Fprintf(os.Stderr, "  rep %d: checkpoint %v (gap %v), rollback %v (gap %v)%s\n",
-			r+1, s.ckWall.Round(time.Millisecond), s.ckGap.Round(time.Millisecond), s.rbDown.Round(time.Millisecond),
-			s.rbGap.Round(time.Millisecond), line.String())
+		// The same line format as the direct path's planebench, which
+		// compare.sh reads from both.
+		fmt.Fprintf(os.Stderr, "  rep %d: load %s%s\n", r+1, loadavg(), line.String())
 		out = append(out, s)
-	}
-	_ = c
-	pr.close()
-	where, err := p.Store().Container(id)
-	if err != nil {
-		return nil, err
-	}
-	bundle, err := captureBundle(ctx, inv, where.Host, id)
-	if err != nil {
-		return nil, err
-	}
-	// The container leaves before the floor and the bare process take the
-	// stage.
-	if err := p.Remove(ctx, id); err != nil {
-		return nil, err
-	}
-	if err := runFloors(ctx, p, inv, bundle, criu, rootfs, work, size, octet+40, out); err != nil {
-		return nil, err
-	}
-	// The limit: the same workload as a bare process, dumped and restored
-	// by CRIU directly, in the same run.
-	if err := bare(ctx, p, inv, rootfs, criu, lock, work, size, octet+20, out); err != nil {
-		return nil, fmt.Errorf("bare criu: %w", err)
 	}
 	return out, nil
 }
 
-// migrateMode migrates id from src to dst in one mode. "staged" goes
-// through the plane; the others run a migrator with their options on the
-// plane's runtime and journal, and move the plane's placement by hand.
-func migrateMode(ctx context.Context, p *plane.Plane, id, src, dst, mode string) (migrate.Result, error) {
-	if mode == "staged" {
-		return p.Migrate(ctx, id, dst, []string{"bench"}, "bench")
-	}
-	c, err := p.Store().Container(id)
-	if err != nil {
-		return migrate.Result{}, err
-	}
-	if c.Host != src {
-		return migrate.Result{}, fmt.Errorf("%s is on %s, expected %s", id, c.Host, src)
-	}
-	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
-	m, err := migrate.New(p.Runtime(), p.Store(), filepath.Join(migrationRoot, "legacy"), append([]migrate.Option{migrate.WithLogger(log)}, modeOptions[mode]...)...)
-	if err != nil {
-		return migrate.Result{}, err
-	}
-	res, err := m.Migrate(ctx, c.Spec, src, dst)
-	if err != nil {
-		return res, err
-	}
-	c.Host, c.Updated = dst, time.Now()
-	return res, p.Store().PutContainer(c)
-}
-
-// migrationRoot is where non-plane migrators keep their dumps (set in run).
-var migrationRoot string
-
-func bare(ctx context.Context, p *plane.Plane, inv *lab.Inventory, rootfs, criu, lock, work string, size, octet int, out []sample) error {
-	host := inv.Hosts[0].Name
-	spec := migrate.Spec{ID: fmt.Sprintf("bare-%d", size), RootFS: rootfs, Args: []string{"x"},
-		MAC: fmt.Sprintf("02:e5:00:00:0b:%02x", octet%256)}
-	spec.IP, _ = parsePrefix(fmt.Sprintf("198.18.1.%d/15", octet))
-	rt := p.Runtime()
-	if err := rt.PrepareNetwork(host, spec, true); err != nil {
-		return err
-	}
-	defer rt.RemoveNetwork(host, spec.ID)
-	ns := "/run/netns/" + migrate.CtNetns(host, spec.ID)
-	cmd := exec.Command("nsenter", "--net="+ns, filepath.Join(rootfs, "memsrv"), "-mem", strconv.Itoa(size), "-listen", ":7000")
-	cmd.SysProcAttr = setsid()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	pid := cmd.Process.Pid
-	defer func() { killPID(pid) }()
-	pr := newProber(inv.Client.Netns, fmt.Sprintf("198.18.1.%d:7000", octet))
-	defer pr.close()
-	if err := pr.waitReady(60 * time.Second); err != nil {
-		return err
-	}
-	for i := range out {
-		dir := filepath.Join(work, fmt.Sprintf("bare-%d-%d", size, i))
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
+func indexOf(xs []string, x string) int {
+	for i, y := range xs {
+		if y == x {
+			return i
 		}
-		time.Sleep(300 * time.Millisecond)
-		t0 := time.Now()
-		if b, err := exec.CommandContext(ctx, "nsenter", "--net="+ns, criu, "dump", "-t", strconv.Itoa(pid), "-D", dir,
-			"--tcp-established", "--network-lock", lock, "-o", "dump.log").CombinedOutput(); err != nil {
-			return fmt.Errorf("dump: %v: %s %s", err, b, tailLog(filepath.Join(dir, "dump.log")))
-		}
-		t1 := time.Now()
-		// Reap it (our child, or reparented to us as subreaper after a
-		// restore) so its PID is free for the restore.
-		if err := reap(pid); err != nil {
-			return err
-		}
-		if b, err := exec.CommandContext(ctx, "nsenter", "--net="+ns, criu, "restore", "-D", dir, "-d",
-			"--tcp-established", "--network-lock", lock, "-o", "restore.log").CombinedOutput(); err != nil {
-			return fmt.Errorf("restore: %v: %s %s", err, b, tailLog(filepath.Join(dir, "restore.log")))
-		}
-		t2 := time.Now()
-		out[i].bareDump, out[i].bareRestore = t1.Sub(t0), t2.Sub(t1)
-		var err error
-		if out[i].bareCRIU, err = migrate.ReadCRIUStats(dir, dir); err != nil {
-			return err
-		}
-		if out[i].bareGap, out[i].bareResets, err = pr.gap(t0, time.Now()); err != nil {
-			return err
-		}
-		os.RemoveAll(dir)
-		fmt.Fprintf(os.Stderr, "  bare rep %d: dump %v restore %v gap %v resets %d\n", i+1, out[i].bareDump.Round(time.Millisecond),
-			out[i].bareRestore.Round(time.Millisecond), out[i].bareGap.Round(time.Millisecond), out[i].bareResets)
 	}
-	return nil
-}
-
-func tailLog(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
-	return strings.Join(lines, " | ")
+	return 0
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -410,100 +479,23 @@ func col(ss []sample, f func(sample) time.Duration) time.Duration {
 
 func msf(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
-func report(w *os.File, sizes []int, modes []string, res map[int][]sample, reps int) {
-	fmt.Fprintf(w, "Medians of %d runs, milliseconds. gap = longest time between two answered requests as the client sees it.\n\n", reps)
-	hdr := "| MiB | checkpoint | ckpt gap | rollback (plane) | rollback gap | bare dump | bare restore | bare gap (limit) |"
-	sep := "|---|---|---|---|---|---|---|---|"
-	for _, m := range modes {
-		hdr += fmt.Sprintf(" %s frozen | %s gap | %s gap / limit |", m, m, m)
-		sep += "---|---|---|"
-	}
-	fmt.Fprintln(w, hdr+" resets |")
-	fmt.Fprintln(w, sep+"---|")
-	for _, size := range sizes {
-		ss := res[size]
-		bg := col(ss, func(s sample) time.Duration { return s.bareGap })
-		row := fmt.Sprintf("| %d | %s | %s | %s | %s | %s | %s | %s |", size,
-			msf(col(ss, func(s sample) time.Duration { return s.ckWall })), msf(col(ss, func(s sample) time.Duration { return s.ckGap })),
-			msf(col(ss, func(s sample) time.Duration { return s.rbDown })), msf(col(ss, func(s sample) time.Duration { return s.rbGap })),
-			msf(col(ss, func(s sample) time.Duration { return s.bareDump })), msf(col(ss, func(s sample) time.Duration { return s.bareRestore })), msf(bg))
-		resets := 0
-		for _, s := range ss {
-			resets += s.bareResets
-			for _, f := range s.floors {
-				resets += f.resets
-			}
-			for _, m := range s.mig {
-				resets += m.resets
-			}
-		}
-		for _, m := range modes {
-			mg := col(ss, func(s sample) time.Duration { return s.mig[m].gap })
-			row += fmt.Sprintf(" %s | %s | %.2f |", msf(col(ss, func(s sample) time.Duration { return s.mig[m].frozen })), msf(mg), ratio(mg, bg))
-		}
-		fmt.Fprintf(w, "%s %d |\n", row, resets)
-	}
-	fmt.Fprint(w, "\nMigration by step (medians, ms). criu frozen = CRIU's own frozen time in the dump, criu restore = its restore time (stats-dump, stats-restore); the bare rows are the same figures for the bare CRIU dump and restore.\n\n")
-	steps := []string{"stage", "checkpoint", "prepare", "move-address", "restore", "announce", "remove-source"}
-	fmt.Fprintln(w, "| MiB | mode | "+strings.Join(steps, " | ")+" | criu frozen | criu restore | frozen - criu |")
-	fmt.Fprintln(w, "|---|---|"+strings.Repeat("---|", len(steps)+3))
-	for _, size := range sizes {
-		ss := res[size]
-		for _, m := range modes {
-			row := []string{strconv.Itoa(size), m}
-			for _, st := range steps {
-				row = append(row, msf(col(ss, func(s sample) time.Duration { return s.mig[m].steps[st] })))
-			}
-			cf := col(ss, func(s sample) time.Duration { return s.mig[m].criu.Frozen })
-			cr := col(ss, func(s sample) time.Duration { return s.mig[m].criu.Restore })
-			over := col(ss, func(s sample) time.Duration { return s.mig[m].frozen - s.mig[m].criu.Frozen - s.mig[m].criu.Restore })
-			row = append(row, msf(cf), msf(cr), msf(over))
-			fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
-		}
-		row := []string{strconv.Itoa(size), "bare"}
-		for range steps {
-			row = append(row, "")
-		}
-		row = append(row, msf(col(ss, func(s sample) time.Duration { return s.bareCRIU.Frozen })),
-			msf(col(ss, func(s sample) time.Duration { return s.bareCRIU.Restore })), "")
-		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
-	}
-	fmt.Fprint(w, "\nThe runc floors: the same container checkpointed and restored by runc alone (no containerd, no shim, no ESCAPE), medians, ms. "+
-		"runc: the plane's own OCI spec; runc-no-tmpfs: the same without the /dev and /dev/shm tmpfs mounts, which CRIU archives.\n\n")
-	fmt.Fprint(w, "| MiB | floor | checkpoint | restore | gap | criu frozen | criu restore | bare gap (limit) | gap / limit |")
-	for _, m := range modes {
-		fmt.Fprintf(w, " %s gap / floor gap |", m)
-	}
-	fmt.Fprintln(w, "\n|---|---|---|---|---|---|---|---|---|"+strings.Repeat("---|", len(modes)))
-	for _, size := range sizes {
-		ss := res[size]
-		bg := col(ss, func(s sample) time.Duration { return s.bareGap })
-		for _, f := range floors() {
-			fc := func(g func(floorSample) time.Duration) time.Duration {
-				return col(ss, func(s sample) time.Duration { return g(s.floors[f.name]) })
-			}
-			fg := fc(func(f floorSample) time.Duration { return f.gap })
-			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %.2f |", size, f.name,
-				msf(fc(func(f floorSample) time.Duration { return f.dump })), msf(fc(func(f floorSample) time.Duration { return f.restore })), msf(fg),
-				msf(fc(func(f floorSample) time.Duration { return f.criu.Frozen })), msf(fc(func(f floorSample) time.Duration { return f.criu.Restore })),
-				msf(bg), ratio(fg, bg))
-			for _, m := range modes {
-				fmt.Fprintf(w, " %.2f |", ratio(col(ss, func(s sample) time.Duration { return s.mig[m].gap }), fg))
-			}
-			fmt.Fprintln(w)
-		}
-	}
-	fmt.Fprint(w, "\nRollback (medians, ms):\n\n| MiB | kill | restore | checkpoint bytes |\n|---|---|---|---|\n")
-	for _, size := range sizes {
-		ss := res[size]
-		fmt.Fprintf(w, "| %d | %s | %s | %d |\n", size, msf(col(ss, func(s sample) time.Duration { return s.rbKill })),
-			msf(col(ss, func(s sample) time.Duration { return s.rbRestore })), ss[len(ss)-1].ckBytes)
-	}
-}
-
 func ratio(a, b time.Duration) float64 {
 	if b == 0 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+func nproc() string { return strconv.Itoa(numCPU()) }
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }

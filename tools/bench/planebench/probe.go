@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -156,12 +155,21 @@ func (p *prober) gap(from, to time.Time) (time.Duration, int, error) {
 	return worst, resets, nil
 }
 
-func parsePrefix(s string) (netip.Prefix, error) { return netip.ParsePrefix(s) }
-
-func setsid() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }
-
-func killPID(pid int) {
-	_ = syscall.Kill(pid, syscall.SIGKILL)
+// closeInherited marks every file descriptor this process inherited
+// beyond the standard three close-on-exec, so that none reaches the
+// processes it starts: a descriptor of the root namespace's mounts in a
+// bare process on a lab host would make CRIU refuse to dump it.
+func closeInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		var fd int
+		if _, err := fmt.Sscan(e.Name(), &fd); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
 }
 
 func setSubreaper() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }
