@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"io"
+	"time"
 
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/plane/agentapi/agentpb"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -38,6 +39,30 @@ func NewPeers(creds func(peer string) credentials.TransportCredentials, opts ...
 // Open streams what peer offered under its ticket. Closing the reader
 // ends the transfer and the connection.
 func (p *Peers) Open(ctx context.Context, peer migrate.Peer) (io.ReadCloser, error) {
+	// A dial that fails once (seen in the lab: a connect timeout between
+	// two hosts, cause unknown) is tried again a few times, within the
+	// caller's deadline; a peer that stays unreachable fails the fetch.
+	var err error
+	for attempt := range openAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			}
+		}
+		var rc io.ReadCloser
+		if rc, err = p.open(ctx, peer); err == nil || !errors.Is(err, migrate.ErrUnreachable) {
+			return rc, err
+		}
+	}
+	return nil, err
+}
+
+// openAttempts bounds Open's tries.
+const openAttempts = 3
+
+func (p *Peers) open(ctx context.Context, peer migrate.Peer) (io.ReadCloser, error) {
 	c, err := NewClient(peer.Name, peer.Address, WithClientCredentials(p.creds(peer.Name)), WithDialer(p.dialer), WithDialOptions(p.extra...))
 	if err != nil {
 		return nil, err

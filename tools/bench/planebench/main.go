@@ -30,11 +30,6 @@
 // namespaces, dumped and restored by the host's CRIU directly (lab.Command),
 // in the same run.
 //
-// -fix-lazy-guards (default on) works around a migrator bug that makes
-// every lazy migration fail on the networked path (lazyfix.go); false
-// measures the plane exactly as it is (lazy migrations fail, are reverted
-// and are counted as failed).
-//
 // -what rpc measures the agent API's own cost instead (rpc.go): one unary
 // round trip plane→agent against a plain TCP echo between the same
 // namespaces, and agent-to-agent image streaming (Offer + Fetch) against
@@ -116,7 +111,6 @@ func run() error {
 	bin := flag.String("bin", "bin", "the ESCAPE binaries the lab's agents run (make build)")
 	bareF := flag.Bool("bare", true, "also measure the bare CRIU limit inside host h1")
 	lock := flag.String("network-lock", "nftables", "CRIU network lock (nftables or iptables), for the plane's containers and the bare limit alike")
-	fixLazy := flag.Bool("fix-lazy-guards", true, "work around the migrator's lazy StartStaged without GuardHold (lazyfix.go), so lazy migrations can be measured; false: the plane exactly as it is (lazy migrations fail and are reverted)")
 	what := flag.String("what", "plane", "what to measure: plane (checkpoint, rollback, migration) and/or rpc (the agent API's own cost), comma-separated")
 	calls := flag.Int("rpc-calls", 500, "-what rpc: round trips per measurement")
 	rpcMiB := flag.Int("rpc-mib", 256, "-what rpc: memsrv size whose checkpoint image is streamed")
@@ -203,9 +197,6 @@ func run() error {
 			cfg.LazyRestoreFrom = lazyFrom[mode]
 		}
 		opts := []plane.Option{plane.WithLogger(log), plane.WithAgentDialer(lab.NetnsDialer(inv.Plane.Netns))}
-		if *fixLazy && mode != "full" && mode != "rpc" {
-			opts = append(opts, lazyGuardLinks(inv))
-		}
 		return plane.New(cfg, opts...)
 	}
 	if whats["rpc"] {
@@ -248,9 +239,6 @@ func run() error {
 			}
 		}
 		results[size] = ss
-	}
-	if *fixLazy {
-		fmt.Fprintf(os.Stdout, "-fix-lazy-guards: %d lazy restores were given the stage's guards by planebench (lazyfix.go: the migrator omits them and the node refuses).\n\n", lazyGuardFixes.Load())
 	}
 	fmt.Fprintf(os.Stdout, "Lab %s: %d hosts, shared storage %v (%s). nproc %s; load average at the start %s, at the end %s.\n\n",
 		*name, len(hosts), inv.SharedStorage, map[bool]string{true: "checkpoint images on the storage every host mounts", false: "checkpoint images stream agent to agent"}[inv.SharedStorage],
