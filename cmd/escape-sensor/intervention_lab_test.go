@@ -92,6 +92,7 @@ func TestCheckpointsUnderLoadAreMarked(t *testing.T) {
 
 	type window struct{ start, end time.Time }
 	var wins []window
+	var last migrate.ImageName
 	for i := range checkpoints {
 		img := migrate.ImageName(fmt.Sprintf("lab-test/%s-%02d", id, i))
 		start := time.Now()
@@ -101,7 +102,10 @@ func TestCheckpointsUnderLoadAreMarked(t *testing.T) {
 			t.Fatalf("checkpoint %d: %+v %v", i, res, err)
 		}
 		wins = append(wins, window{start, end})
-		if _, err := agent.DropImage(ctx, img); err != nil {
+		if i == checkpoints-1 {
+			last = img // restored below
+			t.Cleanup(func() { _, _ = agent.DropImage(context.Background(), img) })
+		} else if _, err := agent.DropImage(ctx, img); err != nil {
 			t.Errorf("drop %s: %v", img, err)
 		}
 		// Past the sensor's settle margin, so that the epochs between
@@ -110,6 +114,9 @@ func TestCheckpointsUnderLoadAreMarked(t *testing.T) {
 	}
 	stopLoad()
 	wg.Wait()
+	// The clients' closing calls (close, a last read) are new to the
+	// profile: what follows is not the steady load any more.
+	loadEnd := time.Now()
 	if errs.Load() > 0 {
 		t.Errorf("%d load connections failed across the checkpoints", errs.Load())
 	}
@@ -131,7 +138,7 @@ func TestCheckpointsUnderLoadAreMarked(t *testing.T) {
 	}
 	var unmarkedOverlap, marked, markedAnoms, unmarkedOver, unmarkedSettle, unmarkedElse, epochs, overlapping int
 	for _, e := range evs {
-		if e.Epoch == nil || e.Time.Before(first) {
+		if e.Epoch == nil || e.Time.Before(first) || e.Epoch.Start.After(loadEnd) {
 			continue
 		}
 		epochs++
@@ -170,6 +177,20 @@ func TestCheckpointsUnderLoadAreMarked(t *testing.T) {
 			unmarkedElse++
 		}
 	}
+	// A rollback's restore is marked too: the restored copy's first
+	// epochs carry kind restore.
+	restoredAt := time.Now()
+	if _, err := agent.Restore(ctx, spec, last, migrate.RestoreOptions{ClearLocks: true, TCPClose: true}); err != nil {
+		t.Fatalf("restore %s: %v", last, err)
+	}
+	waitEvents(t, ctx, path, id, 30*time.Second, func(evs []events.Event) bool {
+		for _, e := range evs {
+			if e.Epoch != nil && e.Time.After(restoredAt) && e.Intervention != nil && e.Intervention.Kind == intervene.Restore {
+				return true
+			}
+		}
+		return false
+	})
 	t.Logf("%d checkpoints under load (%d INCRs): %d epochs, %d overlapping a checkpoint call (%d of them unmarked, all clean, before the agent's dump began); %d marked (%d of them anomalous, as warnings); "+
 		"unmarked anomalies: %d overlapping a checkpoint, %d in the %v after one, %d elsewhere",
 		checkpoints, incrs.Load(), epochs, overlapping, unmarkedOverlap, marked, markedAnoms, unmarkedOver, unmarkedSettle, intervene.DefaultSettle, unmarkedElse)
