@@ -13,7 +13,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time     { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) at(d time.Duration) { c.mu.Lock(); c.t = t0.Add(d); c.mu.Unlock() }
 
 var t0 = time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
