@@ -166,6 +166,10 @@ func ValidateSensorEvent(ev events.Event) error {
 			}
 		}
 	}
+	if iv := ev.Intervention; iv != nil && (iv.Kind == "" || len(iv.Kind) > maxCallName || len(iv.By) > maxCallName) {
+		errs = append(errs, fmt.Errorf("intervention: kind of %d bytes and by of %d, want 1..%d and at most %d",
+			len(iv.Kind), len(iv.By), maxCallName, maxCallName))
+	}
 	return errors.Join(errs...)
 }
 
@@ -236,8 +240,10 @@ func (p *Plane) runFeed(ctx context.Context) {
 //   - an event from a host the container no longer runs on (the source of a
 //     migration), or emitted before its current copy started (a rollback);
 //   - the first epoch of a copy the plane restored or restarted;
-//   - an epoch that overlaps the plane's own checkpoint, restore or
-//     migration of the container;
+//   - an epoch the sensor marked as overlapping the agent's checkpoint,
+//     restore or restart (ev.Intervention), or that overlaps, by the
+//     plane's own record, its checkpoint, restore or migration of the
+//     container;
 //   - an anomaly of a copy the plane started less than RestoreSettle ago
 //     whose evidence holds no novel call.
 func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor string) (Decision, error) {
@@ -281,6 +287,12 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 		// process resuming (interrupted calls restarting), and the sensor
 		// may begin watching the new cgroup only after the restore ended.
 		skip = "first epoch of a copy the plane started: it holds the end of the restore"
+	case ev.Intervention != nil:
+		// The sensor knows, from the agent in its own process, that
+		// this epoch overlaps the agent's step; the plane's own record
+		// below is the fallback for sensors that do not mark.
+		skip = fmt.Sprintf("marked by the sensor: overlaps the %s's %s of the container (CRIU runs code inside it)",
+			ev.Intervention.By, ev.Intervention.Kind)
 	case p.feed.overlaps(id, start, ev.Time):
 		skip = "overlaps the plane's own checkpoint, restore or migration (CRIU runs code inside the container)"
 	case ev.Type == events.TypeAnomaly && settling(c.Policy, last.Since, ev.Time) && knownCallsOnly(ep.Unseen):

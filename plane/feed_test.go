@@ -113,6 +113,16 @@ func TestSensorFeedTurnsEpochsIntoReports(t *testing.T) {
 	if d := handle(clean); d.Reasons[0] != "clean epoch" {
 		t.Fatalf("epoch after the checkpoint: %+v", d)
 	}
+	// An epoch the sensor marked is set aside even where the plane's own
+	// record shows no action (a checkpoint the plane's clock placed
+	// elsewhere, or one made through the agent directly).
+	marked := sensorEvent(events.TypeAnomaly, "detecting", later.Add(500*time.Millisecond))
+	marked.Epoch.Start = later
+	marked.Intervention = &events.Intervention{Kind: "checkpoint", By: "agent"}
+	if d := handle(marked); !strings.Contains(strings.Join(d.Reasons, " "), "marked by the sensor") ||
+		!strings.Contains(strings.Join(d.Reasons, " "), "agent's checkpoint") {
+		t.Fatalf("marked epoch: %+v", d)
+	}
 
 	// An anomaly with no checkpoint to roll back to: the decision says so,
 	// and the audit records the outcome actually returned.
@@ -127,8 +137,8 @@ func TestSensorFeedTurnsEpochsIntoReports(t *testing.T) {
 	if got := counterValue(t, m.decisions.WithLabelValues("rollback", "failed")); got != 1 {
 		t.Errorf("decisions_total{rollback,failed} = %v, want 1 (the audit must carry the outcome)", got)
 	}
-	if got := counterValue(t, m.reports.WithLabelValues("ignored")); got != 5 {
-		t.Errorf("reports_total{ignored} = %v, want 5", got)
+	if got := counterValue(t, m.reports.WithLabelValues("ignored")); got != 6 {
+		t.Errorf("reports_total{ignored} = %v, want 6", got)
 	}
 
 	// A container the plane does not protect.
@@ -151,6 +161,12 @@ func TestSensorEventsRejectGarbage(t *testing.T) {
 		"no container": func(e *events.Event) { e.Container = nil },
 		"no identity":  func(e *events.Event) { e.Container = &events.Container{} },
 		"no epoch":     func(e *events.Event) { e.Epoch = nil },
+		"unnamed intervention": func(e *events.Event) {
+			e.Intervention = &events.Intervention{By: "agent"}
+		},
+		"huge intervention": func(e *events.Event) {
+			e.Intervention = &events.Intervention{Kind: strings.Repeat("x", 1000), By: "agent"}
+		},
 	} {
 		ev := good
 		c := *good.Container

@@ -14,6 +14,7 @@ type Metrics struct {
 
 	calls, epochs, windows, mismatches, anomalies, degraded, drops, lost *prometheus.Desc
 	dbBags, watched, runTime, runCount, dict, collisions                 *prometheus.Desc
+	intervened, intervenedAnomalies                                      *prometheus.Desc
 }
 
 // NewMetrics returns a collector; progs names the programs to report.
@@ -31,6 +32,9 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 		degraded:   d("degraded_epochs_total", "Epochs that lost data (drops, lost epochs, unknown bags).", lbl),
 		drops:      d("drops_total", "Ring-buffer outputs the kernel could not make.", lbl),
 		lost:       d("lost_epochs_total", "Epochs that never reached userspace.", lbl),
+		intervened: d("intervention_epochs_total", "Epochs marked as overlapping ESCAPE's own checkpoint, restore or restart of the container.", lbl),
+		intervenedAnomalies: d("intervention_anomalies_total",
+			"Marked epochs whose mismatches exceeded the threshold (emitted as warnings; not in anomalous_epochs_total).", lbl),
 		dbBags:     d("profile_bags", "Distinct bags in the container's profile.", lbl),
 		watched:    d("watched_containers", "Cgroups watched in the kernel.", nil),
 		runTime:    d("bpf_run_time_seconds_total", "Kernel-measured run time of the BPF program.", []string{"program"}),
@@ -43,7 +47,8 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 // Describe implements prometheus.Collector.
 func (x *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{x.calls, x.epochs, x.windows, x.mismatches, x.anomalies, x.degraded,
-		x.drops, x.lost, x.dbBags, x.watched, x.runTime, x.runCount, x.dict, x.collisions} {
+		x.drops, x.lost, x.dbBags, x.watched, x.runTime, x.runCount, x.dict, x.collisions, x.intervened,
+		x.intervenedAnomalies} {
 		ch <- d
 	}
 }
@@ -64,6 +69,8 @@ func (x *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(x.degraded, float64(s.Degraded), l...)
 		counter(x.drops, float64(s.Drops), l...)
 		counter(x.lost, float64(s.LostEpochs), l...)
+		counter(x.intervened, float64(s.Intervened), l...)
+		counter(x.intervenedAnomalies, float64(s.IntervenedAnomalies), l...)
 		ch <- prometheus.MustNewConstMetric(x.dbBags, prometheus.GaugeValue, float64(r.Database), l...)
 	}
 	ch <- prometheus.MustNewConstMetric(x.watched, prometheus.GaugeValue, float64(x.m.probe.Watched()))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/sensor/events"
 	"go.uber.org/zap"
 )
@@ -81,6 +82,10 @@ type ContainerStats struct {
 	Drops, LostEpochs                                       uint64
 	LastMismatches                                          uint64
 	LastSeq                                                 uint32
+	// Intervened counts the epochs marked as overlapping one of ESCAPE's
+	// own interventions; IntervenedAnomalies those of them over the
+	// threshold, which Anomalies does not count.
+	Intervened, IntervenedAnomalies uint64
 }
 
 type monitorConfig struct {
@@ -91,7 +96,15 @@ type monitorConfig struct {
 	epochEvents bool
 	profileDir  string
 	reporter    events.Sink
+	ivs         Interventions
 	log         *zap.Logger
+}
+
+// Interventions says whether an epoch of container id (its containerd id)
+// spanning [from, to] overlaps one of ESCAPE's own interventions on it
+// (intervene.Log, fed by the node agent in the same process).
+type Interventions interface {
+	Overlap(id string, from, to time.Time) (intervene.Window, bool)
 }
 
 // MonitorOption configures NewMonitor.
@@ -127,6 +140,15 @@ func WithProfileDir(d string) MonitorOption { return func(c *monitorConfig) { c.
 // epochs too, to know when a checkpoint is safe.
 func WithReporter(sink events.Sink) MonitorOption {
 	return func(c *monitorConfig) { c.reporter = sink }
+}
+
+// WithInterventions marks the events of every epoch that overlaps one of
+// ivs's interventions (a checkpoint, restore or restart by this host's
+// agent): anomalies are still emitted, with the mark and severity warning
+// instead of critical, and counted apart; such epochs do not train a
+// learning profile.
+func WithInterventions(ivs Interventions) MonitorOption {
+	return func(c *monitorConfig) { c.ivs = ivs }
 }
 
 // WithMonitorLogger sets the logger.

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/control"
 	"github.com/escape-mtd/escape/sensor/events"
@@ -230,4 +231,86 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 10s")
+}
+
+// An epoch that overlaps one of the agent's interventions carries the mark:
+// its anomaly is still emitted, as a warning, counted apart from the
+// anomalies; once the intervention and its settle margin are over, the same
+// behaviour is a critical, unmarked anomaly again.
+func TestMonitorMarksInterventions(t *testing.T) {
+	cgtest.Root(t)
+	ivs := intervene.NewLog(50 * time.Millisecond)
+	ctx, mon, p, out := startMonitor(t, sensor.WithLearnEpochs(3), sensor.WithInterventions(ivs))
+	cg := cgtest.New(t)
+	ctr := sensor.Container{ID: "c1", Namespace: "test", Host: "h0", CgroupPath: cg.Leaf}
+	if err := mon.Add(ctx, ctr); err != nil {
+		t.Fatal(err)
+	}
+	cg.Run(t, known, 60) // learn, then clean detection
+	waitFor(t, func() bool { return len(out.events(t)) >= 5 })
+	before := len(out.events(t))
+
+	end := ivs.Begin("c1", intervene.Checkpoint)
+	cg.Run(t, []int{1000, 24, 2000, 39, 3000, 186, 4000}, 30) // what CRIU's parasite would look like
+	waitFor(t, func() bool { return len(out.events(t)) > before+1 })
+	end()
+	time.Sleep(300 * time.Millisecond) // past the settle margin
+	cg.Run(t, []int{1000, 24, 2000, 39, 3000, 186, 4000}, 60)
+	waitFor(t, func() bool {
+		for _, e := range out.events(t) {
+			if e.Type == events.TypeAnomaly && e.Intervention == nil {
+				return true
+			}
+		}
+		return false
+	})
+
+	var marked, markedAnomalies, unmarkedAnomalies int
+	for _, e := range out.events(t)[before:] {
+		if e.Epoch == nil {
+			continue
+		}
+		if e.Intervention != nil {
+			marked++
+			if *e.Intervention != (events.Intervention{Kind: intervene.Checkpoint, By: intervene.ByAgent}) {
+				t.Errorf("mark %+v", *e.Intervention)
+			}
+		}
+		switch {
+		case e.Type == events.TypeAnomaly && e.Intervention != nil:
+			markedAnomalies++
+			if e.Severity != events.SevWarning || len(e.Epoch.Unseen) == 0 || !strings.Contains(e.Message, "checkpoint") {
+				t.Errorf("marked anomaly %+v", e)
+			}
+		case e.Type == events.TypeAnomaly:
+			unmarkedAnomalies++
+			if e.Severity != events.SevCritical {
+				t.Errorf("unmarked anomaly of severity %s", e.Severity)
+			}
+		}
+	}
+	if markedAnomalies == 0 || unmarkedAnomalies == 0 {
+		t.Fatalf("%d marked epochs, %d marked anomalies, %d unmarked anomalies: want both kinds", marked, markedAnomalies, unmarkedAnomalies)
+	}
+	rows := mon.Rows()
+	if len(rows) != 1 || rows[0].Stats.Intervened != uint64(marked) || rows[0].Stats.IntervenedAnomalies != uint64(markedAnomalies) ||
+		rows[0].Stats.Anomalies != uint64(unmarkedAnomalies) {
+		t.Errorf("stats %+v; events: %d marked, %d marked anomalies, %d anomalies", rows[0].Stats, marked, markedAnomalies, unmarkedAnomalies)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(sensor.NewMetrics(mon, p.Programs()))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] += m.GetCounter().GetValue()
+		}
+	}
+	if got["escape_sensor_intervention_epochs_total"] != float64(marked) ||
+		got["escape_sensor_intervention_anomalies_total"] != float64(markedAnomalies) {
+		t.Errorf("metrics %v", got)
+	}
 }

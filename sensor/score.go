@@ -47,18 +47,26 @@ func (m *Monitor) handle(e Epoch) {
 	now := time.Now().UTC()
 	ep := &events.Epoch{Seq: e.Seq, Start: w.epochStart, Calls: e.Calls, Windows: e.Bags.Windows, Bags: len(e.Bags.Bags),
 		Threshold: t.profile.Threshold(), Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final}
+	mark := m.intervention(w.c.ID, w.epochStart, now)
 	w.epochStart = now
 	anomalous := false
+	if mark != nil {
+		st.Intervened++
+	}
 	if !t.trained {
 		ep.Mode = StateLearning
-		res, err := t.profile.Train(e.Bags)
-		if err != nil {
-			m.log.Error("training failed", zap.String("identity", t.identity), zap.Error(err))
+		if mark == nil {
+			res, err := t.profile.Train(e.Bags)
+			if err != nil {
+				m.log.Error("training failed", zap.String("identity", t.identity), zap.Error(err))
+			}
+			ep.NewBags = res.NewBags
+			if !res.Skipped && e.Bags.Windows > 0 && err == nil {
+				m.learnedEpoch(t, now)
+			}
 		}
-		ep.NewBags = res.NewBags
-		if !res.Skipped && e.Bags.Windows > 0 && err == nil {
-			m.learnedEpoch(t, now)
-		}
+		// An epoch that CRIU's code ran in is not the workload's: it
+		// teaches the profile nothing.
 		t.state = m.modeLocked(t)
 	} else {
 		ep.Mode = "detecting"
@@ -68,7 +76,11 @@ func (m *Monitor) handle(e Epoch) {
 		st.LastMismatches = v.Mismatches
 		anomalous = v.Anomalous
 		t.state = StateWatching
-		if anomalous {
+		switch {
+		case anomalous && mark != nil:
+			st.IntervenedAnomalies++
+			ep.Unseen = evidence(t.profile, e.Bags)
+		case anomalous:
 			st.Anomalies++
 			t.state = StateAnomalous
 			ep.Unseen = evidence(t.profile, e.Bags)
@@ -87,25 +99,49 @@ func (m *Monitor) handle(e Epoch) {
 	m.mu.Unlock()
 
 	ctx := context.Background()
+	marked := func(ev events.Event) events.Event {
+		ev.Intervention = mark
+		return ev
+	}
 	if e.Bags.Degraded {
-		m.emit(ctx, events.TypeDrops, events.SevWarning, c, ep, &events.Drops{Records: e.NewDrops, LostEpochs: e.Lost,
-			Unresolved: e.Unresolved, Collisions: e.Collisions, Total: total}, "epoch lost data; not treated as clean")
+		m.send(ctx, m.sink, marked(m.event(events.TypeDrops, events.SevWarning, c, ep, &events.Drops{Records: e.NewDrops,
+			LostEpochs: e.Lost, Unresolved: e.Unresolved, Collisions: e.Collisions, Total: total},
+			"epoch lost data; not treated as clean")))
 	}
 	switch {
 	case anomalous:
-		ev := m.event(events.TypeAnomaly, events.SevCritical, c, ep, nil, "mismatches exceed threshold")
+		sev, msg := events.SevCritical, "mismatches exceed threshold"
+		if mark != nil {
+			// Kept as evidence, but not a page: the calls are ESCAPE's
+			// own (CRIU's parasite, a restore's first calls).
+			sev, msg = events.SevWarning, "mismatches exceed threshold during the "+mark.By+"'s "+mark.Kind+" of the container"
+		}
+		ev := marked(m.event(events.TypeAnomaly, sev, c, ep, nil, msg))
 		m.send(ctx, m.sink, ev)
 		m.send(ctx, m.cfg.reporter, ev)
 	case m.cfg.epochEvents:
-		ev := m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, "")
+		ev := marked(m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, ""))
 		m.send(ctx, m.sink, ev)
 		m.send(ctx, m.cfg.reporter, ev)
 	case m.cfg.reporter != nil:
-		m.send(ctx, m.cfg.reporter, m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, ""))
+		m.send(ctx, m.cfg.reporter, marked(m.event(events.TypeEpoch, events.SevInfo, c, ep, nil, "")))
 	}
 	if e.Final {
 		m.emit(ctx, events.TypeUnwatched, events.SevInfo, c, nil, nil, "")
 	}
+}
+
+// intervention is the mark of an epoch of container id spanning [from,
+// to], nil if it overlaps none of ESCAPE's interventions.
+func (m *Monitor) intervention(id string, from, to time.Time) *events.Intervention {
+	if m.cfg.ivs == nil {
+		return nil
+	}
+	w, ok := m.cfg.ivs.Overlap(id, from, to)
+	if !ok {
+		return nil
+	}
+	return &events.Intervention{Kind: w.Kind, By: w.By}
 }
 
 // evidenceCalls is how many system calls an anomaly event names: enough to

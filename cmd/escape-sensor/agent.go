@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/escape-mtd/escape/internal/config"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/internal/mtls"
 	"github.com/escape-mtd/escape/migrate/node"
 	"github.com/escape-mtd/escape/plane/agentapi"
@@ -130,7 +131,7 @@ func (a agentConfig) validate() error {
 
 // startAgent opens the host's steps and its mutual-TLS listener, and
 // returns what serves them until its context ends.
-func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agentapi.Outbox, reg prometheus.Registerer, log *zap.Logger) (func(context.Context) error, error) {
+func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agentapi.Outbox, ivs intervene.Func, reg prometheus.Registerer, log *zap.Logger) (func(context.Context) error, error) {
 	log = log.Named("agent")
 	src, err := mtls.NewSource(mtls.Files{CA: a.TLS.CA, Cert: a.TLS.Cert, Key: a.TLS.Key}, mtls.WithLogger(log.Named("tls")), mtls.WithMetrics(reg))
 	if err != nil {
@@ -148,7 +149,8 @@ func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agenta
 	}
 	n, err := node.New(node.Config{Name: c.Host, Containerd: c.Containerd, Namespace: c.Namespace, Netns: a.Netns,
 		Bridge: a.Bridge, CgroupParent: a.CgroupParent, RuncRoot: a.RuncRoot, CRIU: a.CRIU, StateDir: a.State,
-		SharedDir: a.Shared}, node.WithLogger(log), node.WithPeers(peers))
+		SharedDir: a.Shared}, node.WithLogger(log), node.WithPeers(peers),
+		node.WithInterventions(ivs))
 	if err != nil {
 		return nil, err
 	}

@@ -27,13 +27,17 @@ type runConfig struct {
 	LearnFor      time.Duration `yaml:"learn_for"`
 	Threshold     uint64        `yaml:"threshold"`
 	EpochEvents   bool          `yaml:"epoch_events"`
-	Profiles      string        `yaml:"profiles"`
-	Events        []string      `yaml:"events"`
-	EventsMaxSize int64         `yaml:"events_max_size"`
-	EventsKeep    int           `yaml:"events_keep"`
-	Listen        string        `yaml:"listen"`
-	Control       string        `yaml:"control"`
-	Namespace     string        `yaml:"namespace"`
+	// InterventionSettle is how long after the agent's checkpoint, restore
+	// or restart ends an epoch that begins is still marked as overlapping
+	// it.
+	InterventionSettle time.Duration `yaml:"intervention_settle"`
+	Profiles           string        `yaml:"profiles"`
+	Events             []string      `yaml:"events"`
+	EventsMaxSize      int64         `yaml:"events_max_size"`
+	EventsKeep         int           `yaml:"events_keep"`
+	Listen             string        `yaml:"listen"`
+	Control            string        `yaml:"control"`
+	Namespace          string        `yaml:"namespace"`
 	// Containerd is this host's containerd socket ("" for none: cgroups
 	// only).
 	Containerd string   `yaml:"containerd"`
@@ -114,6 +118,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.LearnFor < 0 || c.LearnFor > 30*24*time.Hour {
 		return fmt.Errorf("learn_for (--learn-for): %v is outside 0..720h", c.LearnFor)
+	}
+	if c.InterventionSettle < 0 || c.InterventionSettle > time.Hour {
+		return fmt.Errorf("intervention_settle (--intervention-settle): %v is outside 0..1h", c.InterventionSettle)
 	}
 	if c.Flush < 0 {
 		return fmt.Errorf("flush (--flush): %v is negative", c.Flush)

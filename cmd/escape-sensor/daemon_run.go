@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/plane/agentapi"
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/control"
@@ -78,6 +79,8 @@ learn_epochs).`,
 	f.DurationVar(&c.LearnFor, "learn-for", 0, "least time a new identity learns, from its first epoch, besides --learn-epochs")
 	f.Uint64Var(&c.Threshold, "threshold", bags.DefaultThreshold, "mismatches per epoch above which it is anomalous")
 	f.BoolVar(&c.EpochEvents, "epoch-events", false, "emit a summary event for every epoch")
+	f.DurationVar(&c.InterventionSettle, "intervention-settle", intervene.DefaultSettle,
+		"mark epochs beginning this long after the agent's checkpoint, restore or restart as overlapping it")
 	f.StringVar(&c.Profiles, "profiles", "/var/lib/escape-sensor/profiles", "profile directory (shared: migrated containers keep theirs); empty: memory only")
 	f.StringSliceVar(&c.Events, "events", []string{"stdout"}, "event targets: stdout, file:PATH, http(s)://URL (repeatable)")
 	f.Int64Var(&c.EventsMaxSize, "events-max-size", 64<<20, "rotate the event file past this many bytes")
@@ -134,6 +137,10 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 	mopts := []sensor.MonitorOption{sensor.WithHost(c.Host), sensor.WithLearnEpochs(c.LearnEpochs),
 		sensor.WithLearnFor(c.LearnFor), sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents),
 		sensor.WithProfileDir(c.Profiles), sensor.WithMonitorLogger(log)}
+	// The agent, in this process, records its checkpoints, restores and
+	// restarts here; the monitor marks the epochs that overlap them.
+	ivs := intervene.NewLog(c.InterventionSettle)
+	mopts = append(mopts, sensor.WithInterventions(ivs))
 	var outbox *agentapi.Outbox
 	if ag.enabled() {
 		// Every scored epoch goes to the plane over the agent's link: the
@@ -179,7 +186,7 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 		g.Go(func() error { return w.Run(gctx) })
 	}
 	if ag.enabled() {
-		serve, err := startAgent(ctx, c, ag, outbox, reg, log)
+		serve, err := startAgent(ctx, c, ag, outbox, ivs.Begin, reg, log)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/migrate"
 	"go.uber.org/zap"
 )
@@ -78,6 +79,7 @@ func (n *Node) Checkpoint(ctx context.Context, id string, name migrate.ImageName
 		return fail(err)
 	}
 	defer os.RemoveAll(tmp) // gone once renamed
+	defer n.interventions.Begin(id, intervene.Checkpoint)()
 	t0 := time.Now()
 	if opts.Paused {
 		err = n.dumpPaused(cctx, ct, tmp, work, opts.Exit)

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/escape-mtd/escape/arp"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/migrate"
 	"go.uber.org/zap"
 )
@@ -154,7 +155,9 @@ func (n *Node) Restart(ctx context.Context, s migrate.Spec) (migrate.StepResult,
 		_, err = image(ctx, c, s.Image)
 	}
 	if err == nil {
+		end := n.interventions.Begin(s.ID, intervene.Restart)
 		err = n.run(ctx, c, s)
+		end()
 	}
 	if err != nil {
 		return migrate.StepResult{}, n.fail("restart", s.ID, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/migrate"
 	"go.uber.org/zap"
 )
@@ -75,6 +76,10 @@ type Node struct {
 	// start and its last page.
 	afterLazyStart func()
 
+	// interventions hears of every step that runs code inside a container
+	// (WithInterventions).
+	interventions intervene.Func
+
 	releaseMask func() error
 	storageID   string
 
@@ -99,6 +104,15 @@ func WithLogger(l *zap.Logger) Option { return func(n *Node) { n.log = l } }
 // WithPeers sets how the node reaches other hosts' agents (Fetch,
 // EnsureImage from a peer).
 func WithPeers(p Peers) Option { return func(n *Node) { n.peers = p } }
+
+// WithInterventions tells f of every step that runs code inside a container
+// or replaces its process: Checkpoint (CRIU's parasite), Restore and
+// StartStaged (CRIU's restorer, lazily or not) and Restart. f is called as
+// the step begins and the function it returns once it ends; the daemon
+// gives it the sensor's intervene.Log, so that the sensor in the same
+// process marks the epochs those steps perturb. Stage runs nothing in the
+// container (runc reads the dump only at StartStaged) and is not reported.
+func WithInterventions(f intervene.Func) Option { return func(n *Node) { n.interventions = f } }
 
 // WithClock sets the clock of tickets and sentries (tests).
 func WithClock(now func() time.Time) Option { return func(n *Node) { n.now = now } }

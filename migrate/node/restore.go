@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/escape-mtd/escape/internal/intervene"
 	"github.com/escape-mtd/escape/migrate"
 	"go.uber.org/zap"
 )
@@ -50,6 +51,7 @@ func (n *Node) Restore(ctx context.Context, s migrate.Spec, name migrate.ImageNa
 	if err := freshDir(work); err != nil {
 		return fail(err)
 	}
+	defer n.interventions.Begin(s.ID, intervene.Restore)()
 	t0 := time.Now()
 	t, ct, err := n.restoreTask(ctx, c, s, dir, work, st == migrate.Absent, map[string]string{labelRestoredFrom: string(name)})
 	if err != nil {
@@ -308,6 +310,7 @@ func (n *Node) StartStaged(ctx context.Context, s migrate.Spec, name migrate.Ima
 		return fail(errors.New("a lazy restore needs the stage to hold the copy (GuardHold), and the hold is not in place"))
 	}
 	_, work := n.workDirs(name)
+	defer n.interventions.Begin(s.ID, intervene.Restore)()
 	t0 := time.Now()
 	if err := n.applyRootFSDiff(ctx, c, s.ID, dir); err != nil {
 		return fail(err)

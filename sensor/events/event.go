@@ -40,7 +40,19 @@ type Event struct {
 	Container *Container `json:"container,omitempty"`
 	Epoch     *Epoch     `json:"epoch,omitempty"`
 	Drops     *Drops     `json:"drops,omitempty"`
-	Message   string     `json:"message,omitempty"`
+	// Intervention marks a scored epoch (anomaly, epoch, drops) that
+	// overlaps ESCAPE's own checkpoint, restore or restart of the
+	// container: CRIU's code ran inside it, or the process had just been
+	// restored. Absent otherwise. Added compatibly to schema 1: readers
+	// that do not know it see the event as before, with a lowered severity.
+	Intervention *Intervention `json:"intervention,omitempty"`
+	Message      string        `json:"message,omitempty"`
+}
+
+// Intervention says which of ESCAPE's own steps an epoch overlaps.
+type Intervention struct {
+	Kind string `json:"kind"` // checkpoint, restore or restart
+	By   string `json:"by"`   // who acted: agent (this host's node agent)
 }
 
 // Container identifies the container an event is about.
