@@ -184,10 +184,6 @@ func TestStepsRefuseGarbage(t *testing.T) {
 			_, err := n.Announce(ctx, good.ID, ip.Addr(), migrate.AnnounceOptions{Rounds: 100})
 			return err
 		}},
-		{"lazy start staged without hold", "GuardHold", func() error {
-			_, err := n.StartStaged(ctx, good, "x", migrate.StartStagedOptions{Lazy: true})
-			return err
-		}},
 	} {
 		err := tc.call()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

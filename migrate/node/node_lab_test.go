@@ -211,6 +211,20 @@ func migrateStaged(t *testing.T, src, dst migrate.Host, s migrate.Spec, img migr
 	wantDid(t, "claim address", r, err, "claimed")
 	r, err = dst.ClaimAddress(ctx, s.ID, s.IP, claim)
 	wantDid(t, "claim address again", r, err, "already claimed")
+	if lazy {
+		// A lazy copy must stay silent until its pages are in: with the
+		// stage's hold taken away, the restore is refused and nothing runs.
+		if _, err := dst.SetGuards(ctx, s.ID, migrate.GuardHold, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dst.StartStaged(ctx, s, img, migrate.StartStagedOptions{Lazy: true}); err == nil || !strings.Contains(err.Error(), "GuardHold") {
+			t.Fatalf("lazy start staged without the hold in place: %v, want a refusal naming GuardHold", err)
+		}
+		wantStatus(t, dst, s.ID, migrate.Created)
+		if _, err := dst.SetGuards(ctx, s.ID, migrate.GuardHold, true); err != nil {
+			t.Fatal(err)
+		}
+	}
 	res, err := dst.StartStaged(ctx, s, img, migrate.StartStagedOptions{Lazy: lazy, Guards: guards})
 	if err != nil || res.Did != "restored" || res.Lazy != lazy {
 		t.Fatalf("start staged: %+v, %v", res, err)
