@@ -48,3 +48,44 @@ func TestLabAnnounceStopsOnRelease(t *testing.T) {
 	}
 	f.finish()
 }
+
+// TestLabRemoveLapsedCopyStaysSilent: removing a copy whose address was
+// never released (its agent was down when the plane moved the address on,
+// and its lease lapsed) never lets it answer for the address. The removal
+// used to lift the lease's fence first and delete the interface after, so
+// for a moment the copy answered ARP for an address another host served
+// (the agent-killed-at-restore case of the fault matrix caught it during
+// Recover's removal of the destination's leftover).
+func TestLabRemoveLapsedCopyStaysSilent(t *testing.T) {
+	f := newLabFix(t, "lm-remove", 81, "h1")
+	f.redis.halt()
+	f.arp.halt()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 4; i++ {
+		if i > 0 {
+			f.deploy("h1")
+		}
+		o := startARPObserver(t, f.inv, f.spec.IP.Addr(), f.spec.MAC, time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
+		if o.last("h1").IsZero() {
+			t.Fatal("the copy does not answer before its lease lapses")
+		}
+		if _, err := f.obs["h1"].Lease(ctx, f.spec.ID, migrate.Lease{IP: f.spec.IP.Addr(), Generation: f.gen + 1, TTL: 500 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		lapsed := time.Now()
+		if at := o.last("h1"); at.After(lapsed.Add(-300 * time.Millisecond)) {
+			t.Fatalf("the copy answered at %s, after its lease lapsed", at.Format(time.StampMilli))
+		}
+		if _, err := f.obs["h1"].Remove(ctx, f.spec.ID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		o.halt()
+		if at := o.last("h1"); at.After(lapsed) {
+			t.Fatalf("round %d: the lapsed copy answered for the address at %s, while it was removed", i, at.Format(time.StampMilli))
+		}
+	}
+}

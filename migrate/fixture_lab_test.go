@@ -278,12 +278,15 @@ func (f *labFix) settle(m *migrate.Migrator) migrate.Outcome {
 		if err != nil {
 			f.t.Logf("recover: %v", err)
 		}
-		if i == 5 {
+		if recs, err := f.store.Migrations(ctx); err == nil && len(recs) == 0 {
+			return last
+		}
+		if i == 10 {
 			f.t.Fatalf("journal not settled after %d recoveries: %+v", i+1, recs)
 		}
-		if err != nil {
-			time.Sleep(time.Second)
-		}
+		// A host just started again may not answer yet (its link
+		// reconnects with a backoff).
+		time.Sleep(time.Second)
 	}
 }
 
@@ -361,6 +364,7 @@ type arpObserver struct {
 	byHost    map[string]int
 	lastRound map[string]int64
 	lastWhat  map[string]string
+	lastAt    map[string]time.Time
 	doubles   []string
 	moves     []string
 	lastHost  string
@@ -393,9 +397,13 @@ func rawSocket(netns, link string, proto uint16) (int, int, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func startARPObserver(t *testing.T, inv *lab.Inventory, ip netip.Addr, mac string) *arpObserver {
+func startARPObserver(t *testing.T, inv *lab.Inventory, ip netip.Addr, mac string, every ...time.Duration) *arpObserver {
 	t.Helper()
-	o := &arpObserver{ip: ip, mac: mac, stop: make(chan struct{}), macs: map[string]int{}, byHost: map[string]int{}, lastRound: map[string]int64{}, lastWhat: map[string]string{}}
+	period := 5 * time.Millisecond
+	if len(every) > 0 {
+		period = every[0]
+	}
+	o := &arpObserver{lastAt: map[string]time.Time{}, ip: ip, mac: mac, stop: make(chan struct{}), macs: map[string]int{}, byHost: map[string]int{}, lastRound: map[string]int64{}, lastWhat: map[string]string{}}
 	cfd, cidx, err := rawSocket(inv.Client.Netns, inv.Client.Link, unix.ETH_P_ARP)
 	if err != nil {
 		t.Fatalf("arp observer: %v", err)
@@ -410,7 +418,7 @@ func startARPObserver(t *testing.T, inv *lab.Inventory, ip netip.Addr, mac strin
 	go func() { // sender
 		defer o.wg.Done()
 		to := &unix.SockaddrLinklayer{Ifindex: cidx, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
-		tk := time.NewTicker(5 * time.Millisecond)
+		tk := time.NewTicker(period)
 		defer tk.Stop()
 		for {
 			select {
@@ -512,10 +520,18 @@ func (o *arpObserver) answer(host, what string, p arp.Packet) {
 	}
 	o.lastRound[host] = r
 	o.lastWhat[host] = what
+	o.lastAt[host] = time.Now()
 	if o.lastHost != host {
 		o.moves = append(o.moves, fmt.Sprintf("%s@%s", host, time.Now().Format("15:04:05.000")))
 		o.lastHost = host
 	}
+}
+
+// last is when host last spoke for the address.
+func (o *arpObserver) last(host string) time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.lastAt[host]
 }
 
 func (o *arpObserver) halt() {

@@ -101,11 +101,31 @@ func (n *Node) RemoveNetwork(ctx context.Context, id string) (migrate.StepResult
 func (n *Node) removeNetwork(id string) (bool, error) {
 	n.announcing.stop(id)
 	if arp.NetnsExists(n.ctNetns(id)) {
-		if err := removeLease(n.ctEndpoint(id)); err != nil {
+		// The addresses go before their fence: a copy whose address was
+		// never released (its agent was down when the plane moved the
+		// address on, and its lease lapsed) would otherwise answer for it,
+		// unfenced, until its interface is gone, while the address's new
+		// owner serves it.
+		if err := n.dropAddresses(id); err != nil {
+			n.log.Warn("remove the addresses with the namespace; the fence stays until it goes", zapID(id), zap.Error(err))
+		} else if err := removeLease(n.ctEndpoint(id)); err != nil {
 			n.log.Warn("remove lease with the namespace", zapID(id), zap.Error(err))
 		}
 	}
 	return n.teardownNetwork(id)
+}
+
+// dropAddresses removes every IPv4 address from the container's interface.
+func (n *Node) dropAddresses(id string) error {
+	addrs, err := n.addresses(id)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range addrs {
+		errs = append(errs, arp.DelAddress(n.ctEndpoint(id), a))
+	}
+	return errors.Join(errs...)
 }
 
 func validAddress(ip netip.Prefix) error {
