@@ -425,13 +425,22 @@ func TestLabMigratePlaneRestart(t *testing.T) {
 		step migrate.Step
 		want migrate.Outcome
 		on   string
+		// down is how long the plane stays down: long enough, every
+		// armed lease has lapsed before Recover.
+		down time.Duration
 	}{
-		{migrate.StepCheckpoint, migrate.Reverted, "h1"},
-		{migrate.StepMoveAddress, migrate.Reverted, "h1"},
-		{migrate.StepCommit, migrate.Migrated, "h2"},
+		{migrate.StepCheckpoint, migrate.Reverted, "h1", 0},
+		{migrate.StepMoveAddress, migrate.Reverted, "h1", 0},
+		{migrate.StepRestore, migrate.Reverted, "h1", 0},
+		{migrate.StepCommit, migrate.Migrated, "h2", 0},
+		{migrate.StepCommit, migrate.Migrated, "h2", labTTL + 2*time.Second},
 	} {
-		t.Run(c.step.String(), func(t *testing.T) {
-			f := newLabFix(t, "lm-crash-"+c.step.String(), 70+i, "h1")
+		name := c.step.String()
+		if c.down > 0 {
+			name += "-leases-lapsed"
+		}
+		t.Run(name, func(t *testing.T) {
+			f := newLabFix(t, "lm-crash-"+name, 70+i, "h1")
 			hosts := f.hostsWith(f.inv.Plane.TLS, zapLogger(t))
 			dj := &deadJournal{j: f.store}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -461,6 +470,7 @@ func TestLabMigratePlaneRestart(t *testing.T) {
 			case <-time.After(2 * time.Minute):
 				t.Fatal("no crash")
 			}
+			time.Sleep(c.down)
 			m2 := f.migrator(nil, nil)
 			if got := f.settle(m2); got != c.want {
 				t.Errorf("recovered: %s, want %s", got, c.want)
