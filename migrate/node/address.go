@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/migrate"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // The network steps: the container's namespace, its address under its
@@ -97,12 +99,33 @@ func (n *Node) RemoveNetwork(ctx context.Context, id string) (migrate.StepResult
 }
 
 func (n *Node) removeNetwork(id string) (bool, error) {
+	n.announcing.stop(id)
 	if arp.NetnsExists(n.ctNetns(id)) {
-		if err := removeLease(n.ctEndpoint(id)); err != nil {
+		// The addresses go before their fence: a copy whose address was
+		// never released (its agent was down when the plane moved the
+		// address on, and its lease lapsed) would otherwise answer for it,
+		// unfenced, until its interface is gone, while the address's new
+		// owner serves it.
+		if err := n.dropAddresses(id); err != nil {
+			n.log.Warn("remove the addresses with the namespace; the fence stays until it goes", zapID(id), zap.Error(err))
+		} else if err := removeLease(n.ctEndpoint(id)); err != nil {
 			n.log.Warn("remove lease with the namespace", zapID(id), zap.Error(err))
 		}
 	}
 	return n.teardownNetwork(id)
+}
+
+// dropAddresses removes every IPv4 address from the container's interface.
+func (n *Node) dropAddresses(id string) error {
+	addrs, err := n.addresses(id)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range addrs {
+		errs = append(errs, arp.DelAddress(n.ctEndpoint(id), a))
+	}
+	return errors.Join(errs...)
 }
 
 func validAddress(ip netip.Prefix) error {
@@ -119,6 +142,8 @@ func (n *Node) ReleaseAddress(ctx context.Context, id string, ip netip.Prefix) (
 		return migrate.StepResult{}, n.fail("release address", id, err)
 	}
 	defer n.lockContainer(id)()
+	// No round of an earlier announcement may follow the address away.
+	n.announcing.stop(id)
 	if !arp.NetnsExists(n.ctNetns(id)) {
 		return migrate.StepResult{Did: "absent"}, nil
 	}
@@ -224,14 +249,96 @@ func (n *Node) Announce(ctx context.Context, id string, ip netip.Addr, opts migr
 	if err != nil {
 		return migrate.StepResult{}, n.fail("announce", id, err)
 	}
+	// Under the container's lock, so that a release cannot slip between
+	// the check of the address and the start of the rounds.
+	defer n.lockContainer(id)()
+	ep := n.ctEndpoint(id)
+	if has, err := n.hasAddr(ep, ip); err != nil {
+		return migrate.StepResult{}, n.fail("announce", id, err)
+	} else if !has {
+		// Released (or never claimed) here: announcing it would point the
+		// segment at a copy that does not serve it.
+		return migrate.StepResult{Did: "absent"}, nil
+	}
 	actx, cancel := context.WithTimeout(n.bgCtx, time.Duration(opts.Rounds+1)*opts.Interval)
-	a, err := arp.Announce(actx, n.ctEndpoint(id), ip, arp.WithRepeats(opts.Rounds), arp.WithInterval(opts.Interval), arp.WithLogger(n.log))
+	a, err := arp.Announce(actx, ep, ip, arp.WithRepeats(opts.Rounds), arp.WithInterval(opts.Interval), arp.WithLogger(n.log))
 	if err != nil {
 		cancel()
 		return migrate.StepResult{}, n.fail("announce", id, err)
 	}
-	go func() { _ = a.Wait(); cancel() }()
+	tok := n.announcing.start(id, cancel)
+	go func() { _ = a.Wait(); n.announcing.done(id, tok) }()
 	return migrate.StepResult{Did: "announced"}, nil
+}
+
+// hasAddr says whether ip, whatever its prefix, is on ep's interface.
+func (n *Node) hasAddr(ep arp.Endpoint, ip netip.Addr) (bool, error) {
+	h, err := arp.Handle(ep.Netns)
+	if err != nil {
+		return false, err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ep.Link)
+	if err != nil {
+		return false, err
+	}
+	addrs, err := h.AddrList(l, unix.AF_INET)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == ip {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// announcements are the background announcement rounds of each container.
+// A container that gives its address up (ReleaseAddress, or its removal)
+// stops its rounds at once: a round sent after the address moved would
+// point the segment (the switches' tables, the neighbours' caches) back at
+// a host that no longer serves it, since both copies share the MAC.
+type announcements struct {
+	mu sync.Mutex
+	m  map[string]*announcing
+}
+
+type announcing struct{ cancel context.CancelFunc }
+
+// start records id's new rounds, stopping any it had.
+func (a *announcements) start(id string, cancel context.CancelFunc) *announcing {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string]*announcing{}
+	}
+	if old := a.m[id]; old != nil {
+		old.cancel()
+	}
+	tok := &announcing{cancel: cancel}
+	a.m[id] = tok
+	return tok
+}
+
+// done forgets rounds that ended by themselves.
+func (a *announcements) done(id string, tok *announcing) {
+	tok.cancel()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m[id] == tok {
+		delete(a.m, id)
+	}
+}
+
+// stop ends id's rounds, if any.
+func (a *announcements) stop(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if tok := a.m[id]; tok != nil {
+		tok.cancel()
+		delete(a.m, id)
+	}
 }
 
 func parseIgnore(mac string) (net.HardwareAddr, error) {

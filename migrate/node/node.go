@@ -85,6 +85,9 @@ type Node struct {
 
 	offers offers
 	sentry sentries
+	// announcing are the containers' announcement rounds still to come:
+	// a container that gives its address up stops announcing it.
+	announcing announcements
 	// bgCtx carries the work that outlives a call (announcement rounds,
 	// sentries); Close cancels it.
 	bgCtx    context.Context

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/escape-mtd/escape/migrate"
@@ -13,8 +14,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // Client is one host's agent as the plane reaches it: migrate.Host over
@@ -22,7 +25,7 @@ import (
 type Client struct {
 	name    string
 	address string
-	conn    *grpc.ClientConn
+	conn    *redialConn
 	api     agentpb.AgentClient
 	log     *zap.Logger
 }
@@ -93,10 +96,12 @@ func NewClient(name, address string, opts ...ClientOption) (*Client, error) {
 		d := cfg.dialer
 		dopts = append(dopts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d(ctx, a) }))
 	}
-	conn, err := grpc.NewClient("passthrough:///"+address, dopts...)
+	dial := func() (*grpc.ClientConn, error) { return grpc.NewClient("passthrough:///"+address, dopts...) }
+	cc, err := dial()
 	if err != nil {
 		return nil, fmt.Errorf("agent client %s at %s: %w", name, address, err)
 	}
+	conn := &redialConn{cc: cc, dial: dial, log: cfg.log}
 	return &Client{name: name, address: address, conn: conn, api: agentpb.NewAgentClient(conn), log: cfg.log}, nil
 }
 
@@ -107,7 +112,71 @@ func (c *Client) Name() string { return c.name }
 func (c *Client) Address() string { return c.address }
 
 // Close drops the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error { return c.conn.close() }
+
+// redialConn is the connection to the agent, dialed anew when a call is
+// refused for a certificate (Unauthenticated): a connection keeps the
+// certificates of its handshake, so after an expired certificate was
+// renewed, on either end, calls on it would be refused until the agent's
+// maximum connection age (minutes) closed it; a new handshake presents
+// and checks the current ones. At most one redial a second.
+type redialConn struct {
+	dial func() (*grpc.ClientConn, error)
+	log  *zap.Logger
+
+	mu     sync.Mutex
+	cc     *grpc.ClientConn
+	last   time.Time
+	closed bool
+}
+
+func (r *redialConn) current() *grpc.ClientConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cc
+}
+
+func (r *redialConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	cc := r.current()
+	err := cc.Invoke(ctx, method, args, reply, opts...)
+	r.refused(cc, err)
+	return err
+}
+
+func (r *redialConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cc := r.current()
+	s, err := cc.NewStream(ctx, desc, method, opts...)
+	r.refused(cc, err)
+	return s, err
+}
+
+// refused replaces cc after a call on it was refused for a certificate.
+func (r *redialConn) refused(cc *grpc.ClientConn, err error) {
+	if status.Code(err) != codes.Unauthenticated {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.cc != cc || time.Since(r.last) < time.Second {
+		return
+	}
+	n, derr := r.dial()
+	if derr != nil {
+		r.log.Warn("redial after a certificate refusal", zap.Error(derr))
+		return
+	}
+	r.last = time.Now()
+	r.cc = n
+	r.log.Info("agent refused a certificate: connecting again with the current ones", zap.Error(err))
+	go cc.Close()
+}
+
+func (r *redialConn) close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	return r.cc.Close()
+}
 
 func (c *Client) err(call string, err error) error { return fromStatus(c.name, call, err) }
 
