@@ -219,6 +219,8 @@ func (p *Plane) runFeed(ctx context.Context) {
 		d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
 		cancel()
 		switch {
+		case errors.Is(err, ErrUnbound):
+			p.log.Warn("sensor event for a container the plane did not place", zap.String("sensor", ev.Sensor), zap.Error(err))
 		case errors.Is(err, ErrNotFound):
 			// A host's sensor watches every container of its namespace;
 			// those the plane does not protect are none of its business.
@@ -310,21 +312,37 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 	return p.reportLocked(ctx, c, r, actor)
 }
 
-// resolveIdentity maps a sensor's container to the plane's id: the identity
-// (label escape.identity, which Deploy sets to the id) first, then the
-// containerd id.
+// ErrUnbound means a sensor event names a protected container's id but not
+// the identity the plane bound it to: another container of that id, in
+// another containerd namespace of the host.
+var ErrUnbound = errors.New("not the container the plane placed")
+
+// resolveIdentity maps a sensor's container to the protected container the
+// plane placed: by its containerd id (the record's Spec.ID), which the
+// plane chose and the agent ran. HandleSensorEvent then sets aside an event
+// from any host but the record's (the feed has already checked that the
+// event's host is the reporting agent's). The identity the sensor reports
+// is its profile key, never an address: a label naming another container
+// never redirects an event. Where the plane set the identity label (Deploy
+// does), the sensor's identity must be that label: the sensor honours it
+// only in its agent's own containerd namespace, so a container of the same
+// id in another namespace of that host does not pass.
 func (p *Plane) resolveIdentity(c *events.Container) (string, error) {
-	for _, id := range []string{c.Identity, c.ID} {
-		if id == "" {
-			continue
-		}
-		if _, err := p.store.Container(id); err == nil {
-			return id, nil
-		} else if !errors.Is(err, ErrNotFound) {
-			return "", err
-		}
+	if c.ID == "" {
+		return "", fmt.Errorf("sensor event for identity %q without a containerd id: %w", c.Identity, ErrNotFound)
 	}
-	return "", fmt.Errorf("sensor event for %q (id %q): %w", c.Identity, c.ID, ErrNotFound)
+	rec, err := p.store.Container(c.ID)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return "", fmt.Errorf("sensor event for %q (identity %q): %w", c.ID, c.Identity, ErrNotFound)
+		}
+		return "", err
+	}
+	if want := rec.Spec.Labels[events.IdentityLabel]; want != "" && c.Identity != want {
+		return "", fmt.Errorf("sensor event for %s in namespace %q on %s: identity %q, where the plane bound %q: %w (%w)",
+			c.ID, c.Namespace, c.Host, c.Identity, want, ErrUnbound, ErrNotFound)
+	}
+	return rec.Spec.ID, nil
 }
 
 // settling reports whether a copy the plane started at since (zero for the

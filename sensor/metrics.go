@@ -14,7 +14,7 @@ type Metrics struct {
 
 	calls, epochs, windows, mismatches, anomalies, degraded, drops, lost *prometheus.Desc
 	dbBags, watched, runTime, runCount, dict, collisions                 *prometheus.Desc
-	intervened, intervenedAnomalies                                      *prometheus.Desc
+	intervened, intervenedAnomalies, ignoredLabels                       *prometheus.Desc
 }
 
 // NewMetrics returns a collector; progs names the programs to report.
@@ -41,6 +41,8 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 		runCount:   d("bpf_run_count_total", "Kernel-measured runs of the BPF program.", []string{"program"}),
 		dict:       d("bag_dictionary", "Distinct bags the sensor learned from the kernel (all containers).", nil),
 		collisions: d("hash_collisions_total", "Bag hashes seen with two different bags.", nil),
+		ignoredLabels: d("identity_labels_ignored_total",
+			"Containers watched whose escape.identity label was ignored: outside the agent's own containerd namespace, a label may not name an identity.", nil),
 	}
 }
 
@@ -48,7 +50,7 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 func (x *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{x.calls, x.epochs, x.windows, x.mismatches, x.anomalies, x.degraded,
 		x.drops, x.lost, x.dbBags, x.watched, x.runTime, x.runCount, x.dict, x.collisions, x.intervened,
-		x.intervenedAnomalies} {
+		x.intervenedAnomalies, x.ignoredLabels} {
 		ch <- d
 	}
 }
@@ -77,6 +79,7 @@ func (x *Metrics) Collect(ch chan<- prometheus.Metric) {
 	dict, coll := x.m.DictStats()
 	ch <- prometheus.MustNewConstMetric(x.dict, prometheus.GaugeValue, float64(dict))
 	counter(x.collisions, float64(coll))
+	counter(x.ignoredLabels, float64(x.m.IgnoredIdentityLabels()))
 	for name, p := range x.progs {
 		st, err := p.Stats()
 		if err != nil {

@@ -41,6 +41,17 @@ type Monitor struct {
 	profiles   map[string]*tracked // by identity: survives restore
 	dictSize   int                 // assembler's dictionary, copied on the collector goroutine
 	collisions uint64
+	// ignoredLabels counts watched containers whose IdentityLabel was
+	// ignored: they are not the agent's, so they may not name an identity.
+	ignoredLabels uint64
+}
+
+// IgnoredIdentityLabels counts the containers watched whose identity label
+// was ignored because they are not in the agent's own namespace.
+func (m *Monitor) IgnoredIdentityLabels() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ignoredLabels
 }
 
 // DictStats reports the bag dictionary's size and hash collisions seen.
@@ -208,6 +219,10 @@ func (m *Monitor) Add(ctx context.Context, c Container) error {
 		m.emit(ctx, events.TypeError, events.SevWarning, c, nil, nil, err.Error())
 		return fmt.Errorf("add container %s: %w", c.ID, err)
 	}
+	claimed, ignored := c.IgnoredIdentity()
+	if ignored {
+		m.ignoredLabels++
+	}
 	w := &watch{c: c, slot: slot, gen: gen, t: t, epochStart: time.Now().UTC()}
 	m.byCgroup[c.CgroupID], m.bySlot[[2]uint32{slot, gen}] = w, w
 	t.last, t.cur = c, w
@@ -215,6 +230,13 @@ func (m *Monitor) Add(ctx context.Context, c Container) error {
 		t.state = m.modeLocked(t)
 	}
 	m.mu.Unlock()
+	if ignored {
+		// Anyone who may run a container outside the agent's namespace
+		// could name another container's identity and train its profile.
+		m.log.Warn("identity label ignored: the container is not in the agent's namespace",
+			zap.String("id", c.ID), zap.String("namespace", c.Namespace), zap.String("claimed", claimed),
+			zap.String("identity", c.Identity()))
+	}
 	m.log.Info("watching container", zap.String("identity", c.Identity()), zap.Uint64("cgroup", c.CgroupID),
 		zap.Uint32("slot", slot))
 	m.emit(ctx, events.TypeWatched, events.SevInfo, c, nil, nil, "")
@@ -345,9 +367,7 @@ func (m *Monitor) emit(ctx context.Context, typ, sev string, c Container, ep *ev
 
 func (m *Monitor) event(typ, sev string, c Container, ep *events.Epoch, d *events.Drops, msg string) events.Event {
 	return events.Event{Schema: events.SchemaVersion, Time: time.Now().UTC(), Type: typ, Severity: sev,
-		Sensor: m.cfg.host, Epoch: ep, Drops: d, Message: msg,
-		Container: &events.Container{Identity: c.Identity(), ID: c.ID, Namespace: c.Namespace, Host: c.Host,
-			Image: c.Image, Labels: c.Labels, CgroupID: c.CgroupID}}
+		Sensor: m.cfg.host, Epoch: ep, Drops: d, Message: msg, Container: c.event()}
 }
 
 func (m *Monitor) send(ctx context.Context, sink events.Sink, e events.Event) {

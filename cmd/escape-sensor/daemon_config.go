@@ -8,8 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+
 	"github.com/escape-mtd/escape/internal/config"
 	"github.com/escape-mtd/escape/sensor"
+	"github.com/escape-mtd/escape/sensor/discovery"
 	"github.com/escape-mtd/escape/sensor/events"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -37,7 +40,13 @@ type runConfig struct {
 	EventsKeep         int           `yaml:"events_keep"`
 	Listen             string        `yaml:"listen"`
 	Control            string        `yaml:"control"`
-	Namespace          string        `yaml:"namespace"`
+	// Namespace is the agent's own containerd namespace: it is watched,
+	// the agent runs its containers there, and only there is a
+	// container's escape.identity label honoured.
+	Namespace string `yaml:"namespace"`
+	// Namespaces are further containerd namespaces to watch (default for
+	// nerdctl, k8s.io for Kubernetes' CRI), one watcher each.
+	Namespaces []string `yaml:"namespaces"`
 	// Containerd is this host's containerd socket ("" for none: cgroups
 	// only).
 	Containerd string   `yaml:"containerd"`
@@ -137,6 +146,19 @@ func (c *runConfig) validate() error {
 	if c.Namespace == "" {
 		return fmt.Errorf("namespace (--namespace): must not be empty")
 	}
+	if err := identifiers.Validate(c.Namespace); err != nil {
+		return fmt.Errorf("namespace (--namespace) %q: %w", c.Namespace, err)
+	}
+	seen := map[string]bool{}
+	for _, ns := range c.Namespaces {
+		if err := identifiers.Validate(ns); err != nil {
+			return fmt.Errorf("namespaces (--namespaces) %q: %w", ns, err)
+		}
+		if seen[ns] {
+			return fmt.Errorf("namespaces (--namespaces): %q is listed twice", ns)
+		}
+		seen[ns] = true
+	}
 
 	if len(c.Events) == 0 {
 		return fmt.Errorf("events (--events): at least one target (stdout, file:PATH or an http(s) URL)")
@@ -175,4 +197,23 @@ func (c *runConfig) openSinks(out interface{ Write([]byte) (int, error) }, log *
 		m = append(m, sink)
 	}
 	return m, nil
+}
+
+// endpoints lists the containerd namespaces to follow on this host: the
+// agent's own first (its identity labels honoured), then the others, the
+// CRI plugin's marked as such. None without a containerd socket.
+func (c *runConfig) endpoints() []discovery.Endpoint {
+	if c.Containerd == "" {
+		return nil
+	}
+	out := []discovery.Endpoint{{Host: c.Host, Address: c.Containerd, Namespace: c.Namespace, Own: true,
+		CRI: c.Namespace == discovery.CRINamespace}}
+	for _, ns := range c.Namespaces {
+		if ns == c.Namespace {
+			continue
+		}
+		out = append(out, discovery.Endpoint{Host: c.Host, Address: c.Containerd, Namespace: ns,
+			CRI: ns == discovery.CRINamespace})
+	}
+	return out
 }

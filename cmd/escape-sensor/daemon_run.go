@@ -87,7 +87,8 @@ learn_epochs).`,
 	f.IntVar(&c.EventsKeep, "events-keep", 5, "rotated event files kept")
 	f.StringVar(&c.Listen, "listen", "127.0.0.1:9464", "loopback address for /metrics and /healthz (empty: off)")
 	f.StringVar(&c.Control, "control", control.DefaultPath, "control socket for `top` (root only)")
-	f.StringVar(&c.Namespace, "namespace", "escape", "containerd namespace to watch")
+	f.StringVar(&c.Namespace, "namespace", "escape", "the agent's containerd namespace: watched, and the only one where escape.identity labels are honoured")
+	f.StringSliceVar(&c.Namespaces, "namespaces", nil, "further containerd namespaces to watch, e.g. default,k8s.io (repeatable)")
 	f.StringVar(&c.Containerd, "containerd", "/run/containerd/containerd.sock", "this host's containerd socket (empty: none)")
 	f.StringSliceVar(&c.Cgroups, "cgroup", nil, "also watch this cgroup2 directory (no containerd; repeatable)")
 	f.StringVar(&c.Host, "host", "", "sensor name in events (default: hostname)")
@@ -120,10 +121,7 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 	if err != nil {
 		return err
 	}
-	endpoints, err := endpointsOf(ctx, c)
-	if err != nil {
-		return err
-	}
+	endpoints := c.endpoints()
 	sinks, err := c.openSinks(out, log)
 	if err != nil {
 		return err
@@ -210,14 +208,6 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 	log.Info("sensor daemon up", zap.Int("endpoints", len(endpoints)), zap.String("control", c.Control),
 		zap.String("listen", c.Listen))
 	return g.Wait()
-}
-
-// endpointsOf lists the containerd daemons to follow: this host's.
-func endpointsOf(_ context.Context, c *runConfig) ([]discovery.Endpoint, error) {
-	if c.Containerd == "" {
-		return nil, nil
-	}
-	return []discovery.Endpoint{{Host: c.Host, Address: c.Containerd, Namespace: c.Namespace}}, nil
 }
 
 func metricsServer(addr string, reg *prometheus.Registry, mon *sensor.Monitor, p *sensor.Probe, alive *atomic.Bool) (*http.Server, error) {

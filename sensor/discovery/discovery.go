@@ -23,12 +23,28 @@ type Target interface {
 	Remove(ctx context.Context, cgid uint64) error
 }
 
-// Endpoint is one containerd daemon.
+// Endpoint is one containerd namespace of one containerd daemon.
 type Endpoint struct {
 	Host      string // host name reported in events
 	Address   string // containerd socket
 	Namespace string // containerd namespace to watch
+	// Own marks the agent's own namespace, where only the agent creates
+	// containers: the identity label of its containers is honoured
+	// (sensor.Container.Own). Elsewhere it is ignored.
+	Own bool
+	// CRI marks the namespace of containerd's CRI plugin (k8s.io), where
+	// the kubelet's containers are: their pod metadata is read, and pod
+	// sandboxes (pause containers) are not watched.
+	CRI bool
 }
+
+// CRINamespace is the containerd namespace of the CRI plugin, where the
+// kubelet's pods run.
+const CRINamespace = "k8s.io"
+
+// errSandbox means a container is a pod's sandbox: it runs only the pause
+// process, so it is not watched.
+var errSandbox = errors.New("a pod sandbox (pause container)")
 
 // Watcher follows one endpoint.
 type Watcher struct {
@@ -49,7 +65,8 @@ func NewWatcher(ep Endpoint, root string, target Target, log *zap.Logger) (*Watc
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Watcher{ep: ep, root: root, target: target, log: log.With(zap.String("host", ep.Host)),
+	return &Watcher{ep: ep, root: root, target: target,
+		log:     log.With(zap.String("host", ep.Host), zap.String("namespace", ep.Namespace)),
 		watched: make(map[string]uint64)}, nil
 }
 
@@ -164,6 +181,10 @@ func (w *Watcher) onEvent(ctx context.Context, cli *containerd.Client, env *even
 
 func (w *Watcher) add(ctx context.Context, cli *containerd.Client, id string) {
 	c, err := w.describe(ctx, cli, id)
+	if errors.Is(err, errSandbox) {
+		w.log.Debug("not watched", zap.String("id", id), zap.Error(err))
+		return
+	}
 	if err != nil {
 		w.log.Warn("cannot watch container", zap.String("id", id), zap.Error(err))
 		return
@@ -210,6 +231,9 @@ func (w *Watcher) describe(ctx context.Context, cli *containerd.Client, id strin
 	if err != nil {
 		return sensor.Container{}, fmt.Errorf("container %s info: %w", id, err)
 	}
+	if w.ep.CRI && info.Labels[criKindLabel] == criKindSandbox {
+		return sensor.Container{}, fmt.Errorf("container %s: %w", id, errSandbox)
+	}
 	spec, err := c.Spec(nctx)
 	if err != nil {
 		return sensor.Container{}, fmt.Errorf("container %s spec: %w", id, err)
@@ -217,14 +241,44 @@ func (w *Watcher) describe(ctx context.Context, cli *containerd.Client, id strin
 	if spec.Linux == nil {
 		return sensor.Container{}, fmt.Errorf("container %s: not a Linux container: %w", id, errdefs.ErrNotImplemented)
 	}
-	dir, err := sensor.CgroupDir(w.root, spec.Linux.CgroupsPath)
+	dir, cg, err := w.cgroupOf(nctx, c, spec.Linux.CgroupsPath)
 	if err != nil {
 		return sensor.Container{}, fmt.Errorf("container %s: %w", id, err)
+	}
+	out := sensor.Container{ID: id, Namespace: w.ep.Namespace, Host: w.ep.Host, Image: info.Image,
+		Labels: info.Labels, CgroupID: cg, CgroupPath: dir, Own: w.ep.Own}
+	if w.ep.CRI {
+		out.Pod = w.podOf(nctx, cli, id, info.Labels, spec.Annotations)
+	}
+	return out, nil
+}
+
+// cgroupOf finds a container's cgroup2 directory: from its spec's
+// cgroupsPath (either cgroup driver), else from its task's pid, which is
+// where the kernel counts its calls (a spec with no path, a runtime that
+// placed it elsewhere).
+func (w *Watcher) cgroupOf(ctx context.Context, c containerd.Container, cgroupsPath string) (string, uint64, error) {
+	dir, specErr := sensor.CgroupDir(w.root, cgroupsPath)
+	if specErr == nil {
+		cg, err := sensor.CgroupID(dir)
+		if err == nil {
+			return dir, cg, nil
+		}
+		specErr = err
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return "", 0, errors.Join(specErr, fmt.Errorf("task: %w", err))
+	}
+	dir, err = sensor.CgroupDirOfPID(w.root, int(task.Pid()))
+	if err != nil {
+		return "", 0, errors.Join(specErr, err)
 	}
 	cg, err := sensor.CgroupID(dir)
 	if err != nil {
-		return sensor.Container{}, fmt.Errorf("container %s: %w", id, err)
+		return "", 0, errors.Join(specErr, err)
 	}
-	return sensor.Container{ID: id, Namespace: w.ep.Namespace, Host: w.ep.Host, Image: info.Image,
-		Labels: info.Labels, CgroupID: cg, CgroupPath: dir}, nil
+	w.log.Info("cgroup found from the task's pid", zap.String("id", c.ID()), zap.String("cgroup", dir),
+		zap.NamedError("spec", specErr))
+	return dir, cg, nil
 }

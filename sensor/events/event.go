@@ -10,7 +10,8 @@ const SchemaVersion = 1
 
 // IdentityLabel is the container label that names its identity: the key of
 // its learned profile, kept across restore and migration. The control plane
-// sets it to the container's id.
+// sets it to the container's id. The sensor honours it only on containers
+// in its agent's own containerd namespace.
 const IdentityLabel = "escape.identity"
 
 // Types of events.
@@ -64,6 +65,22 @@ type Container struct {
 	Image     string            `json:"image,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	CgroupID  uint64            `json:"cgroup_id"`
+	// Pod is the Kubernetes pod of a container the kubelet made (read
+	// from the CRI metadata containerd keeps); absent otherwise. Added
+	// compatibly to schema 1.
+	Pod *Pod `json:"pod,omitempty"`
+}
+
+// Pod is a container's Kubernetes pod.
+type Pod struct {
+	Namespace string `json:"namespace"` // the pod's Kubernetes namespace
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+	Container string `json:"container"` // the container's name in the pod spec
+	// Owner is the workload the sensor derived from the pod's name and
+	// labels, "<kind>/<name>" (deployment/web, statefulset/db, pod/x):
+	// the identity's middle part. docs/sensor.md states the rule.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Epoch summarises one epoch's verdict.
