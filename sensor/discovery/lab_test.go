@@ -56,6 +56,16 @@ type daemon struct {
 
 func startDaemon(t *testing.T, inv *lab.Inventory, profiles string) *daemon {
 	t.Helper()
+	var eps []discovery.Endpoint
+	for _, h := range inv.Hosts {
+		eps = append(eps, discovery.Endpoint{Host: h.Name, Address: h.Containerd, Namespace: inv.Namespace, Own: true})
+	}
+	return startWatchers(t, profiles, eps...)
+}
+
+// startWatchers runs one sensor over the endpoints given, a watcher each.
+func startWatchers(t *testing.T, profiles string, eps ...discovery.Endpoint) *daemon {
+	t.Helper()
 	log := zaptest.NewLogger(t)
 	p, err := sensor.LoadProbe(sensor.WithEpoch(200), sensor.WithFlush(500*time.Millisecond), sensor.WithLogger(log))
 	if err != nil {
@@ -74,9 +84,8 @@ func startDaemon(t *testing.T, inv *lab.Inventory, profiles string) *daemon {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); _ = d.mon.Run(ctx) }()
-	for _, h := range inv.Hosts {
-		w, err := discovery.NewWatcher(discovery.Endpoint{Host: h.Name, Address: h.Containerd, Namespace: inv.Namespace},
-			root, d.mon, log)
+	for _, ep := range eps {
+		w, err := discovery.NewWatcher(ep, root, d.mon, log)
 		if err != nil {
 			t.Fatal(err)
 		}

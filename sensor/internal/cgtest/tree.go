@@ -47,3 +47,32 @@ func RandomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// RemoveEverywhere removes the cgroup directories rels (paths below a
+// hierarchy's root, listed deepest first) from every cgroup hierarchy
+// mounted, v1 and v2: runc's cgroupfs driver on a hybrid host makes a
+// container's directories in each, and leaves some behind. Directories
+// that do not exist are skipped.
+func RemoveEverywhere(t testing.TB, rels []string) {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Errorf("cgtest: %v", err)
+		return
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || (f[2] != "cgroup" && f[2] != "cgroup2") {
+			continue
+		}
+		for _, rel := range rels {
+			dir := filepath.Join(f[1], filepath.Clean("/"+rel))
+			if dir == f[1] {
+				continue
+			}
+			if _, err := os.Stat(dir); err == nil {
+				removeLater(t, dir)
+			}
+		}
+	}
+}
