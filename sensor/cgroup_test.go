@@ -19,8 +19,8 @@ func TestCgroupDirBothDrivers(t *testing.T) {
 		// systemd: the kubelet's three QoS classes, as containerd's CRI
 		// writes them (the pod uid's dashes escaped to underscores).
 		"kubepods-burstable-pod1b2c3d4e_0000_4000_8000_000000000001.slice:cri-containerd:" + id: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_0000_4000_8000_000000000001.slice/cri-containerd-" + id + ".scope",
-		"kubepods-besteffort-podu1.slice:cri-containerd:" + id: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu1.slice/cri-containerd-" + id + ".scope",
-		"kubepods-podu2.slice:cri-containerd:" + id:            "/kubepods.slice/kubepods-podu2.slice/cri-containerd-" + id + ".scope",
+		"kubepods-besteffort-podu1.slice:cri-containerd:" + id:                                  "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu1.slice/cri-containerd-" + id + ".scope",
+		"kubepods-podu2.slice:cri-containerd:" + id:                                             "/kubepods.slice/kubepods-podu2.slice/cri-containerd-" + id + ".scope",
 		// runc's rules: the default slice, the root slice, a slice as unit.
 		"system.slice:docker:abc": "/system.slice/docker-abc.scope",
 		":runc:abc":               "/system.slice/runc-abc.scope",
