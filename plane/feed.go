@@ -220,7 +220,8 @@ func (p *Plane) runFeed(ctx context.Context) {
 		cancel()
 		switch {
 		case errors.Is(err, ErrUnbound):
-			p.log.Warn("sensor event for a container the plane did not place", zap.String("sensor", ev.Sensor), zap.Error(err))
+			p.log.Warn("sensor event for a container the plane did not place", zap.String("sensor", ev.Sensor),
+				zap.String("type", ev.Type), zap.Error(err))
 		case errors.Is(err, ErrNotFound):
 			// A host's sensor watches every container of its namespace;
 			// those the plane does not protect are none of its business.
