@@ -124,6 +124,9 @@ func TestLabIdentityLabelDoesNotRedirectAnomalies(t *testing.T) {
 		return false
 	}
 	for deadline := time.Now().Add(3 * time.Minute); !refused(); time.Sleep(200 * time.Millisecond) {
+		if ep, err := p.Store().Epoch(id); err == nil && ep.LastAnomaly != 0 {
+			t.Fatalf("an anomaly reached the victim's record: %+v", ep)
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the plane never refused an event of the imposter; warnings: %+v", seen.All())
 		}
