@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/events"
 	"github.com/escape-mtd/escape/sensor/internal/cgtest"
@@ -52,9 +54,27 @@ func TestKubeletCgroupLayoutsOnRealCgroups(t *testing.T) {
 	ctx, mon, p, out := startMonitor(t, sensor.WithLearnEpochs(1))
 	pod := &sensor.Pod{Namespace: "shop", Name: "web-7d9c-x2k4q", UID: uid, Container: "nginx", Owner: "deployment/web"}
 	for id, dir := range map[string]string{sdID: sdDir, fsID: fsDir} {
-		if err := mon.Add(ctx, sensor.Container{ID: id, Namespace: "k8s.io", Host: "test", CgroupPath: dir, Pod: pod}); err != nil {
+		// An image's escape.identity label, copied onto a CRI
+		// container: ignored and counted, the workload stays the key.
+		if err := mon.Add(ctx, sensor.Container{ID: id, Namespace: "k8s.io", Host: "test", CgroupPath: dir, Pod: pod,
+			Labels: map[string]string{sensor.IdentityLabel: "someone-else"}}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(sensor.NewMetrics(mon, p.Programs()))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignored := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "escape_sensor_identity_labels_ignored_total" {
+			ignored = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if ignored != 2 {
+		t.Errorf("escape_sensor_identity_labels_ignored_total = %v, want 2", ignored)
 	}
 	cgid := map[string]uint64{}
 	for id, dir := range map[string]string{sdID: sdDir, fsID: fsDir} {

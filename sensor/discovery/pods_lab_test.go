@@ -187,7 +187,26 @@ func TestLabPodsNamespacesAndIdentityPoisoning(t *testing.T) {
 	}
 	victim.run(ctx, t, cli, rootfs)
 	imposter.run(ctx, t, cli, rootfs)
-	made = append(made, victim.cgroupsPath, imposter.cgroupsPath)
+	// A container whose spec no longer names its cgroup (empty: the
+	// runtime's choice): found from its task's pid.
+	unnamed := labContainer{ns: "default", id: "unnamed-" + sfx, cgroupsPath: inv.CgroupsPath(host.Name, "unnamed-"+sfx)}
+	unnamedCtr := unnamed.run(ctx, t, cli, rootfs)
+	{
+		nctx := namespaces.WithNamespace(ctx, "default")
+		spec, err := unnamedCtr.Spec(nctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.Linux.CgroupsPath = ""
+		if err := unnamedCtr.Update(nctx, func(_ context.Context, _ *client.Client, c *containers.Container) error {
+			c.Spec, err = typeurl.MarshalAny(spec)
+			return err
+		}); err != nil {
+			t.Fatalf("spec without a cgroups path: %v", err)
+		}
+	}
+	made = append(made, victim.cgroupsPath, imposter.cgroupsPath, unnamed.cgroupsPath)
+	wantDir[unnamed.id] = filepath.Join(root, unnamed.cgroupsPath)
 	wantDir[victimID] = filepath.Join(root, victim.cgroupsPath)
 	wantDir[imposter.id] = filepath.Join(root, imposter.cgroupsPath)
 
@@ -200,6 +219,7 @@ func TestLabPodsNamespacesAndIdentityPoisoning(t *testing.T) {
 	want := map[string]struct{ ns, identity string }{
 		victimID:    {inv.Namespace, victimID},
 		imposter.id: {"default", "default/" + imposter.id},
+		unnamed.id:  {"default", "default/" + unnamed.id},
 		reps[0].ctr: {discovery.CRINamespace, "k8s/shop/deployment/web/nginx"},
 		reps[1].ctr: {discovery.CRINamespace, "k8s/shop/deployment/web/nginx"},
 	}
