@@ -149,6 +149,12 @@ func (c *runConfig) validate() error {
 	if err := identifiers.Validate(c.Namespace); err != nil {
 		return fmt.Errorf("namespace (--namespace) %q: %w", c.Namespace, err)
 	}
+	if c.Namespace == discovery.CRINamespace {
+		// Identity labels are honoured in the agent's namespace because
+		// only the agent creates containers there; the kubelet creates
+		// every pod's there.
+		return fmt.Errorf("namespace (--namespace) %q: the CRI plugin's namespace, where the kubelet creates containers, cannot be the agent's own; list it in namespaces", c.Namespace)
+	}
 	seen := map[string]bool{}
 	for _, ns := range c.Namespaces {
 		if err := identifiers.Validate(ns); err != nil {
@@ -206,8 +212,7 @@ func (c *runConfig) endpoints() []discovery.Endpoint {
 	if c.Containerd == "" {
 		return nil
 	}
-	out := []discovery.Endpoint{{Host: c.Host, Address: c.Containerd, Namespace: c.Namespace, Own: true,
-		CRI: c.Namespace == discovery.CRINamespace}}
+	out := []discovery.Endpoint{{Host: c.Host, Address: c.Containerd, Namespace: c.Namespace, Own: true}}
 	for _, ns := range c.Namespaces {
 		if ns == c.Namespace {
 			continue

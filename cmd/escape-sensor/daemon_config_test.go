@@ -43,6 +43,7 @@ func TestRunConfigNamespaces(t *testing.T) {
 		{"escape", []string{""}, "namespaces (--namespaces)"},
 		{"escape", []string{"bad/name"}, "namespaces (--namespaces) \"bad/name\""},
 		{"-x", nil, "namespace (--namespace) \"-x\""},
+		{"k8s.io", nil, "cannot be the agent's own"},
 	} {
 		c := base
 		c.Namespace, c.Namespaces = tc.own, tc.more

@@ -5,9 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +79,7 @@ func TestLabIdentityLabelDoesNotRedirectAnomalies(t *testing.T) {
 
 	// The imposter: same id, the victim's label, nerdctl's namespace;
 	// normal for a while (it learns), then a burst of new calls.
-	rootfs := busyboxOnShared(t, inv)
+	rootfs := labtest.BusyboxRootFS(t, inv)
 	cli, err := client.New(h.Containerd)
 	if err != nil {
 		t.Fatal(err)
@@ -152,20 +149,4 @@ func TestLabIdentityLabelDoesNotRedirectAnomalies(t *testing.T) {
 			t.Fatalf("audited action on the victim: %+v", e)
 		}
 	}
-}
-
-// busyboxOnShared copies the lab's busybox root to shared storage, which
-// the hosts see at the same path: a container of a namespace the lab
-// imported no image into runs from it.
-func busyboxOnShared(t *testing.T, inv *lab.Inventory) string {
-	t.Helper()
-	dir, err := os.MkdirTemp(inv.Shared, "sensor-identity-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if out, err := exec.Command("cp", "-a", inv.Images["busybox"].RootFS, filepath.Join(dir, "rootfs")).CombinedOutput(); err != nil {
-		t.Fatalf("copy the busybox root: %v: %s", err, out)
-	}
-	return filepath.Join(dir, "rootfs")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,31 +20,15 @@ import (
 	"github.com/escape-mtd/escape/sensor/discovery"
 	"github.com/escape-mtd/escape/sensor/events"
 	"github.com/escape-mtd/escape/sensor/internal/cgtest"
-	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
 )
 
 // labContainer is a busybox loop run from a read-only copy of the lab
-// image's root (so that it needs no image in the namespaces the lab did
-// not import into), in the namespace and cgroup given.
+// image's root (labtest.BusyboxRootFS: it needs no image in the namespaces
+// the lab did not import into), in the namespace and cgroup given.
 type labContainer struct {
 	ns, id, cgroupsPath string
 	labels, annotations map[string]string
-}
-
-// sharedRootFS copies the lab's busybox root to shared storage, which the
-// hosts see at the same path.
-func sharedRootFS(t *testing.T, inv *lab.Inventory) string {
-	t.Helper()
-	dir, err := os.MkdirTemp(inv.Shared, "sensor-pods-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if out, err := exec.Command("cp", "-a", inv.Images["busybox"].RootFS, filepath.Join(dir, "rootfs")).CombinedOutput(); err != nil {
-		t.Fatalf("copy the busybox root: %v: %s", err, out)
-	}
-	return filepath.Join(dir, "rootfs")
 }
 
 func (lc labContainer) run(ctx context.Context, t *testing.T, cli *client.Client, rootfs string) client.Container {
@@ -115,7 +98,7 @@ func TestLabPodsNamespacesAndIdentityPoisoning(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() }) // after the containers' removal
-	rootfs := sharedRootFS(t, inv)
+	rootfs := labtest.BusyboxRootFS(t, inv)
 	sfx := cgtest.RandomHex(3)
 	victimID := "victim-" + sfx
 	poison := map[string]string{sensor.IdentityLabel: victimID}
