@@ -1,6 +1,7 @@
 package sensor_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/escape-mtd/escape/sensor"
@@ -74,4 +75,40 @@ func TestIdentityIsBoundToWhatTheAgentObserved(t *testing.T) {
 	if partial := (sensor.Container{ID: "x", Namespace: "k8s.io", Pod: &sensor.Pod{Name: "p"}}); partial.Identity() != "k8s.io/x" {
 		t.Errorf("pod without namespace and owner: %q", partial.Identity())
 	}
+}
+
+// Any pod name and labels give the pod's own workload or a controller's
+// whose name is a prefix of the pod's (a CronJob's of its Job's): never a
+// name the pod does not carry.
+func FuzzWorkload(f *testing.F) {
+	f.Add("web-7d9c-x2k4q", "pod-template-hash", "7d9c")
+	f.Add("db-0", "statefulset.kubernetes.io/pod-name", "db-0")
+	f.Add("nightly-29043180-q8w2z", "job-name", "nightly-29043180")
+	f.Add("a--b-", "pod-template-hash", "")
+	f.Fuzz(func(t *testing.T, pod, key, value string) {
+		labels := map[string]string{key: value, "controller-revision-hash": value}
+		got := sensor.Workload(pod, labels)
+		if pod == "" {
+			if got != "" {
+				t.Fatalf("no pod name, workload %q", got)
+			}
+			return
+		}
+		kind, name, ok := strings.Cut(got, "/")
+		if !ok || name == "" || !strings.HasPrefix(pod, name) {
+			t.Fatalf("Workload(%q, %v) = %q", pod, labels, got)
+		}
+		switch kind {
+		case "pod":
+			if name != pod {
+				t.Fatalf("pod workload %q of pod %q", got, pod)
+			}
+		case "deployment", "statefulset", "daemonset", "job", "cronjob":
+			if len(name) >= len(pod) {
+				t.Fatalf("controller %q is not a proper prefix of pod %q", got, pod)
+			}
+		default:
+			t.Fatalf("kind %q", kind)
+		}
+	})
 }
