@@ -1,0 +1,535 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runcopts "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/escape-mtd/escape/internal/mtls"
+	"github.com/escape-mtd/escape/plane"
+	"github.com/escape-mtd/escape/tools/doctor"
+	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
+)
+
+// The namespace Kubernetes' containerd uses, which deploy/README.md tells
+// operators to import into.
+const k8sNamespace = "k8s.io"
+
+// Ports of the image's agent and plane on h1, beside the lab's own agent
+// (7443, metrics 9464).
+const (
+	imageAgentPort   = 7543
+	imagePlanePort   = 7544
+	imageMetricsPort = 9564
+)
+
+// host is a lab host seen by the test: its containerd and a directory
+// that the root namespace sees at outside and the host at inside.
+type host struct {
+	t       *testing.T
+	inv     *lab.Inventory
+	h       lab.Host
+	c       *containerd.Client
+	ctx     context.Context
+	outside string
+	inside  string
+}
+
+func newHost(t *testing.T, inv *lab.Inventory, name string) *host {
+	h, ok := inv.Host(name)
+	if !ok {
+		t.Fatalf("no lab host %s", name)
+	}
+	c, err := containerd.New(h.Containerd)
+	if err != nil {
+		t.Fatalf("connect %s's containerd: %v", name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	// The host's /var/lib/escape is its Dir/state (lab.Machine).
+	x := &host{t: t, inv: inv, h: h, c: c, ctx: namespaces.WithNamespace(context.Background(), k8sNamespace),
+		outside: filepath.Join(h.Dir, "state", "image-test"), inside: "/var/lib/escape/image-test"}
+	if err := os.RemoveAll(x.outside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(x.outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(x.outside) })
+	return x
+}
+
+// in maps a path below the shared directory to the host's view of it.
+func (x *host) in(rel string) string  { return filepath.Join(x.inside, rel) }
+func (x *host) out(rel string) string { return filepath.Join(x.outside, rel) }
+
+// ctr runs make deps' ctr inside the host, as an operator on the node.
+func (x *host) ctr(args ...string) string {
+	x.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	full := append([]string{"--address", lab.InsideContainerd, "-n", k8sNamespace}, args...)
+	out, err := lab.Command(ctx, x.inv, x.h.Name, "/opt/escape/bin/ctr", full...).CombinedOutput()
+	if err != nil {
+		x.t.Fatalf("ctr %s on %s: %v: %s", strings.Join(args, " "), x.h.Name, err, out)
+	}
+	return string(out)
+}
+
+// kind says how a container runs: as the DaemonSet runs the daemon, or as
+// the Deployment runs the plane.
+type kind int
+
+const (
+	daemonSet kind = iota
+	planePod
+)
+
+// spec is the container's OCI spec: the image's environment, a read-only
+// root file system and the host's network, and for the daemon what
+// deploy/kubernetes/20-sensor.yaml gives it (privileged, hostPID, its host
+// paths at the same paths); the plane runs as the image's user with no
+// capability and no privilege escalation, as 30-plane.yaml asks.
+func (x *host) spec(id string, img containerd.Image, k kind, args []string) []oci.SpecOpts {
+	is, err := img.Spec(x.ctx)
+	if err != nil {
+		x.t.Fatalf("image config of %s: %v", img.Name(), err)
+	}
+	opts := []oci.SpecOpts{oci.WithProcessArgs(args...), oci.WithEnv(is.Config.Env), oci.WithProcessCwd("/"),
+		oci.WithRootFSReadonly(), oci.WithHostNamespace(specs.NetworkNamespace),
+		oci.WithCgroup(x.inv.CgroupsPath(x.h.Name, id)),
+		oci.WithMounts([]specs.Mount{{Destination: x.inside, Type: "bind", Source: x.inside, Options: []string{"rbind", "rw"}}})}
+	switch k {
+	case daemonSet:
+		bind := func(p string, o ...string) specs.Mount {
+			return specs.Mount{Destination: p, Type: "bind", Source: p, Options: append([]string{"rbind"}, o...)}
+		}
+		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices,
+			oci.WithHostNamespace(specs.PIDNamespace),
+			oci.WithMounts([]specs.Mount{bind("/sys/kernel/btf", "ro"), bind("/sys/fs/cgroup", "rw"),
+				bind("/run/containerd", "rw", "rslave"), bind("/var/lib/containerd", "rw", "rslave"),
+				bind("/run/netns", "rw", "rshared")}))
+	case planePod:
+		var uid, gid uint32
+		if _, err := fmt.Sscanf(is.Config.User, "%d:%d", &uid, &gid); err != nil || uid == 0 {
+			x.t.Fatalf("plane image user %q: want a non-root uid:gid", is.Config.User)
+		}
+		opts = append(opts, oci.WithUIDGID(uid, gid), oci.WithCapabilities(nil), oci.WithNoNewPrivileges)
+	}
+	return opts
+}
+
+// create makes a container of img and its task, writing stdout and
+// stderr to a file in the shared directory; the test deletes both.
+func (x *host) create(id string, img containerd.Image, k kind, args ...string) (containerd.Task, string) {
+	x.t.Helper()
+	if old, err := x.c.LoadContainer(x.ctx, id); err == nil { // a failed earlier run
+		if task, err := old.Task(x.ctx, nil); err == nil {
+			task.Delete(x.ctx, containerd.WithProcessKill)
+		}
+		old.Delete(x.ctx, containerd.WithSnapshotCleanup)
+	}
+	ct, err := x.c.NewContainer(x.ctx, id,
+		containerd.WithRuntime("io.containerd.runc.v2", &runcopts.Options{Root: x.h.RuncRoot}),
+		containerd.WithNewSnapshot(id+"-snap", img),
+		// No oci.WithImageConfig: it mounts the snapshot in this process,
+		// and its paths exist only in the host's mount namespace.
+		containerd.WithNewSpec(x.spec(id, img, k, args)...))
+	if err != nil {
+		x.t.Fatalf("create container %s: %v", id, err)
+	}
+	x.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), k8sNamespace), time.Minute)
+		defer cancel()
+		if task, err := ct.Task(ctx, nil); err == nil {
+			task.Kill(ctx, syscall.SIGTERM)
+			if st, err := task.Wait(ctx); err == nil {
+				select {
+				case <-st:
+				case <-time.After(10 * time.Second):
+				}
+			}
+			task.Delete(ctx, containerd.WithProcessKill)
+		}
+		ct.Delete(ctx, containerd.WithSnapshotCleanup)
+	})
+	log := id + ".log"
+	task, err := ct.NewTask(x.ctx, cio.LogFile(x.in(log)))
+	if err != nil {
+		x.t.Fatalf("create task %s: %v", id, err)
+	}
+	return task, log
+}
+
+// run runs a container of img to its end and returns its exit status and
+// output.
+func (x *host) run(id string, img containerd.Image, k kind, args ...string) (uint32, string) {
+	x.t.Helper()
+	task, log := x.create(id, img, k, args...)
+	ctx, cancel := context.WithTimeout(x.ctx, 2*time.Minute)
+	defer cancel()
+	exit, err := task.Wait(ctx)
+	if err != nil {
+		x.t.Fatalf("wait for %s: %v", id, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		x.t.Fatalf("start %s: %v", id, err)
+	}
+	var st containerd.ExitStatus
+	select {
+	case st = <-exit:
+	case <-ctx.Done():
+		x.t.Fatalf("%s did not end in 2 minutes: %s", id, x.output(log))
+	}
+	if _, err := task.Delete(ctx); err != nil {
+		x.t.Fatalf("delete task %s: %v", id, err)
+	}
+	return st.ExitCode(), x.output(log)
+}
+
+// start starts a long-running container; the test stops it.
+func (x *host) start(id string, img containerd.Image, k kind, args ...string) string {
+	x.t.Helper()
+	task, log := x.create(id, img, k, args...)
+	if err := task.Start(x.ctx); err != nil {
+		x.t.Fatalf("start %s: %v", id, err)
+	}
+	return log
+}
+
+func (x *host) output(log string) string {
+	b, _ := os.ReadFile(x.out(log))
+	return string(b)
+}
+
+// write puts a file into the shared directory.
+func (x *host) write(rel string, data []byte, mode os.FileMode) {
+	x.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(x.out(rel)), 0o755); err != nil {
+		x.t.Fatal(err)
+	}
+	if err := os.WriteFile(x.out(rel), data, mode); err != nil {
+		x.t.Fatal(err)
+	}
+}
+
+// TestImagesRunInTheLab imports both images into h1's containerd with
+// ctr, as an operator loads them into a node, and runs them there the way
+// the manifests do: the doctor and the agent from the daemon image
+// (privileged, the host's PID namespace, network and paths), the plane
+// from its image as a non-root user without capabilities; the plane
+// reaches the agent and an operator reaches the plane, over mutual TLS.
+func TestImagesRunInTheLab(t *testing.T) {
+	res, _ := builtImages(t)
+	inv := labtest.Ensure(t)
+	x := newHost(t, inv, "h1")
+	// The DaemonSet's hostPath /run/netns is DirectoryOrCreate.
+	if out, err := lab.Command(context.Background(), inv, x.h.Name, "mkdir", "-p", "/run/netns").CombinedOutput(); err != nil {
+		t.Fatalf("mkdir /run/netns on %s: %v: %s", x.h.Name, err, out)
+	}
+
+	// Import: the archives as `make image` writes them, with ctr, from a
+	// path on the node.
+	for _, b := range []built{res.sensor, res.plane} {
+		data, err := os.ReadFile(b.Archive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.write(filepath.Base(b.Archive), data, 0o644)
+		x.ctr("images", "import", x.in(filepath.Base(b.Archive)))
+	}
+	list := x.ctr("images", "ls", "-q")
+	images := map[string]containerd.Image{}
+	for _, b := range []built{res.sensor, res.plane} {
+		for _, name := range []string{b.Ref(), b.Repo + ":" + b.Tag} {
+			if !strings.Contains(list, name+"\n") {
+				t.Fatalf("after the import, ctr images ls lacks %s:\n%s", name, list)
+			}
+		}
+		// By the digest reference the manifests pin: the kubelet asks for
+		// exactly that name.
+		img, err := x.c.GetImage(x.ctx, b.Ref())
+		if err != nil {
+			t.Fatalf("image %s: %v", b.Ref(), err)
+		}
+		if got := img.Target().Digest.String(); got != b.Digest {
+			t.Fatalf("image %s in containerd has digest %s, built %s", b.Ref(), got, b.Digest)
+		}
+		images[b.Repo] = img
+	}
+	sensorImg, planeImg := images[sensorRepo], images[planeRepo]
+	ip := x.h.IP
+
+	t.Run("doctor", func(t *testing.T) {
+		x := *x
+		x.t = t
+		code, out := x.run("escape-image-doctor", sensorImg, daemonSet, "/bin/sh", "-c",
+			sensorBin+" doctor --json --mode sensor --containerd "+lab.InsideContainerd+" && "+
+				sensorBin+" doctor --json --mode agent --containerd "+lab.InsideContainerd)
+		reports := decodeReports(t, out)
+		if code != 0 || len(reports) != 2 {
+			t.Fatalf("doctor in the daemon image: exit %d, %d reports:\n%s", code, len(reports), out)
+		}
+		for _, r := range reports {
+			if !r.OK() {
+				t.Errorf("doctor --mode %s in the daemon image is not ready: %+v", r.Mode, r.Blocking())
+			}
+		}
+		criu := find(reports[1], "criu")
+		if !criu.OK || !strings.Contains(criu.Detail, "/opt/escape/bin/criu: CRIU 4.") || !strings.Contains(criu.Detail, "criu check") {
+			t.Errorf("the image's CRIU: %+v, want /opt/escape/bin/criu, CRIU 4.x and a passing criu check", criu)
+		}
+		t.Logf("doctor in the image: criu %q; iptables %q; runc %q", criu.Detail, find(reports[1], "iptables").Detail,
+			find(reports[1], "runc").Detail)
+	})
+
+	t.Run("agent", func(t *testing.T) {
+		x := *x
+		x.t = t
+		pki := "agent-pki"
+		if _, err := inv.Issue(mtls.RoleAgent, x.h.Name, x.out(pki)); err != nil {
+			t.Fatal(err)
+		}
+		x.write("agent.yaml", agentConfig(t, &x, netip.AddrPortFrom(ip, imageAgentPort), pki), 0o644)
+		log := x.start("escape-image-agent", sensorImg, daemonSet,
+			sensorBin, "run", "--config", x.in("agent.yaml"), "--host", x.h.Name)
+		h := x.h
+		h.Agent = netip.AddrPortFrom(ip, imageAgentPort).String()
+		c, err := lab.AgentClientWith(inv, h, inv.Plane.TLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			info, err := c.Hello(ctx)
+			cancel()
+			if err == nil {
+				if info.Name != x.h.Name || !info.LazyRestore {
+					t.Fatalf("the image's agent says %+v, want %s with lazy restores (its CRIU named)", info, x.h.Name)
+				}
+				t.Logf("the image's agent at %s answers Hello over mTLS: %+v", h.Agent, info)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the image's agent at %s does not answer Hello: %v\n%s", h.Agent, err, x.output(log))
+			}
+			time.Sleep(time.Second)
+		}
+		// The CRIU the agent names (agent.criu) for its lazy-pages daemon:
+		// the image's own, run inside the agent's container.
+		out, code := x.exec("escape-image-agent", "criu", "check")
+		if code != 0 || !strings.Contains(out, "Looks good") {
+			t.Fatalf("criu check in the agent's container: exit %d: %s", code, out)
+		}
+
+		t.Run("plane", func(t *testing.T) {
+			x := x
+			x.t = t
+			testPlaneImage(t, &x, planeImg, res.src, h.Agent)
+		})
+	})
+}
+
+// exec runs a command in a running container and returns its output and
+// exit code, through a log file as the tasks' own output.
+func (x *host) exec(id string, args ...string) (string, uint32) {
+	x.t.Helper()
+	ct, err := x.c.LoadContainer(x.ctx, id)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	task, err := ct.Task(x.ctx, nil)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	sp, err := ct.Spec(x.ctx)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	pspec := *sp.Process
+	pspec.Args = args
+	log := fmt.Sprintf("%s-exec-%d.log", id, time.Now().UnixNano())
+	p, err := task.Exec(x.ctx, "exec", &pspec, cio.LogFile(x.in(log)))
+	if err != nil {
+		x.t.Fatalf("exec %v in %s: %v", args, id, err)
+	}
+	ctx, cancel := context.WithTimeout(x.ctx, time.Minute)
+	defer cancel()
+	exit, err := p.Wait(ctx)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		x.t.Fatalf("start exec %v in %s: %v", args, id, err)
+	}
+	st := <-exit
+	p.Delete(ctx)
+	return x.output(log), st.ExitCode()
+}
+
+// agentConfig is escape-sensor run's configuration for the image's agent:
+// deploy/escape.yaml's layout with this test's paths and ports, so that
+// it runs beside the lab's own agent on the same host.
+func agentConfig(t *testing.T, x *host, listen netip.AddrPort, pki string) []byte {
+	files := mtls.IssuedFiles(x.in(pki), string(mtls.RoleAgent))
+	doc := map[string]map[string]any{
+		"sensor": {
+			"containerd": lab.InsideContainerd, "host": x.h.Name, "namespace": k8sNamespace,
+			"events": []string{"file:" + x.in("events.jsonl")}, "listen": fmt.Sprintf("127.0.0.1:%d", imageMetricsPort),
+			"control": x.in("sensor.sock"), "profiles": x.in("profiles"),
+		},
+		"agent": {
+			"listen": listen.String(), "tls": map[string]string{"ca": files.CA, "cert": files.Cert, "key": files.Key},
+			"bridge": x.h.Bridge, "netns": "", "cgroup_parent": x.inv.CgroupParent + "/" + x.h.Name + "-image",
+			"criu": "/opt/escape/bin/criu", "state": x.in("agent"),
+		},
+	}
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testPlaneImage runs the plane image: its --version and --help, then
+// serve as the image's user, with the image's agent as its one host, and
+// asks it for its status over mutual TLS as an operator, from the plane
+// image too. A certificate of another role is refused.
+func testPlaneImage(t *testing.T, x *host, img containerd.Image, src source, agent string) {
+	code, out := x.run("escape-image-plane-version", img, planePod, planeBin, "--version")
+	if code != 0 || !strings.Contains(out, src.Version) {
+		t.Fatalf("escape-plane --version in the plane image: exit %d: %q, want version %s", code, out, src.Version)
+	}
+	code, out = x.run("escape-image-plane-help", img, planePod, planeBin, "--help")
+	if code != 0 || !strings.Contains(out, "serve") || !strings.Contains(out, "status") {
+		t.Fatalf("escape-plane --help in the plane image: exit %d: %s", code, out)
+	}
+
+	// The plane's files belong to the image's user (the Secret's and the
+	// volume's do in a pod: fsGroup, or the volume's owner).
+	dir := "plane"
+	if _, err := x.inv.Issue(mtls.RolePlane, "plane", x.out(dir+"/pki")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.inv.Issue(mtls.RoleOperator, "image-test", x.out(dir+"/operator")); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := x.inv.PlaneConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := mtls.IssuedFiles(x.in(dir+"/pki"), string(mtls.RolePlane))
+	cfg.TLS = plane.TLSFiles{CA: pf.CA, Cert: pf.Cert, Key: pf.Key}
+	api := netip.AddrPortFrom(x.h.IP, imagePlanePort).String()
+	cfg.API, cfg.Listen = api, "127.0.0.1:9565"
+	cfg.Socket, cfg.State, cfg.Audit = x.in(dir+"/plane.sock"), x.in(dir+"/state/plane.db"), x.in(dir+"/state/audit.jsonl")
+	cfg.Hosts = []plane.HostConfig{{Name: x.h.Name, Agent: agent, Labels: x.h.Labels}}
+	data, err := lab.MarshalPlaneConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.write(dir+"/escape.yaml", data, 0o644)
+	if err := os.MkdirAll(x.out(dir+"/state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var uid, gid int
+	if is, err := img.Spec(x.ctx); err != nil {
+		t.Fatal(err)
+	} else if _, err := fmt.Sscanf(is.Config.User, "%d:%d", &uid, &gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := chownTree(x.out(dir), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	log := x.start("escape-image-plane", img, planePod, planeBin, "serve", "--config", x.in(dir+"/escape.yaml"))
+
+	operator := func(id, certDir, name string) (uint32, string) {
+		f := mtls.IssuedFiles(x.in(certDir), name)
+		return x.run(id, img, planePod, planeBin, "--server", api, "--cert", f.Cert, "--key", f.Key, "--ca", f.CA,
+			"--timeout", "5s", "status")
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for i := 0; ; i++ {
+		code, out := operator(fmt.Sprintf("escape-image-operator-%d", i), dir+"/operator", "image-test")
+		if code == 0 {
+			var st struct {
+				Hosts []struct {
+					Name      string `json:"name"`
+					Reachable bool   `json:"reachable"`
+				} `json:"hosts"`
+			}
+			if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Hosts) != 1 || st.Hosts[0].Name != x.h.Name {
+				t.Fatalf("status from the plane image: %v: %s", err, out)
+			}
+			// The plane image reaches the daemon image's agent, over mTLS.
+			if st.Hosts[0].Reachable {
+				t.Logf("the plane image answers an operator over mTLS at %s, and reaches the image's agent", api)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the plane image's API at %s does not answer: exit %d: %s\nplane log:\n%s", api, code, out, x.output(log))
+		}
+		time.Sleep(2 * time.Second)
+	}
+	// The plane's own certificate is no operator's: refused by role.
+	code, out = operator("escape-image-operator-wrong-role", dir+"/pki", string(mtls.RolePlane))
+	if code == 0 {
+		t.Fatalf("the plane image's API answered a plane certificate as an operator: %s", out)
+	}
+	t.Logf("a plane certificate is refused as an operator: %s", strings.TrimSpace(out))
+}
+
+func chownTree(dir string, uid, gid int) error {
+	return filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+// decodeReports reads the doctor's JSON reports, one after the other.
+func decodeReports(t *testing.T, out string) []doctor.Report {
+	dec := json.NewDecoder(bytes.NewReader([]byte(out)))
+	var reps []doctor.Report
+	for {
+		var r doctor.Report
+		if err := dec.Decode(&r); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Logf("doctor output after %d reports: %v", len(reps), err)
+			}
+			return reps
+		}
+		reps = append(reps, r)
+	}
+}
+
+func find(r doctor.Report, name string) doctor.Result {
+	for _, res := range r.Results {
+		if res.Name == name {
+			return res
+		}
+	}
+	return doctor.Result{Name: name, Detail: "not in the report"}
+}
