@@ -126,7 +126,11 @@ func (x *host) spec(id string, img containerd.Image, k kind, args []string) []oc
 			oci.WithHostNamespace(specs.PIDNamespace),
 			oci.WithMounts([]specs.Mount{bind("/sys/kernel/btf", "ro"), bind("/sys/fs/cgroup", "rw"),
 				bind("/run/containerd", "rw", "rslave"), bind("/var/lib/containerd", "rw", "rslave"),
-				bind("/run/netns", "rw", "rshared")}))
+				bind("/run/netns", "rw", "rshared"),
+				// The DaemonSet's emptyDir at /tmp: CRIU makes its
+				// kernel-feature probes' directories there, and the root
+				// file system is read-only.
+				{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=64m"}}}))
 	case planePod:
 		var uid, gid uint32
 		if _, err := fmt.Sscanf(is.Config.User, "%d:%d", &uid, &gid); err != nil || uid == 0 {
