@@ -139,3 +139,46 @@ func FuzzRewritePins(f *testing.F) {
 		}
 	})
 }
+
+// TestManifestPinsMatchAFreshBuild: where this tree, this toolchain and
+// make deps' CRIU are those the pins name, a build here must give the
+// pinned digests (the build is reproducible across runs and machines).
+// Where one of them moved, the pins are stale by design until the next
+// make image, and the test says which input moved.
+func TestManifestPinsMatchAFreshBuild(t *testing.T) {
+	res, _ := builtImages(t)
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{"20-sensor.yaml", "30-plane.yaml"} {
+		data, err := os.ReadFile(filepath.Join(root, pinnedDir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pins, err := parsePins(data)
+		if err != nil || len(pins) != 1 {
+			t.Fatalf("%s: %+v %v", file, pins, err)
+		}
+		old, fresh := pins[0], res.pins[pins[0].Repo]
+		switch {
+		case old.Source != fresh.Source || old.Go != fresh.Go || old.CRIU != fresh.CRIU:
+			t.Logf("%s pins %s built from source %s, %s, criu %s; this tree builds from %s, %s, criu %s: "+
+				"refresh with make image before loading the images (deploy/README.md, \"Image\")",
+				file, old.Repo, old.Source, old.Go, old.CRIU, fresh.Source, fresh.Go, fresh.CRIU)
+		case old.Digest != fresh.Digest:
+			t.Errorf("%s pins %s@%s, but the same source, toolchain and CRIU build %s: the build is not reproducible",
+				file, old.Repo, old.Digest, fresh.Digest)
+		default:
+			t.Logf("%s: the pinned %s is this tree's (%s)", file, old.Repo, old.Digest)
+		}
+		// What make image would write parses back to this build's pins.
+		text, n, err := rewritePins(data, res.pins)
+		if err != nil || n != 1 {
+			t.Fatalf("%s: rewrite: %d lines, %v", file, n, err)
+		}
+		if again, err := parsePins(text); err != nil || len(again) != 1 || again[0] != fresh {
+			t.Errorf("%s rewritten: %+v %v, want %+v", file, again, err, fresh)
+		}
+	}
+}
