@@ -277,7 +277,9 @@ func imageFiles(t *testing.T, img v1.Image) map[string]imageFile {
 }
 
 func TestSourceDateEpoch(t *testing.T) {
-	env := func(v string, ok bool) func(string) (string, bool) { return func(string) (string, bool) { return v, ok } }
+	env := func(v string, ok bool) func(string) (string, bool) {
+		return func(string) (string, bool) { return v, ok }
+	}
 	if got, err := sourceDateEpoch(env("", false)); err != nil || got.Unix() != 0 {
 		t.Errorf("unset: %v %v, want time 0", got, err)
 	}
