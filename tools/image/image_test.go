@@ -78,8 +78,10 @@ func TestDigestDependsOnContentNotOnTheMachine(t *testing.T) {
 			if err := os.Chtimes(p, mtime, mtime); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Lchown(p, uid, uid); err != nil {
-				t.Fatal(err)
+			if os.Geteuid() == 0 { // another owner needs root (not under make test-unit)
+				if err := os.Lchown(p, uid, uid); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		if err := os.Symlink("libc.so.6", filepath.Join(base, "criu", "usr/lib/x86_64-linux-gnu/libc.so")); err != nil {
