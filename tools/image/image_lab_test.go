@@ -11,16 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/oci"
-	"github.com/opencontainers/runtime-spec/specs-go"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/escape-mtd/escape/internal/mtls"
@@ -29,211 +23,6 @@ import (
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
 )
-
-// The namespace Kubernetes' containerd uses, which deploy/README.md tells
-// operators to import into.
-const k8sNamespace = "k8s.io"
-
-// Ports of the image's agent and plane on h1, beside the lab's own agent
-// (7443, metrics 9464).
-const (
-	imageAgentPort   = 7543
-	imagePlanePort   = 7544
-	imageMetricsPort = 9564
-)
-
-// host is a lab host seen by the test: its containerd and a directory
-// that the root namespace sees at outside and the host at inside.
-type host struct {
-	t       *testing.T
-	inv     *lab.Inventory
-	h       lab.Host
-	c       *containerd.Client
-	ctx     context.Context
-	outside string
-	inside  string
-}
-
-func newHost(t *testing.T, inv *lab.Inventory, name string) *host {
-	h, ok := inv.Host(name)
-	if !ok {
-		t.Fatalf("no lab host %s", name)
-	}
-	c, err := containerd.New(h.Containerd)
-	if err != nil {
-		t.Fatalf("connect %s's containerd: %v", name, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	// The host's /var/lib/escape is its Dir/state (lab.Machine).
-	x := &host{t: t, inv: inv, h: h, c: c, ctx: namespaces.WithNamespace(context.Background(), k8sNamespace),
-		outside: filepath.Join(h.Dir, "state", "image-test"), inside: "/var/lib/escape/image-test"}
-	if err := os.RemoveAll(x.outside); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(x.outside, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(x.outside) })
-	return x
-}
-
-// in maps a path below the shared directory to the host's view of it.
-func (x *host) in(rel string) string  { return filepath.Join(x.inside, rel) }
-func (x *host) out(rel string) string { return filepath.Join(x.outside, rel) }
-
-// ctr runs make deps' ctr inside the host, as an operator on the node.
-func (x *host) ctr(args ...string) string {
-	x.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	full := append([]string{"--address", lab.InsideContainerd, "-n", k8sNamespace}, args...)
-	out, err := lab.Command(ctx, x.inv, x.h.Name, "/opt/escape/bin/ctr", full...).CombinedOutput()
-	if err != nil {
-		x.t.Fatalf("ctr %s on %s: %v: %s", strings.Join(args, " "), x.h.Name, err, out)
-	}
-	return string(out)
-}
-
-// kind says how a container runs: as the DaemonSet runs the daemon, or as
-// the Deployment runs the plane.
-type kind int
-
-const (
-	daemonSet kind = iota
-	planePod
-)
-
-// spec is the container's OCI spec: the image's environment, a read-only
-// root file system and the host's network, and for the daemon what
-// deploy/kubernetes/20-sensor.yaml gives it (privileged, hostPID, its host
-// paths at the same paths); the plane runs as the image's user with no
-// capability and no privilege escalation, as 30-plane.yaml asks.
-func (x *host) spec(id string, img containerd.Image, k kind, args []string) []oci.SpecOpts {
-	is, err := img.Spec(x.ctx)
-	if err != nil {
-		x.t.Fatalf("image config of %s: %v", img.Name(), err)
-	}
-	opts := []oci.SpecOpts{oci.WithProcessArgs(args...), oci.WithEnv(is.Config.Env), oci.WithProcessCwd("/"),
-		oci.WithRootFSReadonly(), oci.WithHostNamespace(specs.NetworkNamespace),
-		oci.WithCgroup(x.inv.CgroupsPath(x.h.Name, id)),
-		oci.WithMounts([]specs.Mount{{Destination: x.inside, Type: "bind", Source: x.inside, Options: []string{"rbind", "rw"}}})}
-	switch k {
-	case daemonSet:
-		bind := func(p string, o ...string) specs.Mount {
-			return specs.Mount{Destination: p, Type: "bind", Source: p, Options: append([]string{"rbind"}, o...)}
-		}
-		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices,
-			oci.WithHostNamespace(specs.PIDNamespace),
-			oci.WithMounts([]specs.Mount{bind("/sys/kernel/btf", "ro"), bind("/sys/fs/cgroup", "rw"),
-				bind("/run/containerd", "rw", "rslave"), bind("/var/lib/containerd", "rw", "rslave"),
-				bind("/run/netns", "rw", "rshared"),
-				// The DaemonSet's emptyDir at /tmp: CRIU makes its
-				// kernel-feature probes' directories there, and the root
-				// file system is read-only.
-				{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=64m"}}}))
-	case planePod:
-		var uid, gid uint32
-		if _, err := fmt.Sscanf(is.Config.User, "%d:%d", &uid, &gid); err != nil || uid == 0 {
-			x.t.Fatalf("plane image user %q: want a non-root uid:gid", is.Config.User)
-		}
-		opts = append(opts, oci.WithUIDGID(uid, gid), oci.WithCapabilities(nil), oci.WithNoNewPrivileges)
-	}
-	return opts
-}
-
-// create makes a container of img and its task, writing stdout and
-// stderr to a file in the shared directory; the test deletes both.
-func (x *host) create(id string, img containerd.Image, k kind, args ...string) (containerd.Task, string) {
-	x.t.Helper()
-	if old, err := x.c.LoadContainer(x.ctx, id); err == nil { // a failed earlier run
-		if task, err := old.Task(x.ctx, nil); err == nil {
-			task.Delete(x.ctx, containerd.WithProcessKill)
-		}
-		old.Delete(x.ctx, containerd.WithSnapshotCleanup)
-	}
-	ct, err := x.c.NewContainer(x.ctx, id,
-		containerd.WithRuntime("io.containerd.runc.v2", &runcopts.Options{Root: x.h.RuncRoot}),
-		containerd.WithNewSnapshot(id+"-snap", img),
-		// No oci.WithImageConfig: it mounts the snapshot in this process,
-		// and its paths exist only in the host's mount namespace.
-		containerd.WithNewSpec(x.spec(id, img, k, args)...))
-	if err != nil {
-		x.t.Fatalf("create container %s: %v", id, err)
-	}
-	x.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), k8sNamespace), time.Minute)
-		defer cancel()
-		if task, err := ct.Task(ctx, nil); err == nil {
-			task.Kill(ctx, syscall.SIGTERM)
-			if st, err := task.Wait(ctx); err == nil {
-				select {
-				case <-st:
-				case <-time.After(10 * time.Second):
-				}
-			}
-			task.Delete(ctx, containerd.WithProcessKill)
-		}
-		ct.Delete(ctx, containerd.WithSnapshotCleanup)
-	})
-	log := id + ".log"
-	task, err := ct.NewTask(x.ctx, cio.LogFile(x.in(log)))
-	if err != nil {
-		x.t.Fatalf("create task %s: %v", id, err)
-	}
-	return task, log
-}
-
-// run runs a container of img to its end and returns its exit status and
-// output.
-func (x *host) run(id string, img containerd.Image, k kind, args ...string) (uint32, string) {
-	x.t.Helper()
-	task, log := x.create(id, img, k, args...)
-	ctx, cancel := context.WithTimeout(x.ctx, 2*time.Minute)
-	defer cancel()
-	exit, err := task.Wait(ctx)
-	if err != nil {
-		x.t.Fatalf("wait for %s: %v", id, err)
-	}
-	if err := task.Start(ctx); err != nil {
-		x.t.Fatalf("start %s: %v", id, err)
-	}
-	var st containerd.ExitStatus
-	select {
-	case st = <-exit:
-	case <-ctx.Done():
-		x.t.Fatalf("%s did not end in 2 minutes: %s", id, x.output(log))
-	}
-	if _, err := task.Delete(ctx); err != nil {
-		x.t.Fatalf("delete task %s: %v", id, err)
-	}
-	return st.ExitCode(), x.output(log)
-}
-
-// start starts a long-running container; the test stops it.
-func (x *host) start(id string, img containerd.Image, k kind, args ...string) string {
-	x.t.Helper()
-	task, log := x.create(id, img, k, args...)
-	if err := task.Start(x.ctx); err != nil {
-		x.t.Fatalf("start %s: %v", id, err)
-	}
-	return log
-}
-
-func (x *host) output(log string) string {
-	b, _ := os.ReadFile(x.out(log))
-	return string(b)
-}
-
-// write puts a file into the shared directory.
-func (x *host) write(rel string, data []byte, mode os.FileMode) {
-	x.t.Helper()
-	if err := os.MkdirAll(filepath.Dir(x.out(rel)), 0o755); err != nil {
-		x.t.Fatal(err)
-	}
-	if err := os.WriteFile(x.out(rel), data, mode); err != nil {
-		x.t.Fatal(err)
-	}
-}
 
 // TestImagesRunInTheLab imports both images into h1's containerd with
 // ctr, as an operator loads them into a node, and runs them there the way
@@ -313,6 +102,22 @@ func TestImagesRunInTheLab(t *testing.T) {
 			t.Fatal(err)
 		}
 		x.write("agent.yaml", agentConfig(t, &x, netip.AddrPortFrom(ip, imageAgentPort), pki), 0o644)
+		// A namespace of the host's, as the agent makes for a migration's
+		// destination, made before the agent starts so that its container
+		// sees it whatever /run/netns's propagation.
+		ns := inv.NetnsPrefix + "imgtest"
+		hostCmd := func(args ...string) error {
+			out, err := lab.Command(context.Background(), inv, x.h.Name, args[0], args[1:]...).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s on %s: %w: %s", strings.Join(args, " "), x.h.Name, err, out)
+			}
+			return nil
+		}
+		_ = hostCmd("ip", "netns", "del", ns) // a failed earlier run
+		if err := hostCmd("ip", "netns", "add", ns); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = hostCmd("ip", "netns", "del", ns) })
 		log := x.start("escape-image-agent", sensorImg, daemonSet,
 			sensorBin, "run", "--config", x.in("agent.yaml"), "--host", x.h.Name)
 		h := x.h
@@ -335,7 +140,7 @@ func TestImagesRunInTheLab(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the image's agent at %s does not answer Hello: %v\n%s", h.Agent, err, x.output(log))
+				t.Fatalf("the image's agent at %s does not answer Hello: %v\n%s", h.Agent, err, log)
 			}
 			time.Sleep(time.Second)
 		}
@@ -345,6 +150,16 @@ func TestImagesRunInTheLab(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "Looks good") {
 			t.Fatalf("criu check in the agent's container: exit %d: %s", code, out)
 		}
+		// The migration guard as migrate/node/network.go sets and checks
+		// it, with the image's nsenter and iptables and their extensions
+		// (tcp, comment), in the namespace.
+		rule := "OUTPUT -p tcp --tcp-flags RST RST -m comment --comment escape-migration -j DROP"
+		out, code = x.exec("escape-image-agent", "/bin/sh", "-c",
+			"printf '*filter\\n-I "+rule+"\\nCOMMIT\\n' | nsenter --net=/run/netns/"+ns+" iptables-restore -w --noflush && "+
+				"nsenter --net=/run/netns/"+ns+" iptables -w -C "+rule+" && nsenter --net=/run/netns/"+ns+" iptables-save")
+		if code != 0 || !strings.Contains(out, "-A OUTPUT -p tcp -m tcp --tcp-flags RST RST -m comment --comment escape-migration -j DROP") {
+			t.Fatalf("the migration guard with the image's iptables: exit %d: %s", code, out)
+		}
 
 		t.Run("plane", func(t *testing.T) {
 			x := x
@@ -352,43 +167,6 @@ func TestImagesRunInTheLab(t *testing.T) {
 			testPlaneImage(t, &x, planeImg, res.src, h.Agent)
 		})
 	})
-}
-
-// exec runs a command in a running container and returns its output and
-// exit code, through a log file as the tasks' own output.
-func (x *host) exec(id string, args ...string) (string, uint32) {
-	x.t.Helper()
-	ct, err := x.c.LoadContainer(x.ctx, id)
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	task, err := ct.Task(x.ctx, nil)
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	sp, err := ct.Spec(x.ctx)
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	pspec := *sp.Process
-	pspec.Args = args
-	log := fmt.Sprintf("%s-exec-%d.log", id, time.Now().UnixNano())
-	p, err := task.Exec(x.ctx, "exec", &pspec, cio.LogFile(x.in(log)))
-	if err != nil {
-		x.t.Fatalf("exec %v in %s: %v", args, id, err)
-	}
-	ctx, cancel := context.WithTimeout(x.ctx, time.Minute)
-	defer cancel()
-	exit, err := p.Wait(ctx)
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		x.t.Fatalf("start exec %v in %s: %v", args, id, err)
-	}
-	st := <-exit
-	p.Delete(ctx)
-	return x.output(log), st.ExitCode()
 }
 
 // agentConfig is escape-sensor run's configuration for the image's agent:
@@ -492,14 +270,14 @@ func testPlaneImage(t *testing.T, x *host, img containerd.Image, src source, age
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the plane image's API at %s does not answer: exit %d: %s\nplane log:\n%s", api, code, out, x.output(log))
+			t.Fatalf("the plane image's API at %s does not answer: exit %d: %s\nplane log:\n%s", api, code, out, log)
 		}
 		time.Sleep(2 * time.Second)
 	}
 	// The plane's own certificate is no operator's: refused by role.
 	code, out = operator("escape-image-operator-wrong-role", dir+"/pki", string(mtls.RolePlane))
-	if code == 0 {
-		t.Fatalf("the plane image's API answered a plane certificate as an operator: %s", out)
+	if code == 0 || !strings.Contains(out, "plane at "+api) {
+		t.Fatalf("a plane certificate as an operator: exit %d: %s, want a refusal by the API at %s", code, out, api)
 	}
 	t.Logf("a plane certificate is refused as an operator: %s", strings.TrimSpace(out))
 }
