@@ -18,7 +18,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/escape-mtd/escape/internal/mtls"
+	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/plane"
+	"github.com/escape-mtd/escape/plane/agentapi"
 	"github.com/escape-mtd/escape/tools/doctor"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
@@ -102,6 +104,12 @@ func TestImagesRunInTheLab(t *testing.T) {
 			t.Fatal(err)
 		}
 		x.write("agent.yaml", agentConfig(t, &x, netip.AddrPortFrom(ip, imageAgentPort), pki), 0o644)
+		// The agent's state is Bidirectional in the DaemonSet: what the
+		// agent mounts there (CRIU's mask tmpfs) must reach the node, whose
+		// runc and CRIU write the checkpoint images there. A node's
+		// Bidirectional hostPath is a shared mount; the lab host's
+		// /var/lib/escape is private, so the test shares its directory.
+		x.shareDir()
 		// A namespace of the host's, as the agent makes for a migration's
 		// destination, made before the agent starts so that its container
 		// sees it whatever /run/netns's propagation.
@@ -161,6 +169,8 @@ func TestImagesRunInTheLab(t *testing.T) {
 			t.Fatalf("the migration guard with the image's iptables: exit %d: %s", code, out)
 		}
 
+		t.Run("checkpoint", func(t *testing.T) { checkpointThroughImageAgent(t, inv, c) })
+
 		t.Run("plane", func(t *testing.T) {
 			x := x
 			x.t = t
@@ -176,7 +186,8 @@ func agentConfig(t *testing.T, x *host, listen netip.AddrPort, pki string) []byt
 	files := mtls.IssuedFiles(x.in(pki), string(mtls.RoleAgent))
 	doc := map[string]map[string]any{
 		"sensor": {
-			"containerd": lab.InsideContainerd, "host": x.h.Name, "namespace": k8sNamespace,
+			// The lab's workloads' namespace: its images are there.
+			"containerd": lab.InsideContainerd, "host": x.h.Name, "namespace": x.inv.Namespace,
 			"events": []string{"file:" + x.in("events.jsonl")}, "listen": fmt.Sprintf("127.0.0.1:%d", imageMetricsPort),
 			"control": x.in("sensor.sock"), "profiles": x.in("profiles"),
 		},
@@ -314,4 +325,46 @@ func find(r doctor.Report, name string) doctor.Result {
 		}
 	}
 	return doctor.Result{Name: name, Detail: "not in the report"}
+}
+
+// checkpointThroughImageAgent: the plane's steps through the agent of the
+// daemon image, in its container: it starts the lab's redis at a service
+// address, a client reaches it, the agent checkpoints it (the node's runc
+// and CRIU dump into the agent's state directory), the image verifies, the
+// connection survives, and the agent removes the container.
+func checkpointThroughImageAgent(t *testing.T, inv *lab.Inventory, agent *agentapi.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ip := netip.MustParsePrefix("198.18.1.241/15")
+	spec := migrate.Spec{ID: "escape-image-redis", Image: inv.Images["redis"].Ref, IP: ip, MAC: "02:42:c6:12:01:f1",
+		Args: []string{"/usr/bin/redis-server", "--protected-mode", "no", "--save", ""}}
+	_, _ = agent.Remove(ctx, spec.ID) // a failed earlier run
+	t.Cleanup(func() { _, _ = agent.Remove(context.Background(), spec.ID) })
+	lease := migrate.Lease{IP: ip.Addr(), Generation: uint64(time.Now().UnixNano()), NotAfter: time.Now().Add(time.Hour)}
+	if _, err := agent.Start(ctx, spec, migrate.StartOptions{Address: true, Lease: lease}); err != nil {
+		t.Fatalf("start through the image's agent: %v", err)
+	}
+	r := labtest.DialRedis(t, inv, ip.Addr(), 20*time.Second)
+	if n, err := r.Incr("image", 5*time.Second); err != nil || n != 1 {
+		t.Fatalf("INCR from the client namespace: %d %v", n, err)
+	}
+	image := migrate.ImageName("image-test/redis")
+	t.Cleanup(func() { _, _ = agent.DropImage(context.Background(), image) })
+	res, err := agent.Checkpoint(ctx, spec.ID, image, migrate.CheckpointOptions{})
+	if err != nil || res.Bytes == 0 {
+		t.Fatalf("checkpoint through the image's agent: %+v %v", res, err)
+	}
+	if n, err := agent.VerifyImage(ctx, image); err != nil || n == 0 {
+		t.Fatalf("verify the image: %d %v", n, err)
+	}
+	if n, err := r.Incr("image", 5*time.Second); err != nil || n != 2 {
+		t.Fatalf("INCR after the checkpoint: %d %v", n, err)
+	}
+	t.Logf("checkpointed redis through the image's agent: %d bytes", res.Bytes)
+	if _, err := agent.Remove(ctx, spec.ID); err != nil {
+		t.Fatalf("remove through the image's agent: %v", err)
+	}
+	if st, err := agent.Status(ctx, spec.ID); err != nil || st.Status != migrate.Absent {
+		t.Fatalf("status after remove: %+v %v", st, err)
+	}
 }

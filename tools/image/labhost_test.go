@@ -14,6 +14,7 @@ import (
 
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -107,18 +108,25 @@ func (x *host) spec(id string, img containerd.Image, k kind, args []string) []oc
 	}
 	opts := []oci.SpecOpts{oci.WithProcessArgs(args...), oci.WithEnv(is.Config.Env), oci.WithProcessCwd("/"),
 		oci.WithRootFSReadonly(), oci.WithHostNamespace(specs.NetworkNamespace),
-		oci.WithCgroup(x.inv.CgroupsPath(x.h.Name, id)),
-		oci.WithMounts([]specs.Mount{{Destination: x.inside, Type: "bind", Source: x.inside, Options: []string{"rbind", "rw"}}})}
+		oci.WithCgroup(x.inv.CgroupsPath(x.h.Name, id))}
 	switch k {
 	case daemonSet:
 		bind := func(p string, o ...string) specs.Mount {
 			return specs.Mount{Destination: p, Type: "bind", Source: p, Options: append([]string{"rbind"}, o...)}
 		}
-		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices,
+		// As the CRI plugin does for a Bidirectional mount: the root's
+		// propagation rshared, else every mount is the node's slave and
+		// what the agent mounts (named network namespaces, CRIU's mask
+		// tmpfs) never reaches the node's runc.
+		rshared := func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			s.Linux.RootfsPropagation = "rshared"
+			return nil
+		}
+		opts = append(opts, rshared, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices,
 			oci.WithHostNamespace(specs.PIDNamespace),
 			oci.WithMounts([]specs.Mount{bind("/sys/kernel/btf", "ro"), bind("/sys/fs/cgroup", "rw"),
 				bind("/run/containerd", "rw", "rslave"), bind("/var/lib/containerd", "rw", "rslave"),
-				bind("/run/netns", "rw", "rshared"),
+				bind("/run/netns", "rw", "rshared"), bind(x.inside, "rw", "rshared"),
 				// The DaemonSet's emptyDir at /tmp: CRIU makes its
 				// kernel-feature probes' directories there, and the root
 				// file system is read-only.
@@ -128,7 +136,8 @@ func (x *host) spec(id string, img containerd.Image, k kind, args []string) []oc
 		if _, err := fmt.Sscanf(is.Config.User, "%d:%d", &uid, &gid); err != nil || uid == 0 {
 			x.t.Fatalf("plane image user %q: want a non-root uid:gid", is.Config.User)
 		}
-		opts = append(opts, oci.WithUIDGID(uid, gid), oci.WithCapabilities(nil), oci.WithNoNewPrivileges)
+		opts = append(opts, oci.WithUIDGID(uid, gid), oci.WithCapabilities(nil), oci.WithNoNewPrivileges,
+			oci.WithMounts([]specs.Mount{{Destination: x.inside, Type: "bind", Source: x.inside, Options: []string{"rbind", "rw"}}}))
 	}
 	return opts
 }
@@ -293,4 +302,21 @@ func (x *host) exec(id string, args ...string) (string, uint32) {
 	p.IO().Wait()
 	p.Delete(ctx)
 	return out.String(), st.ExitCode()
+}
+
+// shareDir makes the test's directory a shared mount inside the host, as a
+// node's Bidirectional hostPath is, until the test ends.
+func (x *host) shareDir() {
+	x.t.Helper()
+	sh := func(script string) error {
+		out, err := lab.Command(context.Background(), x.inv, x.h.Name, "sh", "-c", script).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s on %s: %w: %s", script, x.h.Name, err, out)
+		}
+		return nil
+	}
+	if err := sh("mount --bind " + x.inside + " " + x.inside + " && mount --make-shared " + x.inside); err != nil {
+		x.t.Fatal(err)
+	}
+	x.t.Cleanup(func() { _ = sh("umount -R -l " + x.inside) })
 }
