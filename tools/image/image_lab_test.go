@@ -335,8 +335,8 @@ func find(r doctor.Report, name string) doctor.Result {
 func checkpointThroughImageAgent(t *testing.T, inv *lab.Inventory, agent *agentapi.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	ip := netip.MustParsePrefix("198.18.1.241/15")
-	spec := migrate.Spec{ID: "escape-image-redis", Image: inv.Images["redis"].Ref, IP: ip, MAC: "02:42:c6:12:01:f1",
+	ip := netip.MustParsePrefix("198.18.1.230/15")
+	spec := migrate.Spec{ID: "escape-image-redis", Image: inv.Images["redis"].Ref, IP: ip, MAC: "02:42:c6:12:01:e6",
 		Args: []string{"/usr/bin/redis-server", "--protected-mode", "no", "--save", ""}}
 	_, _ = agent.Remove(ctx, spec.ID) // a failed earlier run
 	t.Cleanup(func() { _, _ = agent.Remove(context.Background(), spec.ID) })
