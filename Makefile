@@ -13,7 +13,7 @@ TESTFLAGS ?= -count=1 -p 1 -timeout 40m
 SHELL := /bin/bash
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: all build deps generate test test-unit bench bench-go bench-sensor bench-plane bench-plane-compare fuzz lab-up lab-down lab-status demo doctor clean k8s-schemas
+.PHONY: all build deps generate test test-unit bench bench-go bench-sensor bench-plane bench-plane-compare fuzz lab-up lab-down lab-status demo doctor clean k8s-schemas image
 
 all: build
 
@@ -80,6 +80,12 @@ BASE ?= bf821b0
 ROUNDS ?= 3
 bench-plane-compare: deps build
 	tools/bench/planebench/compare.sh -c $(BASE) -r $(ROUNDS) -o out/compare
+
+## image: the OCI images of the per-host daemon and of the plane, reproducibly, without a container
+## engine (out/image: OCI layouts, their archives for `ctr images import`, images.json), and the
+## image: lines of deploy/kubernetes pinned to their digests (deploy/README.md, "Image")
+image: deps
+	$(GO) run ./tools/image --out out/image --pin deploy/kubernetes
 
 ## doctor: preflight checks with remedies
 doctor: build
