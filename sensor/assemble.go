@@ -1,6 +1,8 @@
 package sensor
 
 import (
+	"slices"
+
 	"github.com/escape-mtd/escape/bags"
 )
 
@@ -105,7 +107,11 @@ func (a *Assembler) Build(e *RawEpoch) Epoch {
 	for _, h := range e.Hashes {
 		a.scratch[h]++
 	}
-	bc := make([]bags.BagCount, 0, len(a.scratch))
+	type entry struct {
+		h  uint64
+		bc bags.BagCount
+	}
+	es := make([]entry, 0, len(a.scratch))
 	for h, n := range a.scratch {
 		b, ok := a.dict[h]
 		switch {
@@ -114,13 +120,31 @@ func (a *Assembler) Build(e *RawEpoch) Epoch {
 		case a.bad[h]:
 			out.Collisions += int(n)
 		default:
-			bc = append(bc, bags.BagCount{Bag: b, Count: n})
+			es = append(es, entry{h, bags.BagCount{Bag: b, Count: n}})
 		}
 	}
-	bags.SortBags(bc) // canonical order: epochs compare element by element
+	// Canonical order: epochs compare element by element.
+	slices.SortFunc(es, func(x, y entry) int { return bags.CompareBags(x.bc.Bag, y.bc.Bag) })
+	bc := make([]bags.BagCount, len(es))
+	clear(a.scratch)
+	for i, x := range es {
+		bc[i] = x.bc
+		a.scratch[x.h] = uint32(i)
+	}
+	// The kernel ships the window hashes in the order the windows closed:
+	// the sequence scorers read it.
+	order := make([]uint32, len(e.Hashes))
+	for i, h := range e.Hashes {
+		j, ok := a.scratch[h]
+		if !ok {
+			j = bags.NoBag
+		}
+		order[i] = j
+	}
 	out.Bags = bags.Epoch{
 		Windows:  uint64(len(e.Hashes)),
 		Bags:     bc,
+		Order:    order,
 		Degraded: out.Lost > 0 || out.NewDrops > 0 || out.Unresolved > 0 || out.Collisions > 0,
 	}
 	return out
