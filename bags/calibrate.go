@@ -32,7 +32,8 @@ const DefaultFalseAlarmsPerDay = 1
 //
 // Stability: every Every scores, once MinScores are usable, the estimate is
 // recorded; the scores are stable when the last Stable estimates lie within
-// Tolerance (relative) of each other.
+// Tolerance (relative) of each other. With the defaults: the threshold
+// estimate moved less than 10% over the last 100 epochs.
 type Calibrator struct {
 	cfg    CalibrationConfig
 	ring   []float64
@@ -49,8 +50,8 @@ type CalibrationConfig struct {
 	FalseAlarmsPerDay float64 // target (default DefaultFalseAlarmsPerDay)
 	Keep              int     // held-out scores kept (default 1024)
 	MinScores         int     // usable scores before any estimate (default 20)
-	Every             int     // scores between two estimates (default 10)
-	Stable            int     // estimates that must agree (default 5)
+	Every             int     // scores between two estimates (default 20)
+	Stable            int     // estimates that must agree (default 6: they span 100 epochs)
 	Tolerance         float64 // their relative spread (default 0.1)
 }
 
@@ -65,10 +66,10 @@ func (c *CalibrationConfig) defaults() {
 		c.MinScores = 20
 	}
 	if c.Every == 0 {
-		c.Every = 10
+		c.Every = 20
 	}
 	if c.Stable == 0 {
-		c.Stable = 5
+		c.Stable = 6
 	}
 	if c.Tolerance == 0 {
 		c.Tolerance = 0.1
@@ -125,11 +126,12 @@ func (c *Calibrator) Seen() uint64 { return c.seen }
 
 func (c *Calibrator) usable() int { return min(len(c.ring), int(c.seen/2)) }
 
-// EpochsPerSecond is the epoch rate of the learning phase so far (epochs
-// over the time from the first to the last, at least one second).
+// EpochsPerSecond is the epoch rate of the learning phase so far: the
+// intervals between its epochs over the time from the first to the last (at
+// least one second).
 func (c *Calibrator) EpochsPerSecond() float64 {
 	span := max(c.last.Sub(c.first), time.Second)
-	return float64(c.seen) / span.Seconds()
+	return float64(max(c.seen, 2)-1) / span.Seconds()
 }
 
 // Target is the per-epoch false-alarm probability q at the current rate.

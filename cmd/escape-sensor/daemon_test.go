@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/escape-mtd/escape/bags"
 	"io"
 	"net/http"
 	"os"
@@ -129,7 +130,7 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 
 func TestRunConfigRejectsGarbage(t *testing.T) {
 	base := runConfig{Window: 10, Epoch: 1000, MaxContainers: 8, RingSize: 1 << 20, LearnEpochs: 1, Threshold: 10,
-		Events: []string{"stdout"}, EventsMaxSize: 1 << 20, EventsKeep: 1, Listen: "127.0.0.1:9464",
+		FalseAlarmsPerDay: 1, LearnMax: time.Minute, Events: []string{"stdout"}, EventsMaxSize: 1 << 20, EventsKeep: 1, Listen: "127.0.0.1:9464",
 		Control: "/run/escape-sensor/control.sock", Namespace: "escape"}
 	if err := base.validate(); err != nil {
 		t.Fatalf("the valid base is refused: %v", err)
@@ -138,7 +139,10 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		func(c *runConfig) { c.Listen = "0.0.0.0:9464" },
 		func(c *runConfig) { c.Listen = "example.com:80" },
 		func(c *runConfig) { c.Listen = "garbage" },
-		func(c *runConfig) { c.Threshold = 0 },
+		func(c *runConfig) { c.Threshold = -1 },
+		func(c *runConfig) { c.Scorer = "stide" },
+		func(c *runConfig) { c.FalseAlarmsPerDay = 0 },
+		func(c *runConfig) { c.LearnFor, c.LearnMax = time.Hour, time.Minute },
 		func(c *runConfig) { c.Events = nil },
 		func(c *runConfig) { c.Containerd = "h1.sock" },
 		func(c *runConfig) { c.Window = 17 },
@@ -150,6 +154,18 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		mod(&c)
 		if err := c.validate(); err == nil {
 			t.Errorf("accepted %+v", c)
+		}
+	}
+	// The default rule: lm, except that a threshold alone keeps meaning T.
+	for _, r := range []struct {
+		scorer    string
+		threshold float64
+		want      string
+	}{{"", 0, bags.RuleLM}, {"", 20, bags.RuleBoSC}, {"LM", 20, bags.RuleLM}, {"bosc", 0, bags.RuleBoSC}} {
+		c := base
+		c.Scorer, c.Threshold = r.scorer, r.threshold
+		if err := c.validate(); err != nil || c.rule() != r.want {
+			t.Errorf("scorer %q threshold %v: rule %s (%v), want %s", r.scorer, r.threshold, c.rule(), err, r.want)
 		}
 	}
 	c := base
