@@ -66,3 +66,37 @@ func BenchmarkSlide(b *testing.B) {
 	}
 	_ = sink
 }
+
+// BenchmarkScoreEpoch measures one scored epoch of 1,000 windows (W=10)
+// per rule against the same trained profile, in one run: the daemon's cost
+// per epoch on top of the kernel's. Report: ns/op is per epoch; allocs/op
+// must be 0.
+func BenchmarkScoreEpoch(b *testing.B) {
+	stream := benchStream(1 << 20)
+	p := NewProfile(WithWindow(10), WithSequence(true))
+	x, _ := NewWindower(10, 1000)
+	for _, c := range stream[:len(stream)/2] {
+		if e, ok := x.Push(c); ok {
+			p.Train(e)
+		}
+	}
+	test := pushAll(b, 10, 1000, stream[len(stream)/2:])
+	for _, rule := range Rules() {
+		b.Run(rule, func(b *testing.B) {
+			s, err := NewScorer(rule, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Score(test[0])
+			var anomalous int
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if s.Score(test[i%len(test)]).Anomalous {
+					anomalous++
+				}
+			}
+			_ = anomalous
+		})
+	}
+}

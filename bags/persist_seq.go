@@ -25,21 +25,21 @@ func (m *seqModel) appendTo(buf []byte, pos []uint32) []byte {
 		}
 		return 0
 	}
-	bi := make([]gram, 0, len(m.bi))
-	for k, n := range m.bi {
+	bi := make([]gram, 0, m.bi.len())
+	m.bi.each(func(k uint64, n uint32) {
 		_, a, b := split(k)
 		bi = append(bi, gram{a: pos[a], b: pos[b], n: n})
-	}
+	})
 	slices.SortFunc(bi, less)
 	buf = le.AppendUint64(buf, uint64(len(bi)))
 	for _, g := range bi {
 		buf = le.AppendUint32(le.AppendUint32(le.AppendUint32(buf, g.a), g.b), g.n)
 	}
-	tri := make([]gram, 0, len(m.tri))
-	for k, n := range m.tri {
+	tri := make([]gram, 0, m.tri.len())
+	m.tri.each(func(k uint64, n uint32) {
 		a, b, c := split(k)
 		tri = append(tri, gram{a: pos[a], b: pos[b], c: pos[c], n: n})
-	}
+	})
 	slices.SortFunc(tri, less)
 	buf = le.AppendUint64(buf, uint64(len(tri)))
 	for _, g := range tri {
@@ -64,7 +64,7 @@ func cmpU32(x, y uint32) int {
 func decodeSeq(d *decoder, nbags uint32) (*seqModel, error) {
 	m := newSeqModel()
 	var last [3]uint32
-	read := func(tab map[uint64]uint32, arity int, entry uint64, what string) error {
+	read := func(tab *gramTable, arity int, entry uint64, what string) error {
 		n := d.u64()
 		if d.err != nil {
 			return d.err
@@ -86,9 +86,9 @@ func decodeSeq(d *decoder, nbags uint32) (*seqModel, error) {
 			}
 			last = g
 			if arity == 2 {
-				tab[biKey(g[0], g[1])] = c
+				tab.put(biKey(g[0], g[1]), c)
 			} else {
-				tab[triKey(g[0], g[1], g[2])] = c
+				tab.put(triKey(g[0], g[1], g[2]), c)
 			}
 		}
 		return nil

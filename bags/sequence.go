@@ -21,29 +21,23 @@ const maxSeqBags = 1 << 21
 // trigram of bags spans W+2 calls, in order at both ends: what the papers'
 // bag of one window forgets.
 type seqModel struct {
-	bi, tri map[uint64]uint32
+	bi, tri *gramTable
 	// overflow counts n-grams dropped because of the cap (the profile's
 	// max bags, per level), so a flood cannot grow memory.
 	overflow uint64
 }
 
 func newSeqModel() *seqModel {
-	return &seqModel{bi: make(map[uint64]uint32), tri: make(map[uint64]uint32)}
+	return &seqModel{bi: newGramTable(), tri: newGramTable()}
 }
 
 func biKey(a, b uint32) uint64     { return uint64(a)<<21 | uint64(b) }
 func triKey(a, b, c uint32) uint64 { return uint64(a)<<42 | uint64(b)<<21 | uint64(c) }
 
-func (m *seqModel) add(tab map[uint64]uint32, k uint64, limit int) {
-	if c, ok := tab[k]; ok {
-		tab[k] = satAdd(c, 1)
-		return
-	}
-	if len(tab) >= limit {
+func (m *seqModel) add(tab *gramTable, k uint64, limit int) {
+	if !tab.add(k, limit) {
 		m.overflow++
-		return
 	}
-	tab[k] = 1
 }
 
 // learn counts the n-grams of one epoch's windows; ids maps the epoch's bag
@@ -92,6 +86,16 @@ func (m *seqModel) surprise(e *Epoch, ids []uint32, db *table, n uint64) (mean f
 		}
 		return (f + 1) / norm
 	}
+	// The mean of −ln p is −ln of the product of the p's over their count:
+	// a running product, renormalised by its binary exponent before it can
+	// underflow, costs one logarithm per epoch instead of one per window.
+	prod, exp := 1.0, 0
+	mul := func(p float64) {
+		if prod *= p; prod < 1e-200 {
+			m, e := math.Frexp(prod)
+			prod, exp = m, exp+e
+		}
+	}
 	var sum float64
 	if e.Order == nil {
 		for i := range e.Bags {
@@ -111,15 +115,15 @@ func (m *seqModel) surprise(e *Epoch, ids []uint32, db *table, n uint64) (mean f
 			p, pen := 0.0, 1.0
 			if have >= 2 {
 				if a != NoBag && b != NoBag && c != NoBag {
-					if k := m.tri[triKey(a, b, c)]; k > 0 {
-						p = float64(k) / float64(max(m.bi[biKey(a, b)], k))
+					if k := m.tri.get(triKey(a, b, c)); k > 0 {
+						p = float64(k) / float64(max(m.bi.get(biKey(a, b)), k))
 					}
 				}
 				pen *= Backoff
 			}
 			if p == 0 && have >= 1 {
 				if b != NoBag && c != NoBag {
-					if k := m.bi[biKey(b, c)]; k > 0 {
+					if k := m.bi.get(biKey(b, c)); k > 0 {
 						p = pen * float64(k) / float64(max(freq(b), k))
 					}
 				}
@@ -128,7 +132,7 @@ func (m *seqModel) surprise(e *Epoch, ids []uint32, db *table, n uint64) (mean f
 			if p == 0 {
 				p = pen * uni(c)
 			}
-			sum -= math.Log(p)
+			mul(p)
 			scored++
 			a, b = b, c
 			have = min(have+1, 2)
@@ -137,6 +141,7 @@ func (m *seqModel) surprise(e *Epoch, ids []uint32, db *table, n uint64) (mean f
 	if scored == 0 {
 		return 0, 0
 	}
+	sum -= math.Log(prod) + float64(exp)*math.Ln2
 	return sum / float64(scored), scored
 }
 
