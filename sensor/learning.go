@@ -12,8 +12,10 @@ import (
 )
 
 // ScorerLabel picks a container's scoring rule (bags.Rules), overriding the
-// daemon's default: escape.mtd/scorer=bosc|lm.
-const ScorerLabel = "escape.mtd/scorer"
+// daemon's default: escape.scorer=bosc|lm. Like IdentityLabel it is the
+// sensor's, outside the plane's policy prefix escape.mtd/ (whose unknown
+// keys the plane refuses).
+const ScorerLabel = "escape.scorer"
 
 // DefaultLearnMax is the ceiling of a calibrated learning phase.
 const DefaultLearnMax = 10 * time.Minute

@@ -41,7 +41,7 @@ containers that this host's containerd (--containerd) reports, trains each
 container identity's profile for at least --learn-epochs epochs and
 --learn-for, until the scores of its held-out epochs are stable (at most
 --learn-max), calibrates its threshold to --false-alarms-per-day, then scores
-every epoch with --scorer (or the container's escape.mtd/scorer label).
+every epoch with --scorer (or the container's escape.scorer label).
 Events are JSON lines (see docs/sensor.md). ` + "`escape-sensor retrain ID`" + `
 makes one identity learn again.
 
@@ -81,7 +81,7 @@ learn_epochs).`,
 	f.IntVar(&c.LearnEpochs, "learn-epochs", 30, "clean epochs that train a new identity before detection")
 	f.DurationVar(&c.LearnFor, "learn-for", 0, "least time a new identity learns, from its first epoch, besides --learn-epochs")
 	f.DurationVar(&c.LearnMax, "learn-max", sensor.DefaultLearnMax, "ceiling of a calibrated learning phase: it ends then even if the scores still move")
-	f.StringVar(&c.Scorer, "scorer", "", "default scoring rule, bosc (the papers') or lm; a container's label escape.mtd/scorer wins (default lm, or bosc when --threshold is set)")
+	f.StringVar(&c.Scorer, "scorer", "", "default scoring rule, bosc (the papers') or lm; a container's label escape.scorer wins (default lm, or bosc when --threshold is set)")
 	f.Float64Var(&c.Threshold, "threshold", 0, "override: every identity's threshold in its scorer's unit (bosc: mismatches per epoch, lm: nats); 0 calibrates each container")
 	f.Float64Var(&c.FalseAlarmsPerDay, "false-alarms-per-day", bags.DefaultFalseAlarmsPerDay, "calibration target: false alarms per 24 h of a container's epochs")
 	f.BoolVar(&c.EpochEvents, "epoch-events", false, "emit a summary event for every epoch")
