@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/sensor/control"
 	"io"
 	"net/http"
 	"os"
@@ -55,15 +56,16 @@ func busyCgroup(t *testing.T) string {
 	return dir
 }
 
-// The daemon end to end: events to a rotated file, /healthz and /metrics on
-// loopback, and top rendering its rows through the control socket.
+// The daemon end to end, with the defaults' scoring (lm, calibrated):
+// events to a rotated file, /healthz and /metrics on loopback, top
+// rendering its rows through the control socket, and retrain.
 func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 	dir := busyCgroup(t)
 	tmp := t.TempDir()
 	evFile := filepath.Join(tmp, "events.jsonl")
 	port := 20000 + os.Getpid()%20000
 	c := &runConfig{Window: 10, Epoch: 500, Flush: time.Second, MaxContainers: 8, RingSize: 1 << 20,
-		LearnEpochs: 2, Threshold: 10, EpochEvents: true, Profiles: filepath.Join(tmp, "profiles"),
+		LearnEpochs: 2, FalseAlarmsPerDay: 1, LearnMax: time.Minute, EpochEvents: true, Profiles: filepath.Join(tmp, "profiles"),
 		Events: []string{"file:" + evFile}, EventsMaxSize: 1 << 20, EventsKeep: 2,
 		Listen: fmt.Sprintf("127.0.0.1:%d", port), Control: filepath.Join(tmp, "run", "ctl.sock"),
 		Cgroups: []string{dir}, Host: "test", Namespace: "escape"}
@@ -125,6 +127,33 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 	}
 	if f[3] == "0" {
 		t.Errorf("top shows no call rate for a busy container: %q", lines[2])
+	}
+	b, _ := os.ReadFile(evFile)
+	if !bytes.Contains(b, []byte(`"scorer":"lm"`)) {
+		t.Error("the default scorer is not lm in the events")
+	}
+
+	// retrain IDENTITY through the daemon's control socket.
+	cli, err := control.Dial(ctx, c.Control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Do(ctx, control.Request{Op: "rows"})
+	if err != nil || len(resp.Rows) != 1 {
+		t.Fatalf("rows %+v: %v", resp.Rows, err)
+	}
+	id := resp.Rows[0].Identity
+	out.Reset()
+	if err := runRetrain(ctx, c.Control, id, &out); err != nil || !strings.Contains(out.String(), id) {
+		t.Fatalf("retrain %s: %v, %q", id, err, out.String())
+	}
+	if resp, err := cli.Do(ctx, control.Request{Op: "rows"}); err != nil || resp.Rows[0].State != sensor.StateLearning ||
+		resp.Rows[0].Learned > 1 {
+		t.Errorf("after retrain: %+v %v", resp.Rows, err)
+	}
+	if err := runRetrain(ctx, c.Control, "cgroup/nobody", &out); err == nil || !strings.Contains(err.Error(), "unknown identity") {
+		t.Errorf("retrain of an unknown identity: %v", err)
 	}
 }
 
