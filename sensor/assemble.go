@@ -29,6 +29,7 @@ type Assembler struct {
 	maxDict int
 	last    map[[2]uint32]slotTrack
 	scratch map[uint64]uint32
+	entries []entry // Build's sorting scratch, reused
 	// Counters.
 	Collisions, BadHashes, DictFull uint64
 }
@@ -107,11 +108,7 @@ func (a *Assembler) Build(e *RawEpoch) Epoch {
 	for _, h := range e.Hashes {
 		a.scratch[h]++
 	}
-	type entry struct {
-		h  uint64
-		bc bags.BagCount
-	}
-	es := make([]entry, 0, len(a.scratch))
+	es := a.entries[:0]
 	for h, n := range a.scratch {
 		b, ok := a.dict[h]
 		switch {
@@ -131,6 +128,7 @@ func (a *Assembler) Build(e *RawEpoch) Epoch {
 		bc[i] = x.bc
 		a.scratch[x.h] = uint32(i)
 	}
+	a.entries = es
 	// The kernel ships the window hashes in the order the windows closed:
 	// the sequence scorers read it.
 	order := make([]uint32, len(e.Hashes))
@@ -148,6 +146,12 @@ func (a *Assembler) Build(e *RawEpoch) Epoch {
 		Degraded: out.Lost > 0 || out.NewDrops > 0 || out.Unresolved > 0 || out.Collisions > 0,
 	}
 	return out
+}
+
+// entry is one distinct bag of an epoch being built, with its hash.
+type entry struct {
+	h  uint64
+	bc bags.BagCount
 }
 
 // Forget drops the sequence tracking of a slot generation.
