@@ -245,7 +245,8 @@ func decodeProfile(data []byte) (*Profile, error) {
 		s.val = f
 		prev = b
 	}
-	p := &Profile{cfg: cfg, db: db, stats: st, rule: rule, limit: limit, complete: flags&flagComplete != 0}
+	p := &Profile{cfg: cfg, db: db, stats: st, rule: rule, limit: limit, complete: flags&flagComplete != 0,
+		legacy: version == fileVersionV1}
 	if cfg.sequence {
 		seq, err := decodeSeq(&d, uint32(n))
 		if err != nil {

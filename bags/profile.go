@@ -25,6 +25,7 @@ type Profile struct {
 	rule     string
 	limit    float64
 	complete bool
+	legacy   bool // loaded from a version 1 file: Complete is unknown
 }
 
 // Stats summarises a profile's history.

@@ -100,6 +100,10 @@ func (p *Profile) Complete() bool {
 	return p.complete
 }
 
+// Legacy reports a profile loaded from a version 1 file, which does not
+// record whether its learning ended (Complete is then false).
+func (p *Profile) Legacy() bool { return p.legacy }
+
 // SetComplete records the end (or, false, a restart) of the learning phase.
 func (p *Profile) SetComplete(done bool) {
 	p.mu.Lock()

@@ -184,7 +184,7 @@ func TestSequenceProfileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.Rule() != RuleLM || !q.Complete() || !q.HasSequence() || q.Stats() != p.Stats() {
+	if q.Rule() != RuleLM || !q.Complete() || q.Legacy() || !q.HasSequence() || q.Stats() != p.Stats() {
 		t.Fatalf("loaded rule %s complete %v sequence %v stats %+v", q.Rule(), q.Complete(), q.HasSequence(), q.Stats())
 	}
 	lq, _ := NewScorer(q.Rule(), q)
@@ -216,7 +216,7 @@ func TestVersion1ProfileLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.Rule() != RuleBoSC || p.Threshold() != 7 || p.Workload() != "v1/redis" || p.Window() != 3 ||
-		p.HasSequence() || p.Complete() || p.Stats().Bags == 0 {
+		p.HasSequence() || p.Complete() || !p.Legacy() || p.Stats().Bags == 0 {
 		t.Fatalf("v1 profile: rule %s T %d workload %q W %d stats %+v", p.Rule(), p.Threshold(), p.Workload(), p.Window(), p.Stats())
 	}
 	s, err := NewScorer(p.Rule(), p)

@@ -67,8 +67,9 @@ func (m *Monitor) trackedLocked(c Container) (*tracked, error) {
 			t.profile = p
 			t.learned = int(p.Stats().TrainedEpochs)
 			// A version 1 file does not record the end of learning: one
-			// that has its epochs is taken as trained.
-			t.trained = p.Complete() || t.learned >= m.cfg.learnEpochs
+			// that has its epochs is taken as trained. A later one saved
+			// mid-learning learns on, its calibration and learn_for anew.
+			t.trained = p.Complete() || (p.Legacy() && t.learned >= m.cfg.learnEpochs)
 		case !errors.Is(err, os.ErrNotExist):
 			return nil, fmt.Errorf("load profile of %s: %w", id, err)
 		}

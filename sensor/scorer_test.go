@@ -135,3 +135,39 @@ func TestMonitorCalibratedLMFlagsAnUnusualWorkload(t *testing.T) {
 		t.Errorf("retrain of an unknown identity: %v", err)
 	}
 }
+
+// A profile saved in the middle of its learning phase (format v2 records
+// that) is still learning when a daemon loads it, although it has its
+// learn_epochs: the calibration has not spoken yet.
+func TestMonitorResumesAProfileSavedMidLearning(t *testing.T) {
+	cgtest.Root(t)
+	dir := t.TempDir()
+	opts := []sensor.MonitorOption{sensor.WithLearnEpochs(1), sensor.WithLearnFor(time.Minute),
+		sensor.WithLearnMax(time.Hour), sensor.WithCalibration(bags.CalibrationConfig{}), sensor.WithProfileDir(dir),
+		sensor.WithScorer(bags.RuleLM)}
+	ctx, mon, _, out := startMonitorWith(t, opts...)
+	cg := cgtest.New(t)
+	ctr := sensor.Container{ID: "c1", Namespace: "test", CgroupPath: cg.Leaf}
+	if err := mon.Add(ctx, ctr); err != nil {
+		t.Fatal(err)
+	}
+	cg.Run(t, known, 60)
+	waitFor(t, func() bool { return len(epochsOf(t, out)) >= 5 })
+	if err := mon.SaveAll(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := bags.LoadFile(filepath.Join(dir, "test_c1.bosc"))
+	if err != nil || p.Complete() || p.Rule() != bags.RuleLM || p.Stats().TrainedEpochs < 5 {
+		t.Fatalf("saved mid-learning: %v, complete %v", err, p != nil && p.Complete())
+	}
+	ctx2, mon2, _, _ := startMonitorWith(t, opts...)
+	cg2 := cgtest.New(t)
+	if err := mon2.Add(ctx2, sensor.Container{ID: "c1", Namespace: "test", CgroupPath: cg2.Leaf}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range mon2.Rows() {
+		if r.State != sensor.StateLearning || r.Learned < 5 {
+			t.Errorf("reloaded profile: state %s with %d epochs learned, want learning on", r.State, r.Learned)
+		}
+	}
+}
