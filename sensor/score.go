@@ -46,8 +46,7 @@ func (m *Monitor) handle(e Epoch) {
 	st.LastSeq = e.Seq
 	now := time.Now().UTC()
 	ep := &events.Epoch{Seq: e.Seq, Start: w.epochStart, Calls: e.Calls, Windows: e.Bags.Windows, Bags: len(e.Bags.Bags),
-		Threshold: t.profile.Threshold(), Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final,
-		Scorer: t.scorer.Rule()}
+		Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final, Scorer: t.scorer.Rule()}
 	mark := m.intervention(w.c.ID, w.epochStart, now)
 	w.epochStart = now
 	anomalous := false
@@ -89,7 +88,8 @@ func (m *Monitor) handle(e Epoch) {
 		t.state = StateDegraded
 	}
 	ep.Database = t.profile.Stats().Bags
-	ep.Limit, ep.Calibrated = t.scorer.Threshold(), m.cfg.calibrating()
+	// Read after learning, which may just have calibrated them.
+	ep.Limit, ep.Calibrated = t.scorer.Threshold(), m.cfg.calibrating() && t.trained
 	ep.Threshold = t.profile.Threshold()
 	if e.Final {
 		t.state = StateGone
