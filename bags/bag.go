@@ -124,10 +124,20 @@ type BagCount struct {
 	Count uint32
 }
 
+// NoBag marks a window of Epoch.Order whose bag is not known (the sensor
+// could not resolve its hash): it scores nothing and breaks the sequence.
+const NoBag = ^uint32(0)
+
 // Epoch is what the sensor delivers per container and epoch: the number of
 // windows closed and the distinct bags with their window counts.
 type Epoch struct {
 	Windows  uint64     // windows closed in this epoch
 	Bags     []BagCount // distinct bags and their window counts (sum == Windows unless Degraded)
 	Degraded bool       // the kernel lost data: never report such an epoch as clean
+	// Order is the epoch's windows in the order they closed, each the index
+	// of its bag in Bags (NoBag if unresolved). The kernel ships window
+	// hashes in order, so both the sensor and the Windower fill it; rules
+	// over the sequence of windows need it, the papers' rule does not. Nil
+	// means the order is unknown: sequence rules then see bags only.
+	Order []uint32
 }

@@ -22,6 +22,7 @@ type config struct {
 	autoStop  int
 	online    bool
 	maxBags   int
+	sequence  bool
 	workload  string
 	arch      string
 	log       *zap.Logger
@@ -54,7 +55,7 @@ func (c *config) validate() error {
 	if len(c.workload) > maxNameLen || len(c.arch) > maxNameLen {
 		return fmt.Errorf("workload or arch name longer than %d bytes: %w", maxNameLen, ErrConfig)
 	}
-	return nil
+	return c.validateSequence()
 }
 
 // Option configures a Profile.

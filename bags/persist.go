@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 )
 
-// File format (version 1), little endian, documented in docs/bosc.md:
+// File format (version 2; version 1 still loads), little endian,
+// documented in docs/bosc.md:
 //
 //	magic      8  "ESCBOSC\n"
 //	version    u16
-//	flags      u16  bit0 training stopped, bit1 online learning
+//	flags      u16  bit0 training stopped, bit1 online learning,
+//	           bit2 learning phase complete, bit3 sequence model (v2)
 //	window     u16
 //	epoch      u32
 //	threshold  u64
@@ -24,9 +27,15 @@ import (
 //	           overflow bags, overflow windows)
 //	workload   u16 length + bytes
 //	arch       u16 length + bytes
+//	rule       u16 length + bytes (v2: the scorer, "bosc" or "lm")
+//	limit      f64 bits (v2: the scorer's threshold in its unit)
 //	nbags      u64
 //	bags       nbags x (window x u16 syscall numbers ascending, u32 frequency),
 //	           sorted by bag, so equal profiles give equal files
+//	if bit3:   nbi u64, nbi x (u32 a, u32 b, u32 count), then
+//	           ntri u64, ntri x (u32 a, u32 b, u32 c, u32 count), then
+//	           overflow u64: the sequence model, a b c indices into the
+//	           bags above, each list sorted by key
 //	sha256     32 bytes over everything before it
 //
 // The loader checks the size implied by nbags against the file before it
@@ -34,12 +43,17 @@ import (
 // corrupted or hostile file costs at most its own size in memory.
 const (
 	fileMagic     = "ESCBOSC\n"
-	fileVersion   = 1
+	fileVersion   = 2
+	fileVersionV1 = 1
 	maxNameLen    = 1024
 	fixedHdrLen   = 8 + 2 + 2 + 2 + 4 + 8 + 4 + 4 + 5*8
 	maxProfileLen = 1 << 31
 	flagStopped   = 1 << 0
 	flagOnline    = 1 << 1
+	flagComplete  = 1 << 2
+	flagSequence  = 1 << 3
+	biEntry       = 12
+	triEntry      = 16
 )
 
 var (
@@ -77,6 +91,12 @@ func (p *Profile) encodeLocked() []byte {
 	if c.online {
 		flags |= flagOnline
 	}
+	if p.complete {
+		flags |= flagComplete
+	}
+	if p.seq != nil {
+		flags |= flagSequence
+	}
 	buf = le.AppendUint16(buf, flags)
 	buf = le.AppendUint16(buf, uint16(c.window))
 	buf = le.AppendUint32(buf, uint32(c.epoch))
@@ -87,16 +107,18 @@ func (p *Profile) encodeLocked() []byte {
 		p.stats.OverflowBags, p.stats.OverflowWindows} {
 		buf = le.AppendUint64(buf, v)
 	}
-	for _, s := range []string{c.workload, c.arch} {
+	for _, s := range []string{c.workload, c.arch, p.rule} {
 		buf = le.AppendUint16(buf, uint16(len(s)))
 		buf = append(buf, s...)
 	}
+	buf = le.AppendUint64(buf, math.Float64bits(p.limit))
 	type kv struct {
-		b Bag
-		f uint32
+		b   Bag
+		f   uint32
+		idx uint32
 	}
 	keys := make([]kv, 0, p.db.len())
-	p.db.each(func(s *slot) bool { keys = append(keys, kv{s.bag, s.val}); return true })
+	p.db.each(func(s *slot) bool { keys = append(keys, kv{s.bag, s.val, s.idx}); return true })
 	slices.SortFunc(keys, func(a, b kv) int { return compareBags(&a.b, &b.b) })
 	buf = le.AppendUint64(buf, uint64(len(keys)))
 	for _, k := range keys {
@@ -104,6 +126,13 @@ func (p *Profile) encodeLocked() []byte {
 			buf = le.AppendUint16(buf, k.b[i])
 		}
 		buf = le.AppendUint32(buf, k.f)
+	}
+	if p.seq != nil {
+		pos := make([]uint32, len(keys)) // table id -> position in the file
+		for i, k := range keys {
+			pos[k.idx] = uint32(i)
+		}
+		buf = p.seq.appendTo(buf, pos)
 	}
 	sum := sha256.Sum256(buf)
 	return append(buf, sum[:]...)
@@ -147,8 +176,9 @@ func decodeProfile(data []byte) (*Profile, error) {
 		return nil, fmt.Errorf("truncated: %d bytes: %w", len(data), ErrCorrupt)
 	}
 	le := binary.LittleEndian
-	if v := le.Uint16(data[8:]); v != fileVersion {
-		return nil, fmt.Errorf("version %d, this build reads %d: %w", v, fileVersion, ErrVersion)
+	version := le.Uint16(data[8:])
+	if version != fileVersion && version != fileVersionV1 {
+		return nil, fmt.Errorf("version %d, this build reads %d and %d: %w", version, fileVersionV1, fileVersion, ErrVersion)
 	}
 	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
 	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
@@ -169,6 +199,17 @@ func decodeProfile(data []byte) (*Profile, error) {
 	cfg.online = flags&flagOnline != 0
 	cfg.workload = d.str()
 	cfg.arch = d.str()
+	rule, limit := RuleBoSC, float64(cfg.threshold)
+	if version >= 2 {
+		rule = d.str()
+		limit = math.Float64frombits(d.u64())
+		cfg.sequence = flags&flagSequence != 0
+		if flags&^(flagStopped|flagOnline|flagComplete|flagSequence) != 0 {
+			return nil, fmt.Errorf("flags %#x: %w", flags, ErrCorrupt)
+		}
+	} else if flags&^(flagStopped|flagOnline) != 0 {
+		return nil, fmt.Errorf("version 1 flags %#x: %w", flags, ErrCorrupt)
+	}
 	n := d.u64()
 	if d.err != nil {
 		return nil, d.err
@@ -176,8 +217,14 @@ func decodeProfile(data []byte) (*Profile, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("header: %v: %w", err, ErrCorrupt)
 	}
+	if !slices.Contains(Rules(), rule) {
+		return nil, fmt.Errorf("header: scorer %q: %w", rule, ErrCorrupt)
+	}
+	if math.IsNaN(limit) || math.IsInf(limit, 0) || limit < 0 {
+		return nil, fmt.Errorf("header: threshold %v: %w", limit, ErrCorrupt)
+	}
 	entry := uint64(2*cfg.window + 4)
-	if n > uint64(len(d.b))/entry || n*entry != uint64(len(d.b)) {
+	if n > uint64(len(d.b))/entry || (!cfg.sequence && n*entry != uint64(len(d.b))) {
 		return nil, fmt.Errorf("%d bags do not fit %d body bytes: %w", n, len(d.b), ErrCorrupt)
 	}
 	db := newTable(int(n))
@@ -198,7 +245,19 @@ func decodeProfile(data []byte) (*Profile, error) {
 		s.val = f
 		prev = b
 	}
-	return &Profile{cfg: cfg, db: db, stats: st}, nil
+	p := &Profile{cfg: cfg, db: db, stats: st, rule: rule, limit: limit, complete: flags&flagComplete != 0,
+		legacy: version == fileVersionV1}
+	if cfg.sequence {
+		seq, err := decodeSeq(&d, uint32(n))
+		if err != nil {
+			return nil, err
+		}
+		p.seq = seq
+	}
+	if rule == RuleLM && p.seq == nil {
+		return nil, fmt.Errorf("scorer %s without a sequence model: %w", rule, ErrCorrupt)
+	}
+	return p, nil
 }
 
 // decoder reads little-endian fields and remembers the first short read.

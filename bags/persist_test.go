@@ -83,9 +83,9 @@ func TestCorruptAndTruncatedProfiles(t *testing.T) {
 			t.Errorf("%s: err %v, want ErrCorrupt", name, err)
 		}
 	}
-	v2 := append([]byte(nil), good...)
-	v2[8] = 2
-	if _, err := ReadProfile(bytes.NewReader(v2)); !errors.Is(err, ErrVersion) {
+	v3 := append([]byte(nil), good...)
+	v3[8] = 3
+	if _, err := ReadProfile(bytes.NewReader(v3)); !errors.Is(err, ErrVersion) {
 		t.Errorf("future version: %v", err)
 	}
 }
@@ -155,6 +155,10 @@ func FuzzReadProfile(f *testing.F) {
 	small.WriteTo(&buf)
 	f.Add(buf.Bytes())
 	f.Add([]byte(fileMagic))
+	if v1, err := os.ReadFile("testdata/v1.bosc"); err == nil {
+		f.Add(v1)
+	}
+	f.Add(sequenceProfileBytes(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := ReadProfile(bytes.NewReader(data))
 		if err != nil {
@@ -163,10 +167,23 @@ func FuzzReadProfile(f *testing.F) {
 			}
 			return
 		}
-		// Anything accepted must re-export to the same bytes (canonical form).
+		// Anything accepted must re-export to the same bytes (canonical
+		// form); a version 1 file re-exports as version 2, which must.
 		var out bytes.Buffer
 		if _, err := p.WriteTo(&out); err != nil {
 			t.Fatal(err)
+		}
+		if data[8] == fileVersionV1 {
+			q, err := ReadProfile(bytes.NewReader(out.Bytes()))
+			if err != nil {
+				t.Fatalf("re-export of a version 1 profile does not load: %v", err)
+			}
+			if q.Stats() != p.Stats() || q.Threshold() != p.Threshold() {
+				t.Fatal("version 1 profile changed on re-export")
+			}
+			data = append([]byte(nil), out.Bytes()...)
+			out.Reset()
+			q.WriteTo(&out)
 		}
 		if !bytes.Equal(out.Bytes(), data) {
 			t.Fatal("accepted profile does not round-trip")

@@ -17,6 +17,15 @@ type Profile struct {
 	stable  int // consecutive non-empty training epochs without a new bag
 	pending []BagCount
 	known   *callSet // for Explain; built on first use
+	seq     *seqModel
+	ids     []uint32 // per bag of the epoch in hand: its id in db, or NoBag
+	// rule and limit are the scorer that judges this profile and its
+	// threshold in that scorer's unit (Scorer); complete says its learning
+	// phase ended. All three persist.
+	rule     string
+	limit    float64
+	complete bool
+	legacy   bool // loaded from a version 1 file: Complete is unknown
 }
 
 // Stats summarises a profile's history.
@@ -49,6 +58,10 @@ type Verdict struct {
 	Degraded   bool    // kernel lost data for this epoch
 	Learned    int     // bags committed by online learning
 	Score      float64 // Mismatches / Windows (0 for an empty epoch)
+	// Value is the scorer's own score, compared with its threshold
+	// (Scorer): mismatches for RuleBoSC, mean nats for RuleLM. Detect
+	// alone leaves it 0.
+	Value float64
 }
 
 // Clean reports whether the epoch may be treated as normal: neither
@@ -64,7 +77,11 @@ func New(opts ...Option) (*Profile, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("new profile: %w", err)
 	}
-	return &Profile{cfg: cfg, db: newTable(1024)}, nil
+	p := &Profile{cfg: cfg, db: newTable(1024), rule: RuleBoSC, limit: float64(cfg.threshold)}
+	if cfg.sequence {
+		p.seq = newSeqModel()
+	}
+	return p, nil
 }
 
 // NewProfile is New for static configurations: it panics on invalid options,
@@ -94,6 +111,9 @@ func (p *Profile) Threshold() uint64 {
 func (p *Profile) SetThreshold(t uint64) {
 	p.mu.Lock()
 	p.cfg.threshold = t
+	if p.rule == RuleBoSC {
+		p.limit = float64(t)
+	}
 	p.mu.Unlock()
 }
 
@@ -160,7 +180,9 @@ func (p *Profile) Train(e Epoch) (TrainResult, error) {
 		return res, nil
 	}
 	var learned uint64
+	p.ids = p.ids[:0]
 	for _, bc := range e.Bags {
+		p.ids = append(p.ids, NoBag)
 		if bc.Count == 0 {
 			continue
 		}
@@ -168,6 +190,7 @@ func (p *Profile) Train(e Epoch) (TrainResult, error) {
 		h := hashBag(&bc.Bag)
 		if s := p.db.find(h, &bc.Bag); s != nil {
 			s.val = satAdd(s.val, bc.Count)
+			p.ids[len(p.ids)-1] = s.idx
 			continue
 		}
 		if p.db.len() >= p.cfg.maxBags {
@@ -178,7 +201,11 @@ func (p *Profile) Train(e Epoch) (TrainResult, error) {
 		}
 		s, _ := p.db.upsert(h, &bc.Bag)
 		s.val = bc.Count
+		p.ids[len(p.ids)-1] = s.idx
 		res.NewBags++
+	}
+	if p.seq != nil {
+		p.seq.learn(e.Order, p.ids, p.cfg.maxBags)
 	}
 	res.Bags = p.db.len()
 	if learned == 0 {

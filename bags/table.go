@@ -23,6 +23,10 @@ type slot struct {
 	hash uint64
 	val  uint32
 	gen  uint32
+	// idx is the entry's insertion index (0, 1, ...): a dense, stable id
+	// of the bag in this table, which growing keeps (it re-inserts in
+	// insertion order). Sequence models key their n-grams by it.
+	idx uint32
 }
 
 func newTable(hint int) *table {
@@ -87,7 +91,7 @@ func (t *table) upsert(h uint64, b *Bag) (s *slot, inserted bool) {
 		t.grow()
 		return t.upsert(h, b)
 	}
-	*s = slot{bag: *b, hash: h, gen: t.gen}
+	*s = slot{bag: *b, hash: h, gen: t.gen, idx: uint32(t.n)}
 	t.n++
 	t.used = append(t.used, uint32(i))
 	return s, true

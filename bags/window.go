@@ -36,6 +36,7 @@ type Windower struct {
 	hash      uint64 // multiset hash of the current window (see table)
 	agg       *table
 	out       []BagCount
+	order     []uint32 // per window of the open epoch: its bag's index in agg
 	epochs    uint64
 	totalCall uint64
 }
@@ -83,7 +84,7 @@ func (x *Windower) Window() int { return x.w }
 func (x *Windower) Epoch() int { return x.e }
 
 // Push feeds one syscall number. When this call completes an epoch, Push
-// returns it and true; its bags are in order of first occurrence. The returned Epoch's Bags slice is owned by the
+// returns it and true; its bags are in order of first occurrence. The returned Epoch's Bags and Order slices are owned by the
 // Windower and valid only until the next Push, Flush or Reset.
 func (x *Windower) Push(nr uint16) (Epoch, bool) {
 	if nr == pad {
@@ -147,6 +148,7 @@ func (x *Windower) close() {
 	x.windows++
 	s, _ := x.agg.upsert(x.hash, &x.sorted)
 	s.val++
+	x.order = append(x.order, s.idx)
 }
 
 // Flush closes the current epoch early (the sensor's time flush) and returns
@@ -163,6 +165,7 @@ func (x *Windower) Flush() (Epoch, bool) {
 func (x *Windower) Reset() {
 	x.clearWindow()
 	x.inEpoch, x.windows = 0, 0
+	x.order = x.order[:0]
 	x.agg.reset()
 }
 
@@ -181,7 +184,10 @@ func (x *Windower) emit() Epoch {
 	// Bags come in order of first occurrence in the epoch: deterministic for
 	// a given stream, and sorting here cost more than the whole hot path.
 	// Use SortBags to compare with the kernel's (unordered) delivery.
-	e := Epoch{Windows: x.windows, Bags: x.out}
+	// Bags are in insertion order, so a window's slot index is its bag's
+	// index in e.Bags. The order buffer is handed out and reused like out.
+	e := Epoch{Windows: x.windows, Bags: x.out, Order: x.order}
+	x.order = x.order[:0]
 	x.agg.reset()
 	x.windows, x.inEpoch = 0, 0
 	x.epochs++

@@ -1,6 +1,8 @@
 package sensor
 
 import (
+	"slices"
+
 	"github.com/escape-mtd/escape/bags"
 )
 
@@ -27,6 +29,7 @@ type Assembler struct {
 	maxDict int
 	last    map[[2]uint32]slotTrack
 	scratch map[uint64]uint32
+	entries []entry // Build's sorting scratch, reused
 	// Counters.
 	Collisions, BadHashes, DictFull uint64
 }
@@ -105,7 +108,7 @@ func (a *Assembler) Build(e *RawEpoch) Epoch {
 	for _, h := range e.Hashes {
 		a.scratch[h]++
 	}
-	bc := make([]bags.BagCount, 0, len(a.scratch))
+	es := a.entries[:0]
 	for h, n := range a.scratch {
 		b, ok := a.dict[h]
 		switch {
@@ -114,16 +117,41 @@ func (a *Assembler) Build(e *RawEpoch) Epoch {
 		case a.bad[h]:
 			out.Collisions += int(n)
 		default:
-			bc = append(bc, bags.BagCount{Bag: b, Count: n})
+			es = append(es, entry{h, bags.BagCount{Bag: b, Count: n}})
 		}
 	}
-	bags.SortBags(bc) // canonical order: epochs compare element by element
+	// Canonical order: epochs compare element by element.
+	slices.SortFunc(es, func(x, y entry) int { return bags.CompareBags(x.bc.Bag, y.bc.Bag) })
+	bc := make([]bags.BagCount, len(es))
+	clear(a.scratch)
+	for i, x := range es {
+		bc[i] = x.bc
+		a.scratch[x.h] = uint32(i)
+	}
+	a.entries = es
+	// The kernel ships the window hashes in the order the windows closed:
+	// the sequence scorers read it.
+	order := make([]uint32, len(e.Hashes))
+	for i, h := range e.Hashes {
+		j, ok := a.scratch[h]
+		if !ok {
+			j = bags.NoBag
+		}
+		order[i] = j
+	}
 	out.Bags = bags.Epoch{
 		Windows:  uint64(len(e.Hashes)),
 		Bags:     bc,
+		Order:    order,
 		Degraded: out.Lost > 0 || out.NewDrops > 0 || out.Unresolved > 0 || out.Collisions > 0,
 	}
 	return out
+}
+
+// entry is one distinct bag of an epoch being built, with its hash.
+type entry struct {
+	h  uint64
+	bc bags.BagCount
 }
 
 // Forget drops the sequence tracking of a slot generation.

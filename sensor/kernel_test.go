@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -101,8 +102,20 @@ func offline(t *testing.T, stream []int, w, e int) []bags.Epoch {
 	}
 	var out []bags.Epoch
 	cp := func(ep bags.Epoch) bags.Epoch {
+		seq := make([]bags.Bag, len(ep.Order))
+		for i, o := range ep.Order {
+			seq[i] = ep.Bags[o].Bag
+		}
 		ep.Bags = append([]bags.BagCount(nil), ep.Bags...)
 		bags.SortBags(ep.Bags)
+		idx := make(map[bags.Bag]uint32, len(ep.Bags))
+		for i, bc := range ep.Bags {
+			idx[bc.Bag] = uint32(i)
+		}
+		ep.Order = make([]uint32, len(seq))
+		for i, b := range seq {
+			ep.Order[i] = idx[b]
+		}
 		return ep
 	}
 	for _, nr := range stream {
@@ -143,6 +156,11 @@ func compareEpochs(t *testing.T, got []sensor.Epoch, want []bags.Epoch) {
 				t.Fatalf("epoch %d bag %d: kernel %v x%d, offline %v x%d", i, j,
 					g.Bags[j].Bag, g.Bags[j].Count, w.Bags[j].Bag, w.Bags[j].Count)
 			}
+		}
+		// The windows in the order they closed, as the sequence scorers
+		// read them.
+		if !slices.Equal(g.Order, w.Order) {
+			t.Fatalf("epoch %d: kernel window order %v, offline %v", i, g.Order, w.Order)
 		}
 		if got[i].Seq != uint32(i) {
 			t.Errorf("epoch %d has seq %d", i, got[i].Seq)

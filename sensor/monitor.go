@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,7 +78,11 @@ type tracked struct {
 	identity string
 	last     Container
 	profile  *bags.Profile
-	learned  int // clean epochs trained
+	scorer   bags.Scorer
+	// cal chooses the identity's threshold from its learning phase; nil
+	// when the operator set one (WithThreshold).
+	cal     *bags.Calibrator
+	learned int // clean epochs trained
 	// learnSince is when this daemon trained the identity's first epoch:
 	// learn_for counts from it. Zero until then.
 	learnSince time.Time
@@ -103,7 +108,12 @@ type monitorConfig struct {
 	host        string
 	learnEpochs int
 	learnFor    time.Duration
-	threshold   uint64
+	learnMax    time.Duration
+	rule        string
+	threshold   float64
+	thresholdOn bool // the operator set the threshold: no calibration
+	calibration bags.CalibrationConfig
+	calibrate   bool
 	epochEvents bool
 	profileDir  string
 	reporter    events.Sink
@@ -135,8 +145,33 @@ func WithLearnEpochs(n int) MonitorOption { return func(c *monitorConfig) { c.le
 // seconds or minutes: memory purges, expiry cycles, health checks.
 func WithLearnFor(d time.Duration) MonitorOption { return func(c *monitorConfig) { c.learnFor = d } }
 
-// WithThreshold sets the mismatch threshold of new profiles.
-func WithThreshold(t uint64) MonitorOption { return func(c *monitorConfig) { c.threshold = t } }
+// WithThreshold sets every identity's threshold, in its scorer's unit
+// (mismatching windows per epoch for the papers' rule, mean nats for lm),
+// instead of calibrating it: an explicit override.
+func WithThreshold(t float64) MonitorOption {
+	return func(c *monitorConfig) { c.threshold, c.thresholdOn = t, true }
+}
+
+// WithScorer sets the default scoring rule (bags.Rules; default the
+// papers', bags.RuleBoSC). A container's ScorerLabel overrides it.
+func WithScorer(rule string) MonitorOption { return func(c *monitorConfig) { c.rule = rule } }
+
+// WithCalibration calibrates each identity's threshold from its own
+// learning phase (bags.Calibrator; cfg's false-alarm target above all),
+// unless WithThreshold is given. Without either, every identity has its
+// scorer's default threshold (bags.DefaultThreshold mismatches for the
+// papers' rule).
+func WithCalibration(cfg bags.CalibrationConfig) MonitorOption {
+	return func(c *monitorConfig) { c.calibration, c.calibrate = cfg, true }
+}
+
+// calibrating says whether identities get calibrated thresholds.
+func (c *monitorConfig) calibrating() bool { return c.calibrate && !c.thresholdOn }
+
+// WithLearnMax sets the ceiling of a calibrated learning phase: past this
+// time from its first epoch it ends even if the scores are not stable, with
+// a warning (default 10 minutes; at least the learning time).
+func WithLearnMax(d time.Duration) MonitorOption { return func(c *monitorConfig) { c.learnMax = d } }
 
 // WithEpochEvents emits a summary event for every epoch.
 func WithEpochEvents(on bool) MonitorOption { return func(c *monitorConfig) { c.epochEvents = on } }
@@ -167,7 +202,7 @@ func WithMonitorLogger(l *zap.Logger) MonitorOption { return func(c *monitorConf
 
 // NewMonitor returns a monitor over a loaded probe, emitting to sink.
 func NewMonitor(p *Probe, sink events.Sink, opts ...MonitorOption) (*Monitor, error) {
-	cfg := monitorConfig{learnEpochs: 30, threshold: bags.DefaultThreshold, log: zap.NewNop()}
+	cfg := monitorConfig{learnEpochs: 30, learnMax: DefaultLearnMax, rule: bags.RuleBoSC, log: zap.NewNop()}
 	cfg.host, _ = os.Hostname()
 	for _, o := range opts {
 		o(&cfg)
@@ -177,6 +212,20 @@ func NewMonitor(p *Probe, sink events.Sink, opts ...MonitorOption) (*Monitor, er
 	}
 	if cfg.learnFor < 0 {
 		return nil, fmt.Errorf("monitor: learn for %v < 0", cfg.learnFor)
+	}
+	if cfg.learnMax < cfg.learnFor {
+		return nil, fmt.Errorf("monitor: learning ceiling %v below the learning time %v", cfg.learnMax, cfg.learnFor)
+	}
+	rule, err := bags.ParseRule(cfg.rule)
+	if err != nil {
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	cfg.rule = rule
+	if cfg.thresholdOn && (cfg.threshold < 0 || math.IsNaN(cfg.threshold) || math.IsInf(cfg.threshold, 0)) {
+		return nil, fmt.Errorf("monitor: threshold %v: want a finite number >= 0", cfg.threshold)
+	}
+	if _, err := bags.NewCalibrator(cfg.calibration); err != nil {
+		return nil, fmt.Errorf("monitor: %w", err)
 	}
 	if cfg.profileDir != "" {
 		if err := os.MkdirAll(cfg.profileDir, 0o700); err != nil {
@@ -260,66 +309,6 @@ func (m *Monitor) Remove(ctx context.Context, cgid uint64) error {
 		return fmt.Errorf("remove container %s: %w", w.c.ID, err)
 	}
 	return m.save(w.t)
-}
-
-func (m *Monitor) trackedLocked(c Container) (*tracked, error) {
-	id := c.Identity()
-	if t, ok := m.profiles[id]; ok {
-		return t, nil
-	}
-	t := &tracked{identity: id, last: c}
-	opts := []bags.Option{bags.WithWindow(m.probe.Window()), bags.WithEpoch(m.probe.Epoch()),
-		bags.WithThreshold(m.cfg.threshold), bags.WithWorkload(id), bags.WithLogger(m.log)}
-	if path := m.profilePath(id); path != "" {
-		p, err := bags.LoadFile(path, opts...)
-		switch {
-		case err == nil:
-			if p.Window() != m.probe.Window() {
-				return nil, fmt.Errorf("profile %s has window %d, sensor %d", path, p.Window(), m.probe.Window())
-			}
-			t.profile = p
-			t.learned = int(p.Stats().TrainedEpochs)
-			// The file does not record how long it learned: a profile that
-			// has its epochs is taken as trained, one that has not starts its
-			// learn_for afresh.
-			t.trained = t.learned >= m.cfg.learnEpochs
-		case !errors.Is(err, os.ErrNotExist):
-			return nil, fmt.Errorf("load profile of %s: %w", id, err)
-		}
-	}
-	if t.profile == nil {
-		p, err := bags.New(opts...)
-		if err != nil {
-			return nil, fmt.Errorf("new profile of %s: %w", id, err)
-		}
-		t.profile = p
-	}
-	t.state = m.modeLocked(t)
-	m.profiles[id] = t
-	return t, nil
-}
-
-func (m *Monitor) modeLocked(t *tracked) string {
-	if !t.trained {
-		return StateLearning
-	}
-	return StateWatching
-}
-
-// learnedEpoch counts a trained epoch seen at now and ends learning once
-// both the epochs and the time are done.
-func (m *Monitor) learnedEpoch(t *tracked, now time.Time) {
-	if t.learnSince.IsZero() {
-		t.learnSince = now
-	}
-	t.learned++
-	t.trained = learningDone(t.learned, now.Sub(t.learnSince), m.cfg.learnEpochs, m.cfg.learnFor)
-}
-
-// learningDone says whether learned epochs over elapsed time complete a
-// profile that needs epochs and learnFor.
-func learningDone(learned int, elapsed time.Duration, epochs int, learnFor time.Duration) bool {
-	return learned >= epochs && elapsed >= learnFor
 }
 
 func (m *Monitor) profilePath(identity string) string {

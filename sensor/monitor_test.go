@@ -198,6 +198,12 @@ func checkEvidence(t *testing.T, unseen []events.Syscall) {
 // and every epoch's event sent to out, until the test ends.
 func startMonitor(t *testing.T, opts ...sensor.MonitorOption) (context.Context, *sensor.Monitor, *sensor.Probe, *syncBuf) {
 	t.Helper()
+	return startMonitorWith(t, append([]sensor.MonitorOption{sensor.WithThreshold(10)}, opts...)...)
+}
+
+// startMonitorWith is startMonitor without its fixed threshold of 10.
+func startMonitorWith(t *testing.T, opts ...sensor.MonitorOption) (context.Context, *sensor.Monitor, *sensor.Probe, *syncBuf) {
+	t.Helper()
 	log := zaptest.NewLogger(t)
 	p, err := sensor.LoadProbe(sensor.WithWindow(10), sensor.WithEpoch(100), sensor.WithFlush(0), sensor.WithLogger(log))
 	if err != nil {
@@ -205,7 +211,7 @@ func startMonitor(t *testing.T, opts ...sensor.MonitorOption) (context.Context, 
 	}
 	t.Cleanup(func() { p.Close() })
 	out := &syncBuf{}
-	opts = append([]sensor.MonitorOption{sensor.WithHost("test"), sensor.WithThreshold(10), sensor.WithEpochEvents(true),
+	opts = append([]sensor.MonitorOption{sensor.WithHost("test"), sensor.WithEpochEvents(true),
 		sensor.WithMonitorLogger(log)}, opts...)
 	mon, err := sensor.NewMonitor(p, events.NewStreamSink(out), opts...)
 	if err != nil {

@@ -46,7 +46,7 @@ func (m *Monitor) handle(e Epoch) {
 	st.LastSeq = e.Seq
 	now := time.Now().UTC()
 	ep := &events.Epoch{Seq: e.Seq, Start: w.epochStart, Calls: e.Calls, Windows: e.Bags.Windows, Bags: len(e.Bags.Bags),
-		Threshold: t.profile.Threshold(), Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final}
+		Degraded: e.Bags.Degraded, Flushed: e.Flushed, Final: e.Final, Scorer: t.scorer.Rule()}
 	mark := m.intervention(w.c.ID, w.epochStart, now)
 	w.epochStart = now
 	anomalous := false
@@ -56,22 +56,19 @@ func (m *Monitor) handle(e Epoch) {
 	if !t.trained {
 		ep.Mode = StateLearning
 		if mark == nil {
-			res, err := t.profile.Train(e.Bags)
+			res, err := m.learnEpochLocked(t, e.Bags, now)
 			if err != nil {
 				m.log.Error("training failed", zap.String("identity", t.identity), zap.Error(err))
 			}
 			ep.NewBags = res.NewBags
-			if !res.Skipped && e.Bags.Windows > 0 && err == nil {
-				m.learnedEpoch(t, now)
-			}
 		}
 		// An epoch that CRIU's code ran in is not the workload's: it
 		// teaches the profile nothing.
 		t.state = m.modeLocked(t)
 	} else {
 		ep.Mode = "detecting"
-		v := t.profile.Detect(e.Bags)
-		ep.Mismatches, ep.NewBags, ep.Score = v.Mismatches, v.NewBags, v.Score
+		v := t.scorer.Score(e.Bags)
+		ep.Mismatches, ep.NewBags, ep.Score, ep.Value = v.Mismatches, v.NewBags, v.Score, v.Value
 		st.Mismatches += v.Mismatches
 		st.LastMismatches = v.Mismatches
 		anomalous = v.Anomalous
@@ -91,6 +88,9 @@ func (m *Monitor) handle(e Epoch) {
 		t.state = StateDegraded
 	}
 	ep.Database = t.profile.Stats().Bags
+	// Read after learning, which may just have calibrated them.
+	ep.Limit, ep.Calibrated = t.scorer.Threshold(), m.cfg.calibrating() && t.trained
+	ep.Threshold = t.profile.Threshold()
 	if e.Final {
 		t.state = StateGone
 	}
@@ -110,11 +110,15 @@ func (m *Monitor) handle(e Epoch) {
 	}
 	switch {
 	case anomalous:
-		sev, msg := events.SevCritical, "mismatches exceed threshold"
+		what := "mismatches exceed threshold"
+		if ep.Scorer != bags.RuleBoSC {
+			what = ep.Scorer + " score exceeds threshold"
+		}
+		sev, msg := events.SevCritical, what
 		if mark != nil {
 			// Kept as evidence, but not a page: the calls are ESCAPE's
 			// own (CRIU's parasite, a restore's first calls).
-			sev, msg = events.SevWarning, "mismatches exceed threshold during the "+mark.By+"'s "+mark.Kind+" of the container"
+			sev, msg = events.SevWarning, what+" during the "+mark.By+"'s "+mark.Kind+" of the container"
 		}
 		ev := marked(m.event(events.TypeAnomaly, sev, c, ep, nil, msg))
 		m.send(ctx, m.sink, ev)
@@ -178,7 +182,11 @@ type Row struct {
 	Epoch                                uint32
 	Database                             int
 	Learned                              int
-	Stats                                ContainerStats
+	// Scorer is the identity's rule and Threshold its threshold in that
+	// rule's unit (calibrated once learning ends, unless set).
+	Scorer    string
+	Threshold float64
+	Stats     ContainerStats
 }
 
 // Rows snapshots every identity the monitor knows. Calls include the open
@@ -196,7 +204,8 @@ func (m *Monitor) Rows() []Row {
 		}
 		rows = append(rows, Row{Identity: t.identity, ID: t.last.ID, Namespace: t.last.Namespace, Host: t.last.Host,
 			Image: t.last.Image, CgroupID: t.last.CgroupID, State: t.state, Epoch: t.stats.LastSeq,
-			Database: t.profile.Stats().Bags, Learned: t.learned, Stats: live})
+			Database: t.profile.Stats().Bags, Learned: t.learned, Scorer: t.scorer.Rule(), Threshold: t.scorer.Threshold(),
+			Stats: live})
 	}
 	return rows
 }

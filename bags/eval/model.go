@@ -22,13 +22,15 @@ type Model struct {
 	Prof   *bags.Profile
 	Total  uint64 // training windows
 	ngrams map[[NGram]uint16]struct{}
+	live   bags.Scorer // the daemon's sequence-model scorer over Prof
 }
 
 // TrainModel learns a profile of window w from traces with the engine's own
 // path: each trace is its own stream (Windower reset between traces), cut
 // into epochs of e calls, each epoch fed to Profile.Train.
 func TrainModel(ctx context.Context, traces []Trace, w, e int) (*Model, error) {
-	prof, err := bags.New(bags.WithWindow(w), bags.WithEpoch(e), bags.WithArch("i386"), bags.WithWorkload("adfa-ld"))
+	prof, err := bags.New(bags.WithWindow(w), bags.WithEpoch(e), bags.WithArch("i386"), bags.WithWorkload("adfa-ld"),
+		bags.WithSequence(true))
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +65,9 @@ func TrainModel(ctx context.Context, traces []Trace, w, e int) (*Model, error) {
 		}
 	}
 	m.Total = prof.Stats().TrainedWindows
+	if m.live, err = bags.NewScorer(bags.RuleLM, prof); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -89,6 +94,11 @@ type Scores struct {
 	// reference calls that spell the trace, per call.
 	Cover float64
 
+	// LiveLM is the daemon's RuleLM scorer (bags.Scorer) run as the
+	// daemon runs it: the trace's Windower epochs of Model.Epoch calls,
+	// the largest epoch score.
+	LiveLM float64
+
 	// KNNAttack is the supervised channel's cosine distance to the nearest
 	// dev attack trace (filled by Run; never a normal-only score).
 	KNNAttack float64
@@ -99,8 +109,18 @@ type Scores struct {
 // and the totals. A trace shorter than an epoch is one (partial) epoch, so
 // for most ADFA-LD traces this is the trace's mismatch count.
 func (m *Model) EpochMax(calls []uint16, e int) (max uint64, windows, mismatches uint64) {
+	max, windows, mismatches, _ = m.epochScores(calls, e)
+	return max, windows, mismatches
+}
+
+// epochScores is EpochMax plus the largest epoch score of the live
+// sequence-model scorer.
+func (m *Model) epochScores(calls []uint16, e int) (max uint64, windows, mismatches uint64, lm float64) {
 	x, _ := bags.NewWindower(m.W, e)
 	take := func(ep bags.Epoch) {
+		if m.live != nil {
+			lm = math.Max(lm, m.live.Value(ep))
+		}
 		v := m.Prof.Detect(ep)
 		windows += v.Windows
 		mismatches += v.Mismatches
@@ -116,7 +136,7 @@ func (m *Model) EpochMax(calls []uint16, e int) (max uint64, windows, mismatches
 	if ep, ok := x.Flush(); ok {
 		take(ep)
 	}
-	return max, windows, mismatches
+	return max, windows, mismatches, lm
 }
 
 // Score computes all scores of one trace. A trace with fewer than W calls has
@@ -124,8 +144,8 @@ func (m *Model) EpochMax(calls []uint16, e int) (max uint64, windows, mismatches
 // detection, never for it.
 func (m *Model) Score(calls []uint16) Scores {
 	var s Scores
-	max, _, _ := m.EpochMax(calls, m.Epoch)
-	s.EpochMax = float64(max)
+	max, _, _, lm := m.epochScores(calls, m.Epoch)
+	s.EpochMax, s.LiveLM = float64(max), lm
 	logN := math.Log(float64(m.Total) + 1)
 	ring := make([]bool, Burst)
 	inSpan, best := 0, 0

@@ -36,6 +36,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(&b, "| %s | %.3f | %.1f%% | %.3f | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.3f | %s |\n", v.Name, v.DevAUC, 100*v.DevDR5, v.AUC,
 			100*v.DR1, 100*v.DR5, 100*v.DR10, 100*v.HeldDR, 100*v.HeldFPR, v.AUCAll, strings.Join(fs, ", "))
 	}
+	writeCalibration(&b, r.Calibration)
 	r.writeSessions(&b)
 	r.writeFoldChecks(&b)
 	b.WriteString("\nWindow sweep (E fixed):\n\n| W | bags | AUC bosc-frac | AUC freq+6gram | held-out DR bosc-frac | held-out FPR |\n|---|---|---|---|---|---|\n")

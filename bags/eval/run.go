@@ -92,6 +92,7 @@ type Report struct {
 	Windows                 []WindowRow
 	Ceiling                 *CeilingReport // nil unless Config.Ceiling
 	FoldChecks              []FoldCheck    // empty unless Config.FoldCheck
+	Calibration             []CalibrationRow
 	Elapsed                 time.Duration
 }
 
@@ -159,6 +160,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if r.Ceiling, err = Ceiling(ctx, d, cfg.DevRuns, cfg.Window); err != nil {
 			return nil, err
 		}
+	}
+	if r.Calibration, err = Calibration(ctx, d, sel, rep, held, cfg.Window, cfg.Epoch); err != nil {
+		return nil, err
 	}
 	sizes := RunSizes(d.Attack)
 	sets, err := scoreRegimes(ctx, d, sel, rep, cfg, base)

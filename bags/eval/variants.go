@@ -51,6 +51,8 @@ func cover(s Scores) float64     { return s.Cover }
 func AllVariants() []Variant {
 	return []Variant{
 		{Name: "bosc-epoch", Help: "papers' rule: max mismatches in one epoch (> T flags)", Score: func(s Scores) float64 { return s.EpochMax }},
+		{Name: "live-lm", Help: "the daemon's lm scorer: max epoch mean -ln S(bag | 2 previous bags), stupid backoff", Score: func(s Scores) float64 { return s.LiveLM }},
+		{Name: "live-lm+valA", Help: "live-lm, profile also fed A1", Score: func(s Scores) float64 { return s.LiveLM }, Regime: ExtA1},
 		{Name: "bosc-frac", Help: "share of windows with an unseen bag", Score: frac},
 		{Name: "freq-weighted", Help: "mean window surprisal -log((f+1)/(N+1)), normalised", Score: func(s Scores) float64 { return s.Surprisal }},
 		{Name: "rare-bag", Help: "share of windows whose bag was seen at most once", Score: func(s Scores) float64 { return s.Rare }},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 
+	"github.com/escape-mtd/escape/bags"
 	"github.com/escape-mtd/escape/internal/config"
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/discovery"
@@ -28,8 +30,16 @@ type runConfig struct {
 	RingSize      int           `yaml:"ring_size"`
 	LearnEpochs   int           `yaml:"learn_epochs"`
 	LearnFor      time.Duration `yaml:"learn_for"`
-	Threshold     uint64        `yaml:"threshold"`
-	EpochEvents   bool          `yaml:"epoch_events"`
+	// LearnMax is the ceiling of a calibrated learning phase.
+	LearnMax time.Duration `yaml:"learn_max"`
+	// Scorer is the default scoring rule ("" picks lm, or bosc when a
+	// threshold is set: a threshold alone keeps its old meaning, T).
+	Scorer string `yaml:"scorer"`
+	// Threshold, when not 0, is every identity's threshold in its
+	// scorer's unit instead of the calibrated one: an explicit override.
+	Threshold         float64 `yaml:"threshold"`
+	FalseAlarmsPerDay float64 `yaml:"false_alarms_per_day"`
+	EpochEvents       bool    `yaml:"epoch_events"`
 	// InterventionSettle is how long after the agent's checkpoint, restore
 	// or restart ends an epoch that begins is still marked as overlapping
 	// it.
@@ -110,8 +120,19 @@ func (c *runConfig) validate() error {
 			return fmt.Errorf("listen (--listen) %q: metrics and health are served on loopback only", c.Listen)
 		}
 	}
-	if c.Threshold == 0 {
-		return fmt.Errorf("threshold (--threshold): must be >= 1")
+	if c.Threshold < 0 || math.IsNaN(c.Threshold) || math.IsInf(c.Threshold, 0) {
+		return fmt.Errorf("threshold (--threshold): %v: want 0 (calibrate per container) or a positive number", c.Threshold)
+	}
+	if c.Scorer != "" {
+		if _, err := bags.ParseRule(c.Scorer); err != nil {
+			return fmt.Errorf("scorer (--scorer): %w", err)
+		}
+	}
+	if !(c.FalseAlarmsPerDay > 0) || c.FalseAlarmsPerDay > 1e6 {
+		return fmt.Errorf("false_alarms_per_day (--false-alarms-per-day): %v is outside (0, 1e6]", c.FalseAlarmsPerDay)
+	}
+	if c.LearnMax < c.LearnFor || c.LearnMax > 30*24*time.Hour {
+		return fmt.Errorf("learn_max (--learn-max): %v is not between learn_for (%v) and 720h", c.LearnMax, c.LearnFor)
 	}
 	for _, r := range []struct {
 		key       string
@@ -173,6 +194,29 @@ func (c *runConfig) validate() error {
 		return fmt.Errorf("containerd (--containerd) %q: want the absolute path of this host's containerd socket", c.Containerd)
 	}
 	return nil
+}
+
+// rule is the default scoring rule: the scorer key, else lm, except that a
+// threshold set without a scorer keeps its old meaning (the papers' T).
+func (c *runConfig) rule() string {
+	switch {
+	case c.Scorer != "":
+		r, _ := bags.ParseRule(c.Scorer)
+		return r
+	case c.Threshold > 0:
+		return bags.RuleBoSC
+	}
+	return bags.RuleLM
+}
+
+// scoringOptions configure the monitor's scorers and calibration.
+func (c *runConfig) scoringOptions() []sensor.MonitorOption {
+	opts := []sensor.MonitorOption{sensor.WithScorer(c.rule()), sensor.WithLearnMax(c.LearnMax),
+		sensor.WithCalibration(bags.CalibrationConfig{FalseAlarmsPerDay: c.FalseAlarmsPerDay})}
+	if c.Threshold > 0 {
+		opts = append(opts, sensor.WithThreshold(c.Threshold))
+	}
+	return opts
 }
 
 func (c *runConfig) probeOptions(log *zap.Logger) []sensor.ProbeOption {

@@ -29,6 +29,7 @@ sensor:
   max_containers: 8
   ring_size: 1048576
   learn_epochs: 2
+  threshold: 10   # an explicit threshold: no calibration, learning ends after learn_epochs
   epoch_events: false
   profiles: ""
   events: ["file:%s"]

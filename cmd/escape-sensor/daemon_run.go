@@ -38,9 +38,12 @@ func newRunCmd() *cobra.Command {
 		Short: "Run the per-host sensor daemon: in-kernel bags, JSON events, /metrics, control socket",
 		Long: `run is the per-host daemon. It loads the eBPF sensor, watches the
 containers that this host's containerd (--containerd) reports, trains each
-container identity's profile for --learn-epochs epochs, and for at least
---learn-for, then scores every epoch. Events are JSON lines (see
-docs/sensor.md).
+container identity's profile for at least --learn-epochs epochs and
+--learn-for, until the scores of its held-out epochs are stable (at most
+--learn-max), calibrates its threshold to --false-alarms-per-day, then scores
+every epoch with --scorer (or the container's escape.scorer label).
+Events are JSON lines (see docs/sensor.md). ` + "`escape-sensor retrain ID`" + `
+makes one identity learn again.
 
 With an "agent" section in --config it is also the host's node agent: it
 serves the plane over mutual TLS (gRPC) every host-local step of a
@@ -77,7 +80,10 @@ learn_epochs).`,
 	f.IntVar(&c.RingSize, "ring-size", 4<<20, "ring buffer bytes (power of two)")
 	f.IntVar(&c.LearnEpochs, "learn-epochs", 30, "clean epochs that train a new identity before detection")
 	f.DurationVar(&c.LearnFor, "learn-for", 0, "least time a new identity learns, from its first epoch, besides --learn-epochs")
-	f.Uint64Var(&c.Threshold, "threshold", bags.DefaultThreshold, "mismatches per epoch above which it is anomalous")
+	f.DurationVar(&c.LearnMax, "learn-max", sensor.DefaultLearnMax, "ceiling of a calibrated learning phase: it ends then even if the scores still move")
+	f.StringVar(&c.Scorer, "scorer", "", "default scoring rule, bosc (the papers') or lm; a container's label escape.scorer wins (default lm, or bosc when --threshold is set)")
+	f.Float64Var(&c.Threshold, "threshold", 0, "override: every identity's threshold in its scorer's unit (bosc: mismatches per epoch, lm: nats); 0 calibrates each container")
+	f.Float64Var(&c.FalseAlarmsPerDay, "false-alarms-per-day", bags.DefaultFalseAlarmsPerDay, "calibration target: false alarms per 24 h of a container's epochs")
 	f.BoolVar(&c.EpochEvents, "epoch-events", false, "emit a summary event for every epoch")
 	f.DurationVar(&c.InterventionSettle, "intervention-settle", intervene.DefaultSettle,
 		"mark epochs beginning this long after the agent's checkpoint, restore or restart as overlapping it")
@@ -133,12 +139,13 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 	}
 	defer probe.Close()
 	mopts := []sensor.MonitorOption{sensor.WithHost(c.Host), sensor.WithLearnEpochs(c.LearnEpochs),
-		sensor.WithLearnFor(c.LearnFor), sensor.WithThreshold(c.Threshold), sensor.WithEpochEvents(c.EpochEvents),
+		sensor.WithLearnFor(c.LearnFor), sensor.WithEpochEvents(c.EpochEvents),
 		sensor.WithProfileDir(c.Profiles), sensor.WithMonitorLogger(log)}
 	// The agent, in this process, records its checkpoints, restores and
 	// restarts here; the monitor marks the epochs that overlap them.
 	ivs := intervene.NewLog(c.InterventionSettle)
 	mopts = append(mopts, sensor.WithInterventions(ivs))
+	mopts = append(mopts, c.scoringOptions()...)
 	var outbox *agentapi.Outbox
 	if ag.enabled() {
 		// Every scored epoch goes to the plane over the agent's link: the

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/escape-mtd/escape/bags"
+	"github.com/escape-mtd/escape/sensor/control"
 	"io"
 	"net/http"
 	"os"
@@ -54,15 +56,16 @@ func busyCgroup(t *testing.T) string {
 	return dir
 }
 
-// The daemon end to end: events to a rotated file, /healthz and /metrics on
-// loopback, and top rendering its rows through the control socket.
+// The daemon end to end, with the defaults' scoring (lm, calibrated):
+// events to a rotated file, /healthz and /metrics on loopback, top
+// rendering its rows through the control socket, and retrain.
 func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 	dir := busyCgroup(t)
 	tmp := t.TempDir()
 	evFile := filepath.Join(tmp, "events.jsonl")
 	port := 20000 + os.Getpid()%20000
 	c := &runConfig{Window: 10, Epoch: 500, Flush: time.Second, MaxContainers: 8, RingSize: 1 << 20,
-		LearnEpochs: 2, Threshold: 10, EpochEvents: true, Profiles: filepath.Join(tmp, "profiles"),
+		LearnEpochs: 2, FalseAlarmsPerDay: 1, LearnMax: time.Minute, EpochEvents: true, Profiles: filepath.Join(tmp, "profiles"),
 		Events: []string{"file:" + evFile}, EventsMaxSize: 1 << 20, EventsKeep: 2,
 		Listen: fmt.Sprintf("127.0.0.1:%d", port), Control: filepath.Join(tmp, "run", "ctl.sock"),
 		Cgroups: []string{dir}, Host: "test", Namespace: "escape"}
@@ -125,11 +128,38 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 	if f[3] == "0" {
 		t.Errorf("top shows no call rate for a busy container: %q", lines[2])
 	}
+	b, _ := os.ReadFile(evFile)
+	if !bytes.Contains(b, []byte(`"scorer":"lm"`)) {
+		t.Error("the default scorer is not lm in the events")
+	}
+
+	// retrain IDENTITY through the daemon's control socket.
+	cli, err := control.Dial(ctx, c.Control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Do(ctx, control.Request{Op: "rows"})
+	if err != nil || len(resp.Rows) != 1 {
+		t.Fatalf("rows %+v: %v", resp.Rows, err)
+	}
+	id := resp.Rows[0].Identity
+	out.Reset()
+	if err := runRetrain(ctx, c.Control, id, &out); err != nil || !strings.Contains(out.String(), id) {
+		t.Fatalf("retrain %s: %v, %q", id, err, out.String())
+	}
+	if resp, err := cli.Do(ctx, control.Request{Op: "rows"}); err != nil || resp.Rows[0].State != sensor.StateLearning ||
+		resp.Rows[0].Learned > 1 {
+		t.Errorf("after retrain: %+v %v", resp.Rows, err)
+	}
+	if err := runRetrain(ctx, c.Control, "cgroup/nobody", &out); err == nil || !strings.Contains(err.Error(), "unknown identity") {
+		t.Errorf("retrain of an unknown identity: %v", err)
+	}
 }
 
 func TestRunConfigRejectsGarbage(t *testing.T) {
 	base := runConfig{Window: 10, Epoch: 1000, MaxContainers: 8, RingSize: 1 << 20, LearnEpochs: 1, Threshold: 10,
-		Events: []string{"stdout"}, EventsMaxSize: 1 << 20, EventsKeep: 1, Listen: "127.0.0.1:9464",
+		FalseAlarmsPerDay: 1, LearnMax: time.Minute, Events: []string{"stdout"}, EventsMaxSize: 1 << 20, EventsKeep: 1, Listen: "127.0.0.1:9464",
 		Control: "/run/escape-sensor/control.sock", Namespace: "escape"}
 	if err := base.validate(); err != nil {
 		t.Fatalf("the valid base is refused: %v", err)
@@ -138,7 +168,10 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		func(c *runConfig) { c.Listen = "0.0.0.0:9464" },
 		func(c *runConfig) { c.Listen = "example.com:80" },
 		func(c *runConfig) { c.Listen = "garbage" },
-		func(c *runConfig) { c.Threshold = 0 },
+		func(c *runConfig) { c.Threshold = -1 },
+		func(c *runConfig) { c.Scorer = "stide" },
+		func(c *runConfig) { c.FalseAlarmsPerDay = 0 },
+		func(c *runConfig) { c.LearnFor, c.LearnMax = time.Hour, time.Minute },
 		func(c *runConfig) { c.Events = nil },
 		func(c *runConfig) { c.Containerd = "h1.sock" },
 		func(c *runConfig) { c.Window = 17 },
@@ -150,6 +183,18 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		mod(&c)
 		if err := c.validate(); err == nil {
 			t.Errorf("accepted %+v", c)
+		}
+	}
+	// The default rule: lm, except that a threshold alone keeps meaning T.
+	for _, r := range []struct {
+		scorer    string
+		threshold float64
+		want      string
+	}{{"", 0, bags.RuleLM}, {"", 20, bags.RuleBoSC}, {"LM", 20, bags.RuleLM}, {"bosc", 0, bags.RuleBoSC}} {
+		c := base
+		c.Scorer, c.Threshold = r.scorer, r.threshold
+		if err := c.validate(); err != nil || c.rule() != r.want {
+			t.Errorf("scorer %q threshold %v: rule %s (%v), want %s", r.scorer, r.threshold, c.rule(), err, r.want)
 		}
 	}
 	c := base

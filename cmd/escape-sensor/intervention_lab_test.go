@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/escape-mtd/escape/bags"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -142,6 +143,11 @@ func TestCheckpointsUnderLoadAreMarked(t *testing.T) {
 			continue
 		}
 		epochs++
+		// The lab's configuration sets no threshold: the daemon's default
+		// scorer, calibrated per container, is the one under test.
+		if e.Epoch.Scorer != bags.RuleLM || !e.Epoch.Calibrated {
+			t.Fatalf("epoch %d scored by %q (calibrated %v), want the default lm, calibrated", e.Epoch.Seq, e.Epoch.Scorer, e.Epoch.Calibrated)
+		}
 		over, settling := overlaps(e)
 		if over {
 			overlapping++

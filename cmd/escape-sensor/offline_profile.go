@@ -20,9 +20,14 @@ func newProfileCmd() *cobra.Command {
 				return err
 			}
 			s := p.Stats()
-			fmt.Fprintf(c.OutOrStdout(), "%s: workload %q arch %s W=%d E=%d T=%d bags %d trained windows %d epochs %d stopped %v learned-online %d overflow %d bags/%d windows\n",
+			sc, err := bags.NewScorer(p.Rule(), p)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s: workload %q arch %s W=%d E=%d T=%d bags %d trained windows %d epochs %d stopped %v learned-online %d overflow %d bags/%d windows scorer %s threshold %g sequence %v learning-complete %v\n",
 				args[0], p.Workload(), p.Arch(), p.Window(), p.EpochLen(), p.Threshold(), s.Bags,
-				s.TrainedWindows, s.TrainedEpochs, s.Stopped, s.LearnedOnline, s.OverflowBags, s.OverflowWindows)
+				s.TrainedWindows, s.TrainedEpochs, s.Stopped, s.LearnedOnline, s.OverflowBags, s.OverflowWindows,
+				sc.Rule(), sc.Threshold(), p.HasSequence(), p.Complete())
 			return nil
 		},
 	})

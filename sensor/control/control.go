@@ -24,7 +24,9 @@ const maxRequest = 4096
 
 // Request is one line from a client.
 type Request struct {
-	Op string `json:"op"` // "rows" or "ping"
+	Op string `json:"op"` // "rows", "ping" or "retrain"
+	// Identity is the container identity a retrain applies to.
+	Identity string `json:"identity,omitempty"`
 }
 
 // Response is the answer line.
@@ -37,6 +39,13 @@ type Response struct {
 
 // Source provides rows.
 type Source interface{ Rows() []sensor.Row }
+
+// Retrainer is a Source that can make one identity learn again
+// (sensor.Monitor.Retrain). Retraining changes what the sensor reports, so
+// it is served only to the peers the socket accepts at all: root.
+type Retrainer interface {
+	Retrain(identity string) error
+}
 
 // Server serves a Source.
 type Server struct {
@@ -118,15 +127,29 @@ func (s *Server) answer(line []byte) Response {
 	dec := json.NewDecoder(bytesReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		r.Error = fmt.Sprintf("bad request: want {\"op\":\"rows\"|\"ping\"}: %v", err)
+		r.Error = fmt.Sprintf("bad request: want {\"op\":\"rows\"|\"ping\"|\"retrain\",\"identity\":...}: %v", err)
 		return r
 	}
 	switch req.Op {
 	case "rows":
 		r.Rows = s.src.Rows()
 	case "ping":
+	case "retrain":
+		rt, ok := s.src.(Retrainer)
+		switch {
+		case !ok:
+			r.Error = "retrain: this daemon cannot retrain"
+		case req.Identity == "":
+			r.Error = "bad request: retrain needs an identity"
+		default:
+			if err := rt.Retrain(req.Identity); err != nil {
+				r.Error = err.Error()
+			} else {
+				s.log.Info("retrain requested over the control socket", zap.String("identity", req.Identity))
+			}
+		}
 	default:
-		r.Error = fmt.Sprintf("bad request: unknown op %q (want rows or ping)", req.Op)
+		r.Error = fmt.Sprintf("bad request: unknown op %q (want rows, ping or retrain)", req.Op)
 	}
 	return r
 }

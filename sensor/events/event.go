@@ -96,12 +96,21 @@ type Epoch struct {
 	Mode       string    `json:"mode"` // learning or detecting
 	Mismatches uint64    `json:"mismatches"`
 	NewBags    int       `json:"new_bags"`
-	Threshold  uint64    `json:"threshold"`
-	Score      float64   `json:"score"`
-	Database   int       `json:"database"` // profile size after the epoch
-	Degraded   bool      `json:"degraded"`
-	Flushed    bool      `json:"flushed,omitempty"`
-	Final      bool      `json:"final,omitempty"`
+	Threshold  uint64    `json:"threshold"` // the papers' T (mismatches); the scorer's own is Limit
+	Score      float64   `json:"score"`     // share of windows with an unseen bag
+	// Scorer is the rule that judged the epoch ("bosc", the papers', or
+	// "lm"); Value is its score and Limit its threshold, both in the rule's
+	// unit (mismatching windows for bosc, mean nats for lm): the epoch is
+	// anomalous when Value > Limit. Limit is the identity's calibrated
+	// threshold unless the operator set one (Calibrated false).
+	Scorer     string  `json:"scorer,omitempty"`
+	Value      float64 `json:"value"`
+	Limit      float64 `json:"limit"`
+	Calibrated bool    `json:"calibrated,omitempty"`
+	Database   int     `json:"database"` // profile size after the epoch
+	Degraded   bool    `json:"degraded"`
+	Flushed    bool    `json:"flushed,omitempty"`
+	Final      bool    `json:"final,omitempty"`
 	// Unseen is the evidence of an anomalous epoch: the system calls of its
 	// windows that the profile lacks, novel calls first.
 	Unseen []Syscall `json:"unseen,omitempty"`
