@@ -276,5 +276,8 @@ func startKube(ctx context.Context, c config, inv *Inventory) error {
 			}
 		}
 	}
-	return waitNodeReady(ctx, inv, 2*time.Minute)
+	if err := waitNodeReady(ctx, inv, 2*time.Minute); err != nil {
+		return err
+	}
+	return waitDefaultServiceAccount(ctx, inv)
 }

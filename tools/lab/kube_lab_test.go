@@ -43,7 +43,12 @@ type kubeState struct {
 func kubeMachineState(t *testing.T) kubeState {
 	t.Helper()
 	st := kubeState{paths: map[string]bool{}, sysctls: map[string]string{}}
-	for _, p := range kubeFixedPaths {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kubectl's cache, by default under $HOME, the machine's own.
+	for _, p := range append(kubeFixedPaths, filepath.Join(home, ".kube")) {
 		_, err := os.Lstat(p)
 		st.paths[p] = err == nil
 	}
@@ -85,7 +90,7 @@ spec:
   - name: shell
     image: escape.local/busybox:latest
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "echo hello from the lab's pod; while true; do sleep 1; done"]
+    command: ["/bin/sh", "-c", "echo hello from the lab pod; while true; do sleep 1; done"]
 ---
 apiVersion: v1
 kind: Pod
@@ -157,6 +162,8 @@ func TestKubernetesNode(t *testing.T) {
 
 	// Two pods reach Running with addresses of the pod range.
 	start = time.Now()
+	// A reused lab may still have them from a failed run: pods are immutable.
+	labtest.Kubectl(t, inv, "", "delete", "pod", "busybox", "redis", "--ignore-not-found", "--wait")
 	labtest.Kubectl(t, inv, kubeTestPods, "apply", "-f", "-")
 	labtest.Kubectl(t, inv, "", "wait", "--for=condition=Ready", "pod/busybox", "pod/redis", "--timeout=120s")
 	t.Logf("pods ready in %s", time.Since(start).Round(100*time.Millisecond))
@@ -178,7 +185,7 @@ func TestKubernetesNode(t *testing.T) {
 	}
 
 	// Logs and exec go apiserver -> kubelet -> CRI.
-	if out := labtest.Kubectl(t, inv, "", "logs", "busybox"); !strings.Contains(out, "hello from the lab's pod") {
+	if out := labtest.Kubectl(t, inv, "", "logs", "busybox"); !strings.Contains(out, "hello from the lab pod") {
 		t.Errorf("kubectl logs busybox: %q", out)
 	}
 	if out := labtest.Kubectl(t, inv, "", "exec", "redis", "--", "/usr/bin/redis-cli", "ping"); strings.TrimSpace(out) != "PONG" {
@@ -230,6 +237,11 @@ func TestKubernetesNode(t *testing.T) {
 		}
 	}
 	during := kubeMachineState(t)
+	for _, p := range kubeFixedPaths {
+		if !during.paths[p] {
+			t.Errorf("%s is not on the machine while up, where the node host binds it: the check after down would prove nothing", p)
+		}
+	}
 	if !slices.Equal(during.chains, before.chains) {
 		t.Errorf("KUBE-* chains of the root namespace changed while up: %v, before %v", during.chains, before.chains)
 	}
@@ -277,7 +289,7 @@ func TestKubernetesNode(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 	after := kubeMachineState(t)
-	for _, p := range kubeFixedPaths {
+	for p := range after.paths {
 		if after.paths[p] && !before.paths[p] {
 			t.Errorf("%s left on the machine's file system", p)
 		}

@@ -24,6 +24,8 @@ import (
 const (
 	insidePKI     = InsideKubeDir + "/pki"
 	etcdClientURL = "https://127.0.0.1:2379"
+	// insideKubectlCache is kubectl's discovery cache, in the host's /run.
+	insideKubectlCache = "/run/kubectl-cache"
 )
 
 // kubeArgs are each component's command line, inside the node host.
@@ -138,6 +140,10 @@ func writeKubeConfigs(inv *Inventory, h Host) error {
 	if err := makeKubePKI(k, h.IP, filepath.Join(inv.PKI.Dir, "kubernetes")); err != nil {
 		return err
 	}
+	// etcd wants its data directory private.
+	if err := os.Chmod(filepath.Join(k.Dir, "etcd"), 0o700); err != nil {
+		return fmt.Errorf("kubernetes node files: %w", err)
+	}
 	for path, data := range map[string][]byte{
 		filepath.Join(k.Dir, "etc", "kubelet.yaml"):                    kubeletConfig(k, h),
 		filepath.Join(k.Dir, "cni", "net.d", "10-escape-lab.conflist"): cniConfig(k),
@@ -188,7 +194,10 @@ func Kubectl(ctx context.Context, inv *Inventory, args ...string) *exec.Cmd {
 		return cmd
 	}
 	k := inv.Kubernetes
-	return Command(ctx, inv, k.Host, filepath.Join(k.BinDir, "kubectl"), append([]string{"--kubeconfig", InsideKubeconfig}, args...)...)
+	// kubectl caches discovery under $HOME/.kube, which is the machine's
+	// own: the host's private /run holds it instead.
+	return Command(ctx, inv, k.Host, filepath.Join(k.BinDir, "kubectl"),
+		append([]string{"--kubeconfig", InsideKubeconfig, "--cache-dir", insideKubectlCache}, args...)...)
 }
 
 // kubeComponentsDown lists the components whose process is not running.
@@ -245,6 +254,16 @@ func waitAPIServer(ctx context.Context, inv *Inventory) error {
 		if err == nil && out != "ok" {
 			err = fmt.Errorf("readyz says %q", out)
 		}
+		return err
+	})
+}
+
+// waitDefaultServiceAccount waits until the controller-manager has made
+// the default namespace's service account, without which the
+// ServiceAccount admission refuses pods.
+func waitDefaultServiceAccount(ctx context.Context, inv *Inventory) error {
+	return waitKube(ctx, inv, "the default service account", time.Minute, func(ctx context.Context) error {
+		_, err := kubectlOutput(ctx, inv, "get", "serviceaccount", "default", "-o", "name")
 		return err
 	})
 }
