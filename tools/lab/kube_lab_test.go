@@ -160,6 +160,18 @@ func TestKubernetesNode(t *testing.T) {
 		t.Errorf("node addresses %+v lack InternalIP %s", node.Status.Addresses, h1.IP)
 	}
 
+	// escape-lab kubectl: kubectl as the admin, inside h1, its status passed on.
+	cli := filepath.Join(inv.BinDir, "escape-lab")
+	if out, err := exec.Command(cli, "kubectl", "get", "node", k.NodeName, "-o",
+		"jsonpath={.metadata.name} {.status.nodeInfo.kubeletVersion}").CombinedOutput(); err != nil || string(out) != k.NodeName+" "+lab.DefaultKubeVersion {
+		t.Errorf("escape-lab kubectl get node: %v: %q", err, out)
+	}
+	if err := exec.Command(cli, "kubectl", "get", "pod", "no-such-pod").Run(); err == nil {
+		t.Error("escape-lab kubectl get pod no-such-pod succeeded")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("escape-lab kubectl does not pass on kubectl's status: %v", err)
+	}
+
 	// Two pods reach Running with addresses of the pod range.
 	start = time.Now()
 	// A reused lab may still have them from a failed run: pods are immutable.
