@@ -9,6 +9,10 @@
 #   apt sources and its glibc are never touched: unstable's CRIU needs glibc
 #   >= 2.38, so it runs through the private prefix's own loader (a wrapper
 #   named `criu`, first on containerd's PATH, because runc looks criu up there).
+# - for the lab's Kubernetes node (escape-lab up --kubernetes): bookworm's CNI
+#   plugins (/usr/lib/cni) and etcd, the latter unpacked into $ESCAPE_PREFIX
+#   rather than installed, so that no etcd service starts on the machine
+#   itself. The Kubernetes binaries are built by tools/kube/build.sh.
 #
 # A re-run on an installed machine only verifies, and takes seconds.
 set -euo pipefail
@@ -22,7 +26,7 @@ STAMP_VERSION=4
 # systemd: systemd-analyze, which verifies deploy/systemd's units in the tests
 # (already present on any Debian host booted with systemd).
 BOOKWORM_PKGS=(clang llvm libbpf-dev bpftool iptables runc bpftrace strace
-  iproute2 util-linux busybox-static tmux redis-tools curl systemd)
+  iproute2 util-linux busybox-static tmux redis-tools curl systemd containernetworking-plugins)
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 die() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -36,6 +40,7 @@ version_ge() { # version_ge A B: A >= B
 }
 
 criu_wrapper_version() { "$PREFIX/bin/criu" --version 2>/dev/null | sed -n 's/^Version: *//p'; }
+etcd_version() { "$PREFIX/bin/etcd" --version 2>/dev/null | sed -n 's/^etcd Version: *//p'; }
 containerd_version() { "$PREFIX/bin/containerd" --version 2>/dev/null | awk '{print $3}' | sed 's/^v//'; }
 
 verify() {
@@ -51,6 +56,9 @@ verify() {
   if [ -z "$v" ]; then log "criu not runnable through $PREFIX/bin/criu"; ok=1
   elif ! version_ge "$v" 4.2; then log "criu $v is older than 4.2: its dump hangs on kernels >= 6.16"; ok=1; fi
   command -v runc >/dev/null || { log "runc not on PATH"; ok=1; }
+  v=$(etcd_version || true)
+  [ -n "$v" ] || { log "etcd not runnable at $PREFIX/bin/etcd"; ok=1; }
+  [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || { log "CNI plugins missing from /usr/lib/cni"; ok=1; }
   return $ok
 }
 
@@ -135,9 +143,20 @@ chmod 0755 "$PREFIX/bin/criu"
 unresolved=$("$C/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$C/usr/lib/x86_64-linux-gnu:$C/lib/x86_64-linux-gnu" --list "$C/usr/sbin/criu" 2>&1 | grep 'not found' || true)
 [ -z "$unresolved" ] || die "CRIU's private prefix is missing libraries: $unresolved"
 
-# 5. verify, and prove CRIU works on this kernel.
+# 5. etcd for the lab's Kubernetes node, from bookworm (the system's own
+# sources), unpacked: installing the package would start an etcd service on
+# the machine itself.
+log "fetching etcd-server from bookworm"
+mkdir -p "$APTDIR/bookworm-debs"
+(cd "$APTDIR/bookworm-debs" && apt-get download -q etcd-server >/dev/null) || die "apt-get download etcd-server failed"
+deb=$(ls -t "$APTDIR/bookworm-debs/etcd-server_"*.deb | head -n1) || die "no etcd-server .deb downloaded"
+rm -rf "$PREFIX/etcd.new" && mkdir -p "$PREFIX/etcd.new" && dpkg-deb -x "$deb" "$PREFIX/etcd.new" || die "unpacking $deb failed"
+rm -rf "$PREFIX/etcd" && mv "$PREFIX/etcd.new" "$PREFIX/etcd"
+ln -sf "$PREFIX/etcd/usr/bin/etcd" "$PREFIX/bin/etcd"
+
+# 6. verify, and prove CRIU works on this kernel.
 verify || die "verification failed (see above)"
 check=$("$PREFIX/bin/criu" check 2>&1) || die "'criu check' failed on kernel $(uname -r): $check"
 log "criu check: $(echo "$check" | tail -n1)"
 echo "$STAMP_VERSION" >"$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
-log "installed: containerd $(containerd_version), criu $(criu_wrapper_version), runc $(runc --version | awk 'NR==1{print $3}')"
+log "installed: containerd $(containerd_version), criu $(criu_wrapper_version), runc $(runc --version | awk 'NR==1{print $3}'), etcd $(etcd_version)"

@@ -39,6 +39,30 @@ func execCmd(root *string) *cobra.Command {
 	}
 }
 
+// kubectlCmd runs kubectl as the lab's admin, inside the Kubernetes
+// node's host (the apiserver listens on the lab's fabric only).
+func kubectlCmd(root *string) *cobra.Command {
+	return &cobra.Command{
+		Use:                "kubectl [ARG...]",
+		Short:              "Run kubectl against the lab's Kubernetes (up --kubernetes), as its admin",
+		DisableFlagParsing: true,
+		RunE: func(c *cobra.Command, args []string) error {
+			inv, err := lab.LoadInventory(c.Context(), *root)
+			if err != nil {
+				return err
+			}
+			cmd := lab.Kubectl(c.Context(), inv, args...)
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+			err = cmd.Run()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return exitError(ee.ExitCode())
+			}
+			return err
+		},
+	}
+}
+
 // faultCmds are the fault controls: each takes a host's name.
 func faultCmds(root *string, logger func() *zap.Logger) []*cobra.Command {
 	type fault struct {

@@ -69,14 +69,16 @@ func main() {
 
 	var hosts int
 	var sharedSize, binDir, agentSettings string
-	var agents, shared bool
+	var agents, shared, kubernetes bool
+	var kubeCache string
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Build N test hosts with their agents, and the plane namespace (reuses a healthy lab of the same options)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			inv, err := lab.Up(c.Context(), append(opts(), lab.WithHosts(hosts), lab.WithSharedSize(sharedSize),
-				lab.WithAgents(agents), lab.WithSharedStorage(shared), lab.WithBinDir(binDir), lab.WithAgentSettings(agentSettings))...)
+				lab.WithAgents(agents), lab.WithSharedStorage(shared), lab.WithBinDir(binDir), lab.WithAgentSettings(agentSettings),
+				lab.WithKubernetes(kubernetes), lab.WithKubeCache(kubeCache))...)
 			if err != nil {
 				return err
 			}
@@ -90,6 +92,8 @@ func main() {
 	up.Flags().BoolVar(&shared, "shared-storage", true, "mount the shared storage on every host (as NFS)")
 	up.Flags().StringVar(&binDir, "bin", "", "directory of the ESCAPE binaries the hosts run (default: this program's)")
 	up.Flags().StringVar(&agentSettings, "agent-settings", "", "YAML file whose sensor: and agent: maps are merged over every agent's settings")
+	up.Flags().BoolVar(&kubernetes, "kubernetes", false, "also run a single-node Kubernetes ("+lab.DefaultKubeVersion+") inside h1 (builds its binaries once, minutes the first time)")
+	up.Flags().StringVar(&kubeCache, "kube-cache", lab.DefaultKubeCache, "cache of the built Kubernetes binaries, by version")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -128,7 +132,7 @@ func main() {
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	cmd.AddCommand(up, down, status, probeCmd(&root), execCmd(&root))
+	cmd.AddCommand(up, down, status, probeCmd(&root), execCmd(&root), kubectlCmd(&root))
 	cmd.AddCommand(faultCmds(&root, func() *zap.Logger { return newLogger(verbose) })...)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -169,6 +173,10 @@ func printInventory(inv *lab.Inventory) {
 	sort.Strings(names)
 	fmt.Println(strings.Join(names, ", "))
 	fmt.Printf("plane config: %s\nCA: %s\noperator certificate: %s\n", inv.Plane.Config, inv.PKI.CA, inv.PKI.Operator.Cert)
+	if k := inv.Kubernetes; k != nil {
+		fmt.Printf("kubernetes %s: node %s in %s, apiserver %s, pods %s, services %s\nadmin kubeconfig: %s (inside %s: %s; or: escape-lab kubectl ...)\n",
+			k.Version, k.NodeName, k.Host, k.Server, k.PodCIDR, k.ServiceCIDR, k.Kubeconfig, k.Host, lab.InsideKubeconfig)
+	}
 	fmt.Printf("inventory: %s\n", lab.InventoryPath(inv.Root))
 }
 

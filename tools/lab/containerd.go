@@ -43,13 +43,64 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
   address = ""
 `
 
+// kubeContainerdConfig is the node host's containerd configuration under
+// WithKubernetes: the same daemon with its CRI plugin on, for the kubelet.
+// restrict_oom_score_adj is required here: these machines lack
+// CAP_SYS_RESOURCE, and without it every pod sandbox fails in runc
+// ("can't get final child's PID from pipe: EOF"). The sandbox (pause)
+// image is the lab's own, imported, as no registry is reachable.
+const kubeContainerdConfig = `version = 3
+root = "/var/lib/containerd"
+state = "/run/containerd"
+disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "` + InsideContainerd + `"
+
+[ttrpc]
+  address = "` + InsideContainerd + `.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "` + kubePauseRef + `"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  enable_cdi = false
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "/etc/cni/net.d"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+`
+
 // startContainerd launches the host's containerd inside its network and
 // mount namespaces, with its own session so it outlives the caller, and
 // points h.Containerd (a symlink of the root namespace) at its socket
-// through /proc/<pid>/root, so that the lab can import images.
-func startContainerd(ctx context.Context, h Host, prefix string) error {
+// through /proc/<pid>/root, so that the lab can import images. With cri
+// (the Kubernetes node's host) the CRI plugin is on.
+func startContainerd(ctx context.Context, h Host, prefix string, cri bool) error {
 	cfg := filepath.Join(h.Dir, "etc", "containerd.toml")
-	if err := atomicfile.WriteFile(cfg, []byte(containerdConfig), 0o644); err != nil {
+	config := containerdConfig
+	if cri {
+		config = kubeContainerdConfig
+	}
+	if err := atomicfile.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		return fmt.Errorf("write containerd config for %s: %w", h.Name, err)
 	}
 	logf, err := os.OpenFile(h.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -17,4 +17,11 @@
 // StopAgent and KillAgent provoke the faults of real networks and hosts.
 // Down removes everything, also after a crash, by what it finds on the
 // machine rather than by what the inventory says.
+//
+// WithKubernetes adds a real single-node Kubernetes inside the first host
+// (kube*.go; docs/operations.md, "Kubernetes in the lab"): etcd, the
+// apiserver, controller-manager, scheduler and kubelet in that host's
+// namespaces, on its containerd with CRI, its binaries built once per
+// version (EnsureKubeBinaries, make kube-bins), addresses from the lab's
+// range only.
 package lab

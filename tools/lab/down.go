@@ -26,6 +26,7 @@ import (
 // process inside a lab namespace or cgroup, then mounts, namespaces,
 // cgroups and files.
 func down(ctx context.Context, c config) error {
+	stopKube(c)
 	inv, _ := LoadInventory(ctx, c.root)
 	if inv != nil {
 		for _, h := range inv.Hosts {
@@ -71,12 +72,16 @@ func down(ctx context.Context, c config) error {
 	if err := removeOldKdat(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := removeKubeMountpoints(c); err != nil {
+		errs = append(errs, err)
+	}
+	left := kubeMountpointsLeft(c) // its record goes with the run directory
 	for _, d := range []string{c.root, c.runDir} {
 		if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", d, err))
 		}
 	}
-	if left := leftovers(c); len(left) > 0 {
+	if left := append(left, leftovers(c)...); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("left behind: %s", strings.Join(left, "; ")))
 	}
 	return errors.Join(errs...)

@@ -119,7 +119,7 @@ func TestAgentKillStopStart(t *testing.T) {
 			}
 		}
 		answers(ctx, t, inv, host, false, 5*time.Second)
-		st := lab.GetStatus(ctx)
+		st := lab.GetStatus(ctx, named()...)
 		if st.Healthy() || st.Hosts[0].Agent {
 			t.Errorf("after %s, status says the agent is fine: %+v", stop.name, st.Hosts[0])
 		}
@@ -129,7 +129,7 @@ func TestAgentKillStopStart(t *testing.T) {
 			}
 		}
 		answers(ctx, t, inv, host, true, 5*time.Second)
-		if st := lab.GetStatus(ctx); !st.Healthy() {
+		if st := lab.GetStatus(ctx, named()...); !st.Healthy() {
 			t.Errorf("after start, status: %+v", st)
 		}
 	}

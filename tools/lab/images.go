@@ -160,6 +160,12 @@ func copyFile(src, dst string) error {
 // ociArchive packs rootfs into an OCI image-layout tar with one layer. The
 // index carries containerd's image-name annotation so Import names it ref.
 func ociArchive(rootfs, ref string) ([]byte, error) {
+	return ociArchiveCmd(rootfs, ref, []string{"/bin/sh"})
+}
+
+// ociArchiveCmd is ociArchive with cmd as the image's command (a pod's
+// sandbox runs its image's command).
+func ociArchiveCmd(rootfs, ref string, cmd []string) ([]byte, error) {
 	var layer bytes.Buffer
 	diffID := sha256.New()
 	gz := gzip.NewWriter(&layer)
@@ -231,7 +237,7 @@ func ociArchive(rootfs, ref string) ([]byte, error) {
 	layerDigest, layerSize := put(layer.Bytes())
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/usr/bin:/bin"}, "Cmd": []string{"/bin/sh"}},
+		"config": map[string]any{"Env": []string{"PATH=/usr/bin:/bin"}, "Cmd": cmd},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{"sha256:" + hex.EncodeToString(diffID.Sum(nil))}},
 	})
 	configDigest, configSize := put(config)

@@ -66,6 +66,14 @@ type Inventory struct {
 	NetnsPrefix  string            `json:"netns_prefix"`
 	CgroupParent string            `json:"cgroup_parent"`
 	Extra        map[string]string `json:"extra,omitempty"`
+	// Kubernetes is the single-node Kubernetes in a host (up --kubernetes),
+	// with its admin kubeconfig; nil without.
+	Kubernetes *Kubernetes `json:"kubernetes,omitempty"`
+}
+
+// kubeHost reports whether host runs the lab's Kubernetes node.
+func (inv *Inventory) kubeHost(host string) bool {
+	return inv.Kubernetes != nil && inv.Kubernetes.Host == host
 }
 
 // Fabric is the shared L2 segment: a bridge inside a namespace of its own,

@@ -46,6 +46,8 @@ type config struct {
 	sharedSize                 string
 	shared, agents             bool
 	binDir, agentSettings      string
+	kubernetes                 bool
+	kubeCache                  string
 	log                        *zap.Logger
 }
 
@@ -224,7 +226,7 @@ func Up(ctx context.Context, opts ...Option) (*Inventory, error) {
 	defer unlock()
 
 	if inv, err := LoadInventory(ctx, c.root); err == nil && len(inv.Hosts) == c.hosts && inv.Agents == c.agents &&
-		inv.SharedStorage == c.shared && inv.BinDir == c.binDir {
+		inv.SharedStorage == c.shared && inv.BinDir == c.binDir && (inv.Kubernetes != nil) == c.kubernetes {
 		if st := status(ctx, inv); st.Healthy() {
 			c.log.Info("lab already up", zap.Int("hosts", len(inv.Hosts)))
 			if err := RestartStaleAgents(ctx, inv, c.log); err != nil {
@@ -265,8 +267,22 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 			return fmt.Errorf("agents need escape-sensor in %s (run: make build, or pass --bin): %w", c.binDir, err)
 		}
 	}
+	if c.kubernetes {
+		if err := EnsureKubeBinaries(ctx, c.kubeCacheDir(), DefaultKubeVersion); err != nil {
+			return err
+		}
+	}
 	for _, d := range []string{c.root, c.runDir, inv.Shared} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if c.kubernetes {
+		inv.Kubernetes = planKube(c, inv)
+		if _, err := os.Stat(inv.Kubernetes.Etcd); err != nil {
+			return fmt.Errorf("kubernetes needs etcd (run: make deps): %w", err)
+		}
+		if err := makeKubeMountpoints(c); err != nil {
 			return err
 		}
 	}
@@ -300,8 +316,17 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 		if err := os.MkdirAll(filepath.Dir(h.PIDFile), 0o755); err != nil {
 			return err
 		}
-		if err := makeMachine(ctx, c, h.MountNS, shared, h.binds(true)); err != nil {
+		binds := h.binds(true)
+		if inv.kubeHost(h.Name) {
+			binds = append(binds, inv.Kubernetes.binds()...)
+		}
+		if err := makeMachine(ctx, c, h.MountNS, shared, binds); err != nil {
 			return fmt.Errorf("host %s: %w", h.Name, err)
+		}
+		if inv.kubeHost(h.Name) {
+			if err := writeKubeConfigs(inv, h); err != nil {
+				return err
+			}
 		}
 		if err := writeAgentConfig(inv, h, extra); err != nil {
 			return err
@@ -325,7 +350,7 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 	for _, h := range inv.Hosts {
 		g.Go(func() error {
 			c.log.Info("starting containerd", zap.String("host", h.Name))
-			if err := startContainerd(gctx, h, c.prefix); err != nil {
+			if err := startContainerd(gctx, h, c.prefix, inv.kubeHost(h.Name)); err != nil {
 				return err
 			}
 			for name, a := range archives {
@@ -344,6 +369,11 @@ func build(ctx context.Context, c config, inv *Inventory) error {
 	}
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if inv.Kubernetes != nil {
+		if err := startKube(ctx, c, inv); err != nil {
+			return err
+		}
 	}
 	return saveInventory(inv)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -108,6 +109,11 @@ func status(ctx context.Context, inv *Inventory) Status {
 		st.Plane.Netns = true
 	} else {
 		st.Plane.Problem = "network namespace " + inv.Plane.Netns + " missing"
+	}
+	if inv.Kubernetes != nil && st.Problem == "" {
+		if down := kubeComponentsDown(inv.Kubernetes); len(down) > 0 {
+			st.Problem = "kubernetes components not running: " + strings.Join(down, ", ")
+		}
 	}
 	if st.Plane.MountNS = nsInode(inv.Plane.MountNS) != 0; !st.Plane.MountNS && st.Plane.Problem == "" {
 		st.Plane.Problem = "mount namespace " + inv.Plane.MountNS + " missing"
