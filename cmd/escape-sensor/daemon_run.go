@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -28,6 +29,7 @@ import (
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/control"
 	"github.com/escape-mtd/escape/sensor/discovery"
+	"github.com/escape-mtd/escape/sensor/events"
 )
 
 func newRunCmd() *cobra.Command {
@@ -85,6 +87,10 @@ learn_epochs).`,
 	f.StringSliceVar(&c.Events, "events", []string{"stdout"}, "event targets: stdout, file:PATH, http(s)://URL (repeatable)")
 	f.Int64Var(&c.EventsMaxSize, "events-max-size", 64<<20, "rotate the event file past this many bytes")
 	f.IntVar(&c.EventsKeep, "events-keep", 5, "rotated event files kept")
+	f.BoolVar(&c.WebhookAllowInsecureHTTP, "webhook-allow-insecure-http", false, "allow a plain http:// event target (events and auth header in clear)")
+	f.StringVar(&c.WebhookAuthHeaderFile, "webhook-auth-header-file", "", `file holding the webhook's auth header ("Name: value", or a bare Bearer token); re-read when it changes`)
+	f.StringVar(&c.WebhookCAFile, "webhook-ca-file", "", "PEM CA certificates for the webhook server (default: the system's roots)")
+	f.StringSliceVar(&c.WebhookLabels, "webhook-labels", slices.Clone(events.DefaultWebhookLabels), "container label keys sent to webhooks (key or prefix*; the rest are stripped)")
 	f.StringVar(&c.Listen, "listen", "127.0.0.1:9464", "loopback address for /metrics and /healthz (empty: off)")
 	f.StringVar(&c.Control, "control", control.DefaultPath, "control socket for `top` (root only)")
 	f.StringVar(&c.Namespace, "namespace", "escape", "containerd namespace to watch")
