@@ -49,6 +49,10 @@ type runConfig struct {
 	// WebhookLabels are the container label keys sent (a key, or a prefix
 	// and '*'); the others are stripped from the events sent.
 	WebhookLabels []string `yaml:"webhook_labels"`
+	// DropCapabilities drops, once the BPF programs are attached, every
+	// capability but KeepCapabilities (caps.go).
+	DropCapabilities bool     `yaml:"drop_capabilities"`
+	KeepCapabilities []string `yaml:"keep_capabilities"`
 	Listen             string        `yaml:"listen"`
 	Control            string        `yaml:"control"`
 	Namespace          string        `yaml:"namespace"`
@@ -154,6 +158,9 @@ func (c *runConfig) validate() error {
 
 	if len(c.Events) == 0 {
 		return fmt.Errorf("events (--events): at least one target (stdout, file:PATH or an http(s) URL)")
+	}
+	if _, err := parseCapabilities(c.KeepCapabilities); err != nil {
+		return fmt.Errorf("keep_capabilities (--keep-capabilities): %w", err)
 	}
 	if err := c.validateWebhook(); err != nil {
 		return err

@@ -1,0 +1,397 @@
+package capmeasure
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/escape-mtd/escape/internal/atomicfile"
+	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/plane/agentapi"
+	"github.com/escape-mtd/escape/sensor/events"
+	"github.com/escape-mtd/escape/tools/lab"
+)
+
+// Steps of the per-host daemon, in the order a run takes them. Each is one
+// or more of the daemon's real operations, asked of it as the plane asks
+// (over its mTLS gRPC API), or, for the sensor's, observed in its output.
+var Steps = []StepInfo{
+	{"start", "daemon start: BPF load and attach (tp_btf), ring buffer, maps; control socket, /metrics bind, mTLS listener (port 7443)"},
+	{"image", "containerd client: the container image present (EnsureImage)"},
+	{"netns", "network namespace and veth on the host's bridge (PrepareNetwork: unshare, bind mount under /run/netns, netlink)"},
+	{"claim", "address lease (nftables fence in the namespace), ARP last look (packet socket), address add (ClaimAddress)"},
+	{"run", "container create and start through containerd (Start)"},
+	{"watch", "sensor: the container's cgroup resolved and watched, an epoch event for it"},
+	{"announce", "gratuitous ARP from the container's interface (Announce: packet socket in the namespace)"},
+	{"probe", "ARP probe from the host's interface (Probe: packet socket)"},
+	{"checkpoint", "CRIU dump through containerd and runc, with the root filesystem's changes (Checkpoint; the agent's CRIU configuration, mask tmpfs)"},
+	{"restore", "rollback: CRIU restore through containerd, CRIU's nftables locks cleared (Restore)"},
+	{"stage", "migration destination staged: namespace, iptables guards through nsenter, root filesystem changes applied, bundle (Stage)"},
+	{"lazy", "the staged copy started with a lazy restore: the agent's own criu lazy-pages daemon, guards lifted (StartStaged)"},
+	{"release", "address removed and fenced (ReleaseAddress)"},
+	{"remove", "task, container, namespace and cgroup leftovers removed (Remove), checkpoint image dropped (DropImage)"},
+}
+
+// StepInfo names a step and says what it exercises.
+type StepInfo struct{ Name, What string }
+
+// Outcome is one run of the scenario under one bounding set.
+type Outcome struct {
+	Caps   []string // the bounding set asked for (setpriv names)
+	Keep   []string // kept after the BPF load (nil: nothing dropped)
+	Passed []string // steps that passed, in order
+	Failed string   // the first step that failed ("" for none)
+	Err    string   // its error
+	// CapEff and CapBnd are the daemon's, read from /proc once it
+	// answered (after the BPF load): hex, as /proc/<pid>/status shows.
+	CapEff, CapBnd string
+}
+
+// OK says whether every step passed (of Steps, or of the steps given).
+func (o Outcome) OK(steps ...[]StepInfo) bool {
+	want := Steps
+	if len(steps) > 0 {
+		want = steps[0]
+	}
+	return o.Failed == "" && len(o.Passed) == len(want)
+}
+
+// runner runs the scenario on one lab host.
+type runner struct {
+	inv  *lab.Inventory
+	host lab.Host
+	bin  string
+	seq  int
+}
+
+func newRunner(inv *lab.Inventory, host string) (*runner, error) {
+	h, ok := inv.Host(host)
+	if !ok {
+		return nil, fmt.Errorf("no host %s in the lab", host)
+	}
+	bin := filepath.Join(inv.BinDir, "escape-sensor")
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("%w (run: make build)", err)
+	}
+	return &runner{inv: inv, host: h, bin: bin}, nil
+}
+
+// DaemonDefault, as the only capability to keep, keeps the daemon's
+// default (keep_capabilities).
+const DaemonDefault = "default"
+
+// setprivArgs bounds a program to caps: the bounding set holds them only,
+// the inheritable and ambient sets are empty, so that root's program starts
+// with exactly caps permitted and effective, and passes no more to what it
+// runs.
+func setprivArgs(caps []string) []string {
+	bound := "-all"
+	for _, c := range caps {
+		bound += ",+" + c
+	}
+	return []string{"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=" + bound}
+}
+
+// startDaemon stops the host's agent and starts escape-sensor run in its
+// place, under caps, with its usual configuration and two flags: an epoch
+// event for every epoch, flushed within a second (the watch step).
+func (r *runner) startDaemon(ctx context.Context, caps, keep []string) (pid int, err error) {
+	if err := lab.StopAgent(ctx, r.inv, r.host.Name); err != nil {
+		return 0, err
+	}
+	logf, err := os.OpenFile(r.host.AgentLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer logf.Close()
+	start, _ := logf.Seek(0, 2)
+	args := append(setprivArgs(caps), "--", r.bin, "run", "--config", lab.InsideConfig, "--epoch-events", "--flush", "1s")
+	switch {
+	case keep == nil:
+		args = append(args, "--drop-capabilities=false")
+	case len(keep) == 1 && keep[0] == DaemonDefault:
+		args = append(args, "--drop-capabilities")
+	default:
+		named := make([]string, len(keep))
+		for i, c := range keep {
+			named[i] = "cap_" + c
+		}
+		args = append(args, "--drop-capabilities", "--keep-capabilities="+strings.Join(named, ","))
+	}
+	cmd := lab.Command(context.WithoutCancel(ctx), r.inv, r.host.Name, "setpriv", args...)
+	cmd.Env = []string{"PATH=" + filepath.Dir(r.host.CRIU) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	pid = cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// The lab's StopAgent and StartAgent find it by this file (nsenter and
+	// setpriv exec, so the pid is the daemon's).
+	if err := atomicfile.WriteFile(r.host.AgentPIDFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		return pid, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			return 0, fmt.Errorf("exited (%v): %s", err, logSince(r.host.AgentLog, start))
+		case <-time.After(200 * time.Millisecond):
+		}
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		herr := lab.HelloAgent(hctx, r.inv, r.host.Name)
+		cancel()
+		if herr == nil {
+			return pid, nil
+		}
+		if time.Now().After(deadline) {
+			return pid, fmt.Errorf("not answering after 30s: %v: %s", herr, logSince(r.host.AgentLog, start))
+		}
+	}
+}
+
+// logSince is the first error of the daemon's log after offset, else its
+// last line.
+func logSince(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return err.Error()
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	last := ""
+	for sc.Scan() {
+		line := sc.Text()
+		var rec struct {
+			Level, Msg, Error string
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level != "" {
+			if rec.Level == "error" || rec.Level == "fatal" {
+				return rec.Msg + ": " + rec.Error
+			}
+			continue
+		}
+		if strings.TrimSpace(line) != "" {
+			last = line
+		}
+	}
+	return last
+}
+
+// procCaps reads a process's CapEff and CapBnd.
+func procCaps(pid int) (eff, bnd string) {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			eff = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			bnd = strings.TrimSpace(v)
+		}
+	}
+	return eff, bnd
+}
+
+// serviceAddr is the nth address of the lab's service range.
+func (r *runner) serviceAddr(n int) (netip.Prefix, string, error) {
+	a := r.inv.ServiceRange.Addr()
+	for range n {
+		a = a.Next()
+	}
+	if !r.inv.ServiceRange.Contains(a) {
+		return netip.Prefix{}, "", fmt.Errorf("%v is outside the service range %v", a, r.inv.ServiceRange)
+	}
+	b := a.As4()
+	return netip.PrefixFrom(a, r.inv.Subnet.Bits()), fmt.Sprintf("02:42:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3]), nil
+}
+
+// Run runs every step with the daemon started under the bounding set caps,
+// keeping keep after its BPF load (nil: dropping nothing), stopping at the
+// first step that fails, then cleans up with the host's agent as the lab
+// runs it (every capability), which it leaves running.
+func (r *runner) Run(ctx context.Context, caps, keep []string) (Outcome, error) {
+	r.seq++
+	out := Outcome{Caps: caps, Keep: keep}
+	id := fmt.Sprintf("capm-%d-%d", time.Now().Unix()%100000, r.seq)
+	ip, mac, err := r.serviceAddr(200)
+	if err != nil {
+		return out, err
+	}
+	ip2, mac2, err := r.serviceAddr(201)
+	if err != nil {
+		return out, err
+	}
+	spec := migrate.Spec{ID: id, Image: lab.ImageRef("redis"), IP: ip, MAC: mac, NetworkLock: "nftables",
+		// Changes to the image's files of every kind a migration carries
+		// (the checkpoint's RootFS, applied by the staged copy): a file
+		// of another owner with its setuid bit, a deleted file (a
+		// whiteout), a directory; then redis.
+		Args: []string{"/bin/sh", "-c", "mkdir -p /srv/capm && echo x >/srv/capm/owned && chown 65534:65534 /srv/capm/owned /srv/capm && " +
+			"chmod 4755 /srv/capm/owned && rm /usr/bin/redis-cli && " +
+			"exec /usr/bin/redis-server --port 6379 --protected-mode no --save '' --appendonly no"}}
+	staged := spec
+	staged.ID, staged.IP, staged.MAC = id+"-s", ip2, mac2
+	img := migrate.ImageName("capmeasure/" + id)
+	defer r.cleanup(ctx, []string{staged.ID, spec.ID}, img)
+
+	var pid int
+	var agent *agentapi.Client
+	defer func() {
+		if agent != nil {
+			agent.Close()
+		}
+	}()
+	startedAt := time.Now()
+	lease := migrate.Lease{IP: ip.Addr(), Generation: uint64(time.Now().UnixNano()), NotAfter: time.Now().Add(time.Hour)}
+	steps := map[string]func(context.Context) error{
+		"start": func(ctx context.Context) error {
+			var err error
+			if pid, err = r.startDaemon(ctx, caps, keep); err != nil {
+				return err
+			}
+			out.CapEff, out.CapBnd = procCaps(pid)
+			agent, err = lab.AgentClient(r.inv, r.host.Name)
+			return err
+		},
+		"image": func(ctx context.Context) error { _, err := agent.EnsureImage(ctx, spec.Image, nil); return err },
+		"netns": func(ctx context.Context) error { _, err := agent.PrepareNetwork(ctx, spec, false); return err },
+		"claim": func(ctx context.Context) error {
+			_, err := agent.ClaimAddress(ctx, id, ip, migrate.ClaimOptions{LastLook: 200 * time.Millisecond, Lease: lease})
+			return err
+		},
+		"run":   func(ctx context.Context) error { _, err := agent.Start(ctx, spec, migrate.StartOptions{}); return err },
+		"watch": func(ctx context.Context) error { return r.waitEpoch(ctx, id, startedAt) },
+		"announce": func(ctx context.Context) error {
+			_, err := agent.Announce(ctx, id, ip.Addr(), migrate.AnnounceOptions{Rounds: 1, Interval: 10 * time.Millisecond})
+			return err
+		},
+		"probe": func(ctx context.Context) error {
+			_, err := agent.Probe(ctx, ip2.Addr(), "", 200*time.Millisecond)
+			return err
+		},
+		"checkpoint": func(ctx context.Context) error {
+			res, err := agent.Checkpoint(ctx, id, img, migrate.CheckpointOptions{RootFS: true})
+			if err == nil && res.Did != "dumped" {
+				err = fmt.Errorf("checkpoint did %q, want dumped", res.Did)
+			}
+			return err
+		},
+		"restore": func(ctx context.Context) error {
+			_, err := agent.Restore(ctx, spec, img, migrate.RestoreOptions{ClearLocks: true, TCPClose: true})
+			return err
+		},
+		"stage": func(ctx context.Context) error {
+			_, err := agent.Stage(ctx, staged, img, migrate.StageOptions{Guards: migrate.GuardResets | migrate.GuardHold})
+			return err
+		},
+		"lazy": func(ctx context.Context) error {
+			_, err := agent.StartStaged(ctx, staged, img, migrate.StartStagedOptions{Lazy: true, Guards: migrate.GuardResets | migrate.GuardHold})
+			return err
+		},
+		"release": func(ctx context.Context) error { _, err := agent.ReleaseAddress(ctx, id, ip); return err },
+		"remove": func(ctx context.Context) error {
+			for _, c := range []string{staged.ID, spec.ID} {
+				if _, err := agent.Remove(ctx, c); err != nil {
+					return err
+				}
+			}
+			_, err := agent.DropImage(ctx, img)
+			return err
+		},
+	}
+	for _, s := range Steps {
+		sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		err := steps[s.Name](sctx)
+		cancel()
+		if err != nil {
+			out.Failed, out.Err = s.Name, oneLine(err.Error())
+			return out, nil
+		}
+		out.Passed = append(out.Passed, s.Name)
+	}
+	return out, nil
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	// The client and the agent both name the step: "start staged x on
+	// h1: start staged x on h1: ..." says it once.
+	if i := strings.Index(s, ": "); i > 0 && strings.HasPrefix(s[i+2:], s[:i+2]) {
+		s = s[i+2:]
+	}
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+// waitEpoch waits for an epoch event of the container in the host's event
+// file, written after since.
+func (r *runner) waitEpoch(ctx context.Context, id string, since time.Time) error {
+	path := filepath.Join(r.host.LogDir, "events.jsonl")
+	for {
+		if found, err := hasEpoch(path, id, since); err != nil || found {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("no epoch event for the container: the sensor does not watch it")
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func hasEpoch(path, id string, since time.Time) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e events.Event
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		if e.Container != nil && e.Container.ID == id && e.Epoch != nil && e.Time.After(since) {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// cleanup puts the host's agent back as the lab runs it and removes what a
+// run left.
+func (r *runner) cleanup(ctx context.Context, ids []string, img migrate.ImageName) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	_ = lab.StopAgent(ctx, r.inv, r.host.Name)
+	if err := lab.StartAgent(ctx, r.inv, r.host.Name, nil); err != nil {
+		return
+	}
+	agent, err := lab.AgentClient(r.inv, r.host.Name)
+	if err != nil {
+		return
+	}
+	defer agent.Close()
+	for _, id := range ids {
+		_, _ = agent.Remove(ctx, id)
+	}
+	_, _ = agent.DropImage(ctx, img)
+}
