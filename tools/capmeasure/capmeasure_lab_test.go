@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,10 +108,10 @@ func TestDaemonUnderTheMeasuredCapabilities(t *testing.T) {
 			t.Fatal(err)
 		}
 		if o.OK() || o.Failed != row.Step {
-			t.Errorf("without CAP_%s: failed %q (%s), passed %v; the table says %s fails", row.Cap, o.Failed, o.Err, o.Passed, row.Step)
+			t.Errorf("without CAP_%s: failed %q (%s), passed %v; the table says %s fails", strings.ToUpper(row.Cap), o.Failed, o.Err, o.Passed, row.Step)
 			continue
 		}
-		t.Logf("without CAP_%s: %s fails, as the table says: %s", row.Cap, o.Failed, o.Err)
+		t.Logf("without CAP_%s: %s fails, as the table says: %s", strings.ToUpper(row.Cap), o.Failed, o.Err)
 	}
 
 	o, err := planeRun(ctx, inv, []string{}, inv.Plane.API)

@@ -328,7 +328,7 @@ func (r *runner) Run(ctx context.Context, caps, keep []string) (Outcome, error) 
 }
 
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = sanitize(strings.Join(strings.Fields(s), " "))
 	// The client and the agent both name the step: "start staged x on
 	// h1: start staged x on h1: ..." says it once.
 	if i := strings.Index(s, ": "); i > 0 && strings.HasPrefix(s[i+2:], s[:i+2]) {
