@@ -53,9 +53,9 @@ type runConfig struct {
 	// capability but KeepCapabilities (caps.go).
 	DropCapabilities bool     `yaml:"drop_capabilities"`
 	KeepCapabilities []string `yaml:"keep_capabilities"`
-	Listen             string        `yaml:"listen"`
-	Control            string        `yaml:"control"`
-	Namespace          string        `yaml:"namespace"`
+	Listen           string   `yaml:"listen"`
+	Control          string   `yaml:"control"`
+	Namespace        string   `yaml:"namespace"`
 	// Containerd is this host's containerd socket ("" for none: cgroups
 	// only).
 	Containerd string   `yaml:"containerd"`
@@ -196,7 +196,9 @@ func (c *runConfig) validateWebhook() error {
 	return nil
 }
 
-func isWebhookTarget(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+func isWebhookTarget(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
 
 // webhookOptions are the sink options the webhook keys give.
 func (c *runConfig) webhookOptions(log *zap.Logger) []events.WebhookOption {

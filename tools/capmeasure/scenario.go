@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,7 +39,8 @@ var Steps = []StepInfo{
 	{"stage", "migration destination staged: namespace, iptables guards through nsenter, root filesystem changes applied, bundle (Stage)"},
 	{"lazy", "the staged copy started with a lazy restore: the agent's own criu lazy-pages daemon, guards lifted (StartStaged)"},
 	{"release", "address removed and fenced (ReleaseAddress)"},
-	{"remove", "task, container, namespace and cgroup leftovers removed (Remove), checkpoint image dropped (DropImage)"},
+	{"leftover", "the task killed (Kill), and a process of another user put in the container's cgroup, as a lazy restore whose CRIU was killed leaves one"},
+	{"remove", "container, namespace and the leftover removed (Remove: the agent kills what is left in the cgroup), checkpoint image dropped (DropImage)"},
 }
 
 // StepInfo names a step and says what it exercises.
@@ -251,9 +253,14 @@ func (r *runner) Run(ctx context.Context, caps, keep []string) (Outcome, error) 
 
 	var pid int
 	var agent *agentapi.Client
+	var cleanups []func()
+	var leftoverGone <-chan struct{}
 	defer func() {
 		if agent != nil {
 			agent.Close()
+		}
+		for _, c := range cleanups {
+			c()
 		}
 	}()
 	startedAt := time.Now()
@@ -304,11 +311,28 @@ func (r *runner) Run(ctx context.Context, caps, keep []string) (Outcome, error) 
 			return err
 		},
 		"release": func(ctx context.Context) error { _, err := agent.ReleaseAddress(ctx, id, ip); return err },
+		"leftover": func(ctx context.Context) error {
+			if _, err := agent.Kill(ctx, id); err != nil {
+				return err
+			}
+			gone, stop, err := r.leaveProcess(id)
+			if err != nil {
+				return err
+			}
+			leftoverGone = gone
+			cleanups = append(cleanups, stop)
+			return nil
+		},
 		"remove": func(ctx context.Context) error {
 			for _, c := range []string{staged.ID, spec.ID} {
 				if _, err := agent.Remove(ctx, c); err != nil {
 					return err
 				}
+			}
+			select {
+			case <-leftoverGone:
+			case <-time.After(2 * time.Second):
+				return errors.New("the leftover process in the container's cgroup still runs after Remove")
 			}
 			_, err := agent.DropImage(ctx, img)
 			return err
@@ -338,6 +362,33 @@ func oneLine(s string) string {
 		s = s[:300] + "..."
 	}
 	return s
+}
+
+// leaveProcess starts a process as nobody (uid 65534) in the cgroup of
+// container id, where the agent finds and kills leftovers: a process of
+// another user, which only CAP_KILL may signal. It returns a channel
+// closed once the process is gone, and what kills it if the agent did not.
+func (r *runner) leaveProcess(id string) (<-chan struct{}, func(), error) {
+	dir := filepath.Join("/sys/fs/cgroup", r.inv.CgroupParent, r.host.Name, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("leftover: %w", err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "sleep", "600")
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("leftover: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop := func() {
+		_ = cmd.Process.Kill()
+		<-done
+		_ = os.Remove(dir)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("leftover: move pid %d into %s: %w", cmd.Process.Pid, dir, err)
+	}
+	return done, stop, nil
 }
 
 // waitEpoch waits for an epoch event of the container in the host's event
