@@ -36,6 +36,15 @@ type runConfig struct {
 	Events             []string      `yaml:"events"`
 	EventsMaxSize      int64         `yaml:"events_max_size"`
 	EventsKeep         int           `yaml:"events_keep"`
+	Listen             string        `yaml:"listen"`
+	Control            string        `yaml:"control"`
+	Namespace          string        `yaml:"namespace"`
+	// Containerd is this host's containerd socket ("" for none: cgroups
+	// only).
+	Containerd string   `yaml:"containerd"`
+	Cgroups    []string `yaml:"cgroups"` // raw cgroup2 dirs (no containerd)
+	Host       string   `yaml:"host"`
+
 	// The webhook targets' hardening (docs/operations.md, "Webhook sink").
 	// WebhookAllowInsecureHTTP allows a plain http:// target.
 	WebhookAllowInsecureHTTP bool `yaml:"webhook_allow_insecure_http"`
@@ -53,14 +62,6 @@ type runConfig struct {
 	// capability but KeepCapabilities (caps.go).
 	DropCapabilities bool     `yaml:"drop_capabilities"`
 	KeepCapabilities []string `yaml:"keep_capabilities"`
-	Listen           string   `yaml:"listen"`
-	Control          string   `yaml:"control"`
-	Namespace        string   `yaml:"namespace"`
-	// Containerd is this host's containerd socket ("" for none: cgroups
-	// only).
-	Containerd string   `yaml:"containerd"`
-	Cgroups    []string `yaml:"cgroups"` // raw cgroup2 dirs (no containerd)
-	Host       string   `yaml:"host"`
 }
 
 // flagKeys maps the YAML keys whose flag is not the key with "-" for "_".
