@@ -17,7 +17,7 @@ import (
 // descriptors, which the kernel checks when they are made, not when they
 // are used.
 var defaultKeepCapabilities = []string{
-	"cap_sys_admin", "cap_dac_override", "cap_fowner", "cap_chown", "cap_net_admin", "cap_net_raw",
+	"cap_sys_admin", "cap_dac_override", "cap_fowner", "cap_chown", "cap_kill", "cap_net_admin", "cap_net_raw",
 }
 
 // parseCapabilities reads capability names (cap_net_admin or

@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
+
 	"github.com/escape-mtd/escape/internal/atomicfile"
 	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/plane/agentapi"
@@ -110,6 +113,9 @@ func (r *runner) startDaemon(ctx context.Context, caps, keep []string) (pid int,
 	if err := lab.StopAgent(ctx, r.inv, r.host.Name); err != nil {
 		return 0, err
 	}
+	if err := r.unmountMaskDir(ctx); err != nil {
+		return 0, err
+	}
 	logf, err := os.OpenFile(r.host.AgentLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return 0, err
@@ -161,6 +167,35 @@ func (r *runner) startDaemon(ctx context.Context, caps, keep []string) (pid int,
 			return pid, fmt.Errorf("not answering after 30s: %v: %s", herr, logSince(r.host.AgentLog, start))
 		}
 	}
+}
+
+// unmountMaskDir takes away the read-only tmpfs an agent mounts at start
+// for CRIU's masked directories (migrate/node/mounts.go), which a killed
+// agent leaves behind: each run starts as on a booted host, where the
+// daemon must mount it.
+func (r *runner) unmountMaskDir(ctx context.Context) error {
+	data, err := os.ReadFile(r.host.Config)
+	if err != nil {
+		return err
+	}
+	var cfg struct {
+		Agent struct {
+			State string `yaml:"state"`
+		} `yaml:"agent"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil || cfg.Agent.State == "" {
+		return fmt.Errorf("agent state directory in %s: %v", r.host.Config, err)
+	}
+	dir := filepath.Join(cfg.Agent.State, "empty")
+	for range 10 {
+		if lab.Command(ctx, r.inv, r.host.Name, "mountpoint", "-q", dir).Run() != nil {
+			return nil
+		}
+		if out, err := lab.Command(ctx, r.inv, r.host.Name, "umount", dir).CombinedOutput(); err != nil {
+			return fmt.Errorf("umount %s on %s: %v: %s", dir, r.host.Name, err, out)
+		}
+	}
+	return fmt.Errorf("%s on %s: still a mount point after 10 umounts", dir, r.host.Name)
 }
 
 // logSince is the first error of the daemon's log after offset, else its
@@ -369,8 +404,24 @@ func oneLine(s string) string {
 // another user, which only CAP_KILL may signal. It returns a channel
 // closed once the process is gone, and what kills it if the agent did not.
 func (r *runner) leaveProcess(id string) (<-chan struct{}, func(), error) {
-	dir := filepath.Join("/sys/fs/cgroup", r.inv.CgroupParent, r.host.Name, id)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Where the agent looks (migrate/node/leftovers.go): the unified
+	// hierarchy, else the v1 controllers every task belongs to; the first
+	// that holds the host's cgroup parent, as a cgroup file system.
+	var dir string
+	for _, hier := range []string{"", "pids", "memory", "freezer"} {
+		parent := filepath.Join("/sys/fs/cgroup", hier, r.inv.CgroupParent, r.host.Name)
+		var fs unix.Statfs_t
+		if unix.Statfs(parent, &fs) == nil && (fs.Type == unix.CGROUP2_SUPER_MAGIC || fs.Type == unix.CGROUP_SUPER_MAGIC) {
+			dir = filepath.Join(parent, id)
+			break
+		}
+	}
+	if dir == "" {
+		return nil, nil, fmt.Errorf("leftover: no cgroup hierarchy holds %s/%s", r.inv.CgroupParent, r.host.Name)
+	}
+	// The task's cgroup went with it: make it again, as a restore that
+	// runc never learnt of leaves it.
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, nil, fmt.Errorf("leftover: %w", err)
 	}
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "sleep", "600")
