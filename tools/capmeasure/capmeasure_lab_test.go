@@ -172,7 +172,7 @@ func TestReadTable(t *testing.T) {
 	if _, err := ReadTable(path); err == nil {
 		t.Error("a section without a table accepted")
 	}
-	if got := sanitize("create netns escape-ct-h1-capm-94100-16: x capm-1-2-s"); got != "create netns escape-ct-h1-<id>: x <id>-s" {
+	if got := sanitize("create netns escape-ct-h1-capm-94100-16: x capm-1-2-s"); got != "create netns escape-ct-h1-{id}: x {id}-s" {
 		t.Errorf("sanitize: %q", got)
 	}
 }

@@ -137,4 +137,4 @@ func UnitCapabilities(path string) ([]string, error) {
 // says <id> instead.
 var runIDs = regexp.MustCompile(`capm-[0-9]+-[0-9]+`)
 
-func sanitize(s string) string { return runIDs.ReplaceAllString(s, "<id>") }
+func sanitize(s string) string { return runIDs.ReplaceAllString(s, "{id}") }
