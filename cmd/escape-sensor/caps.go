@@ -18,6 +18,7 @@ import (
 // are used.
 var defaultKeepCapabilities = []string{
 	"cap_sys_admin", "cap_dac_override", "cap_fowner", "cap_chown", "cap_kill", "cap_net_admin", "cap_net_raw",
+	"cap_sys_ptrace",
 }
 
 // parseCapabilities reads capability names (cap_net_admin or

@@ -355,8 +355,8 @@ func TestSystemdUnitChecksRejectBrokenUnits(t *testing.T) {
 		{"typo", "escape-plane.service", "ProtectHome=yes", "ProtectHome=yes\nProtectHomes=yes", "ProtectHomes: not a directive"},
 		{"sensor without containerd", "escape-sensor.service", "Wants=containerd.service", "Wants=", "Wants= lacks containerd.service"},
 		{"runtime directory not the socket's", "escape-sensor.service", "RuntimeDirectory=escape-sensor", "RuntimeDirectory=escape", "RuntimeDirectory=escape, want escape-sensor"},
-		{"agent without packet capability", "escape-sensor.service", " CAP_NET_RAW\n", "\n", "want the measured set"},
-		{"agent with an unmeasured capability", "escape-sensor.service", " CAP_NET_RAW\n", " CAP_NET_RAW CAP_SYS_PTRACE\n", "want the measured set"},
+		{"agent without packet capability", "escape-sensor.service", " CAP_NET_RAW CAP_SYS_PTRACE\n", " CAP_SYS_PTRACE\n", "want the measured set"},
+		{"agent with an unmeasured capability", "escape-sensor.service", " CAP_SYS_PTRACE\n", " CAP_SYS_PTRACE CAP_SYS_CHROOT\n", "want the measured set"},
 		{"agent without a bounding set", "escape-sensor.service", "CapabilityBoundingSet=", "#CapabilityBoundingSet=", "want the measured set"},
 		{"unbounded stop", "escape-plane.service", "TimeoutStopSec=11min", "TimeoutStopSec=infinity", "TimeoutStopSec"},
 	} {

@@ -102,6 +102,9 @@ func TestDaemonUnderTheMeasuredCapabilities(t *testing.T) {
 		}
 	}
 	for _, row := range rows {
+		if !slices.ContainsFunc(Steps, func(s StepInfo) bool { return s.Name == row.Step }) {
+			continue // a failure path another test measures (FailurePaths)
+		}
 		without := slices.DeleteFunc(slices.Clone(unit), func(c string) bool { return c == row.Cap })
 		o, err := r.Run(ctx, without, nil)
 		if err != nil {

@@ -174,6 +174,9 @@ func Markdown(rep Report) string {
 		}
 		fmt.Fprintf(&b, "| `CAP_%s` | yes | %s | %s |\n", strings.ToUpper(c), kept, escapeCell(w))
 	}
+	for _, f := range FailurePaths {
+		fmt.Fprintf(&b, "| `CAP_%s` | yes | yes | %s |\n", strings.ToUpper(f.Cap), escapeCell(f.Step+": "+f.Err))
+	}
 	if len(rep.Probes) > 0 {
 		fmt.Fprintf(&b, "\n| the load without `CAP_SYS_ADMIN`: bounding set | the first step that fails, and its error |\n|---|---|\n")
 		for _, p := range rep.Probes {
