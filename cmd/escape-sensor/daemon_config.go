@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -62,6 +63,24 @@ type runConfig struct {
 	Containerd string   `yaml:"containerd"`
 	Cgroups    []string `yaml:"cgroups"` // raw cgroup2 dirs (no containerd)
 	Host       string   `yaml:"host"`
+
+	// The webhook targets' hardening (docs/operations.md, "Webhook sink").
+	// WebhookAllowInsecureHTTP allows a plain http:// target.
+	WebhookAllowInsecureHTTP bool `yaml:"webhook_allow_insecure_http"`
+	// WebhookAuthHeaderFile holds the header sent with every request
+	// ("Name: value", or a bare token sent as a Bearer token); re-read
+	// when it changes.
+	WebhookAuthHeaderFile string `yaml:"webhook_auth_header_file"`
+	// WebhookCAFile holds the CA certificates the SIEM's certificate is
+	// checked against instead of the system's roots.
+	WebhookCAFile string `yaml:"webhook_ca_file"`
+	// WebhookLabels are the container label keys sent (a key, or a prefix
+	// and '*'); the others are stripped from the events sent.
+	WebhookLabels []string `yaml:"webhook_labels"`
+	// DropCapabilities drops, once the BPF programs are attached, every
+	// capability but KeepCapabilities (caps.go).
+	DropCapabilities bool     `yaml:"drop_capabilities"`
+	KeepCapabilities []string `yaml:"keep_capabilities"`
 }
 
 // flagKeys maps the YAML keys whose flag is not the key with "-" for "_".
@@ -190,6 +209,12 @@ func (c *runConfig) validate() error {
 	if len(c.Events) == 0 {
 		return fmt.Errorf("events (--events): at least one target (stdout, file:PATH or an http(s) URL)")
 	}
+	if _, err := parseCapabilities(c.KeepCapabilities); err != nil {
+		return fmt.Errorf("keep_capabilities (--keep-capabilities): %w", err)
+	}
+	if err := c.validateWebhook(); err != nil {
+		return err
+	}
 	if c.Containerd != "" && !filepath.IsAbs(c.Containerd) {
 		return fmt.Errorf("containerd (--containerd) %q: want the absolute path of this host's containerd socket", c.Containerd)
 	}
@@ -219,6 +244,50 @@ func (c *runConfig) scoringOptions() []sensor.MonitorOption {
 	return opts
 }
 
+// validateWebhook checks the webhook keys and every http(s) target
+// against them: a plain http target is refused here, at start, unless
+// allowed.
+func (c *runConfig) validateWebhook() error {
+	for key, p := range map[string]string{"webhook_auth_header_file": c.WebhookAuthHeaderFile, "webhook_ca_file": c.WebhookCAFile} {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("%s (--%s): %q must be an absolute path (or empty)", key, flagName(key), p)
+		}
+	}
+	if _, err := events.NewLabelFilter(c.WebhookLabels); err != nil {
+		return fmt.Errorf("webhook_labels (--webhook-labels): %w", err)
+	}
+	for _, s := range c.Events {
+		if !isWebhookTarget(s) {
+			continue
+		}
+		if _, err := events.CheckWebhookURL(s, c.WebhookAllowInsecureHTTP); errors.Is(err, events.ErrPlainHTTP) {
+			return fmt.Errorf("events (--events): %w (webhook_allow_insecure_http: true, or --webhook-allow-insecure-http)", err)
+		} else if err != nil {
+			return fmt.Errorf("events (--events): %w", err)
+		}
+	}
+	return nil
+}
+
+func isWebhookTarget(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// webhookOptions are the sink options the webhook keys give.
+func (c *runConfig) webhookOptions(log *zap.Logger) []events.WebhookOption {
+	opts := []events.WebhookOption{events.WithWebhookLogger(log), events.WithLabels(c.WebhookLabels)}
+	if c.WebhookAllowInsecureHTTP {
+		opts = append(opts, events.WithInsecureHTTP())
+	}
+	if c.WebhookAuthHeaderFile != "" {
+		opts = append(opts, events.WithAuthHeaderFile(c.WebhookAuthHeaderFile))
+	}
+	if c.WebhookCAFile != "" {
+		opts = append(opts, events.WithCAFile(c.WebhookCAFile))
+	}
+	return opts
+}
+
 func (c *runConfig) probeOptions(log *zap.Logger) []sensor.ProbeOption {
 	return []sensor.ProbeOption{sensor.WithWindow(c.Window), sensor.WithEpoch(c.Epoch), sensor.WithFlush(c.Flush),
 		sensor.WithMaxContainers(c.MaxContainers), sensor.WithRingSize(c.RingSize), sensor.WithLogger(log)}
@@ -235,8 +304,8 @@ func (c *runConfig) openSinks(out interface{ Write([]byte) (int, error) }, log *
 			sink = events.NewStreamSink(out)
 		case strings.HasPrefix(s, "file:"):
 			sink, err = events.NewFileSink(strings.TrimPrefix(s, "file:"), c.EventsMaxSize, c.EventsKeep)
-		case strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://"):
-			sink, err = events.NewWebhookSink(s, events.WithWebhookLogger(log))
+		case isWebhookTarget(s):
+			sink, err = events.NewWebhookSink(s, c.webhookOptions(log)...)
 		default:
 			err = fmt.Errorf("--events %q: want stdout, file:PATH or an http(s) URL", s)
 		}

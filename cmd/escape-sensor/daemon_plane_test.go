@@ -48,8 +48,10 @@ plane:
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := newRunCmd()
 	cmd.SetContext(ctx)
-	// The flag wins over epoch_events: false in the file.
-	cmd.SetArgs([]string{"--config", cfg, "--epoch-events"})
+	// The flag wins over epoch_events: false in the file. The daemon runs
+	// inside the test process: it must not drop the capabilities the
+	// other tests of this binary need (the lab's nsenter).
+	cmd.SetArgs([]string{"--config", cfg, "--epoch-events", "--drop-capabilities=false"})
 	done := make(chan error, 1)
 	go func() { done <- cmd.Execute() }()
 	epochs := func() []events.Event {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -28,6 +29,7 @@ import (
 	"github.com/escape-mtd/escape/sensor"
 	"github.com/escape-mtd/escape/sensor/control"
 	"github.com/escape-mtd/escape/sensor/discovery"
+	"github.com/escape-mtd/escape/sensor/events"
 )
 
 func newRunCmd() *cobra.Command {
@@ -91,6 +93,12 @@ learn_epochs).`,
 	f.StringSliceVar(&c.Events, "events", []string{"stdout"}, "event targets: stdout, file:PATH, http(s)://URL (repeatable)")
 	f.Int64Var(&c.EventsMaxSize, "events-max-size", 64<<20, "rotate the event file past this many bytes")
 	f.IntVar(&c.EventsKeep, "events-keep", 5, "rotated event files kept")
+	f.BoolVar(&c.WebhookAllowInsecureHTTP, "webhook-allow-insecure-http", false, "allow a plain http:// event target (events and auth header in clear)")
+	f.StringVar(&c.WebhookAuthHeaderFile, "webhook-auth-header-file", "", `file holding the webhook's auth header ("Name: value", or a bare Bearer token); re-read when it changes`)
+	f.StringVar(&c.WebhookCAFile, "webhook-ca-file", "", "PEM CA certificates for the webhook server (default: the system's roots)")
+	f.StringSliceVar(&c.WebhookLabels, "webhook-labels", slices.Clone(events.DefaultWebhookLabels), "container label keys sent to webhooks (key or prefix*; the rest are stripped)")
+	f.BoolVar(&c.DropCapabilities, "drop-capabilities", true, "once the BPF programs are attached, drop every capability but --keep-capabilities")
+	f.StringSliceVar(&c.KeepCapabilities, "keep-capabilities", slices.Clone(defaultKeepCapabilities), "capabilities kept after the BPF load (what the agent's steps use)")
 	f.StringVar(&c.Listen, "listen", "127.0.0.1:9464", "loopback address for /metrics and /healthz (empty: off)")
 	f.StringVar(&c.Control, "control", control.DefaultPath, "control socket for `top` (root only)")
 	f.StringVar(&c.Namespace, "namespace", "escape", "the agent's containerd namespace: watched, and the only one where escape.identity labels are honoured")
@@ -138,6 +146,15 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 		return err
 	}
 	defer probe.Close()
+	if c.DropCapabilities {
+		keep, err := parseCapabilities(c.KeepCapabilities)
+		if err != nil {
+			return err
+		}
+		if _, err := dropCapabilities(log, keep); err != nil {
+			return err
+		}
+	}
 	mopts := []sensor.MonitorOption{sensor.WithHost(c.Host), sensor.WithLearnEpochs(c.LearnEpochs),
 		sensor.WithLearnFor(c.LearnFor), sensor.WithEpochEvents(c.EpochEvents),
 		sensor.WithProfileDir(c.Profiles), sensor.WithMonitorLogger(log)}

@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/escape-mtd/escape/plane"
 	"github.com/escape-mtd/escape/sensor/control"
+	"github.com/escape-mtd/escape/tools/capmeasure"
 )
 
 // unit is a parsed unit file: section -> key -> values in order.
@@ -157,11 +160,25 @@ type want struct {
 	noMountNS       bool     // the agent's netns and CRIU mounts must reach the host
 	families        []string // RestrictAddressFamilies, exactly
 	noCaps          bool     // CapabilityBoundingSet= (empty)
+	caps            []string // CapabilityBoundingSet, exactly (setpriv names), when not nil
 	mustNot         []string // keys that would break the daemon
 }
 
+// operationsGuide holds the measured capability table ("Capabilities").
+const operationsGuide = "../../docs/operations.md"
+
+// measured is the table's start set: what the daemon needs at start, as
+// tools/capmeasure measured it.
+func measured() []string {
+	rows, err := capmeasure.ReadTable(operationsGuide)
+	if err != nil {
+		panic(err)
+	}
+	return capmeasure.StartSet(rows)
+}
+
 func sensorWant() want {
-	return want{binary: "/usr/local/bin/escape-sensor", command: "run", minStop: 30 * time.Second,
+	return want{caps: measured(), binary: "/usr/local/bin/escape-sensor", command: "run", minStop: 30 * time.Second,
 		after: []string{"containerd.service", "network-online.target"}, wants: []string{"containerd.service", "network-online.target"},
 		stateDirs:  []string{"escape-sensor", strings.TrimPrefix(agentStateDefault, "/var/lib/")},
 		runtimeDir: strings.TrimPrefix(filepath.Dir(control.DefaultPath), "/run/"),
@@ -171,7 +188,7 @@ func sensorWant() want {
 		families: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"},
 		// The agent creates network namespaces; a seccomp filter would be
 		// inherited by CRIU; the agent writes setuid files of containers.
-		mustNot: []string{"RestrictNamespaces", "SystemCallFilter", "MemoryDenyWriteExecute", "RestrictSUIDSGID", "CapabilityBoundingSet"}}
+		mustNot: []string{"RestrictNamespaces", "SystemCallFilter", "MemoryDenyWriteExecute", "RestrictSUIDSGID"}}
 }
 
 // agentStateDefault is the agent's default state directory
@@ -265,6 +282,17 @@ func check(u unit, w want) []error {
 			bad("[Service] CapabilityBoundingSet=%s, want it empty (no capability)", strings.Join(vs, " "))
 		}
 	}
+	if w.caps != nil {
+		vs, ok := u["Service"]["CapabilityBoundingSet"]
+		var got []string
+		for _, c := range u.words("Service", "CapabilityBoundingSet") {
+			got = append(got, strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+		}
+		if !ok || len(vs) == 0 || !sameSet(got, w.caps) {
+			bad("[Service] CapabilityBoundingSet=%s, want the measured set %s (docs/operations.md, \"Capabilities\")",
+				strings.Join(u.words("Service", "CapabilityBoundingSet"), " "), strings.Join(w.caps, " "))
+		}
+	}
 	for _, k := range w.mustNot {
 		if _, ok := u["Service"][k]; ok {
 			bad("[Service] %s is set: it would break the agent (see the unit's comments)", k)
@@ -327,6 +355,9 @@ func TestSystemdUnitChecksRejectBrokenUnits(t *testing.T) {
 		{"typo", "escape-plane.service", "ProtectHome=yes", "ProtectHome=yes\nProtectHomes=yes", "ProtectHomes: not a directive"},
 		{"sensor without containerd", "escape-sensor.service", "Wants=containerd.service", "Wants=", "Wants= lacks containerd.service"},
 		{"runtime directory not the socket's", "escape-sensor.service", "RuntimeDirectory=escape-sensor", "RuntimeDirectory=escape", "RuntimeDirectory=escape, want escape-sensor"},
+		{"agent without packet capability", "escape-sensor.service", " CAP_NET_RAW CAP_SYS_PTRACE\n", " CAP_SYS_PTRACE\n", "want the measured set"},
+		{"agent with an unmeasured capability", "escape-sensor.service", " CAP_SYS_PTRACE\n", " CAP_SYS_PTRACE CAP_SYS_CHROOT\n", "want the measured set"},
+		{"agent without a bounding set", "escape-sensor.service", "CapabilityBoundingSet=", "#CapabilityBoundingSet=", "want the measured set"},
 		{"unbounded stop", "escape-plane.service", "TimeoutStopSec=11min", "TimeoutStopSec=infinity", "TimeoutStopSec"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -459,4 +490,49 @@ func verify(t *testing.T, tool string, units []string, edit map[string][2]string
 		}
 	}
 	return strings.Join(lines, "\n"), err
+}
+
+func sameSet(a, b []string) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+// The daemon keeps, after its BPF load, the table's kept set by default:
+// the example configuration holds the defaults (cmd/escape-sensor's
+// deploy_config_test checks that), and it must be the measured set.
+func TestKeptCapabilitiesAreTheMeasuredOnes(t *testing.T) {
+	rows, err := capmeasure.ReadTable(operationsGuide)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("../escape.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Sensor struct {
+			Drop bool     `yaml:"drop_capabilities"`
+			Keep []string `yaml:"keep_capabilities"`
+		} `yaml:"sensor"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, c := range doc.Sensor.Keep {
+		keep = append(keep, strings.TrimPrefix(c, "cap_"))
+	}
+	if !doc.Sensor.Drop || !sameSet(keep, capmeasure.KeptSet(rows)) {
+		t.Errorf("deploy/escape.yaml: drop_capabilities %v, keep_capabilities %v; want true and the table's kept set %v",
+			doc.Sensor.Drop, keep, capmeasure.KeptSet(rows))
+	}
+	// The kept set is within the start set: nothing is kept that the
+	// daemon could not have started with.
+	for _, c := range capmeasure.KeptSet(rows) {
+		if !slices.Contains(capmeasure.StartSet(rows), c) {
+			t.Errorf("CAP_%s kept but not in the start set", strings.ToUpper(c))
+		}
+	}
 }

@@ -93,7 +93,7 @@ func TestWebhookRetriesWithBackoff(t *testing.T) {
 		got <- e
 	}))
 	defer srv.Close()
-	s, err := events.NewWebhookSink(srv.URL, events.WithRetry(5, 10*time.Millisecond, 50*time.Millisecond))
+	s, err := events.NewWebhookSink(srv.URL, events.WithInsecureHTTP(), events.WithRetry(5, 10*time.Millisecond, 50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestWebhookGivesUpOnClientErrorsAndBadURLs(t *testing.T) {
 		http.Error(w, "no", http.StatusBadRequest)
 	}))
 	defer srv.Close()
-	s, err := events.NewWebhookSink(srv.URL, events.WithRetry(5, 10*time.Millisecond, 50*time.Millisecond))
+	s, err := events.NewWebhookSink(srv.URL, events.WithInsecureHTTP(), events.WithRetry(5, 10*time.Millisecond, 50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestWebhookGivesUpOnClientErrorsAndBadURLs(t *testing.T) {
 		t.Errorf("4xx: %d calls, %d dropped; want 1 and 1 (not retried)", calls.Load(), s.Dropped.Load())
 	}
 	for _, u := range []string{"", "ftp://x", "http://", "::"} {
-		if _, err := events.NewWebhookSink(u); err == nil {
+		if _, err := events.NewWebhookSink(u, events.WithInsecureHTTP()); err == nil {
 			t.Errorf("URL %q accepted", u)
 		}
 	}
