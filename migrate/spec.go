@@ -146,6 +146,15 @@ func (a *Adopted) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Movable refuses to migrate an adopted container its agent found
+// unmovable, with the agent's reasons.
+func (s Spec) Movable() error {
+	if s.Adopted == nil || s.Adopted.Movable {
+		return nil
+	}
+	return fmt.Errorf("adopted container is rolled back in place only: %s", strings.Join(s.Adopted.Refusals, "; "))
+}
+
 // SharesHostNetwork says the adopted container has no network namespace
 // of its own: it has no address to keep, and moves nowhere.
 func (s Spec) SharesHostNetwork() bool { return s.Adopted != nil && s.Adopted.Netns == "" }

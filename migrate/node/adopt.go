@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -327,9 +328,12 @@ func (n *Node) bridgedAddress(netns, link string) (netip.Prefix, string, error) 
 	if !ok {
 		return netip.Prefix{}, "", fmt.Errorf("a %s: only a veth on the host's bridge is recreated elsewhere", l.Type())
 	}
-	peer, err := netlink.VethPeerIndex(veth)
-	if err != nil {
-		return netip.Prefix{}, "", fmt.Errorf("its peer: %w", err)
+	// IFLA_LINK: the peer's index in its own namespace (the host's, for a
+	// veth on the bridge). netlink.VethPeerIndex would ask ethtool in the
+	// agent's namespace, of the agent's own interface of that name.
+	peer := veth.Attrs().ParentIndex
+	if peer == 0 {
+		return netip.Prefix{}, "", errors.New("its peer is unknown")
 	}
 	hh, err := arp.Handle(n.cfg.Netns)
 	if err != nil {

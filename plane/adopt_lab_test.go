@@ -1,0 +1,407 @@
+package plane_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/escape-mtd/escape/arp"
+	"github.com/escape-mtd/escape/migrate"
+	"github.com/escape-mtd/escape/plane"
+	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
+)
+
+// ctrBin is the containerd client `make deps` installs.
+const ctrBin = "/opt/escape/bin/ctr"
+
+// userNamespace is the containerd namespace the test's user runs
+// containers in, as nerdctl does; the agents adopt from it.
+const userNamespace = "default"
+
+// inHost runs a command on a lab host, failing the test on error.
+func inHost(ctx context.Context, t *testing.T, inv *lab.Inventory, host string, args ...string) string {
+	t.Helper()
+	out, err := lab.Command(ctx, inv, host, args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s on %s: %v: %s", strings.Join(args, " "), host, err, out)
+	}
+	return string(out)
+}
+
+// userNetns is what a user makes for a container of its own address: a
+// named network namespace on a host with a veth plugged into the host's
+// bridge, the address and MAC on it.
+func userNetns(ctx context.Context, t *testing.T, inv *lab.Inventory, host, name, veth string, ip netip.Prefix, mac string) {
+	t.Helper()
+	h, _ := inv.Host(host)
+	for _, args := range [][]string{
+		{"ip", "netns", "add", name},
+		// The host's end gets a MAC above the bridge's: a port with a lower
+		// one would become the bridge's MAC while it is plugged in, and
+		// the neighbours' caches would point at a MAC the host no longer
+		// has once it is gone.
+		{"ip", "link", "add", veth, "address", "fe" + mac[2:], "type", "veth", "peer", "name", veth + "c"},
+		{"ip", "link", "set", veth, "master", h.Bridge, "up"},
+		{"ip", "link", "set", veth + "c", "netns", name},
+		{"ip", "-n", name, "link", "set", veth + "c", "name", "eth0", "address", mac},
+		{"ip", "-n", name, "addr", "add", ip.String(), "dev", "eth0"},
+		{"ip", "-n", name, "link", "set", "eth0", "up"},
+		{"ip", "-n", name, "link", "set", "lo", "up"},
+	} {
+		inHost(ctx, t, inv, host, args...)
+	}
+	t.Cleanup(func() {
+		_ = lab.Command(context.Background(), inv, host, "ip", "link", "del", veth).Run()
+		_ = lab.Command(context.Background(), inv, host, "ip", "netns", "del", name).Run()
+	})
+}
+
+// ctrRun starts a container as a user would, with ctr, in the user's
+// namespace, and removes it at the end of the test from every host.
+func ctrRun(ctx context.Context, t *testing.T, inv *lab.Inventory, host, id string, flags ...string) {
+	t.Helper()
+	args := append([]string{ctrBin, "-n", userNamespace, "run", "-d", "--null-io"}, flags...)
+	args = append(args, lab.ImageRef("redis"), id, "/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no")
+	inHost(ctx, t, inv, host, args...)
+	t.Cleanup(func() {
+		for _, h := range inv.Hosts {
+			_ = lab.Command(context.Background(), inv, h.Name, ctrBin, "-n", userNamespace, "task", "kill", "-s", "SIGKILL", id).Run()
+			time.Sleep(200 * time.Millisecond)
+			_ = lab.Command(context.Background(), inv, h.Name, ctrBin, "-n", userNamespace, "task", "rm", "-f", id).Run()
+			_ = lab.Command(context.Background(), inv, h.Name, ctrBin, "-n", userNamespace, "container", "rm", id).Run()
+		}
+	})
+}
+
+// userTask is the state of the user's container id on host as ctr lists it
+// ("" when it has no task, or is not there).
+func userTask(ctx context.Context, t *testing.T, inv *lab.Inventory, host, id string) string {
+	t.Helper()
+	for _, line := range strings.Split(inHost(ctx, t, inv, host, ctrBin, "-n", userNamespace, "task", "ls"), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+// userContainer says whether ctr lists container id on host.
+func userContainer(ctx context.Context, t *testing.T, inv *lab.Inventory, host, id string) bool {
+	t.Helper()
+	for _, line := range strings.Split(inHost(ctx, t, inv, host, ctrBin, "-n", userNamespace, "container", "ls", "-q"), "\n") {
+		if strings.TrimSpace(line) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// garpWatch records the gratuitous ARP for an address seen from a lab
+// namespace's interface.
+type garpWatch struct {
+	where string
+	fd    int
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	seen  []string // sender MACs of gratuitous ARP for ip
+}
+
+func watchGARP(t *testing.T, where, netns, link string, ip netip.Addr) *garpWatch {
+	t.Helper()
+	li, err := arp.Link(arp.Endpoint{Netns: netns, Link: link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &garpWatch{where: where, fd: -1, stop: make(chan struct{})}
+	const ethPAll = 0x0003
+	proto := uint16(ethPAll<<8 | ethPAll>>8)
+	err = arp.Do(netns, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+		if err != nil {
+			return err
+		}
+		w.fd = fd
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: li.Index}); err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	})
+	if err != nil {
+		if w.fd >= 0 {
+			unix.Close(w.fd)
+		}
+		t.Fatalf("ARP observer in %s: %v", where, err)
+	}
+	want := ip.As4()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			n, _, err := unix.Recvfrom(w.fd, buf, 0)
+			// Ethernet (14) + ARP for IPv4 (28): ethertype 0x0806, sender
+			// IP at 28, target IP at 38; gratuitous when they are equal.
+			if err != nil || n < 42 || buf[12] != 0x08 || buf[13] != 0x06 {
+				continue
+			}
+			if [4]byte(buf[28:32]) == want && [4]byte(buf[38:42]) == want {
+				w.mu.Lock()
+				w.seen = append(w.seen, net.HardwareAddr(buf[22:28]).String())
+				w.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(w.close)
+	return w
+}
+
+func (w *garpWatch) close() {
+	select {
+	case <-w.stop:
+		return
+	default:
+	}
+	close(w.stop)
+	w.wg.Wait()
+	unix.Close(w.fd)
+}
+
+func (w *garpWatch) macs() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.seen)
+}
+
+// TestPlaneAdoptsUserContainers: containers a user started with ctr, in
+// containerd's default namespace, labelled escape.mtd/protect=true, are
+// taken under protection without any ESCAPE deploy: one with its own
+// address on the bridge is checkpointed, rolled back and migrated with
+// its address, MAC and an established connection; one with a host bind
+// mount is refused the move and rolled back in place; removing a label
+// or the container ends protection and never touches the container.
+func TestPlaneAdoptsUserContainers(t *testing.T) {
+	inv := labtest.Ensure(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	for _, h := range []string{"h1", "h2"} {
+		labtest.AgentSettings(t, inv, h, func(a map[string]any) {
+			a["adopt"] = map[string]any{"namespaces": []string{userNamespace}}
+		})
+	}
+	// The user's image, in the user's namespace on h1 (h2 gets it from
+	// the migration: its agent copies it in).
+	ref := lab.ImageRef("redis")
+	const archive = "/tmp/escape-adopt-image.tar" // the host's own /tmp
+	inHost(ctx, t, inv, "h1", "sh", "-c", fmt.Sprintf("%s -n %s images export %s %s && %s -n %s images import %s; rc=$?; rm -f %s; exit $rc",
+		ctrBin, inv.Namespace, archive, ref, ctrBin, userNamespace, archive, archive))
+
+	bits := inv.Subnet.Bits()
+	dbIP := netip.PrefixFrom(netip.MustParseAddr("198.18.1.200"), bits)
+	bindIP := netip.PrefixFrom(netip.MustParseAddr("198.18.1.201"), bits)
+	const dbMAC, bindMAC = "02:e5:c6:12:01:c8", "02:e5:c6:12:01:c9"
+	const db, bound = "adopt-db", "adopt-bound"
+	dbNetns, bindNetns := inv.NetnsPrefix+"user-db", inv.NetnsPrefix+"user-bound"
+	userNetns(ctx, t, inv, "h1", dbNetns, "vadb", dbIP, dbMAC)
+	userNetns(ctx, t, inv, "h1", bindNetns, "vabd", bindIP, bindMAC)
+	ctrRun(ctx, t, inv, "h1", db, "--label", migrate.AdoptLabel+"=true", "--label", "escape.mtd/clean-epochs=1",
+		"--with-ns", "network:/run/netns/"+dbNetns)
+	ctrRun(ctx, t, inv, "h1", bound, "--label", migrate.AdoptLabel+"=true", "--label", "escape.mtd/clean-epochs=1",
+		"--with-ns", "network:/run/netns/"+bindNetns, "--mount", "type=bind,src=/tmp,dst=/hostdata,options=rbind:ro")
+
+	cfg := labConfig(t, inv, plane.PolicyOverrides{RollbackLimit: ptr(10), Retain: ptr(2)})
+	cfg.Adopt.Off = true // rounds are run by the test, one at a time
+	p := openLabPlane(t, cfg, inv)
+
+	// 1. Adopted, both; the bound one is refused the move, with the reason.
+	rep := p.AdoptRound(ctx)
+	t.Logf("round 1: %+v", rep)
+	if !slices.Contains(rep.Adopted, db) || !slices.Contains(rep.Adopted, bound) {
+		t.Fatalf("adoption round: %+v, want %s and %s adopted", rep, db, bound)
+	}
+	rec, err := p.Store().Container(db)
+	if err != nil || !rec.Adopted || rec.Host != "h1" || rec.Spec.Adopted == nil || !rec.Spec.Adopted.Movable {
+		a := *rec.Spec.Adopted
+		a.OCISpec = nil
+		t.Fatalf("record of %s: %+v %v; adopted: %+v", db, rec, err, a)
+	}
+	if rec.Spec.IP != dbIP || rec.Spec.MAC != dbMAC || rec.Spec.Adopted.Namespace != userNamespace || rec.Policy.CleanEpochs != 1 {
+		t.Fatalf("record of %s: ip %v mac %s namespace %s clean epochs %d", db, rec.Spec.IP, rec.Spec.MAC, rec.Spec.Adopted.Namespace, rec.Policy.CleanEpochs)
+	}
+	brec, err := p.Store().Container(bound)
+	if err != nil || brec.Spec.Adopted == nil || brec.Spec.Adopted.Movable || !brec.Spec.Adopted.Rollback ||
+		!strings.Contains(strings.Join(brec.Spec.Adopted.Refusals, ";"), "bind mount of host path /tmp at /hostdata") {
+		t.Fatalf("record of %s: %+v %v", bound, brec.Spec.Adopted, err)
+	}
+	if !auditHas(t, auditPath(p), func(e plane.AuditEvent) bool {
+		return e.Action == "adopt" && e.Container == bound && e.Outcome == "ok" && strings.Contains(strings.Join(e.Reasons, ";"), "bind mount")
+	}) {
+		t.Error("no audited adoption of the bound container with its refusal")
+	}
+	if again := p.AdoptRound(ctx); len(again.Adopted)+len(again.Released) != 0 {
+		t.Fatalf("second round changed something: %+v", again)
+	}
+
+	// 2. A safe checkpoint and a rollback in place, on the user's own
+	// container object.
+	rc := labtest.DialRedis(t, inv, dbIP.Addr(), 15*time.Second)
+	if n := incr(t, rc); n != 1 {
+		t.Fatalf("first INCR = %d", n)
+	}
+	if _, err := p.HandleReport(ctx, plane.Report{Container: db, Epoch: 1, Threshold: 3}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Checkpoint(ctx, db, false, "test"); err != nil {
+		t.Fatalf("checkpoint of the adopted container: %v", err)
+	}
+	for want := int64(2); want <= 3; want++ {
+		if n := incr(t, rc); n != want {
+			t.Fatalf("INCR = %d, want %d", n, want)
+		}
+	}
+	res, err := p.Rollback(ctx, db, []string{"test"}, "test")
+	if err != nil {
+		t.Fatalf("rollback of the adopted container: %v", err)
+	}
+	t.Logf("rollback: downtime %v", time.Duration(res.Downtime))
+	rc = labtest.DialRedis(t, inv, dbIP.Addr(), 15*time.Second)
+	if n := incr(t, rc); n != 2 {
+		t.Fatalf("after the rollback INCR = %d, want 2 (the checkpoint's 1, plus one)", n)
+	}
+	if st := userTask(ctx, t, inv, "h1", db); st != "RUNNING" {
+		t.Fatalf("the user's container on h1 after the rollback: task %q, want RUNNING", st)
+	}
+
+	// 3. Migration to h2: the address, the MAC and an established
+	// connection come along, announced; the source's copy goes.
+	h1, _ := inv.Host("h1")
+	watchers := []*garpWatch{watchGARP(t, "client", inv.Client.Netns, inv.Client.Link, dbIP.Addr()),
+		watchGARP(t, "h1", h1.Netns, h1.Bridge, dbIP.Addr())}
+	mres, err := p.Migrate(ctx, db, "h2", []string{"test"}, "test")
+	if err != nil || mres.Outcome != migrate.Migrated {
+		t.Fatalf("migration of the adopted container: %+v %v", mres, err)
+	}
+	t.Logf("migration: frozen %v", mres.Frozen)
+	if n := incr(t, rc); n != 3 {
+		t.Fatalf("INCR over the connection established before the migration = %d, want 3", n)
+	}
+	time.Sleep(2500 * time.Millisecond) // the announcement's later rounds
+	for _, w := range watchers {
+		w.close()
+		macs := w.macs()
+		if len(macs) == 0 || slices.IndexFunc(macs, func(m string) bool { return m != dbMAC }) >= 0 {
+			t.Errorf("gratuitous ARP for %v seen from %s: %v, want at least one, all from %s", dbIP.Addr(), w.where, macs, dbMAC)
+		}
+	}
+	if rec, _ = p.Store().Container(db); rec.Host != "h2" {
+		t.Fatalf("placement after the migration: %s", rec.Host)
+	}
+	if st := status(ctx, t, p, "h2", db); st.Status != migrate.Running || !slices.Contains(st.Addresses, dbIP) {
+		t.Fatalf("on h2: %+v", st)
+	}
+	link := inHost(ctx, t, inv, "h2", "ip", "-n", "escape-ct-h2-"+db, "-o", "link", "show", "eth0")
+	if !strings.Contains(link, dbMAC) {
+		t.Fatalf("h2's copy's interface: %s, want MAC %s", link, dbMAC)
+	}
+	if userContainer(ctx, t, inv, "h1", db) {
+		t.Fatal("the source's copy is still on h1 after the migration")
+	}
+	if st := userTask(ctx, t, inv, "h2", db); st != "RUNNING" {
+		t.Fatalf("the container on h2 in the user's namespace: task %q, want RUNNING", st)
+	}
+	labels := inHost(ctx, t, inv, "h2", ctrBin, "-n", userNamespace, "container", "info", db)
+	if !strings.Contains(labels, `"`+migrate.AdoptLabel+`": "true"`) {
+		t.Fatalf("h2's copy lost its label:\n%s", labels)
+	}
+	if rep := p.AdoptRound(ctx); len(rep.Adopted)+len(rep.Released) != 0 {
+		t.Fatalf("the round after the migration changed something: %+v", rep)
+	}
+
+	// 4. The bound container: no migration, a rollback in place.
+	if _, err := p.Migrate(ctx, bound, "h2", []string{"test"}, "test"); err == nil || !strings.Contains(err.Error(), "bind mount") {
+		t.Fatalf("migration of the bound container: %v, want a refusal naming the bind mount", err)
+	}
+	brc := labtest.DialRedis(t, inv, bindIP.Addr(), 15*time.Second)
+	incr(t, brc)
+	if _, err := p.HandleReport(ctx, plane.Report{Container: bound, Epoch: 1, Threshold: 3}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	bck, err := p.Checkpoint(ctx, bound, false, "test")
+	if err != nil {
+		t.Fatalf("checkpoint of the bound container: %v", err)
+	}
+	incr(t, brc)
+	d, err := p.HandleReport(ctx, plane.Report{Container: bound, Epoch: 2, Anomalous: true, Mismatches: 5, Threshold: 3}, "test")
+	if err != nil || d.Action != "rollback" || d.Outcome != "ok" || d.Host != "h1" {
+		t.Fatalf("anomaly in the bound container: %+v %v", d, err)
+	}
+	if n := incr(t, labtest.DialRedis(t, inv, bindIP.Addr(), 15*time.Second)); n != 2 {
+		t.Fatalf("after rolling the bound container back INCR = %d, want 2", n)
+	}
+
+	// 5. Its label removed: released, its checkpoint dropped, the
+	// container left running.
+	inHost(ctx, t, inv, "h1", ctrBin, "-n", userNamespace, "container", "label", bound, migrate.AdoptLabel+"=")
+	rep = p.AdoptRound(ctx)
+	if !slices.Contains(rep.Released, bound) {
+		t.Fatalf("round after the label's removal: %+v", rep)
+	}
+	if _, err := p.Store().Container(bound); err == nil {
+		t.Fatal("the released container is still protected")
+	}
+	hh1, _ := p.Host("h1")
+	if _, err := hh1.VerifyImage(ctx, bck.Image); err == nil {
+		t.Fatalf("the released container's checkpoint %s is still on h1", bck.Image)
+	}
+	if st := userTask(ctx, t, inv, "h1", bound); st != "RUNNING" {
+		t.Fatalf("the released container: task %q, want RUNNING", st)
+	}
+	if !auditHas(t, auditPath(p), func(e plane.AuditEvent) bool { return e.Action == "release" && e.Container == bound }) {
+		t.Error("no audited release")
+	}
+
+	// 6. The user deletes the migrated container: released.
+	inHost(ctx, t, inv, "h2", ctrBin, "-n", userNamespace, "task", "kill", "-s", "SIGKILL", db)
+	for i := 0; userTask(ctx, t, inv, "h2", db) == "RUNNING"; i++ {
+		if i > 50 {
+			t.Fatal("the user's SIGKILL did not stop the container")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	inHost(ctx, t, inv, "h2", ctrBin, "-n", userNamespace, "task", "rm", db)
+	inHost(ctx, t, inv, "h2", ctrBin, "-n", userNamespace, "container", "rm", db)
+	if rep := p.AdoptRound(ctx); !slices.Contains(rep.Released, db) {
+		t.Fatalf("round after the user deleted %s: %+v", db, rep)
+	}
+
+	// 7. An operator's Remove of an adopted container releases it and
+	// leaves it running; it is not adopted again while it keeps its label.
+	inHost(ctx, t, inv, "h1", ctrBin, "-n", userNamespace, "container", "label", bound, migrate.AdoptLabel+"=true")
+	if rep := p.AdoptRound(ctx); !slices.Contains(rep.Adopted, bound) {
+		t.Fatalf("round after the label came back: %+v", rep)
+	}
+	if err := p.Remove(ctx, bound, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if st := userTask(ctx, t, inv, "h1", bound); st != "RUNNING" {
+		t.Fatalf("after the operator's release: task %q, want RUNNING", st)
+	}
+	if rep := p.AdoptRound(ctx); slices.Contains(rep.Adopted, bound) {
+		t.Fatalf("a released container was adopted again while it kept its label: %+v", rep)
+	}
+}
