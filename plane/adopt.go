@@ -76,7 +76,9 @@ type adoptedCandidate struct {
 	spec migrate.Spec
 }
 
-func (c adoptedCandidate) key() string { return c.host + "/" + c.spec.Adopted.Namespace + "/" + c.spec.ID }
+func (c adoptedCandidate) key() string {
+	return c.host + "/" + c.spec.Adopted.Namespace + "/" + c.spec.ID
+}
 
 // AdoptRound runs one adoption round (Run runs them on the interval).
 func (p *Plane) AdoptRound(ctx context.Context) AdoptReport {
