@@ -26,7 +26,9 @@ func userSpec(t testing.TB) *specs.Spec {
 	return s
 }
 
-func namespacesCtx() context.Context { return namespaces.WithNamespace(context.Background(), "default") }
+func namespacesCtx() context.Context {
+	return namespaces.WithNamespace(context.Background(), "default")
+}
 
 func userInfo() containers.Container {
 	return containers.Container{ID: "db", Image: "docker.io/library/redis:7", SnapshotKey: "db", Snapshotter: "overlayfs",
