@@ -169,6 +169,14 @@ func (n *Node) locateSpec(ctx context.Context, s migrate.Spec) (place, error) {
 	if _, err := c.LoadContainer(p.in(ctx), s.ID); err == nil {
 		return place{}, fmt.Errorf("%s is a container ESCAPE deployed here, not the adopted one", s.ID)
 	}
+	// One of the same id without the label is another container of a
+	// user's here: nothing may replace or remove it.
+	if _, err := c.LoadContainer(namespaces.WithNamespace(ctx, s.Adopted.Namespace), s.ID); err == nil {
+		return place{}, fmt.Errorf("containerd namespace %s here has a container %s that is not labelled %s=true: it is not the adopted one, and is left alone", s.Adopted.Namespace, s.ID, migrate.AdoptLabel)
+	} else if !errdefs.IsNotFound(err) {
+		n.dropIfUnavailable(err)
+		return place{}, err
+	}
 	dest := n.ownPlace(s.ID)
 	dest.ns, dest.adopted = s.Adopted.Namespace, true
 	if s.SharesHostNetwork() {
