@@ -69,8 +69,14 @@ func userNetns(ctx context.Context, t *testing.T, inv *lab.Inventory, host, name
 // namespace, and removes it at the end of the test from every host.
 func ctrRun(ctx context.Context, t *testing.T, inv *lab.Inventory, host, id string, flags ...string) {
 	t.Helper()
+	ctrRunCmd(ctx, t, inv, host, id, flags, "/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no")
+}
+
+// ctrRunCmd is ctrRun with the container's command.
+func ctrRunCmd(ctx context.Context, t *testing.T, inv *lab.Inventory, host, id string, flags []string, cmd ...string) {
+	t.Helper()
 	args := append([]string{ctrBin, "-n", userNamespace, "run", "-d", "--null-io"}, flags...)
-	args = append(args, lab.ImageRef("redis"), id, "/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no")
+	args = append(append(args, lab.ImageRef("redis"), id), cmd...)
 	inHost(ctx, t, inv, host, args...)
 	t.Cleanup(func() {
 		for _, h := range inv.Hosts {
@@ -224,6 +230,11 @@ func TestPlaneAdoptsUserContainers(t *testing.T) {
 	ctrRun(ctx, t, inv, "h1", bound, "--label", migrate.AdoptLabel+"=true", "--label", "escape.mtd/clean-epochs=1",
 		"--with-ns", "network:/run/netns/"+bindNetns, "--mount", "type=bind,src=/tmp,dst=/hostdata,options=rbind:ro")
 
+	// On the host's network: it shares the host's address.
+	const hostnet = "adopt-hostnet"
+	ctrRunCmd(ctx, t, inv, "h1", hostnet, []string{"--label", migrate.AdoptLabel + "=true", "--label", "escape.mtd/clean-epochs=1", "--net-host"},
+		"/bin/sh", "-c", "while :; do sleep 1; done")
+
 	cfg := labConfig(t, inv, plane.PolicyOverrides{RollbackLimit: ptr(10), Retain: ptr(2)})
 	cfg.Adopt.Off = true // rounds are run by the test, one at a time
 	p := openLabPlane(t, cfg, inv)
@@ -231,8 +242,13 @@ func TestPlaneAdoptsUserContainers(t *testing.T) {
 	// 1. Adopted, both; the bound one is refused the move, with the reason.
 	rep := p.AdoptRound(ctx)
 	t.Logf("round 1: %+v", rep)
-	if !slices.Contains(rep.Adopted, db) || !slices.Contains(rep.Adopted, bound) {
-		t.Fatalf("adoption round: %+v, want %s and %s adopted", rep, db, bound)
+	if !slices.Contains(rep.Adopted, db) || !slices.Contains(rep.Adopted, bound) || !slices.Contains(rep.Adopted, hostnet) {
+		t.Fatalf("adoption round: %+v, want %s, %s and %s adopted", rep, db, bound, hostnet)
+	}
+	hrec, err := p.Store().Container(hostnet)
+	if err != nil || hrec.Spec.Adopted.Movable || !hrec.Spec.Adopted.Rollback || hrec.Spec.IP.IsValid() ||
+		!strings.Contains(strings.Join(hrec.Spec.Adopted.Refusals, ";"), "shares the host's network namespace") {
+		t.Fatalf("record of %s: %+v %v", hostnet, hrec.Spec.Adopted, err)
 	}
 	rec, err := p.Store().Container(db)
 	if err != nil || !rec.Adopted || rec.Host != "h1" || rec.Spec.Adopted == nil || !rec.Spec.Adopted.Movable {
@@ -352,6 +368,24 @@ func TestPlaneAdoptsUserContainers(t *testing.T) {
 	}
 	if n := incr(t, labtest.DialRedis(t, inv, bindIP.Addr(), 15*time.Second)); n != 2 {
 		t.Fatalf("after rolling the bound container back INCR = %d, want 2", n)
+	}
+
+	// The host-network one too, in place: no network step touches the
+	// host's namespace.
+	if _, err := p.HandleReport(ctx, plane.Report{Container: hostnet, Epoch: 1, Threshold: 3}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Checkpoint(ctx, hostnet, false, "test"); err != nil {
+		t.Fatalf("checkpoint of the host-network container: %v", err)
+	}
+	if _, err := p.Rollback(ctx, hostnet, []string{"test"}, "test"); err != nil {
+		t.Fatalf("rollback of the host-network container: %v", err)
+	}
+	if st := userTask(ctx, t, inv, "h1", hostnet); st != "RUNNING" {
+		t.Fatalf("the host-network container after its rollback: task %q", st)
+	}
+	if _, err := p.Migrate(ctx, hostnet, "h2", []string{"test"}, "test"); err == nil || !strings.Contains(err.Error(), "host's network") {
+		t.Fatalf("migration of the host-network container: %v", err)
 	}
 
 	// 5. Its label removed: released, its checkpoint dropped, the
