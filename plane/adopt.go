@@ -303,6 +303,16 @@ func (p *Plane) releaseGone(ctx context.Context, listed map[string][]migrate.Spe
 		}
 		err = p.releaseLocked(ctx, c.Spec.ID, "plane",
 			fmt.Sprintf("%s no longer lists it with %s=true in namespace %s: its label was removed, or it was deleted", c.Host, migrate.AdoptLabel, c.Spec.Adopted.Namespace))
+		if err == nil {
+			// A copy a migration brought here lives in a network namespace
+			// its agent made: the agent removes it once no container of the
+			// id is left in the namespaces it adopts from (never a user's).
+			if h, herr := p.Host(c.Host); herr == nil {
+				if _, nerr := h.RemoveNetwork(ctx, c.Spec.ID); nerr != nil {
+					p.log.Warn("adoption: the released container's network", zap.String("container", c.Spec.ID), zap.Error(nerr))
+				}
+			}
+		}
 		unlock()
 		if err != nil {
 			p.log.Warn("adoption: release", zap.String("container", c.Spec.ID), zap.Error(err))

@@ -422,6 +422,10 @@ func TestPlaneAdoptsUserContainers(t *testing.T) {
 	if rep := p.AdoptRound(ctx); !slices.Contains(rep.Released, db) {
 		t.Fatalf("round after the user deleted %s: %+v", db, rep)
 	}
+	// The network h2's agent made for the copy goes with it.
+	if ns := inHost(ctx, t, inv, "h2", "ip", "netns"); strings.Contains(ns, "escape-ct-h2-"+db) {
+		t.Fatalf("h2 keeps the network of the deleted container: %s", ns)
+	}
 
 	// 7. An operator's Remove of an adopted container releases it and
 	// leaves it running; it is not adopted again while it keeps its label.

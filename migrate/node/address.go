@@ -97,16 +97,23 @@ func (n *Node) RemoveNetwork(ctx context.Context, id string) (migrate.StepResult
 	if _, err := n.locate(ctx, id); err != nil {
 		return migrate.StepResult{}, n.fail("remove network", id, err)
 	}
-	had, err := n.removeNetwork(id)
+	had, err := n.removeNetwork(ctx, id)
 	if err != nil {
 		return migrate.StepResult{}, n.fail("remove network", id, err)
 	}
 	return didIf(had, "removed", "absent"), nil
 }
 
-func (n *Node) removeNetwork(id string) (bool, error) {
+func (n *Node) removeNetwork(ctx context.Context, id string) (bool, error) {
 	n.announcing.stop(id)
-	if !n.placeOf(id).hasNetwork() {
+	p := n.placeOf(id)
+	if !p.hasNetwork() {
+		return false, nil
+	}
+	if !p.adopted && n.userHolds(ctx, id) {
+		// A namespace the node made for an adopted container's copy that
+		// its user unlabelled since: it is the user's container's now.
+		n.log.Warn("network left in place: a user's container of the same id uses it", zapID(id))
 		return false, nil
 	}
 	if arp.NetnsExists(n.ctNetns(id)) {

@@ -123,7 +123,7 @@ func (n *Node) Start(ctx context.Context, s migrate.Spec, opts migrate.StartOpti
 			_, _ = n.removeContainer(bg, c, s.ID)
 		}
 		if netCreated {
-			_, _ = n.removeNetwork(s.ID)
+			_, _ = n.removeNetwork(bg, s.ID)
 		} else if opts.Address {
 			_ = arp.DelAddress(n.ctEndpoint(s.ID), s.IP)
 		}
@@ -255,7 +255,7 @@ func (n *Node) Remove(ctx context.Context, id string) (migrate.StepResult, error
 	if len(pids) > 0 {
 		n.log.Warn("killed processes left in the container's cgroup", zapID(id), zap.Ints("pids", pids))
 	}
-	hadNet, err := n.removeNetwork(id)
+	hadNet, err := n.removeNetwork(ctx, id)
 	if err != nil {
 		return migrate.StepResult{}, n.fail("remove", id, err)
 	}

@@ -302,3 +302,23 @@ func (n *Node) placeNetwork(ctx context.Context, id string, s *migrate.Spec) err
 	}
 	return nil
 }
+
+// userHolds says whether a container of id, labelled or not, is in one of
+// the namespaces the node adopts from (an error counts as yes: the
+// network stays).
+func (n *Node) userHolds(ctx context.Context, id string) bool {
+	if len(n.cfg.Adopt) == 0 {
+		return false
+	}
+	c, _, err := n.conn(ctx)
+	if err != nil {
+		return true
+	}
+	for _, ns := range n.cfg.Adopt {
+		_, err := c.LoadContainer(namespaces.WithNamespace(ctx, ns), id)
+		if err == nil || !errdefs.IsNotFound(err) {
+			return true
+		}
+	}
+	return false
+}
