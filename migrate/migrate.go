@@ -223,6 +223,9 @@ func (m *Migrator) Migrate(ctx context.Context, spec Spec, source, dest string, 
 	if err := spec.Validate(); err != nil {
 		return Result{}, err
 	}
+	if err := spec.Movable(); err != nil {
+		return Result{}, fmt.Errorf("migrate %s: %w", spec.ID, err)
+	}
 	if source == dest {
 		return Result{}, fmt.Errorf("migrate %s: source and destination are both %s", spec.ID, source)
 	}

@@ -102,6 +102,21 @@ type Config struct {
 	Defaults PolicyOverrides `yaml:"defaults"`
 	// Containers are deployed at start if not already placed.
 	Containers []ContainerConfig `yaml:"containers"`
+	// Adopt is how the plane takes under protection the containers users
+	// started themselves (adopt.go).
+	Adopt AdoptConfig `yaml:"adopt"`
+}
+
+// AdoptConfig tunes adoption: every Interval the plane asks each agent for
+// its host's containers labelled escape.mtd/protect=true (in the
+// namespaces the agent adopts from, its adopt.namespaces), takes the new
+// ones under protection and releases those that lost the label or are
+// gone.
+type AdoptConfig struct {
+	// Interval between two rounds (default 10s; 1s to 10m).
+	Interval Duration `yaml:"interval"`
+	// Off turns adoption off: nothing is adopted or released.
+	Off bool `yaml:"off"`
 }
 
 // TLSFiles are the paths of a certificate, its key and the CA: files an
@@ -153,6 +168,7 @@ func DefaultConfig() Config {
 		LeaseTTL:        Duration(10 * time.Second),
 		NetworkLock:     "nftables",
 		LazyRestoreFrom: fmt.Sprintf("%dMiB", migrate.DefaultLazyFrom>>20),
+		Adopt:           AdoptConfig{Interval: Duration(10 * time.Second)},
 	}
 }
 
@@ -224,6 +240,9 @@ func (c Config) Validate() error {
 	}
 	if d := time.Duration(c.LeaseTTL); d < time.Second || d > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("lease_ttl: %v is outside 1s..10m", d))
+	}
+	if d := time.Duration(c.Adopt.Interval); !c.Adopt.Off && (d < time.Second || d > 10*time.Minute) {
+		errs = append(errs, fmt.Errorf("adopt.interval: %v is outside 1s..10m", d))
 	}
 	if len(c.Hosts) == 0 {
 		errs = append(errs, errors.New("hosts: at least one host is required"))

@@ -161,9 +161,13 @@ func (p *Plane) Deploy(ctx context.Context, cc ContainerConfig, actor string) (C
 }
 
 // Remove stops protecting a container and deletes it, and its checkpoints,
-// from every host.
+// from every host. An adopted container is its user's: it is released
+// (adopt.go), and keeps running.
 func (p *Plane) Remove(ctx context.Context, id, actor string) error {
 	err := p.withLock(ctx, id, func(c ContainerRecord) error {
+		if c.Adopted {
+			return p.releaseByOperator(ctx, c, actor)
+		}
 		var errs []error
 		for _, hc := range p.cfg.Hosts {
 			h, _ := p.hosts.Host(hc.Name)

@@ -38,6 +38,7 @@ type Plane struct {
 	infos   map[string]hostInfoEntry
 	feed    sensorFeed
 	metrics metricsOnce
+	adopt   adoptState // under mu
 	// actions is what actions under way hold, so that Close waits for
 	// them: an action once accepted runs to a settled state whatever its
 	// caller does.

@@ -401,6 +401,8 @@ func (p *Plane) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); p.runFeed(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); p.runAdopt(ctx) }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for n := 1; ; n++ {

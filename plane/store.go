@@ -29,7 +29,8 @@ var (
 	bucketHosts       = []byte("hosts")
 	bucketEpochs      = []byte("epochs")
 	bucketJournal     = []byte("journal")
-	allBuckets        = [][]byte{bucketMeta, bucketContainers, bucketCheckpoints, bucketRollbacks, bucketHosts, bucketEpochs, bucketJournal}
+	bucketReleased    = []byte("released") // key: id; adopted containers an operator released
+	allBuckets        = [][]byte{bucketMeta, bucketContainers, bucketCheckpoints, bucketRollbacks, bucketHosts, bucketEpochs, bucketJournal, bucketReleased}
 )
 
 // ErrNotFound is returned for a container, host or checkpoint the store
@@ -52,6 +53,11 @@ type ContainerRecord struct {
 	// dump so that a plane that dies mid-dump has the partial image
 	// dropped at its next start.
 	Dumping migrate.ImageName `json:"dumping,omitempty"`
+	// Adopted marks a container the plane took under protection rather
+	// than deployed (adopt.go): its user's, in the containerd namespace,
+	// with the OCI spec, movability and refusals of Spec.Adopted. The
+	// plane never deletes it.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // PendingRollback is journalled in the container's record before a rollback

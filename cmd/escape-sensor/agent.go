@@ -53,6 +53,14 @@ type agentConfig struct {
 	// Shared is the shared storage every host mounts at the same path
 	// (NFS; "" for none: images then go agent to agent).
 	Shared string `yaml:"shared"`
+	// Adopt takes under protection the containers of this host's
+	// containerd labelled escape.mtd/protect=true, in these containerd
+	// namespaces (nerdctl's is "default", Kubernetes' "k8s.io"; none:
+	// nothing is adopted). docs/operations.md, "Adopting running
+	// containers".
+	Adopt struct {
+		Namespaces []string `yaml:"namespaces"`
+	} `yaml:"adopt"`
 }
 
 func defaultAgentConfig() agentConfig {
@@ -149,7 +157,7 @@ func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agenta
 	}
 	n, err := node.New(node.Config{Name: c.Host, Containerd: c.Containerd, Namespace: c.Namespace, Netns: a.Netns,
 		Bridge: a.Bridge, CgroupParent: a.CgroupParent, RuncRoot: a.RuncRoot, CRIU: a.CRIU, StateDir: a.State,
-		SharedDir: a.Shared}, node.WithLogger(log), node.WithPeers(peers),
+		SharedDir: a.Shared, Adopt: a.Adopt.Namespaces}, node.WithLogger(log), node.WithPeers(peers),
 		node.WithInterventions(ivs))
 	if err != nil {
 		return nil, err

@@ -36,6 +36,9 @@ func (n *Node) PrepareNetwork(ctx context.Context, s migrate.Spec, withAddress b
 		return migrate.StepResult{}, n.fail("prepare network", s.ID, err)
 	}
 	defer n.lockContainer(s.ID)()
+	if err := n.placeNetwork(ctx, s.ID, &s); err != nil {
+		return migrate.StepResult{}, n.fail("prepare network", s.ID, err)
+	}
 	ready := n.networkReady(s)
 	if withAddress {
 		st, err := n.leaseState(s.ID)
@@ -91,15 +94,28 @@ func (n *Node) RemoveNetwork(ctx context.Context, id string) (migrate.StepResult
 		return migrate.StepResult{}, n.fail("remove network", id, err)
 	}
 	defer n.lockContainer(id)()
-	had, err := n.removeNetwork(id)
+	if _, err := n.locate(ctx, id); err != nil {
+		return migrate.StepResult{}, n.fail("remove network", id, err)
+	}
+	had, err := n.removeNetwork(ctx, id)
 	if err != nil {
 		return migrate.StepResult{}, n.fail("remove network", id, err)
 	}
 	return didIf(had, "removed", "absent"), nil
 }
 
-func (n *Node) removeNetwork(id string) (bool, error) {
+func (n *Node) removeNetwork(ctx context.Context, id string) (bool, error) {
 	n.announcing.stop(id)
+	p := n.placeOf(id)
+	if !p.hasNetwork() {
+		return false, nil
+	}
+	if !p.adopted && n.userHolds(ctx, id) {
+		// A namespace the node made for an adopted container's copy that
+		// its user unlabelled since: it is the user's container's now.
+		n.log.Warn("network left in place: a user's container of the same id uses it", zapID(id))
+		return false, nil
+	}
 	if arp.NetnsExists(n.ctNetns(id)) {
 		// The addresses go before their fence: a copy whose address was
 		// never released (its agent was down when the plane moved the
@@ -144,6 +160,9 @@ func (n *Node) ReleaseAddress(ctx context.Context, id string, ip netip.Prefix) (
 	defer n.lockContainer(id)()
 	// No round of an earlier announcement may follow the address away.
 	n.announcing.stop(id)
+	if err := n.placeNetwork(ctx, id, nil); err != nil {
+		return migrate.StepResult{}, n.fail("release address", id, err)
+	}
 	if !arp.NetnsExists(n.ctNetns(id)) {
 		return migrate.StepResult{Did: "absent"}, nil
 	}
@@ -184,6 +203,9 @@ func (n *Node) ClaimAddress(ctx context.Context, id string, ip netip.Prefix, opt
 		return migrate.StepResult{}, n.fail("claim address", id, err)
 	}
 	defer n.lockContainer(id)()
+	if err := n.placeNetwork(ctx, id, nil); err != nil {
+		return migrate.StepResult{}, n.fail("claim address", id, err)
+	}
 	ep := n.ctEndpoint(id)
 	if !arp.NetnsExists(ep.Netns) {
 		return migrate.StepResult{}, n.fail("claim address", id, errors.New("no network namespace (PrepareNetwork first)"))
@@ -252,6 +274,9 @@ func (n *Node) Announce(ctx context.Context, id string, ip netip.Addr, opts migr
 	// Under the container's lock, so that a release cannot slip between
 	// the check of the address and the start of the rounds.
 	defer n.lockContainer(id)()
+	if err := n.placeNetwork(ctx, id, nil); err != nil {
+		return migrate.StepResult{}, n.fail("announce", id, err)
+	}
 	ep := n.ctEndpoint(id)
 	if has, err := n.hasAddr(ep, ip); err != nil {
 		return migrate.StepResult{}, n.fail("announce", id, err)
@@ -394,6 +419,9 @@ func (n *Node) SetGuards(ctx context.Context, id string, g migrate.Guards, on bo
 		return migrate.StepResult{}, n.fail("set guards", id, err)
 	}
 	defer n.lockContainer(id)()
+	if err := n.placeNetwork(ctx, id, nil); err != nil {
+		return migrate.StepResult{}, n.fail("set guards", id, err)
+	}
 	ns := n.ctNetns(id)
 	if !arp.NetnsExists(ns) {
 		if on {
@@ -418,6 +446,9 @@ func (n *Node) NetworkLocks(ctx context.Context, id string, remove bool) ([]stri
 		return nil, n.fail("network locks", id, err)
 	}
 	defer n.lockContainer(id)()
+	if err := n.placeNetwork(ctx, id, nil); err != nil {
+		return nil, n.fail("network locks", id, err)
+	}
 	names, err := networkLocks(n.ctNetns(id), remove)
 	if err != nil {
 		return nil, n.fail("network locks", id, err)

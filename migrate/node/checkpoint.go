@@ -54,6 +54,11 @@ func (n *Node) Checkpoint(ctx context.Context, id string, name migrate.ImageName
 	if err != nil {
 		return fail(err)
 	}
+	where, err := n.locate(cctx, id)
+	if err != nil {
+		return fail(err)
+	}
+	cctx = where.in(cctx)
 	st, ct, _, err := n.state(cctx, c, id)
 	if err != nil {
 		return fail(err)
@@ -61,7 +66,14 @@ func (n *Node) Checkpoint(ctx context.Context, id string, name migrate.ImageName
 	if st != migrate.Running && st != migrate.Paused {
 		return fail(fmt.Errorf("%s, not running: nothing to dump", st))
 	}
-	if _, err := os.Stat(n.criuConfig(id)); err != nil {
+	if where.adopted {
+		// Its user started it without the node's CRIU configuration: the
+		// dump asks for established connections itself, and the file is
+		// there for the restores (which put it in its spec).
+		if err := n.writeAdoptedCRIUConfig(id); err != nil {
+			return fail(err)
+		}
+	} else if _, err := os.Stat(n.criuConfig(id)); err != nil {
 		return fail(fmt.Errorf("its CRIU configuration is missing (start or restore it through this node): %w", err))
 	}
 	if err := dropDump(dir); err != nil {
@@ -84,7 +96,7 @@ func (n *Node) Checkpoint(ctx context.Context, id string, name migrate.ImageName
 	if opts.Paused {
 		err = n.dumpPaused(cctx, ct, tmp, work, opts.Exit)
 	} else {
-		err = n.dump(cctx, c, id, tmp, work, opts.Exit)
+		err = n.dump(cctx, c, id, tmp, work, opts.Exit, where.adopted)
 	}
 	took := time.Since(t0)
 	if err == nil && opts.RootFS {
@@ -122,8 +134,8 @@ func partialDir(dir string) (string, error) {
 	return p, os.Mkdir(p, 0o700)
 }
 
-func (n *Node) dump(ctx context.Context, c *client.Client, id, dir, work string, exit bool) error {
-	o := &options.CheckpointOptions{Exit: exit, WorkPath: work, ImagePath: dir}
+func (n *Node) dump(ctx context.Context, c *client.Client, id, dir, work string, exit, openTCP bool) error {
+	o := &options.CheckpointOptions{Exit: exit, WorkPath: work, ImagePath: dir, OpenTcp: openTCP}
 	req, err := typeurl.MarshalAnyToProto(o)
 	if err != nil {
 		return fmt.Errorf("options: %w", err)

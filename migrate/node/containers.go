@@ -27,6 +27,13 @@ func (n *Node) Status(ctx context.Context, id string) (migrate.ContainerStatus, 
 	if err != nil {
 		return migrate.ContainerStatus{}, n.fail("status", id, err)
 	}
+	// Not under the container's lock: a status is asked while a step runs
+	// (a migration's, a dump's). What it finds is used here only.
+	where, err := n.find(ctx, id)
+	if err != nil {
+		return migrate.ContainerStatus{}, n.fail("status", id, err)
+	}
+	ctx = where.in(ctx)
 	st, _, t, err := n.state(ctx, c, id)
 	if err != nil {
 		return migrate.ContainerStatus{}, n.fail("status", id, err)
@@ -40,7 +47,8 @@ func (n *Node) Status(ctx context.Context, id string) (migrate.ContainerStatus, 
 			out.MemoryBytes = m
 		}
 	}
-	if !arp.NetnsExists(n.ctNetns(id)) {
+	ep := arp.Endpoint{Netns: where.netns, Link: where.link}
+	if !where.hasNetwork() || !arp.NetnsExists(ep.Netns) {
 		rec, err := n.leaseRecordOf(id)
 		if err != nil {
 			return out, n.fail("status", id, err)
@@ -50,13 +58,13 @@ func (n *Node) Status(ctx context.Context, id string) (migrate.ContainerStatus, 
 	}
 	out.Network = true
 	var errs []error
-	if out.Addresses, err = n.addresses(id); err != nil {
+	if out.Addresses, err = addressesOn(ep); err != nil {
 		errs = append(errs, err)
 	}
-	if out.NetworkLocks, err = networkLocks(n.ctNetns(id), false); err != nil {
+	if out.NetworkLocks, err = networkLocks(ep.Netns, false); err != nil {
 		errs = append(errs, err)
 	}
-	if out.Lease, err = n.leaseState(id); err != nil {
+	if out.Lease, err = n.leaseStateOn(id, ep); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -80,11 +88,17 @@ func (n *Node) Start(ctx context.Context, s migrate.Spec, opts migrate.StartOpti
 			err = fmt.Errorf("lease %+v: want a grant for the spec's address %v", opts.Lease, s.IP.Addr())
 		}
 	}
+	if err == nil && s.Adopted != nil {
+		err = errors.New("an adopted container is its user's: the plane never starts one (it restores or restarts it)")
+	}
 	if err != nil {
 		return migrate.StepResult{}, n.fail("start", s.ID, err)
 	}
 	defer n.lockContainer(s.ID)()
 	c, ctx, err := n.conn(ctx)
+	if err == nil {
+		_, err = n.locateSpec(ctx, s)
+	}
 	if err != nil {
 		return migrate.StepResult{}, n.fail("start", s.ID, err)
 	}
@@ -109,7 +123,7 @@ func (n *Node) Start(ctx context.Context, s migrate.Spec, opts migrate.StartOpti
 			_, _ = n.removeContainer(bg, c, s.ID)
 		}
 		if netCreated {
-			_, _ = n.removeNetwork(s.ID)
+			_, _ = n.removeNetwork(bg, s.ID)
 		} else if opts.Address {
 			_ = arp.DelAddress(n.ctEndpoint(s.ID), s.IP)
 		}
@@ -147,10 +161,15 @@ func (n *Node) Restart(ctx context.Context, s migrate.Spec) (migrate.StepResult,
 		return migrate.StepResult{}, n.fail("restart", s.ID, err)
 	}
 	defer n.lockContainer(s.ID)()
-	if !n.networkReady(s) {
-		return migrate.StepResult{}, n.fail("restart", s.ID, errors.New("no network (Start the container instead)"))
-	}
 	c, ctx, err := n.conn(ctx)
+	var where place
+	if err == nil {
+		where, err = n.locateSpec(ctx, s)
+		ctx = where.in(ctx)
+	}
+	if err == nil && !n.networkReady(s) {
+		err = errors.New("no network (Start the container instead)")
+	}
 	if err == nil {
 		_, err = image(ctx, c, s.Image)
 	}
@@ -176,6 +195,11 @@ func (n *Node) Kill(ctx context.Context, id string) (migrate.StepResult, error) 
 	if err != nil {
 		return migrate.StepResult{}, n.fail("kill", id, err)
 	}
+	where, err := n.locate(ctx, id)
+	if err != nil {
+		return migrate.StepResult{}, n.fail("kill", id, err)
+	}
+	ctx = where.in(ctx)
 	ct, err := c.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return migrate.StepResult{Did: "absent"}, nil
@@ -204,6 +228,22 @@ func (n *Node) Remove(ctx context.Context, id string) (migrate.StepResult, error
 	if err != nil {
 		return migrate.StepResult{}, n.fail("remove", id, err)
 	}
+	where, err := n.locate(ctx, id)
+	if err != nil {
+		return migrate.StepResult{}, n.fail("remove", id, err)
+	}
+	ctx = where.in(ctx)
+	if where.adopted {
+		// Only a copy that no longer runs goes: the one a migration dumped
+		// and left behind, or a destination's copy that never ran. A
+		// running adopted container is its user's, and the plane releases
+		// it instead.
+		if st, _, _, err := n.state(ctx, c, id); err != nil {
+			return migrate.StepResult{}, n.fail("remove", id, err)
+		} else if st == migrate.Running || st == migrate.Paused {
+			return migrate.StepResult{}, n.fail("remove", id, fmt.Errorf("the adopted container is %s: it is its user's, and only a copy that stopped is removed", st))
+		}
+	}
 	had, err := n.removeContainer(ctx, c, id)
 	if err != nil {
 		return migrate.StepResult{}, n.fail("remove", id, err)
@@ -215,7 +255,7 @@ func (n *Node) Remove(ctx context.Context, id string) (migrate.StepResult, error
 	if len(pids) > 0 {
 		n.log.Warn("killed processes left in the container's cgroup", zapID(id), zap.Ints("pids", pids))
 	}
-	hadNet, err := n.removeNetwork(id)
+	hadNet, err := n.removeNetwork(ctx, id)
 	if err != nil {
 		return migrate.StepResult{}, n.fail("remove", id, err)
 	}

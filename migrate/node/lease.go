@@ -96,6 +96,9 @@ func (n *Node) Lease(ctx context.Context, id string, l migrate.Lease) (migrate.L
 		return migrate.LeaseState{}, n.fail("lease", id, err)
 	}
 	defer n.lockContainer(id)()
+	if err := n.placeNetwork(ctx, id, nil); err != nil {
+		return migrate.LeaseState{}, n.fail("lease", id, err)
+	}
 	st, err := n.lease(id, l)
 	if err != nil {
 		return st, n.fail("lease", id, err)
@@ -128,6 +131,17 @@ func (n *Node) lease(id string, l migrate.Lease) (migrate.LeaseState, error) {
 		}
 	}
 	ep := n.ctEndpoint(id)
+	if p := n.placeOf(id); p.adopted && !p.own && !l.Revoke {
+		// A user's namespace has no fence until the first lease of its
+		// address (a migration's): it goes in now, and the grant right
+		// after it (the address's packets are dropped in between, for the
+		// few milliseconds of two nftables commits).
+		if _, err := arp.LeaseOf(ep, l.IP); errors.Is(err, arp.ErrNoLease) {
+			if err := installLease(ep, l.IP); err != nil {
+				return migrate.LeaseState{}, fmt.Errorf("fence the adopted container's address: %w", err)
+			}
+		}
+	}
 	if l.Revoke {
 		err = revokeLease(ep, l.IP)
 	} else {
@@ -144,11 +158,16 @@ func (n *Node) lease(id string, l migrate.Lease) (migrate.LeaseState, error) {
 // leaseState is the lease as the kernel holds it in id's namespace, with
 // the generation the node recorded.
 func (n *Node) leaseState(id string) (migrate.LeaseState, error) {
+	return n.leaseStateOn(id, n.ctEndpoint(id))
+}
+
+// leaseStateOn is leaseState with the container's interface ep.
+func (n *Node) leaseStateOn(id string, ep arp.Endpoint) (migrate.LeaseState, error) {
 	rec, err := n.leaseRecordOf(id)
-	if err != nil || !rec.IP.IsValid() || !arp.NetnsExists(n.ctNetns(id)) {
+	if err != nil || !rec.IP.IsValid() || !arp.NetnsExists(ep.Netns) {
 		return migrate.LeaseState{Generation: rec.Generation}, err
 	}
-	st, err := leaseOf(n.ctEndpoint(id), rec.IP)
+	st, err := leaseOf(ep, rec.IP)
 	st.Generation = rec.Generation
 	return st, err
 }

@@ -44,8 +44,14 @@ func (n *Node) killLeftovers(id string) ([]int, error) {
 // cgroupProcs lists the processes in the cgroup of container id on h
 // (none if it has no cgroup).
 func (n *Node) cgroupProcs(id string) ([]int, error) {
+	cg := n.cgroupPath(id)
+	if cg == "" || cg == "/" {
+		// An adopted container's cgroup that is no cgroupfs path (the
+		// systemd driver's): never the root's processes.
+		return nil, nil
+	}
 	for _, hier := range cgroupHierarchies {
-		p := filepath.Join("/sys/fs/cgroup", hier, n.cgroupPath(id), "cgroup.procs")
+		p := filepath.Join("/sys/fs/cgroup", hier, cg, "cgroup.procs")
 		b, err := os.ReadFile(p)
 		if errors.Is(err, os.ErrNotExist) {
 			continue

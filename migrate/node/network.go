@@ -41,18 +41,30 @@ func (n *Node) hostEndpoint() arp.Endpoint {
 	return arp.Endpoint{Netns: n.cfg.Netns, Link: n.cfg.Bridge}
 }
 
-func (n *Node) ctEndpoint(id string) arp.Endpoint { return CtEndpoint(n.cfg.Name, id) }
-func (n *Node) ctNetns(id string) string          { return CtNetns(n.cfg.Name, id) }
+// ctEndpoint and ctNetns are container id's interface and network
+// namespace where the step under way found it (place.go).
+func (n *Node) ctEndpoint(id string) arp.Endpoint {
+	p := n.placeOf(id)
+	return arp.Endpoint{Netns: p.netns, Link: p.link}
+}
+func (n *Node) ctNetns(id string) string { return n.placeOf(id).netns }
 
 // networkReady reports whether the container's namespace is as
 // setupNetwork leaves it: eth0 with s's MAC, its peer up on the bridge.
 func (n *Node) networkReady(s migrate.Spec) bool {
+	p := n.placeOf(s.ID)
+	if p.adopted && !p.hasNetwork() {
+		return true // nothing of the node's to prepare: the host's network
+	}
 	if !arp.NetnsExists(n.ctNetns(s.ID)) {
 		return false
 	}
 	li, err := arp.Link(n.ctEndpoint(s.ID))
 	if err != nil || !li.Up || !strings.EqualFold(li.MAC.String(), s.MAC) {
 		return false
+	}
+	if !p.own {
+		return true // the user's namespace, plugged in by the user
 	}
 	hh, err := arp.Handle(n.cfg.Netns)
 	if err != nil {
@@ -72,6 +84,9 @@ func (n *Node) networkReady(s migrate.Spec) bool {
 // before any address can be there. A namespace left in another shape is
 // made anew.
 func (n *Node) setupNetwork(s migrate.Spec) (err error) {
+	if p := n.placeOf(s.ID); !p.own || !p.hasNetwork() {
+		return fmt.Errorf("the network of adopted container %s is its user's (%q): the node makes none for it here", s.ID, p.netns)
+	}
 	ns := n.ctNetns(s.ID)
 	if arp.NetnsExists(ns) {
 		if _, err := n.teardownNetwork(s.ID); err != nil {
@@ -138,7 +153,7 @@ func (n *Node) setupNetwork(s migrate.Spec) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := ch.LinkSetName(cl, "eth0"); err != nil {
+	if err := ch.LinkSetName(cl, n.ctEndpoint(s.ID).Link); err != nil {
 		return fmt.Errorf("rename: %w", err)
 	}
 	if err := installLease(n.ctEndpoint(s.ID), s.IP.Addr()); err != nil {
@@ -153,6 +168,11 @@ func (n *Node) setupNetwork(s migrate.Spec) (err error) {
 // teardownNetwork removes the container's namespace and veth, and says
 // whether there was anything to remove.
 func (n *Node) teardownNetwork(id string) (bool, error) {
+	if p := n.placeOf(id); !p.own || !p.hasNetwork() {
+		// A user's namespace and its interface stay: the node made
+		// neither (its address and fence went before, removeNetwork).
+		return false, nil
+	}
 	had := false
 	if hh, err := arp.Handle(n.cfg.Netns); err == nil {
 		if l, err := hh.LinkByName(hostVeth(n.cfg.Name, id)); err == nil {
@@ -171,14 +191,17 @@ func (n *Node) teardownNetwork(id string) (bool, error) {
 	return had, nil
 }
 
-// addresses lists the IPv4 addresses on the container's eth0.
-func (n *Node) addresses(id string) ([]netip.Prefix, error) {
-	h, err := arp.Handle(n.ctNetns(id))
+// addresses lists the IPv4 addresses on the container's interface.
+func (n *Node) addresses(id string) ([]netip.Prefix, error) { return addressesOn(n.ctEndpoint(id)) }
+
+// addressesOn lists the IPv4 addresses on ep's interface.
+func addressesOn(ep arp.Endpoint) ([]netip.Prefix, error) {
+	h, err := arp.Handle(ep.Netns)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	l, err := h.LinkByName("eth0")
+	l, err := h.LinkByName(ep.Link)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,16 @@ type Config struct {
 	StateDir string
 	// SharedDir is the shared storage mount ("" = none).
 	SharedDir string
+	// Adopt are the containerd namespaces whose containers labelled
+	// migrate.AdoptLabel=true the node adopts (adopt.go): nerdctl's is
+	// "default", Kubernetes' "k8s.io". None: the node acts on its own
+	// namespace only.
+	Adopt []string
 }
+
+// maxAdoptNamespaces bounds Config.Adopt: every step on a container the
+// node did not find in its own namespace looks in each of them.
+const maxAdoptNamespaces = 8
 
 // Node is one host's agent: it carries out every host-local step of a
 // checkpoint, a rollback, a replication or a migration against its own
@@ -88,6 +97,9 @@ type Node struct {
 	// announcing are the containers' announcement rounds still to come:
 	// a container that gives its address up stops announcing it.
 	announcing announcements
+	// places are where the adopted containers that steps found live
+	// (place.go).
+	places places
 	// bgCtx carries the work that outlives a call (announcement rounds,
 	// sentries); Close cancels it.
 	bgCtx    context.Context
@@ -142,6 +154,16 @@ func (c *Config) validate() error {
 	}
 	if err := identifiers.Validate(c.Namespace); err != nil {
 		errs = append(errs, fmt.Errorf("Namespace %q: %w", c.Namespace, err))
+	}
+	if len(c.Adopt) > maxAdoptNamespaces {
+		errs = append(errs, fmt.Errorf("Adopt: %d namespaces, at most %d", len(c.Adopt), maxAdoptNamespaces))
+	}
+	for _, ns := range c.Adopt {
+		if err := identifiers.Validate(ns); err != nil {
+			errs = append(errs, fmt.Errorf("Adopt %q: %w", ns, err))
+		} else if ns == c.Namespace {
+			errs = append(errs, fmt.Errorf("Adopt %q: the node's own namespace holds what ESCAPE deploys, not what it adopts", ns))
+		}
 	}
 	if c.Netns != "" && (strings.ContainsAny(c.Netns, "/\x00") || c.Netns == "." || c.Netns == "..") {
 		errs = append(errs, fmt.Errorf("Netns %q: want the name of a namespace in /run/netns", c.Netns))

@@ -34,6 +34,14 @@ func (n *Node) Restore(ctx context.Context, s migrate.Spec, name migrate.ImageNa
 	if err != nil {
 		return fail(err)
 	}
+	where, err := n.locateSpec(ctx, s)
+	if err != nil {
+		return fail(err)
+	}
+	if opts.Lazy && !where.hasNetwork() {
+		return fail(errors.New("lazy restore: the copy is held off the network until its last page is in, and this adopted container has no network namespace of its own to hold"))
+	}
+	ctx = where.in(ctx)
 	st, ct, _, err := n.state(ctx, c, s.ID)
 	if err != nil {
 		return fail(err)
@@ -43,6 +51,11 @@ func (n *Node) Restore(ctx context.Context, s migrate.Spec, name migrate.ImageNa
 			return migrate.RestoreResult{Did: "already restored"}, nil
 		}
 		return fail(fmt.Errorf("a container object exists (%s) and a fresh restore adopts no leftover", st))
+	}
+	if s.Adopted != nil && st == migrate.Absent && !opts.Fresh {
+		// In place, the user's container is restored, never made again:
+		// one its user deleted is no longer protected.
+		return fail(errors.New("the adopted container is gone from this host (its user deleted it): nothing to restore in place"))
 	}
 	if !n.networkReady(s) {
 		return fail(errors.New("no network (PrepareNetwork first)"))
@@ -58,7 +71,7 @@ func (n *Node) Restore(ctx context.Context, s migrate.Spec, name migrate.ImageNa
 		return fail(err)
 	}
 	bg := context.WithoutCancel(ctx)
-	if opts.ClearLocks {
+	if opts.ClearLocks && where.hasNetwork() {
 		if err := n.clearBlocks(ctx, s.ID); err != nil {
 			_, _ = t.Delete(bg)
 			return fail(err)
@@ -219,7 +232,20 @@ func (n *Node) Stage(ctx context.Context, s migrate.Spec, name migrate.ImageName
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := image(ctx, c, s.Image); err != nil {
+	where, err := n.locateSpec(ctx, s)
+	if err == nil && !where.hasNetwork() {
+		err = errNoNetwork
+	}
+	if err != nil {
+		return fail(err)
+	}
+	ctx = where.in(ctx)
+	if s.Adopted != nil {
+		_, err = n.adoptedImage(ctx, c, s.Image, s.Adopted.Snapshotter)
+	} else {
+		_, err = image(ctx, c, s.Image)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	st, ct, t, err := n.state(ctx, c, s.ID)
@@ -286,6 +312,14 @@ func (n *Node) StartStaged(ctx context.Context, s migrate.Spec, name migrate.Ima
 	if err != nil {
 		return fail(err)
 	}
+	where, err := n.locateSpec(ctx, s)
+	if err == nil && !where.hasNetwork() {
+		err = errNoNetwork
+	}
+	if err != nil {
+		return fail(err)
+	}
+	ctx = where.in(ctx)
 	st, ct, t, err := n.state(ctx, c, s.ID)
 	if err != nil {
 		return fail(err)

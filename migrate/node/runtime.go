@@ -30,8 +30,9 @@ const (
 	labelStagedFrom   = "escape.staged-from"
 )
 
-// cgroupPath is the cgroups path of container id, as its OCI spec names it.
-func (n *Node) cgroupPath(id string) string { return "/" + n.cfg.CgroupParent + "/" + id }
+// cgroupPath is the cgroups path of container id, as its OCI spec names it
+// ("" for an adopted container whose path is not a cgroupfs one).
+func (n *Node) cgroupPath(id string) string { return n.placeOf(id).cgroup }
 
 func snapshotKey(id string) string { return "escape-" + id }
 
@@ -73,6 +74,9 @@ func image(ctx context.Context, c *client.Client, ref string) (client.Image, err
 // image and its CRIU configuration. A snapshot left by a create that
 // crashed is removed first.
 func (n *Node) newContainer(ctx context.Context, c *client.Client, s migrate.Spec, labels map[string]string) (client.Container, error) {
+	if s.Adopted != nil {
+		return n.newAdoptedContainer(ctx, c, s, labels)
+	}
 	img, err := image(ctx, c, s.Image)
 	if err != nil {
 		return nil, err
@@ -112,6 +116,9 @@ func (n *Node) newContainer(ctx context.Context, c *client.Client, s migrate.Spe
 // missing, and (re)writes its CRIU configuration.
 func (n *Node) ensureContainer(ctx context.Context, c *client.Client, s migrate.Spec) (client.Container, error) {
 	ct, err := c.LoadContainer(ctx, s.ID)
+	if err == nil && s.Adopted != nil {
+		return ct, n.ensureAdoptedSpec(ctx, ct, s.ID)
+	}
 	if err == nil {
 		return ct, n.writeCRIUConfig(s)
 	}

@@ -183,6 +183,23 @@ func (n *Node) writeCRIUConfig(s migrate.Spec) error {
 	return nil
 }
 
+// writeAdoptedCRIUConfig writes the CRIU configuration of an adopted
+// container, which the node puts in its spec for every restore (runc does
+// not forward tcp-established on restore). Its first dump ran without the
+// file, so with CRIU's default network lock (iptables): the file says the
+// same, for a restore to lift the lock its dump took. runc's masked
+// directories are left to CRIU as they are: that dump archived them.
+func (n *Node) writeAdoptedCRIUConfig(id string) error {
+	conf := "tcp-established\nskip-in-flight\nnetwork-lock iptables\n"
+	if b, err := os.ReadFile(n.criuConfig(id)); err == nil && string(b) == conf {
+		return nil
+	}
+	if err := atomicfile.WriteFile(n.criuConfig(id), []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("criu config: %w", err)
+	}
+	return nil
+}
+
 // stripConfigs takes lazy-pages and tcp-close out of every container's
 // CRIU configuration: a crashed agent may have left them there, and the
 // next dump must not find them.

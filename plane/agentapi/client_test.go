@@ -31,6 +31,15 @@ var (
 	fullStats = migrate.CRIUStats{Freezing: 1, Frozen: 2 * time.Millisecond, MemDump: 3 * time.Second, MemWrite: 4,
 		PagesWritten: 1 << 40, Forking: 6, Restore: 7 * time.Hour}
 	peerH2 = migrate.Peer{Name: "h2", Address: "127.0.0.1:7443", Ticket: "0123abcd"}
+	// adoptedSpec is a user's container the plane adopted, movable.
+	adoptedSpec = migrate.Spec{ID: strings.Repeat("0f", 32), Image: "docker.io/library/redis:7", Args: []string{"redis-server"},
+		IP: netip.MustParsePrefix("198.18.1.200/15"), MAC: "02:e5:c6:12:01:c8", Labels: map[string]string{migrate.AdoptLabel: "true"},
+		Adopted: &migrate.Adopted{Namespace: "default", OCISpec: []byte(`{"ociVersion":"1.2.1"}`), Snapshotter: "overlayfs",
+			Runtime: "io.containerd.runc.v2", Netns: "/run/netns/user-db", Link: "eth0", Status: migrate.Running, Movable: true, Rollback: true}}
+	// hostnetSpec is one on the host's network: no address, rolled back
+	// in place only.
+	hostnetSpec = migrate.Spec{ID: "web", Image: "docker.io/library/nginx:1", Labels: map[string]string{migrate.AdoptLabel: "true"},
+		Adopted: &migrate.Adopted{Namespace: "k8s.io", Rollback: true, Refusals: []string{"it shares the host's network namespace"}}}
 )
 
 // rtCase is one Client call through the server to the backend and back.
@@ -88,6 +97,18 @@ func roundTripCases() []rtCase {
 			func(ctx context.Context, c *Client) (any, error) {
 				return c.Restore(ctx, fullSpec, "migrations/redis-1/m1", migrate.RestoreOptions{Lazy: true, ClearLocks: true, TCPClose: true, Fresh: true})
 			}, []any{fullSpec, migrate.ImageName("migrations/redis-1/m1"), migrate.RestoreOptions{Lazy: true, ClearLocks: true, TCPClose: true, Fresh: true}}, nil},
+		{"restore adopted", "Restore", migrate.RestoreResult{Did: "restored"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.Restore(ctx, adoptedSpec, "checkpoints/x/000001-e1", migrate.RestoreOptions{TCPClose: true})
+			}, []any{adoptedSpec, migrate.ImageName("checkpoints/x/000001-e1"), migrate.RestoreOptions{TCPClose: true}}, nil},
+		{"restore adopted without an address", "Restore", migrate.RestoreResult{Did: "restored"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.Restore(ctx, hostnetSpec, "x", migrate.RestoreOptions{})
+			}, []any{hostnetSpec, migrate.ImageName("x"), migrate.RestoreOptions{}}, nil},
+		{"adoptable", "Adoptable", []migrate.Spec{adoptedSpec, hostnetSpec},
+			func(ctx context.Context, c *Client) (any, error) { return c.Adoptable(ctx) }, nil, nil},
+		{"adoptable none", "Adoptable", []migrate.Spec{},
+			func(ctx context.Context, c *Client) (any, error) { return c.Adoptable(ctx) }, nil, nil},
 		{"restore zero", "Restore", migrate.RestoreResult{},
 			func(ctx context.Context, c *Client) (any, error) {
 				return c.Restore(ctx, minSpec, "x", migrate.RestoreOptions{})

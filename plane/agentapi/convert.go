@@ -19,7 +19,28 @@ func specToPB(s migrate.Spec) *agentpb.Spec {
 		ip = s.IP.String()
 	}
 	return &agentpb.Spec{Id: s.ID, Image: s.Image, Args: s.Args, Env: s.Env, Ip: ip, Mac: s.MAC,
-		MemoryLimit: s.MemoryLimit, NetworkLock: s.NetworkLock, Labels: s.Labels}
+		MemoryLimit: s.MemoryLimit, NetworkLock: s.NetworkLock, Labels: s.Labels, Adopted: adoptedToPB(s.Adopted)}
+}
+
+func adoptedToPB(a *migrate.Adopted) *agentpb.Adopted {
+	if a == nil {
+		return nil
+	}
+	return &agentpb.Adopted{Namespace: a.Namespace, OciSpec: a.OCISpec, Snapshotter: a.Snapshotter, Runtime: a.Runtime,
+		Netns: a.Netns, Link: a.Link, Status: string(a.Status), Movable: a.Movable, Rollback: a.Rollback, Refusals: a.Refusals}
+}
+
+func adoptedFromPB(p *agentpb.Adopted) *migrate.Adopted {
+	if p == nil {
+		return nil
+	}
+	var spec []byte
+	if len(p.GetOciSpec()) > 0 {
+		spec = p.GetOciSpec()
+	}
+	return &migrate.Adopted{Namespace: p.GetNamespace(), OCISpec: spec, Snapshotter: p.GetSnapshotter(), Runtime: p.GetRuntime(),
+		Netns: p.GetNetns(), Link: p.GetLink(), Status: migrate.Status(p.GetStatus()), Movable: p.GetMovable(), Rollback: p.GetRollback(),
+		Refusals: p.GetRefusals()}
 }
 
 func specFromPB(p *agentpb.Spec) (migrate.Spec, error) {
@@ -27,12 +48,15 @@ func specFromPB(p *agentpb.Spec) (migrate.Spec, error) {
 		return migrate.Spec{}, fmt.Errorf("spec: missing")
 	}
 	s := migrate.Spec{ID: p.GetId(), Image: p.GetImage(), Args: p.GetArgs(), Env: p.GetEnv(), MAC: p.GetMac(),
-		MemoryLimit: p.GetMemoryLimit(), NetworkLock: p.GetNetworkLock(), Labels: p.GetLabels()}
-	ip, err := netip.ParsePrefix(p.GetIp())
-	if err != nil {
-		return migrate.Spec{}, fmt.Errorf("spec %s: ip %q: %w", s.ID, p.GetIp(), err)
+		MemoryLimit: p.GetMemoryLimit(), NetworkLock: p.GetNetworkLock(), Labels: p.GetLabels(), Adopted: adoptedFromPB(p.GetAdopted())}
+	// An adopted container without an address of its own has none.
+	if p.GetIp() != "" || s.Adopted == nil {
+		ip, err := netip.ParsePrefix(p.GetIp())
+		if err != nil {
+			return migrate.Spec{}, fmt.Errorf("spec %s: ip %q: %w", s.ID, p.GetIp(), err)
+		}
+		s.IP = ip
 	}
-	s.IP = ip
 	if err := s.Validate(); err != nil {
 		return migrate.Spec{}, err
 	}

@@ -33,7 +33,8 @@ func seedMessages(f *testing.F, msgs ...proto.Message) {
 }
 
 func FuzzSpecFromPB(f *testing.F) {
-	seedMessages(f, specToPB(fullSpec), specToPB(minSpec), &agentpb.Spec{Ip: "10.0.0.2/32"}, &agentpb.Spec{Ip: "::1/64"})
+	seedMessages(f, specToPB(fullSpec), specToPB(minSpec), &agentpb.Spec{Ip: "10.0.0.2/32"}, &agentpb.Spec{Ip: "::1/64"},
+		specToPB(adoptedSpec), specToPB(hostnetSpec))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m agentpb.Spec
 		if proto.Unmarshal(data, &m) != nil {
@@ -55,6 +56,26 @@ func FuzzSpecFromPB(f *testing.F) {
 		}
 		if !reflect.DeepEqual(again, s) {
 			t.Fatalf("round trip changed the spec:\n%+v\n%+v", s, again)
+		}
+	})
+}
+
+// FuzzAdoptableFromPB: an agent's list of adopted containers decodes
+// within its bounds or not at all.
+func FuzzAdoptableFromPB(f *testing.F) {
+	seedMessages(f, specToPB(adoptedSpec), specToPB(hostnetSpec), &agentpb.Spec{Id: "x", Adopted: &agentpb.Adopted{}},
+		&agentpb.Spec{Id: "x", Ip: "nope", Adopted: &agentpb.Adopted{Namespace: "default"}})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m agentpb.Spec
+		if proto.Unmarshal(data, &m) != nil {
+			return
+		}
+		s, err := adoptableFromPB(&m)
+		if err != nil {
+			return
+		}
+		if s.Adopted == nil || len(s.ID) > 128 || len(s.Adopted.OCISpec) > migrate.MaxAdoptedSpec {
+			t.Fatalf("decoded beyond the bounds: id of %d, adopted %v", len(s.ID), s.Adopted != nil)
 		}
 	})
 }

@@ -535,6 +535,11 @@ func (f *fakeHost) NetworkLocks(ctx context.Context, id string, remove bool) ([]
 	return as[[]string](r), err
 }
 
+func (f *fakeHost) Adoptable(ctx context.Context) ([]migrate.Spec, error) {
+	r, err := f.record(ctx, "Adoptable")
+	return as[[]migrate.Spec](r), err
+}
+
 func (f *fakeHost) Lease(ctx context.Context, id string, l migrate.Lease) (migrate.LeaseState, error) {
 	r, err := f.record(ctx, "Lease", id, l)
 	return as[migrate.LeaseState](r), err

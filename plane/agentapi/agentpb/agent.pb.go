@@ -319,16 +319,18 @@ func (x *Event) GetJson() []byte {
 }
 
 type Spec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Image         string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
-	Args          []string               `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
-	Env           []string               `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty"`
-	Ip            string                 `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"` // address/prefix, e.g. 198.18.1.10/15
-	Mac           string                 `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
-	MemoryLimit   uint64                 `protobuf:"varint,7,opt,name=memory_limit,json=memoryLimit,proto3" json:"memory_limit,omitempty"`
-	NetworkLock   string                 `protobuf:"bytes,8,opt,name=network_lock,json=networkLock,proto3" json:"network_lock,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Image       string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	Args        []string               `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
+	Env         []string               `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty"`
+	Ip          string                 `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"` // address/prefix, e.g. 198.18.1.10/15
+	Mac         string                 `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
+	MemoryLimit uint64                 `protobuf:"varint,7,opt,name=memory_limit,json=memoryLimit,proto3" json:"memory_limit,omitempty"`
+	NetworkLock string                 `protobuf:"bytes,8,opt,name=network_lock,json=networkLock,proto3" json:"network_lock,omitempty"`
+	Labels      map[string]string      `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Set for a container the plane adopted rather than deployed.
+	Adopted       *Adopted `protobuf:"bytes,10,opt,name=adopted,proto3" json:"adopted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +428,209 @@ func (x *Spec) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Spec) GetAdopted() *Adopted {
+	if x != nil {
+		return x.Adopted
+	}
+	return nil
+}
+
+type Adopted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	OciSpec       []byte                 `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"` // the OCI runtime spec, JSON
+	Snapshotter   string                 `protobuf:"bytes,3,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
+	Runtime       string                 `protobuf:"bytes,4,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Netns         string                 `protobuf:"bytes,5,opt,name=netns,proto3" json:"netns,omitempty"` // its network namespace's path; "" for the host's
+	Link          string                 `protobuf:"bytes,6,opt,name=link,proto3" json:"link,omitempty"`
+	Status        string                 `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	Movable       bool                   `protobuf:"varint,8,opt,name=movable,proto3" json:"movable,omitempty"`
+	Rollback      bool                   `protobuf:"varint,9,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	Refusals      []string               `protobuf:"bytes,10,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Adopted) Reset() {
+	*x = Adopted{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Adopted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Adopted) ProtoMessage() {}
+
+func (x *Adopted) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Adopted.ProtoReflect.Descriptor instead.
+func (*Adopted) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Adopted) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Adopted) GetOciSpec() []byte {
+	if x != nil {
+		return x.OciSpec
+	}
+	return nil
+}
+
+func (x *Adopted) GetSnapshotter() string {
+	if x != nil {
+		return x.Snapshotter
+	}
+	return ""
+}
+
+func (x *Adopted) GetRuntime() string {
+	if x != nil {
+		return x.Runtime
+	}
+	return ""
+}
+
+func (x *Adopted) GetNetns() string {
+	if x != nil {
+		return x.Netns
+	}
+	return ""
+}
+
+func (x *Adopted) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *Adopted) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Adopted) GetMovable() bool {
+	if x != nil {
+		return x.Movable
+	}
+	return false
+}
+
+func (x *Adopted) GetRollback() bool {
+	if x != nil {
+		return x.Rollback
+	}
+	return false
+}
+
+func (x *Adopted) GetRefusals() []string {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+type AdoptableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdoptableRequest) Reset() {
+	*x = AdoptableRequest{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdoptableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdoptableRequest) ProtoMessage() {}
+
+func (x *AdoptableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdoptableRequest.ProtoReflect.Descriptor instead.
+func (*AdoptableRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+type AdoptableReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Containers    []*Spec                `protobuf:"bytes,1,rep,name=containers,proto3" json:"containers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdoptableReply) Reset() {
+	*x = AdoptableReply{}
+	mi := &file_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdoptableReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdoptableReply) ProtoMessage() {}
+
+func (x *AdoptableReply) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdoptableReply.ProtoReflect.Descriptor instead.
+func (*AdoptableReply) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AdoptableReply) GetContainers() []*Spec {
+	if x != nil {
+		return x.Containers
+	}
+	return nil
+}
+
 type SpecRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *Spec                  `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -435,7 +640,7 @@ type SpecRequest struct {
 
 func (x *SpecRequest) Reset() {
 	*x = SpecRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +652,7 @@ func (x *SpecRequest) String() string {
 func (*SpecRequest) ProtoMessage() {}
 
 func (x *SpecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +665,7 @@ func (x *SpecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpecRequest.ProtoReflect.Descriptor instead.
 func (*SpecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SpecRequest) GetSpec() *Spec {
@@ -479,7 +684,7 @@ type ContainerRef struct {
 
 func (x *ContainerRef) Reset() {
 	*x = ContainerRef{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +696,7 @@ func (x *ContainerRef) String() string {
 func (*ContainerRef) ProtoMessage() {}
 
 func (x *ContainerRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +709,7 @@ func (x *ContainerRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRef.ProtoReflect.Descriptor instead.
 func (*ContainerRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ContainerRef) GetId() string {
@@ -529,7 +734,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +746,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +759,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Lease) GetIp() string {
@@ -604,7 +809,7 @@ type LeaseState struct {
 
 func (x *LeaseState) Reset() {
 	*x = LeaseState{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +821,7 @@ func (x *LeaseState) String() string {
 func (*LeaseState) ProtoMessage() {}
 
 func (x *LeaseState) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +834,7 @@ func (x *LeaseState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseState.ProtoReflect.Descriptor instead.
 func (*LeaseState) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaseState) GetHeld() bool {
@@ -675,7 +880,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +892,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +905,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ContainerStatus) GetStatus() string {
@@ -761,7 +966,7 @@ type StepReply struct {
 
 func (x *StepReply) Reset() {
 	*x = StepReply{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +978,7 @@ func (x *StepReply) String() string {
 func (*StepReply) ProtoMessage() {}
 
 func (x *StepReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +991,7 @@ func (x *StepReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReply.ProtoReflect.Descriptor instead.
 func (*StepReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StepReply) GetDid() string {
@@ -807,7 +1012,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1024,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1037,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartRequest) GetSpec() *Spec {
@@ -871,7 +1076,7 @@ type CRIUStats struct {
 
 func (x *CRIUStats) Reset() {
 	*x = CRIUStats{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1088,7 @@ func (x *CRIUStats) String() string {
 func (*CRIUStats) ProtoMessage() {}
 
 func (x *CRIUStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1101,7 @@ func (x *CRIUStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRIUStats.ProtoReflect.Descriptor instead.
 func (*CRIUStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CRIUStats) GetFreezingNs() int64 {
@@ -961,7 +1166,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1178,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1191,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CheckpointRequest) GetId() string {
@@ -1036,7 +1241,7 @@ type CheckpointReply struct {
 
 func (x *CheckpointReply) Reset() {
 	*x = CheckpointReply{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1253,7 @@ func (x *CheckpointReply) String() string {
 func (*CheckpointReply) ProtoMessage() {}
 
 func (x *CheckpointReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1266,7 @@ func (x *CheckpointReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointReply.ProtoReflect.Descriptor instead.
 func (*CheckpointReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CheckpointReply) GetDid() string {
@@ -1106,7 +1311,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1323,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1336,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RestoreRequest) GetSpec() *Spec {
@@ -1188,7 +1393,7 @@ type RestoreReply struct {
 
 func (x *RestoreReply) Reset() {
 	*x = RestoreReply{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1405,7 @@ func (x *RestoreReply) String() string {
 func (*RestoreReply) ProtoMessage() {}
 
 func (x *RestoreReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1418,7 @@ func (x *RestoreReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreReply.ProtoReflect.Descriptor instead.
 func (*RestoreReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RestoreReply) GetDid() string {
@@ -1255,7 +1460,7 @@ type StageRequest struct {
 
 func (x *StageRequest) Reset() {
 	*x = StageRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1472,7 @@ func (x *StageRequest) String() string {
 func (*StageRequest) ProtoMessage() {}
 
 func (x *StageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1485,7 @@ func (x *StageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageRequest.ProtoReflect.Descriptor instead.
 func (*StageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StageRequest) GetSpec() *Spec {
@@ -1316,7 +1521,7 @@ type StartStagedRequest struct {
 
 func (x *StartStagedRequest) Reset() {
 	*x = StartStagedRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1533,7 @@ func (x *StartStagedRequest) String() string {
 func (*StartStagedRequest) ProtoMessage() {}
 
 func (x *StartStagedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1546,7 @@ func (x *StartStagedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStagedRequest.ProtoReflect.Descriptor instead.
 func (*StartStagedRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartStagedRequest) GetSpec() *Spec {
@@ -1381,7 +1586,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1598,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1611,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImageRef) GetImage() string {
@@ -1425,7 +1630,7 @@ type VerifyImageReply struct {
 
 func (x *VerifyImageReply) Reset() {
 	*x = VerifyImageReply{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1642,7 @@ func (x *VerifyImageReply) String() string {
 func (*VerifyImageReply) ProtoMessage() {}
 
 func (x *VerifyImageReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1655,7 @@ func (x *VerifyImageReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyImageReply.ProtoReflect.Descriptor instead.
 func (*VerifyImageReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VerifyImageReply) GetBytes() int64 {
@@ -1471,7 +1676,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1688,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1701,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Peer) GetName() string {
@@ -1530,7 +1735,7 @@ type EnsureImageRequest struct {
 
 func (x *EnsureImageRequest) Reset() {
 	*x = EnsureImageRequest{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1747,7 @@ func (x *EnsureImageRequest) String() string {
 func (*EnsureImageRequest) ProtoMessage() {}
 
 func (x *EnsureImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1760,7 @@ func (x *EnsureImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureImageRequest.ProtoReflect.Descriptor instead.
 func (*EnsureImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EnsureImageRequest) GetRef() string {
@@ -1582,7 +1787,7 @@ type EnsureImageReply struct {
 
 func (x *EnsureImageReply) Reset() {
 	*x = EnsureImageReply{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1799,7 @@ func (x *EnsureImageReply) String() string {
 func (*EnsureImageReply) ProtoMessage() {}
 
 func (x *EnsureImageReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1812,7 @@ func (x *EnsureImageReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureImageReply.ProtoReflect.Descriptor instead.
 func (*EnsureImageReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EnsureImageReply) GetDid() string {
@@ -1635,7 +1840,7 @@ type OfferRequest struct {
 
 func (x *OfferRequest) Reset() {
 	*x = OfferRequest{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1852,7 @@ func (x *OfferRequest) String() string {
 func (*OfferRequest) ProtoMessage() {}
 
 func (x *OfferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1865,7 @@ func (x *OfferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferRequest.ProtoReflect.Descriptor instead.
 func (*OfferRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OfferRequest) GetKind() string {
@@ -1693,7 +1898,7 @@ type OfferReply struct {
 
 func (x *OfferReply) Reset() {
 	*x = OfferReply{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1910,7 @@ func (x *OfferReply) String() string {
 func (*OfferReply) ProtoMessage() {}
 
 func (x *OfferReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1923,7 @@ func (x *OfferReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferReply.ProtoReflect.Descriptor instead.
 func (*OfferReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OfferReply) GetTicket() string {
@@ -1738,7 +1943,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1955,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1968,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FetchRequest) GetImage() string {
@@ -1793,7 +1998,7 @@ type FetchReply struct {
 
 func (x *FetchReply) Reset() {
 	*x = FetchReply{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2010,7 @@ func (x *FetchReply) String() string {
 func (*FetchReply) ProtoMessage() {}
 
 func (x *FetchReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2023,7 @@ func (x *FetchReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchReply.ProtoReflect.Descriptor instead.
 func (*FetchReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FetchReply) GetBytes() int64 {
@@ -1865,7 +2070,7 @@ type TransferRequest struct {
 
 func (x *TransferRequest) Reset() {
 	*x = TransferRequest{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2082,7 @@ func (x *TransferRequest) String() string {
 func (*TransferRequest) ProtoMessage() {}
 
 func (x *TransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2095,7 @@ func (x *TransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferRequest.ProtoReflect.Descriptor instead.
 func (*TransferRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TransferRequest) GetTicket() string {
@@ -1909,7 +2114,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2126,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2139,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -1954,7 +2159,7 @@ type NetworkRequest struct {
 
 func (x *NetworkRequest) Reset() {
 	*x = NetworkRequest{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2171,7 @@ func (x *NetworkRequest) String() string {
 func (*NetworkRequest) ProtoMessage() {}
 
 func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2184,7 @@ func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
 func (*NetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NetworkRequest) GetSpec() *Spec {
@@ -2006,7 +2211,7 @@ type AddressRequest struct {
 
 func (x *AddressRequest) Reset() {
 	*x = AddressRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2223,7 @@ func (x *AddressRequest) String() string {
 func (*AddressRequest) ProtoMessage() {}
 
 func (x *AddressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2236,7 @@ func (x *AddressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddressRequest.ProtoReflect.Descriptor instead.
 func (*AddressRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AddressRequest) GetId() string {
@@ -2060,7 +2265,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2277,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2290,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ClaimRequest) GetId() string {
@@ -2128,7 +2333,7 @@ type AnnounceRequest struct {
 
 func (x *AnnounceRequest) Reset() {
 	*x = AnnounceRequest{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2345,7 @@ func (x *AnnounceRequest) String() string {
 func (*AnnounceRequest) ProtoMessage() {}
 
 func (x *AnnounceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2358,7 @@ func (x *AnnounceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceRequest.ProtoReflect.Descriptor instead.
 func (*AnnounceRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AnnounceRequest) GetId() string {
@@ -2195,7 +2400,7 @@ type ProbeRequest struct {
 
 func (x *ProbeRequest) Reset() {
 	*x = ProbeRequest{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +2412,7 @@ func (x *ProbeRequest) String() string {
 func (*ProbeRequest) ProtoMessage() {}
 
 func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +2425,7 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ProbeRequest) GetIp() string {
@@ -2254,7 +2459,7 @@ type ProbeReply struct {
 
 func (x *ProbeReply) Reset() {
 	*x = ProbeReply{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2471,7 @@ func (x *ProbeReply) String() string {
 func (*ProbeReply) ProtoMessage() {}
 
 func (x *ProbeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2484,7 @@ func (x *ProbeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeReply.ProtoReflect.Descriptor instead.
 func (*ProbeReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ProbeReply) GetTaken() bool {
@@ -2305,7 +2510,7 @@ type SentryRef struct {
 
 func (x *SentryRef) Reset() {
 	*x = SentryRef{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2522,7 @@ func (x *SentryRef) String() string {
 func (*SentryRef) ProtoMessage() {}
 
 func (x *SentryRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2535,7 @@ func (x *SentryRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentryRef.ProtoReflect.Descriptor instead.
 func (*SentryRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SentryRef) GetId() string {
@@ -2351,7 +2556,7 @@ type GuardRequest struct {
 
 func (x *GuardRequest) Reset() {
 	*x = GuardRequest{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +2568,7 @@ func (x *GuardRequest) String() string {
 func (*GuardRequest) ProtoMessage() {}
 
 func (x *GuardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +2581,7 @@ func (x *GuardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuardRequest.ProtoReflect.Descriptor instead.
 func (*GuardRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GuardRequest) GetId() string {
@@ -2410,7 +2615,7 @@ type NetworkLocksRequest struct {
 
 func (x *NetworkLocksRequest) Reset() {
 	*x = NetworkLocksRequest{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2627,7 @@ func (x *NetworkLocksRequest) String() string {
 func (*NetworkLocksRequest) ProtoMessage() {}
 
 func (x *NetworkLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2640,7 @@ func (x *NetworkLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkLocksRequest.ProtoReflect.Descriptor instead.
 func (*NetworkLocksRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *NetworkLocksRequest) GetId() string {
@@ -2461,7 +2666,7 @@ type NetworkLocksReply struct {
 
 func (x *NetworkLocksReply) Reset() {
 	*x = NetworkLocksReply{}
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2678,7 @@ func (x *NetworkLocksReply) String() string {
 func (*NetworkLocksReply) ProtoMessage() {}
 
 func (x *NetworkLocksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2691,7 @@ func (x *NetworkLocksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkLocksReply.ProtoReflect.Descriptor instead.
 func (*NetworkLocksReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *NetworkLocksReply) GetTables() []string {
@@ -2506,7 +2711,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2723,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2736,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LeaseRequest) GetId() string {
@@ -2557,7 +2762,7 @@ type LeaseReply struct {
 
 func (x *LeaseReply) Reset() {
 	*x = LeaseReply{}
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2774,7 @@ func (x *LeaseReply) String() string {
 func (*LeaseReply) ProtoMessage() {}
 
 func (x *LeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2787,7 @@ func (x *LeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseReply.ProtoReflect.Descriptor instead.
 func (*LeaseReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{42}
+	return file_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LeaseReply) GetState() *LeaseState {
@@ -2615,7 +2820,7 @@ const file_agent_proto_rawDesc = "" +
 	"\binstance\x18\x03 \x01(\tR\binstance\"-\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
-	"\x04json\x18\x02 \x01(\fR\x04json\"\xb0\x02\n" +
+	"\x04json\x18\x02 \x01(\fR\x04json\"\xe4\x02\n" +
 	"\x04Spec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x12\n" +
@@ -2625,10 +2830,29 @@ const file_agent_proto_rawDesc = "" +
 	"\x03mac\x18\x06 \x01(\tR\x03mac\x12!\n" +
 	"\fmemory_limit\x18\a \x01(\x04R\vmemoryLimit\x12!\n" +
 	"\fnetwork_lock\x18\b \x01(\tR\vnetworkLock\x129\n" +
-	"\x06labels\x18\t \x03(\v2!.escape.agent.v1.Spec.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\t \x03(\v2!.escape.agent.v1.Spec.LabelsEntryR\x06labels\x122\n" +
+	"\aadopted\x18\n" +
+	" \x01(\v2\x18.escape.agent.v1.AdoptedR\aadopted\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x02\n" +
+	"\aAdopted\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x19\n" +
+	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x12 \n" +
+	"\vsnapshotter\x18\x03 \x01(\tR\vsnapshotter\x12\x18\n" +
+	"\aruntime\x18\x04 \x01(\tR\aruntime\x12\x14\n" +
+	"\x05netns\x18\x05 \x01(\tR\x05netns\x12\x12\n" +
+	"\x04link\x18\x06 \x01(\tR\x04link\x12\x16\n" +
+	"\x06status\x18\a \x01(\tR\x06status\x12\x18\n" +
+	"\amovable\x18\b \x01(\bR\amovable\x12\x1a\n" +
+	"\brollback\x18\t \x01(\bR\brollback\x12\x1a\n" +
+	"\brefusals\x18\n" +
+	" \x03(\tR\brefusals\"\x12\n" +
+	"\x10AdoptableRequest\"G\n" +
+	"\x0eAdoptableReply\x125\n" +
+	"\n" +
+	"containers\x18\x01 \x03(\v2\x15.escape.agent.v1.SpecR\n" +
+	"containers\"8\n" +
 	"\vSpecRequest\x12)\n" +
 	"\x04spec\x18\x01 \x01(\v2\x15.escape.agent.v1.SpecR\x04spec\"\x1e\n" +
 	"\fContainerRef\x12\x0e\n" +
@@ -2789,7 +3013,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05lease\x18\x02 \x01(\v2\x16.escape.agent.v1.LeaseR\x05lease\"?\n" +
 	"\n" +
 	"LeaseReply\x121\n" +
-	"\x05state\x18\x01 \x01(\v2\x1b.escape.agent.v1.LeaseStateR\x05state2\x9a\x10\n" +
+	"\x05state\x18\x01 \x01(\v2\x1b.escape.agent.v1.LeaseStateR\x05state2\xeb\x10\n" +
 	"\x05Agent\x12C\n" +
 	"\x05Hello\x12\x1d.escape.agent.v1.HelloRequest\x1a\x1b.escape.agent.v1.HelloReply\x12D\n" +
 	"\x06Events\x12\x19.escape.agent.v1.EventAck\x1a\x1b.escape.agent.v1.EventBatch(\x010\x01\x12I\n" +
@@ -2820,7 +3044,8 @@ const file_agent_proto_rawDesc = "" +
 	"StopSentry\x12\x1a.escape.agent.v1.SentryRef\x1a\x1b.escape.agent.v1.ProbeReply\x12F\n" +
 	"\tSetGuards\x12\x1d.escape.agent.v1.GuardRequest\x1a\x1a.escape.agent.v1.StepReply\x12X\n" +
 	"\fNetworkLocks\x12$.escape.agent.v1.NetworkLocksRequest\x1a\".escape.agent.v1.NetworkLocksReply\x12C\n" +
-	"\x05Lease\x12\x1d.escape.agent.v1.LeaseRequest\x1a\x1b.escape.agent.v1.LeaseReplyB=Z;github.com/escape-mtd/escape/plane/agentapi/agentpb;agentpbb\x06proto3"
+	"\x05Lease\x12\x1d.escape.agent.v1.LeaseRequest\x1a\x1b.escape.agent.v1.LeaseReply\x12O\n" +
+	"\tAdoptable\x12!.escape.agent.v1.AdoptableRequest\x1a\x1f.escape.agent.v1.AdoptableReplyB=Z;github.com/escape-mtd/escape/plane/agentapi/agentpb;agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2834,7 +3059,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_agent_proto_goTypes = []any{
 	(*HelloRequest)(nil),        // 0: escape.agent.v1.HelloRequest
 	(*HelloReply)(nil),          // 1: escape.agent.v1.HelloReply
@@ -2842,124 +3067,131 @@ var file_agent_proto_goTypes = []any{
 	(*EventBatch)(nil),          // 3: escape.agent.v1.EventBatch
 	(*Event)(nil),               // 4: escape.agent.v1.Event
 	(*Spec)(nil),                // 5: escape.agent.v1.Spec
-	(*SpecRequest)(nil),         // 6: escape.agent.v1.SpecRequest
-	(*ContainerRef)(nil),        // 7: escape.agent.v1.ContainerRef
-	(*Lease)(nil),               // 8: escape.agent.v1.Lease
-	(*LeaseState)(nil),          // 9: escape.agent.v1.LeaseState
-	(*ContainerStatus)(nil),     // 10: escape.agent.v1.ContainerStatus
-	(*StepReply)(nil),           // 11: escape.agent.v1.StepReply
-	(*StartRequest)(nil),        // 12: escape.agent.v1.StartRequest
-	(*CRIUStats)(nil),           // 13: escape.agent.v1.CRIUStats
-	(*CheckpointRequest)(nil),   // 14: escape.agent.v1.CheckpointRequest
-	(*CheckpointReply)(nil),     // 15: escape.agent.v1.CheckpointReply
-	(*RestoreRequest)(nil),      // 16: escape.agent.v1.RestoreRequest
-	(*RestoreReply)(nil),        // 17: escape.agent.v1.RestoreReply
-	(*StageRequest)(nil),        // 18: escape.agent.v1.StageRequest
-	(*StartStagedRequest)(nil),  // 19: escape.agent.v1.StartStagedRequest
-	(*ImageRef)(nil),            // 20: escape.agent.v1.ImageRef
-	(*VerifyImageReply)(nil),    // 21: escape.agent.v1.VerifyImageReply
-	(*Peer)(nil),                // 22: escape.agent.v1.Peer
-	(*EnsureImageRequest)(nil),  // 23: escape.agent.v1.EnsureImageRequest
-	(*EnsureImageReply)(nil),    // 24: escape.agent.v1.EnsureImageReply
-	(*OfferRequest)(nil),        // 25: escape.agent.v1.OfferRequest
-	(*OfferReply)(nil),          // 26: escape.agent.v1.OfferReply
-	(*FetchRequest)(nil),        // 27: escape.agent.v1.FetchRequest
-	(*FetchReply)(nil),          // 28: escape.agent.v1.FetchReply
-	(*TransferRequest)(nil),     // 29: escape.agent.v1.TransferRequest
-	(*Chunk)(nil),               // 30: escape.agent.v1.Chunk
-	(*NetworkRequest)(nil),      // 31: escape.agent.v1.NetworkRequest
-	(*AddressRequest)(nil),      // 32: escape.agent.v1.AddressRequest
-	(*ClaimRequest)(nil),        // 33: escape.agent.v1.ClaimRequest
-	(*AnnounceRequest)(nil),     // 34: escape.agent.v1.AnnounceRequest
-	(*ProbeRequest)(nil),        // 35: escape.agent.v1.ProbeRequest
-	(*ProbeReply)(nil),          // 36: escape.agent.v1.ProbeReply
-	(*SentryRef)(nil),           // 37: escape.agent.v1.SentryRef
-	(*GuardRequest)(nil),        // 38: escape.agent.v1.GuardRequest
-	(*NetworkLocksRequest)(nil), // 39: escape.agent.v1.NetworkLocksRequest
-	(*NetworkLocksReply)(nil),   // 40: escape.agent.v1.NetworkLocksReply
-	(*LeaseRequest)(nil),        // 41: escape.agent.v1.LeaseRequest
-	(*LeaseReply)(nil),          // 42: escape.agent.v1.LeaseReply
-	nil,                         // 43: escape.agent.v1.Spec.LabelsEntry
+	(*Adopted)(nil),             // 6: escape.agent.v1.Adopted
+	(*AdoptableRequest)(nil),    // 7: escape.agent.v1.AdoptableRequest
+	(*AdoptableReply)(nil),      // 8: escape.agent.v1.AdoptableReply
+	(*SpecRequest)(nil),         // 9: escape.agent.v1.SpecRequest
+	(*ContainerRef)(nil),        // 10: escape.agent.v1.ContainerRef
+	(*Lease)(nil),               // 11: escape.agent.v1.Lease
+	(*LeaseState)(nil),          // 12: escape.agent.v1.LeaseState
+	(*ContainerStatus)(nil),     // 13: escape.agent.v1.ContainerStatus
+	(*StepReply)(nil),           // 14: escape.agent.v1.StepReply
+	(*StartRequest)(nil),        // 15: escape.agent.v1.StartRequest
+	(*CRIUStats)(nil),           // 16: escape.agent.v1.CRIUStats
+	(*CheckpointRequest)(nil),   // 17: escape.agent.v1.CheckpointRequest
+	(*CheckpointReply)(nil),     // 18: escape.agent.v1.CheckpointReply
+	(*RestoreRequest)(nil),      // 19: escape.agent.v1.RestoreRequest
+	(*RestoreReply)(nil),        // 20: escape.agent.v1.RestoreReply
+	(*StageRequest)(nil),        // 21: escape.agent.v1.StageRequest
+	(*StartStagedRequest)(nil),  // 22: escape.agent.v1.StartStagedRequest
+	(*ImageRef)(nil),            // 23: escape.agent.v1.ImageRef
+	(*VerifyImageReply)(nil),    // 24: escape.agent.v1.VerifyImageReply
+	(*Peer)(nil),                // 25: escape.agent.v1.Peer
+	(*EnsureImageRequest)(nil),  // 26: escape.agent.v1.EnsureImageRequest
+	(*EnsureImageReply)(nil),    // 27: escape.agent.v1.EnsureImageReply
+	(*OfferRequest)(nil),        // 28: escape.agent.v1.OfferRequest
+	(*OfferReply)(nil),          // 29: escape.agent.v1.OfferReply
+	(*FetchRequest)(nil),        // 30: escape.agent.v1.FetchRequest
+	(*FetchReply)(nil),          // 31: escape.agent.v1.FetchReply
+	(*TransferRequest)(nil),     // 32: escape.agent.v1.TransferRequest
+	(*Chunk)(nil),               // 33: escape.agent.v1.Chunk
+	(*NetworkRequest)(nil),      // 34: escape.agent.v1.NetworkRequest
+	(*AddressRequest)(nil),      // 35: escape.agent.v1.AddressRequest
+	(*ClaimRequest)(nil),        // 36: escape.agent.v1.ClaimRequest
+	(*AnnounceRequest)(nil),     // 37: escape.agent.v1.AnnounceRequest
+	(*ProbeRequest)(nil),        // 38: escape.agent.v1.ProbeRequest
+	(*ProbeReply)(nil),          // 39: escape.agent.v1.ProbeReply
+	(*SentryRef)(nil),           // 40: escape.agent.v1.SentryRef
+	(*GuardRequest)(nil),        // 41: escape.agent.v1.GuardRequest
+	(*NetworkLocksRequest)(nil), // 42: escape.agent.v1.NetworkLocksRequest
+	(*NetworkLocksReply)(nil),   // 43: escape.agent.v1.NetworkLocksReply
+	(*LeaseRequest)(nil),        // 44: escape.agent.v1.LeaseRequest
+	(*LeaseReply)(nil),          // 45: escape.agent.v1.LeaseReply
+	nil,                         // 46: escape.agent.v1.Spec.LabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: escape.agent.v1.EventBatch.events:type_name -> escape.agent.v1.Event
-	43, // 1: escape.agent.v1.Spec.labels:type_name -> escape.agent.v1.Spec.LabelsEntry
-	5,  // 2: escape.agent.v1.SpecRequest.spec:type_name -> escape.agent.v1.Spec
-	9,  // 3: escape.agent.v1.ContainerStatus.lease:type_name -> escape.agent.v1.LeaseState
-	5,  // 4: escape.agent.v1.StartRequest.spec:type_name -> escape.agent.v1.Spec
-	8,  // 5: escape.agent.v1.StartRequest.lease:type_name -> escape.agent.v1.Lease
-	13, // 6: escape.agent.v1.CheckpointReply.criu:type_name -> escape.agent.v1.CRIUStats
-	5,  // 7: escape.agent.v1.RestoreRequest.spec:type_name -> escape.agent.v1.Spec
-	13, // 8: escape.agent.v1.RestoreReply.criu:type_name -> escape.agent.v1.CRIUStats
-	5,  // 9: escape.agent.v1.StageRequest.spec:type_name -> escape.agent.v1.Spec
-	5,  // 10: escape.agent.v1.StartStagedRequest.spec:type_name -> escape.agent.v1.Spec
-	22, // 11: escape.agent.v1.EnsureImageRequest.from:type_name -> escape.agent.v1.Peer
-	22, // 12: escape.agent.v1.FetchRequest.from:type_name -> escape.agent.v1.Peer
-	5,  // 13: escape.agent.v1.NetworkRequest.spec:type_name -> escape.agent.v1.Spec
-	8,  // 14: escape.agent.v1.ClaimRequest.lease:type_name -> escape.agent.v1.Lease
-	8,  // 15: escape.agent.v1.LeaseRequest.lease:type_name -> escape.agent.v1.Lease
-	9,  // 16: escape.agent.v1.LeaseReply.state:type_name -> escape.agent.v1.LeaseState
-	0,  // 17: escape.agent.v1.Agent.Hello:input_type -> escape.agent.v1.HelloRequest
-	2,  // 18: escape.agent.v1.Agent.Events:input_type -> escape.agent.v1.EventAck
-	7,  // 19: escape.agent.v1.Agent.Status:input_type -> escape.agent.v1.ContainerRef
-	12, // 20: escape.agent.v1.Agent.Start:input_type -> escape.agent.v1.StartRequest
-	6,  // 21: escape.agent.v1.Agent.Restart:input_type -> escape.agent.v1.SpecRequest
-	7,  // 22: escape.agent.v1.Agent.Kill:input_type -> escape.agent.v1.ContainerRef
-	7,  // 23: escape.agent.v1.Agent.Remove:input_type -> escape.agent.v1.ContainerRef
-	14, // 24: escape.agent.v1.Agent.Checkpoint:input_type -> escape.agent.v1.CheckpointRequest
-	16, // 25: escape.agent.v1.Agent.Restore:input_type -> escape.agent.v1.RestoreRequest
-	18, // 26: escape.agent.v1.Agent.Stage:input_type -> escape.agent.v1.StageRequest
-	19, // 27: escape.agent.v1.Agent.StartStaged:input_type -> escape.agent.v1.StartStagedRequest
-	20, // 28: escape.agent.v1.Agent.VerifyImage:input_type -> escape.agent.v1.ImageRef
-	20, // 29: escape.agent.v1.Agent.DropImage:input_type -> escape.agent.v1.ImageRef
-	23, // 30: escape.agent.v1.Agent.EnsureImage:input_type -> escape.agent.v1.EnsureImageRequest
-	25, // 31: escape.agent.v1.Agent.Offer:input_type -> escape.agent.v1.OfferRequest
-	27, // 32: escape.agent.v1.Agent.Fetch:input_type -> escape.agent.v1.FetchRequest
-	29, // 33: escape.agent.v1.Agent.Transfer:input_type -> escape.agent.v1.TransferRequest
-	31, // 34: escape.agent.v1.Agent.PrepareNetwork:input_type -> escape.agent.v1.NetworkRequest
-	7,  // 35: escape.agent.v1.Agent.RemoveNetwork:input_type -> escape.agent.v1.ContainerRef
-	32, // 36: escape.agent.v1.Agent.ReleaseAddress:input_type -> escape.agent.v1.AddressRequest
-	33, // 37: escape.agent.v1.Agent.ClaimAddress:input_type -> escape.agent.v1.ClaimRequest
-	34, // 38: escape.agent.v1.Agent.Announce:input_type -> escape.agent.v1.AnnounceRequest
-	35, // 39: escape.agent.v1.Agent.Probe:input_type -> escape.agent.v1.ProbeRequest
-	35, // 40: escape.agent.v1.Agent.StartSentry:input_type -> escape.agent.v1.ProbeRequest
-	37, // 41: escape.agent.v1.Agent.StopSentry:input_type -> escape.agent.v1.SentryRef
-	38, // 42: escape.agent.v1.Agent.SetGuards:input_type -> escape.agent.v1.GuardRequest
-	39, // 43: escape.agent.v1.Agent.NetworkLocks:input_type -> escape.agent.v1.NetworkLocksRequest
-	41, // 44: escape.agent.v1.Agent.Lease:input_type -> escape.agent.v1.LeaseRequest
-	1,  // 45: escape.agent.v1.Agent.Hello:output_type -> escape.agent.v1.HelloReply
-	3,  // 46: escape.agent.v1.Agent.Events:output_type -> escape.agent.v1.EventBatch
-	10, // 47: escape.agent.v1.Agent.Status:output_type -> escape.agent.v1.ContainerStatus
-	11, // 48: escape.agent.v1.Agent.Start:output_type -> escape.agent.v1.StepReply
-	11, // 49: escape.agent.v1.Agent.Restart:output_type -> escape.agent.v1.StepReply
-	11, // 50: escape.agent.v1.Agent.Kill:output_type -> escape.agent.v1.StepReply
-	11, // 51: escape.agent.v1.Agent.Remove:output_type -> escape.agent.v1.StepReply
-	15, // 52: escape.agent.v1.Agent.Checkpoint:output_type -> escape.agent.v1.CheckpointReply
-	17, // 53: escape.agent.v1.Agent.Restore:output_type -> escape.agent.v1.RestoreReply
-	11, // 54: escape.agent.v1.Agent.Stage:output_type -> escape.agent.v1.StepReply
-	17, // 55: escape.agent.v1.Agent.StartStaged:output_type -> escape.agent.v1.RestoreReply
-	21, // 56: escape.agent.v1.Agent.VerifyImage:output_type -> escape.agent.v1.VerifyImageReply
-	11, // 57: escape.agent.v1.Agent.DropImage:output_type -> escape.agent.v1.StepReply
-	24, // 58: escape.agent.v1.Agent.EnsureImage:output_type -> escape.agent.v1.EnsureImageReply
-	26, // 59: escape.agent.v1.Agent.Offer:output_type -> escape.agent.v1.OfferReply
-	28, // 60: escape.agent.v1.Agent.Fetch:output_type -> escape.agent.v1.FetchReply
-	30, // 61: escape.agent.v1.Agent.Transfer:output_type -> escape.agent.v1.Chunk
-	11, // 62: escape.agent.v1.Agent.PrepareNetwork:output_type -> escape.agent.v1.StepReply
-	11, // 63: escape.agent.v1.Agent.RemoveNetwork:output_type -> escape.agent.v1.StepReply
-	11, // 64: escape.agent.v1.Agent.ReleaseAddress:output_type -> escape.agent.v1.StepReply
-	11, // 65: escape.agent.v1.Agent.ClaimAddress:output_type -> escape.agent.v1.StepReply
-	11, // 66: escape.agent.v1.Agent.Announce:output_type -> escape.agent.v1.StepReply
-	36, // 67: escape.agent.v1.Agent.Probe:output_type -> escape.agent.v1.ProbeReply
-	37, // 68: escape.agent.v1.Agent.StartSentry:output_type -> escape.agent.v1.SentryRef
-	36, // 69: escape.agent.v1.Agent.StopSentry:output_type -> escape.agent.v1.ProbeReply
-	11, // 70: escape.agent.v1.Agent.SetGuards:output_type -> escape.agent.v1.StepReply
-	40, // 71: escape.agent.v1.Agent.NetworkLocks:output_type -> escape.agent.v1.NetworkLocksReply
-	42, // 72: escape.agent.v1.Agent.Lease:output_type -> escape.agent.v1.LeaseReply
-	45, // [45:73] is the sub-list for method output_type
-	17, // [17:45] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	46, // 1: escape.agent.v1.Spec.labels:type_name -> escape.agent.v1.Spec.LabelsEntry
+	6,  // 2: escape.agent.v1.Spec.adopted:type_name -> escape.agent.v1.Adopted
+	5,  // 3: escape.agent.v1.AdoptableReply.containers:type_name -> escape.agent.v1.Spec
+	5,  // 4: escape.agent.v1.SpecRequest.spec:type_name -> escape.agent.v1.Spec
+	12, // 5: escape.agent.v1.ContainerStatus.lease:type_name -> escape.agent.v1.LeaseState
+	5,  // 6: escape.agent.v1.StartRequest.spec:type_name -> escape.agent.v1.Spec
+	11, // 7: escape.agent.v1.StartRequest.lease:type_name -> escape.agent.v1.Lease
+	16, // 8: escape.agent.v1.CheckpointReply.criu:type_name -> escape.agent.v1.CRIUStats
+	5,  // 9: escape.agent.v1.RestoreRequest.spec:type_name -> escape.agent.v1.Spec
+	16, // 10: escape.agent.v1.RestoreReply.criu:type_name -> escape.agent.v1.CRIUStats
+	5,  // 11: escape.agent.v1.StageRequest.spec:type_name -> escape.agent.v1.Spec
+	5,  // 12: escape.agent.v1.StartStagedRequest.spec:type_name -> escape.agent.v1.Spec
+	25, // 13: escape.agent.v1.EnsureImageRequest.from:type_name -> escape.agent.v1.Peer
+	25, // 14: escape.agent.v1.FetchRequest.from:type_name -> escape.agent.v1.Peer
+	5,  // 15: escape.agent.v1.NetworkRequest.spec:type_name -> escape.agent.v1.Spec
+	11, // 16: escape.agent.v1.ClaimRequest.lease:type_name -> escape.agent.v1.Lease
+	11, // 17: escape.agent.v1.LeaseRequest.lease:type_name -> escape.agent.v1.Lease
+	12, // 18: escape.agent.v1.LeaseReply.state:type_name -> escape.agent.v1.LeaseState
+	0,  // 19: escape.agent.v1.Agent.Hello:input_type -> escape.agent.v1.HelloRequest
+	2,  // 20: escape.agent.v1.Agent.Events:input_type -> escape.agent.v1.EventAck
+	10, // 21: escape.agent.v1.Agent.Status:input_type -> escape.agent.v1.ContainerRef
+	15, // 22: escape.agent.v1.Agent.Start:input_type -> escape.agent.v1.StartRequest
+	9,  // 23: escape.agent.v1.Agent.Restart:input_type -> escape.agent.v1.SpecRequest
+	10, // 24: escape.agent.v1.Agent.Kill:input_type -> escape.agent.v1.ContainerRef
+	10, // 25: escape.agent.v1.Agent.Remove:input_type -> escape.agent.v1.ContainerRef
+	17, // 26: escape.agent.v1.Agent.Checkpoint:input_type -> escape.agent.v1.CheckpointRequest
+	19, // 27: escape.agent.v1.Agent.Restore:input_type -> escape.agent.v1.RestoreRequest
+	21, // 28: escape.agent.v1.Agent.Stage:input_type -> escape.agent.v1.StageRequest
+	22, // 29: escape.agent.v1.Agent.StartStaged:input_type -> escape.agent.v1.StartStagedRequest
+	23, // 30: escape.agent.v1.Agent.VerifyImage:input_type -> escape.agent.v1.ImageRef
+	23, // 31: escape.agent.v1.Agent.DropImage:input_type -> escape.agent.v1.ImageRef
+	26, // 32: escape.agent.v1.Agent.EnsureImage:input_type -> escape.agent.v1.EnsureImageRequest
+	28, // 33: escape.agent.v1.Agent.Offer:input_type -> escape.agent.v1.OfferRequest
+	30, // 34: escape.agent.v1.Agent.Fetch:input_type -> escape.agent.v1.FetchRequest
+	32, // 35: escape.agent.v1.Agent.Transfer:input_type -> escape.agent.v1.TransferRequest
+	34, // 36: escape.agent.v1.Agent.PrepareNetwork:input_type -> escape.agent.v1.NetworkRequest
+	10, // 37: escape.agent.v1.Agent.RemoveNetwork:input_type -> escape.agent.v1.ContainerRef
+	35, // 38: escape.agent.v1.Agent.ReleaseAddress:input_type -> escape.agent.v1.AddressRequest
+	36, // 39: escape.agent.v1.Agent.ClaimAddress:input_type -> escape.agent.v1.ClaimRequest
+	37, // 40: escape.agent.v1.Agent.Announce:input_type -> escape.agent.v1.AnnounceRequest
+	38, // 41: escape.agent.v1.Agent.Probe:input_type -> escape.agent.v1.ProbeRequest
+	38, // 42: escape.agent.v1.Agent.StartSentry:input_type -> escape.agent.v1.ProbeRequest
+	40, // 43: escape.agent.v1.Agent.StopSentry:input_type -> escape.agent.v1.SentryRef
+	41, // 44: escape.agent.v1.Agent.SetGuards:input_type -> escape.agent.v1.GuardRequest
+	42, // 45: escape.agent.v1.Agent.NetworkLocks:input_type -> escape.agent.v1.NetworkLocksRequest
+	44, // 46: escape.agent.v1.Agent.Lease:input_type -> escape.agent.v1.LeaseRequest
+	7,  // 47: escape.agent.v1.Agent.Adoptable:input_type -> escape.agent.v1.AdoptableRequest
+	1,  // 48: escape.agent.v1.Agent.Hello:output_type -> escape.agent.v1.HelloReply
+	3,  // 49: escape.agent.v1.Agent.Events:output_type -> escape.agent.v1.EventBatch
+	13, // 50: escape.agent.v1.Agent.Status:output_type -> escape.agent.v1.ContainerStatus
+	14, // 51: escape.agent.v1.Agent.Start:output_type -> escape.agent.v1.StepReply
+	14, // 52: escape.agent.v1.Agent.Restart:output_type -> escape.agent.v1.StepReply
+	14, // 53: escape.agent.v1.Agent.Kill:output_type -> escape.agent.v1.StepReply
+	14, // 54: escape.agent.v1.Agent.Remove:output_type -> escape.agent.v1.StepReply
+	18, // 55: escape.agent.v1.Agent.Checkpoint:output_type -> escape.agent.v1.CheckpointReply
+	20, // 56: escape.agent.v1.Agent.Restore:output_type -> escape.agent.v1.RestoreReply
+	14, // 57: escape.agent.v1.Agent.Stage:output_type -> escape.agent.v1.StepReply
+	20, // 58: escape.agent.v1.Agent.StartStaged:output_type -> escape.agent.v1.RestoreReply
+	24, // 59: escape.agent.v1.Agent.VerifyImage:output_type -> escape.agent.v1.VerifyImageReply
+	14, // 60: escape.agent.v1.Agent.DropImage:output_type -> escape.agent.v1.StepReply
+	27, // 61: escape.agent.v1.Agent.EnsureImage:output_type -> escape.agent.v1.EnsureImageReply
+	29, // 62: escape.agent.v1.Agent.Offer:output_type -> escape.agent.v1.OfferReply
+	31, // 63: escape.agent.v1.Agent.Fetch:output_type -> escape.agent.v1.FetchReply
+	33, // 64: escape.agent.v1.Agent.Transfer:output_type -> escape.agent.v1.Chunk
+	14, // 65: escape.agent.v1.Agent.PrepareNetwork:output_type -> escape.agent.v1.StepReply
+	14, // 66: escape.agent.v1.Agent.RemoveNetwork:output_type -> escape.agent.v1.StepReply
+	14, // 67: escape.agent.v1.Agent.ReleaseAddress:output_type -> escape.agent.v1.StepReply
+	14, // 68: escape.agent.v1.Agent.ClaimAddress:output_type -> escape.agent.v1.StepReply
+	14, // 69: escape.agent.v1.Agent.Announce:output_type -> escape.agent.v1.StepReply
+	39, // 70: escape.agent.v1.Agent.Probe:output_type -> escape.agent.v1.ProbeReply
+	40, // 71: escape.agent.v1.Agent.StartSentry:output_type -> escape.agent.v1.SentryRef
+	39, // 72: escape.agent.v1.Agent.StopSentry:output_type -> escape.agent.v1.ProbeReply
+	14, // 73: escape.agent.v1.Agent.SetGuards:output_type -> escape.agent.v1.StepReply
+	43, // 74: escape.agent.v1.Agent.NetworkLocks:output_type -> escape.agent.v1.NetworkLocksReply
+	45, // 75: escape.agent.v1.Agent.Lease:output_type -> escape.agent.v1.LeaseReply
+	8,  // 76: escape.agent.v1.Agent.Adoptable:output_type -> escape.agent.v1.AdoptableReply
+	48, // [48:77] is the sub-list for method output_type
+	19, // [19:48] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2973,7 +3205,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

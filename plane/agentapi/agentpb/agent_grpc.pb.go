@@ -58,6 +58,7 @@ const (
 	Agent_SetGuards_FullMethodName      = "/escape.agent.v1.Agent/SetGuards"
 	Agent_NetworkLocks_FullMethodName   = "/escape.agent.v1.Agent/NetworkLocks"
 	Agent_Lease_FullMethodName          = "/escape.agent.v1.Agent/Lease"
+	Agent_Adoptable_FullMethodName      = "/escape.agent.v1.Agent/Adoptable"
 )
 
 // AgentClient is the client API for Agent service.
@@ -96,6 +97,11 @@ type AgentClient interface {
 	SetGuards(ctx context.Context, in *GuardRequest, opts ...grpc.CallOption) (*StepReply, error)
 	NetworkLocks(ctx context.Context, in *NetworkLocksRequest, opts ...grpc.CallOption) (*NetworkLocksReply, error)
 	Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseReply, error)
+	// The host's containers labelled escape.mtd/protect=true, in the
+	// namespaces the agent adopts from, with their whole spec and whether
+	// they can move or be rolled back in place (at most 64 of them, each OCI
+	// spec at most 48 KiB; more is an error).
+	Adoptable(ctx context.Context, in *AdoptableRequest, opts ...grpc.CallOption) (*AdoptableReply, error)
 }
 
 type agentClient struct {
@@ -398,6 +404,16 @@ func (c *agentClient) Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *agentClient) Adoptable(ctx context.Context, in *AdoptableRequest, opts ...grpc.CallOption) (*AdoptableReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AdoptableReply)
+	err := c.cc.Invoke(ctx, Agent_Adoptable_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -434,6 +450,11 @@ type AgentServer interface {
 	SetGuards(context.Context, *GuardRequest) (*StepReply, error)
 	NetworkLocks(context.Context, *NetworkLocksRequest) (*NetworkLocksReply, error)
 	Lease(context.Context, *LeaseRequest) (*LeaseReply, error)
+	// The host's containers labelled escape.mtd/protect=true, in the
+	// namespaces the agent adopts from, with their whole spec and whether
+	// they can move or be rolled back in place (at most 64 of them, each OCI
+	// spec at most 48 KiB; more is an error).
+	Adoptable(context.Context, *AdoptableRequest) (*AdoptableReply, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -527,6 +548,9 @@ func (UnimplementedAgentServer) NetworkLocks(context.Context, *NetworkLocksReque
 }
 func (UnimplementedAgentServer) Lease(context.Context, *LeaseRequest) (*LeaseReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lease not implemented")
+}
+func (UnimplementedAgentServer) Adoptable(context.Context, *AdoptableRequest) (*AdoptableReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Adoptable not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -1035,6 +1059,24 @@ func _Agent_Lease_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Adoptable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AdoptableRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Adoptable(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Adoptable_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Adoptable(ctx, req.(*AdoptableRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1145,6 +1187,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Lease",
 			Handler:    _Agent_Lease_Handler,
+		},
+		{
+			MethodName: "Adoptable",
+			Handler:    _Agent_Adoptable_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
