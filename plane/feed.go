@@ -343,6 +343,12 @@ func (p *Plane) resolveIdentity(c *events.Container) (string, error) {
 		return "", fmt.Errorf("sensor event for %s in namespace %q on %s: identity %q, where the plane bound %q: %w (%w)",
 			c.ID, c.Namespace, c.Host, c.Identity, want, ErrUnbound, ErrNotFound)
 	}
+	if a := rec.Spec.Adopted; a != nil && c.Namespace != a.Namespace {
+		// An adopted container is bound to the namespace its agent found
+		// it in: a container of the same id elsewhere is not it.
+		return "", fmt.Errorf("sensor event for %s in namespace %q on %s: the plane adopted it in namespace %q: %w (%w)",
+			c.ID, c.Namespace, c.Host, a.Namespace, ErrUnbound, ErrNotFound)
+	}
 	return rec.Spec.ID, nil
 }
 

@@ -69,3 +69,25 @@ func TestSensorEventsMapOnlyToWhatThePlanePlaced(t *testing.T) {
 		t.Fatalf("unlabelled record: %+v %v", d, err)
 	}
 }
+
+// An adopted container is bound to the namespace its agent found it in: a
+// container of the same id in another namespace of its host is not it.
+func TestSensorEventsMapAdoptedContainersByNamespace(t *testing.T) {
+	p, _ := offlinePlane(t)
+	if err := p.store.PutContainer(ContainerRecord{Spec: migrate.Spec{ID: "web",
+		Adopted: &migrate.Adopted{Namespace: "default", Rollback: true}}, Host: "h1", Adopted: true,
+		Policy: DefaultPolicy(), Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	ev := sensorEvent(events.TypeAnomaly, "detecting", time.Now())
+	ev.Epoch.Mismatches = 40
+	ev.Container = &events.Container{Identity: "other/web", ID: "web", Namespace: "other", Host: "h1"}
+	if _, err := p.HandleSensorEvent(context.Background(), ev, "test"); !errors.Is(err, ErrUnbound) {
+		t.Fatalf("same id in another namespace: %v, want ErrUnbound", err)
+	}
+	ev.Container = &events.Container{Identity: "default/web", ID: "web", Namespace: "default", Host: "h1"}
+	d, err := p.HandleSensorEvent(context.Background(), ev, "test")
+	if err != nil || d.Container != "web" || d.Action != "rollback" {
+		t.Fatalf("the adopted container's anomaly: %+v %v", d, err)
+	}
+}

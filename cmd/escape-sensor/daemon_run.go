@@ -135,6 +135,15 @@ func runDaemon(ctx context.Context, c *runConfig, ag agentConfig, out interface{
 	if err != nil {
 		return err
 	}
+	if ag.enabled() {
+		// What the agent adopts must be watched, or it could never be
+		// detected: its adoption namespaces are the sensor's too.
+		for _, ns := range ag.Adopt.Namespaces {
+			if !slices.Contains(c.Namespaces, ns) {
+				c.Namespaces = append(c.Namespaces, ns)
+			}
+		}
+	}
 	endpoints := c.endpoints()
 	sinks, err := c.openSinks(out, log)
 	if err != nil {
