@@ -12,7 +12,7 @@
 # - for the lab's Kubernetes node (escape-lab up --kubernetes): bookworm's CNI
 #   plugins (/usr/lib/cni) and etcd, the latter unpacked into $ESCAPE_PREFIX
 #   rather than installed, so that no etcd service starts on the machine
-#   itself. The Kubernetes binaries are built by tools/kube/build.sh.
+#   itself. The Kubernetes binaries are built by tools/lab/kube_build.sh (make kube-bins).
 #
 # A re-run on an installed machine only verifies, and takes seconds.
 set -euo pipefail
