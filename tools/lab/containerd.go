@@ -1,13 +1,10 @@
 package lab
 
 import (
-	"github.com/escape-mtd/escape/arp"
-	"golang.org/x/sys/unix"
-	"math"
-
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +14,9 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"golang.org/x/sys/unix"
 
+	"github.com/escape-mtd/escape/arp"
 	"github.com/escape-mtd/escape/internal/atomicfile"
 )
 
@@ -29,7 +28,11 @@ const containerdConfig = `version = 3
 root = "/var/lib/containerd"
 state = "/run/containerd"
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
+` + containerdListeners
 
+// containerdListeners are the sockets of a lab host's containerd: its
+// standard one, and no debug or metrics listener.
+const containerdListeners = `
 [grpc]
   address = "` + InsideContainerd + `"
 
@@ -53,19 +56,7 @@ const kubeContainerdConfig = `version = 3
 root = "/var/lib/containerd"
 state = "/run/containerd"
 disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "` + InsideContainerd + `"
-
-[ttrpc]
-  address = "` + InsideContainerd + `.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
+` + containerdListeners + `
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
