@@ -4,10 +4,11 @@
 package datasets
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/escape-mtd/escape/internal/modroot"
 )
 
 // EnvVar overrides where the datasets are.
@@ -19,7 +20,7 @@ const EnvVar = "ESCAPE_DATASETS"
 func Path(elem ...string) (string, error) {
 	dir := os.Getenv(EnvVar)
 	if dir == "" {
-		root, err := moduleRoot()
+		root, err := modroot.Find()
 		if err != nil {
 			return "", err
 		}
@@ -30,21 +31,4 @@ func Path(elem ...string) (string, error) {
 		return "", fmt.Errorf("dataset %s not available (set %s, see ../shared/datasets/README.md): %w", p, EnvVar, err)
 	}
 	return p, nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }

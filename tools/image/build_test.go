@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/escape-mtd/escape/internal/modroot"
 )
 
 // The images are built once per test run, into one directory, by the
@@ -40,7 +42,7 @@ func builtImages(t *testing.T) (result, string) {
 		t.Skip("builds the images from make deps' files: not run with -short")
 	}
 	shared.once.Do(func() {
-		root, err := moduleRoot()
+		root, err := modroot.Find()
 		if err != nil {
 			shared.err = err
 			return

@@ -14,6 +14,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/escape-mtd/escape/internal/modroot"
 )
 
 // TestBuildTwiceGivesTheSameDigests builds both images twice from this
@@ -21,7 +23,7 @@ import (
 // the digests and every byte of the archives.
 func TestBuildTwiceGivesTheSameDigests(t *testing.T) {
 	first, _ := builtImages(t)
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/escape-mtd/escape/internal/modroot"
 )
 
 // options are the command's flags.
@@ -77,26 +78,8 @@ func sourceDateEpoch(lookup func(string) (string, bool)) (time.Time, error) {
 	return time.Unix(s, 0).UTC(), nil
 }
 
-// moduleRoot is the directory above the working directory holding go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory: run from the repository")
-		}
-		dir = parent
-	}
-}
-
 func main() {
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
 		os.Exit(1)

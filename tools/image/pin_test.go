@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/escape-mtd/escape/internal/modroot"
 )
 
 var testPins = map[string]pin{
@@ -77,7 +79,7 @@ func TestPinManifestsRewritesFilesAtomically(t *testing.T) {
 // them: the DaemonSet's container the daemon image, the Deployment's the
 // plane image, both built from the same source.
 func TestManifestsPinImagesByDigest(t *testing.T) {
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +149,7 @@ func FuzzRewritePins(f *testing.F) {
 // make image, and the test says which input moved.
 func TestManifestPinsMatchAFreshBuild(t *testing.T) {
 	res, _ := builtImages(t)
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		t.Fatal(err)
 	}
