@@ -162,6 +162,8 @@ func TestAPIAnswersGarbageWithClearErrors(t *testing.T) {
 		{"POST", "/v1/migrate", `{"container":"db","to":"h1"}`, 409, "not an eligible destination"},
 		{"GET", "/v1/nothing", ``, 404, ""},
 		{"POST", "/v1/reports", `{"container":"db","epoch":6,"detail":"` + strings.Repeat("x", 5000) + `"}`, 400, "detail"},
+		{"POST", "/v1/reports", `{"container":"db","epoch":6,"scorer":"lm","score":-1}`, 400, "must be finite and not negative"},
+		{"POST", "/v1/reports", `{"container":"db","epoch":6,"scorer":"` + strings.Repeat("x", 17) + `"}`, 400, "scorer: longer than 16"},
 		{"POST", "/v1/reports", strings.Repeat(" ", maxBody+10) + "{}", 400, "too large"},
 	} {
 		code, body := raw(tc.method, tc.route, tc.body)
@@ -172,11 +174,16 @@ func TestAPIAnswersGarbageWithClearErrors(t *testing.T) {
 	// An anomaly with no checkpoint: the decision is rollback, which fails
 	// and says why; nothing else happens.
 	var d Decision
-	if err := cl.Do(ctx, "POST", "/v1/reports", Report{Container: "db", Epoch: 7, Anomalous: true, Mismatches: 9, Threshold: 3}, &d); err != nil {
+	if err := cl.Do(ctx, "POST", "/v1/reports", Report{Container: "db", Epoch: 7, Anomalous: true, Mismatches: 9, Threshold: 3,
+		Scorer: "lm", Score: 8.91, Limit: 0.941}, &d); err != nil {
 		t.Fatal(err)
 	}
 	if d.Action != "rollback" || d.Outcome != "failed" || !strings.Contains(d.Error, "no verified safe checkpoint") {
 		t.Fatalf("decision %+v", d)
+	}
+	// The reason is in the scorer's own terms, not the papers' T.
+	if len(d.Reasons) == 0 || !strings.Contains(d.Reasons[0], "anomalous epoch 7 (lm score 8.91 > threshold 0.941; 9 mismatching windows)") {
+		t.Fatalf("reasons %q: want the lm score against its threshold", d.Reasons)
 	}
 	// With every other host flagged, migration has no destination.
 	if _, err := p.Flag("h2", true, "test", "t"); err != nil {

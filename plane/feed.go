@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -309,8 +310,19 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 	}
 	r := Report{Container: id, Epoch: last.LastEpoch + 1, Anomalous: ev.Type == events.TypeAnomaly,
 		Degraded: ep.Degraded, Learning: ep.Mode == "learning", Mismatches: int(min(ep.Mismatches, 1<<31-1)),
-		Threshold: int(min(ep.Threshold, 1<<31-1)), Time: ev.Time, Detail: fmt.Sprintf("sensor %s seq %d", ev.Sensor, ep.Seq)}
+		Threshold: int(min(ep.Threshold, 1<<31-1)), Scorer: ep.Scorer, Score: finiteScore(ep.Value), Limit: finiteScore(ep.Limit),
+		Time: ev.Time, Detail: fmt.Sprintf("sensor %s seq %d", ev.Sensor, ep.Seq)}
 	return p.reportLocked(ctx, c, r, actor)
+}
+
+// finiteScore keeps a sensor's score in the range a Report accepts: a
+// value that is not a finite non-negative number says nothing a reader
+// could use, and must not make the report invalid.
+func finiteScore(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0
+	}
+	return v
 }
 
 // ErrUnbound means a sensor event names a protected container's id but not

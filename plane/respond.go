@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -22,11 +23,17 @@ type Report struct {
 	Degraded bool `json:"degraded,omitempty"`
 	// Learning: the sensor was still training the profile; the epoch is
 	// unverified, so it does not count as clean.
-	Learning   bool      `json:"learning,omitempty"`
-	Mismatches int       `json:"mismatches,omitempty"`
-	Threshold  int       `json:"threshold,omitempty"`
-	Time       time.Time `json:"time,omitempty"`
-	Detail     string    `json:"detail,omitempty"`
+	Learning   bool `json:"learning,omitempty"`
+	Mismatches int  `json:"mismatches,omitempty"`
+	Threshold  int  `json:"threshold,omitempty"`
+	// Scorer is the sensor's rule for the epoch (bosc, lm); Score and
+	// Limit are its value and threshold in that rule's unit. Mismatches
+	// and Threshold are the papers' counts, kept for older reporters.
+	Scorer string    `json:"scorer,omitempty"`
+	Score  float64   `json:"score,omitempty"`
+	Limit  float64   `json:"limit,omitempty"`
+	Time   time.Time `json:"time,omitempty"`
+	Detail string    `json:"detail,omitempty"`
 }
 
 // Validate rejects a malformed report.
@@ -40,6 +47,15 @@ func (r Report) Validate() error {
 	}
 	if r.Mismatches < 0 || r.Threshold < 0 {
 		errs = append(errs, errors.New("mismatches/threshold: must not be negative"))
+	}
+	if len(r.Scorer) > 16 {
+		errs = append(errs, errors.New("scorer: longer than 16 bytes"))
+	}
+	for _, v := range []float64{r.Score, r.Limit} {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			errs = append(errs, fmt.Errorf("score/limit %v: must be finite and not negative", v))
+			break
+		}
 	}
 	if len(r.Detail) > 4096 {
 		errs = append(errs, errors.New("detail: longer than 4096 bytes"))
@@ -109,7 +125,7 @@ func (p *Plane) reportLocked(ctx context.Context, c ContainerRecord, r Report, a
 	}
 	p.event(AuditEvent{Kind: "report", Container: r.Container, Host: c.Host, Actor: actor,
 		Details: map[string]any{"epoch": r.Epoch, "anomalous": r.Anomalous, "degraded": r.Degraded, "learning": r.Learning,
-			"mismatches": r.Mismatches, "threshold": r.Threshold, "detail": r.Detail}})
+			"mismatches": r.Mismatches, "threshold": r.Threshold, "scorer": r.Scorer, "score": r.Score, "limit": r.Limit, "detail": r.Detail}})
 	if !r.Anomalous {
 		reason := "clean epoch"
 		switch {
@@ -129,6 +145,9 @@ func (p *Plane) reportLocked(ctx context.Context, c ContainerRecord, r Report, a
 		p.log.Error("record host anomaly", zap.Error(err))
 	}
 	reason := fmt.Sprintf("anomalous epoch %d (%d mismatches, threshold %d)", r.Epoch, r.Mismatches, r.Threshold)
+	if r.Scorer != "" {
+		reason = fmt.Sprintf("anomalous epoch %d (%s score %.3g > threshold %.3g; %d mismatching windows)", r.Epoch, r.Scorer, r.Score, r.Limit, r.Mismatches)
+	}
 	return p.respond(ctx, c, reason, actor), nil
 }
 

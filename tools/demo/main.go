@@ -21,11 +21,15 @@ func main() {
 	d := &demo{start: time.Now()}
 	flag.StringVar(&d.bin, "bin", "bin", "directory of the escape-* binaries")
 	flag.StringVar(&d.out, "out", "out/demo", "directory for logs, events and the summary")
-	flag.StringVar(&d.labRoot, "lab", lab.DefaultRoot, "lab root")
+	d.labName = lab.DefaultName
+	if name := os.Getenv("ESCAPE_LAB"); name != "" {
+		d.labName = name // escape-lab, run by the demo, reads it too
+	}
 	flag.IntVar(&d.limit, "rollbacks", 2, "N: rollbacks before the plane escalates to live migration")
-	flag.DurationVar(&d.learnMax, "learn", 90*time.Second, "longest time the sensor may take to learn redis")
+	flag.DurationVar(&d.learnMax, "learn", 3*time.Minute, "the sensor's learn_max: longest time it may learn redis before detecting")
 	flag.DurationVar(&d.learnFor, "learn-for", 30*time.Second, "the sensor's learn_for: least time it learns redis")
-	flag.Uint64Var(&d.threshold, "threshold", 20, "the sensor's threshold: mismatches per epoch above which it is anomalous")
+	flag.StringVar(&d.scorer, "scorer", "lm", "the sensor's scoring rule for redis: lm (the default rule) or bosc (the papers')")
+	flag.Float64Var(&d.threshold, "threshold", 0, "the scorer's threshold, in its own unit; 0: redis's own threshold, calibrated while it learns")
 	flag.DurationVar(&d.soakFor, "soak", 0, "instead of attacking, run this long under normal load and report false positives")
 	flag.BoolVar(&d.keepLab, "keep-lab", false, "leave the lab up at the end")
 	flag.Parse()
@@ -50,11 +54,12 @@ func main() {
 }
 
 type demo struct {
-	bin, out, labRoot string
+	bin, out, labName string
 	limit             int
 	learnMax          time.Duration
 	learnFor, soakFor time.Duration
-	threshold         uint64
+	scorer            string
+	threshold         float64
 	keepLab           bool
 
 	start    time.Time
@@ -83,9 +88,12 @@ const (
 )
 
 func (d *demo) run(ctx context.Context) error {
-	if d.threshold < 1 || d.learnFor < 0 || d.soakFor < 0 {
-		return fmt.Errorf("--threshold %d, --learn-for %v, --soak %v: want a threshold of 1 or more and no negative time",
-			d.threshold, d.learnFor, d.soakFor)
+	if d.scorer != "lm" && d.scorer != "bosc" {
+		return fmt.Errorf("--scorer %q: want lm or bosc", d.scorer)
+	}
+	if d.threshold < 0 || d.learnFor < 0 || d.soakFor < 0 || d.learnMax < d.learnFor {
+		return fmt.Errorf("--threshold %g, --learn-for %v, --learn %v, --soak %v: want no negative threshold or time, and --learn at least --learn-for",
+			d.threshold, d.learnFor, d.learnMax, d.soakFor)
 	}
 	var err error
 	if d.bin, err = filepath.Abs(d.bin); err != nil {
@@ -112,9 +120,11 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.cmd(ctx, "escape-lab", "up", "--hosts", "3", "--bin", d.bin, "--agent-settings", settings); err != nil {
 		return err
 	}
-	if d.inv, err = lab.LoadInventory(ctx, d.labRoot); err != nil {
-		return err
+	st := lab.GetStatus(ctx, lab.WithName(d.labName))
+	if st.Inventory == nil {
+		return fmt.Errorf("the lab %s after escape-lab up: %s", d.labName, st.Problem)
 	}
+	d.inv = st.Inventory
 	if d.operator, err = d.operatorClient(); err != nil {
 		return err
 	}
@@ -198,7 +208,8 @@ func (d *demo) run(ctx context.Context) error {
 
 // writeAgentSettings is what every host's sensor runs with in the demo,
 // merged by the lab over its agents' settings: epochs short enough to
-// watch, and the demo's learning and threshold.
+// watch, and the demo's learning, scorer and threshold. Without a
+// threshold each identity calibrates its own while it learns.
 func (d *demo) writeAgentSettings() (string, error) {
 	path := filepath.Join(d.out, "agent-settings.yaml")
 	settings := fmt.Sprintf(`sensor:
@@ -206,8 +217,12 @@ func (d *demo) writeAgentSettings() (string, error) {
   flush: 2s
   learn_epochs: 150
   learn_for: %s
-  threshold: %d
-`, d.learnFor, d.threshold)
+  learn_max: %s
+  scorer: %s
+`, d.learnFor, d.learnMax, d.scorer)
+	if d.threshold > 0 {
+		settings += fmt.Sprintf("  threshold: %g\n", d.threshold)
+	}
 	return path, os.WriteFile(path, []byte(settings), 0o600)
 }
 

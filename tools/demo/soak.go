@@ -36,8 +36,8 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 	}
 	t := tallySoak(evs, audit)
 	var b strings.Builder
-	fmt.Fprintf(&b, "ESCAPE soak (%s): learn_for %v, threshold %d, %v of load after the checkpoint\n",
-		time.Now().Format(time.RFC3339), d.learnFor, d.threshold, dur)
+	fmt.Fprintf(&b, "ESCAPE soak (%s): learn_for %v, learn_max %v, scorer %s, threshold %s, %v of load after the checkpoint\n",
+		time.Now().Format(time.RFC3339), d.learnFor, d.learnMax, d.scorer, d.thresholdText(), dur)
 	fmt.Fprintf(&b, "  - %d detecting epochs over %.0f s, %d anomalous, %d of them set aside by the plane; plane decisions %v\n",
 		t.epochs, time.Since(t.detectFrom).Seconds(), t.anomalies, t.setAside, t.decisions)
 	for _, l := range t.lines {
@@ -45,6 +45,13 @@ func (d *demo) soak(ctx context.Context, dur time.Duration) error {
 	}
 	fmt.Printf("\n\033[1m%s == soak summary\033[0m\n%s", d.elapsed(), b.String())
 	return os.WriteFile(filepath.Join(d.out, "soak.txt"), []byte(b.String()), 0o644)
+}
+
+func (d *demo) thresholdText() string {
+	if d.threshold == 0 {
+		return "calibrated"
+	}
+	return fmt.Sprintf("%g", d.threshold)
 }
 
 // soakTally is what a soak saw: the detecting epochs of redis, its
@@ -99,8 +106,8 @@ func tallySoak(evs []events.Event, audit []plane.AuditEvent) soakTally {
 		for _, u := range e.Epoch.Unseen {
 			names = append(names, u.Name)
 		}
-		t.lines = append(t.lines, fmt.Sprintf("anomaly %.1f s into detection: %d mismatches (threshold %d), calls %s%s",
-			e.Time.Sub(t.detectFrom).Seconds(), e.Epoch.Mismatches, e.Epoch.Threshold, strings.Join(names, " "), why))
+		t.lines = append(t.lines, fmt.Sprintf("anomaly %.1f s into detection: %s %.3g (threshold %.3g), calls %s%s",
+			e.Time.Sub(t.detectFrom).Seconds(), e.Epoch.Scorer, e.Epoch.Value, e.Epoch.Limit, strings.Join(names, " "), why))
 	}
 	return t
 }

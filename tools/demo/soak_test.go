@@ -14,7 +14,7 @@ func TestTallySoakTellsSetAsideFromActedOn(t *testing.T) {
 	redis := &events.Container{Identity: serviceID, Host: "h1"}
 	epoch := func(typ string, sec int, seq uint32, mism uint64, mode string) events.Event {
 		return events.Event{Type: typ, Time: t0.Add(time.Duration(sec) * time.Second), Container: redis,
-			Epoch: &events.Epoch{Seq: seq, Mismatches: mism, Threshold: 20, Mode: mode,
+			Epoch: &events.Epoch{Seq: seq, Mismatches: mism, Threshold: 20, Mode: mode, Scorer: "lm", Value: float64(mism) / 10, Limit: 2,
 				Unseen: []events.Syscall{{Name: "prctl", Novel: true}}}}
 	}
 	evs := []events.Event{
@@ -41,7 +41,7 @@ func TestTallySoakTellsSetAsideFromActedOn(t *testing.T) {
 		t.Errorf("decisions %v, want one rollback", got.decisions)
 	}
 	if len(got.lines) != 2 || !strings.Contains(got.lines[0], "set it aside: overlaps the plane's own checkpoint") ||
-		strings.Contains(got.lines[1], "set it aside") || !strings.Contains(got.lines[1], "25 mismatches (threshold 20), calls prctl") {
+		strings.Contains(got.lines[1], "set it aside") || !strings.Contains(got.lines[1], "lm 2.5 (threshold 2), calls prctl") {
 		t.Errorf("lines %q", got.lines)
 	}
 }

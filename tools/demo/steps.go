@@ -144,7 +144,9 @@ func (d *demo) load(ctx context.Context) {
 
 func (d *demo) train(ctx context.Context) error {
 	var learned events.Event
-	err := d.waitFor(ctx, "the sensor to learn redis's normal behaviour", d.learnMax, func() (bool, error) {
+	// learn_max is the sensor's own ceiling; past it, with a margin for the
+	// epoch that ends it, the sensor is broken, not slow.
+	err := d.waitFor(ctx, "the sensor to learn redis's normal behaviour", d.learnMax+time.Minute, func() (bool, error) {
 		evs, err := d.events()
 		for _, e := range evs {
 			if e.Epoch != nil && e.Container != nil && e.Container.Identity == serviceID && e.Epoch.Mode == "detecting" {
@@ -157,8 +159,8 @@ func (d *demo) train(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.note("learned: %d distinct bags of system calls; now detecting (threshold %d mismatches per epoch)",
-		learned.Epoch.Database, learned.Epoch.Threshold)
+	d.note("learned: %d distinct bags of system calls after %v; now detecting with %s", learned.Epoch.Database,
+		learned.Time.Sub(d.start).Round(time.Second), judgement(learned.Epoch))
 	return nil
 }
 
@@ -236,11 +238,11 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 		return plane.AuditEvent{}, err
 	}
 	d.note("detected after %v: JSON event for the SIEM:", anomaly.Time.Sub(t0).Round(time.Millisecond))
-	d.summary = append(d.summary, fmt.Sprintf("attack %d on %s: detected %v after it started (epoch of %d calls, %d mismatches > threshold %d)",
-		round, c.Host, anomaly.Time.Sub(t0).Round(time.Millisecond), anomaly.Epoch.Calls, anomaly.Epoch.Mismatches, anomaly.Epoch.Threshold))
-	fmt.Printf("      {\"type\":%q,\"severity\":%q,\"container\":%q,\"host\":%q,\"epoch\":{\"seq\":%d,\"mismatches\":%d,\"threshold\":%d,\"new_bags\":%d}}\n",
+	d.summary = append(d.summary, fmt.Sprintf("attack %d on %s: detected %v after it started (epoch of %d calls, %s %.3g > threshold %.3g)",
+		round, c.Host, anomaly.Time.Sub(t0).Round(time.Millisecond), anomaly.Epoch.Calls, anomaly.Epoch.Scorer, anomaly.Epoch.Value, anomaly.Epoch.Limit))
+	fmt.Printf("      {\"type\":%q,\"severity\":%q,\"container\":%q,\"host\":%q,\"epoch\":{\"seq\":%d,\"scorer\":%q,\"value\":%.4g,\"limit\":%.4g,\"mismatches\":%d,\"new_bags\":%d}}\n",
 		anomaly.Type, anomaly.Severity, anomaly.Container.Identity, anomaly.Container.Host, anomaly.Epoch.Seq,
-		anomaly.Epoch.Mismatches, anomaly.Epoch.Threshold, anomaly.Epoch.NewBags)
+		anomaly.Epoch.Scorer, anomaly.Epoch.Value, anomaly.Epoch.Limit, anomaly.Epoch.Mismatches, anomaly.Epoch.NewBags)
 	d.note("evidence (system calls of the unseen windows, novel ones first): %s", evidence(anomaly.Epoch.Unseen))
 
 	var dec plane.AuditEvent
@@ -263,6 +265,20 @@ func (d *demo) attackOnce(ctx context.Context, round int) (plane.AuditEvent, err
 		return dec, fmt.Errorf("the %s failed: %s", dec.Decision, dec.Error)
 	}
 	return dec, nil
+}
+
+// judgement names an epoch's rule and threshold for a reader, e.g.
+// "lm (threshold 2.31 nats, calibrated)".
+func judgement(e *events.Epoch) string {
+	unit := "mismatching windows"
+	if e.Scorer == "lm" {
+		unit = "nats"
+	}
+	how := "set by the operator"
+	if e.Calibrated {
+		how = "calibrated"
+	}
+	return fmt.Sprintf("%s (threshold %.3g %s, %s)", e.Scorer, e.Limit, unit, how)
 }
 
 func ctrPath() string {
