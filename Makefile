@@ -39,14 +39,24 @@ generate: deps
 
 ## test: unit tests plus the privileged integration tests (BPF, containerd, CRIU, netns), for real.
 ## Where the doctor says every mode can run, a skipped test fails the run.
+## Up to 3 failed tests are rerun once each; one that passes then is named FLAKY.
 test: deps build kube-bins
 	$(GO) vet ./...
 	@mkdir -p out
 	bin/escape-lab up --hosts 3 || echo "lab did not come up; the lab tests will say why"
 	@if bin/escape-sensor doctor --mode all >out/doctor.txt 2>&1; then skip=-fail-on-skip; else \
 	  echo "doctor: not every mode can run here; integration tests may skip:"; cat out/doctor.txt; skip=; fi; \
-	set -o pipefail; $(GO) test -json $(TESTFLAGS) ./... | $(GO) run ./tools/testreport $$skip; \
-	rc=$$?; bin/escape-lab down; exit $$rc
+	set -o pipefail; $(GO) build -o out/testreport ./tools/testreport; \
+	$(GO) test -json $(TESTFLAGS) ./... | out/testreport $$skip -rerun out/rerun.txt; rc=$$?; \
+	if [ $$rc -ne 0 ] && [ -s out/rerun.txt ]; then \
+	  echo "== rerunning each failed test once, to tell a flake from a failure (tools/testreport)"; rc=0; \
+	  while IFS="$$(printf '\t')" read -r pkg pat; do \
+	    echo "== rerun: $$pkg -run '$$pat'"; \
+	    $(GO) test -json -count=1 -timeout 10m -run "$$pat" $$pkg </dev/null | out/testreport $$skip || rc=1; \
+	  done < out/rerun.txt; \
+	  if [ $$rc -eq 0 ]; then echo "FLAKY: failed once, passed on rerun:"; sed 's/^/FLAKY: /' out/rerun.txt; fi; \
+	fi; \
+	bin/escape-lab down; exit $$rc
 
 ## test-unit: only the tests that need no root and no lab
 test-unit:

@@ -3,6 +3,15 @@
 // With -fail-on-skip it also fails when any test skipped, which make test
 // asks for on machines where the doctor says every mode can run: there,
 // a skipped integration test would be a test that silently did not run.
+//
+// With -rerun FILE it writes the failed tests that may be run again, one
+// "package<TAB>-run pattern" per line, for make test to rerun each once:
+// the lab tests are timing-bound on a shared two-core machine, and one
+// rerun tells a flake from a failure. make test names every test that
+// passed only on its rerun as FLAKY. The file stays empty, and nothing is
+// rerun, when the build failed, when a package failed outside any test (a
+// panic, a timeout), or when more than -rerun-max tests failed: those are
+// failures, not flakes.
 package main
 
 import (
@@ -12,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -25,14 +35,86 @@ type event struct {
 
 func main() {
 	failOnSkip := flag.Bool("fail-on-skip", false, "exit non-zero if any test skipped")
+	rerunFile := flag.String("rerun", "", "write the failed tests that may be rerun to this file")
+	rerunMax := flag.Int("rerun-max", 3, "more failed tests than this are not rerun")
 	flag.Parse()
-	os.Exit(run(os.Stdin, os.Stdout, *failOnSkip))
+	code, rerun := report(os.Stdin, os.Stdout, *failOnSkip)
+	if *rerunFile != "" {
+		if len(rerun) > *rerunMax {
+			fmt.Printf("testreport: %d tests failed, more than %d: not rerun\n", len(rerun), *rerunMax)
+			rerun = nil
+		}
+		var b strings.Builder
+		for _, r := range rerun {
+			fmt.Fprintf(&b, "%s\t%s\n", r.pkg, r.pattern)
+		}
+		if err := os.WriteFile(*rerunFile, []byte(b.String()), 0o644); err != nil {
+			fmt.Println("testreport:", err)
+			os.Exit(2)
+		}
+	}
+	os.Exit(code)
 }
 
 func run(in io.Reader, out io.Writer, failOnSkip bool) int {
+	code, _ := report(in, out, failOnSkip)
+	return code
+}
+
+// rerunTarget is one failed test to run again: its package and a -run
+// pattern matching it alone.
+type rerunTarget struct{ pkg, pattern string }
+
+// runPattern anchors each level of a test's name, so "TestA/b" runs
+// TestA's subtest b and no other test or subtest.
+func runPattern(test string) string {
+	parts := strings.Split(test, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return strings.Join(parts, "/")
+}
+
+// rerunTargets picks, from the failed tests, the leaves: a parent that
+// failed only through its subtests is rerun through them. It returns nil
+// when a package failed with no failed test of its own: nothing tells
+// what to rerun.
+func rerunTargets(failedTests map[string][]string, failedPkgs []string) []rerunTarget {
+	for _, pkg := range failedPkgs {
+		if len(failedTests[pkg]) == 0 {
+			return nil
+		}
+	}
+	var out []rerunTarget
+	pkgs := make([]string, 0, len(failedTests))
+	for pkg := range failedTests {
+		pkgs = append(pkgs, pkg)
+	}
+	sort.Strings(pkgs)
+	for _, pkg := range pkgs {
+		tests := failedTests[pkg]
+		sort.Strings(tests)
+		for _, t := range tests {
+			leaf := true
+			for _, u := range tests {
+				if strings.HasPrefix(u, t+"/") {
+					leaf = false
+					break
+				}
+			}
+			if leaf {
+				out = append(out, rerunTarget{pkg, runPattern(t)})
+			}
+		}
+	}
+	return out
+}
+
+func report(in io.Reader, out io.Writer, failOnSkip bool) (int, []rerunTarget) {
 	var passed, failed, skipped int
-	var skips, fails []string
-	buildFailed := false
+	var skips, fails, failedPkgs []string
+	failedTests := map[string][]string{}
+	buildFailed, timedOut := false, false
 	// A test's output is shown only if it fails (or, for a skip, its last
 	// line, which says why): passing tests stay quiet, as without -v.
 	pending := map[string][]string{}
@@ -45,6 +127,11 @@ func run(in io.Reader, out io.Writer, failOnSkip bool) int {
 			fmt.Fprintln(out, sc.Text())
 			buildFailed = true
 			continue
+		}
+		if strings.HasPrefix(ev.Output, "panic: test timed out") {
+			// The suite ran out of time: rerunning would only run out of
+			// the CI's too.
+			timedOut = true
 		}
 		switch ev.Action {
 		case "output":
@@ -64,10 +151,12 @@ func run(in io.Reader, out io.Writer, failOnSkip bool) int {
 				key := ev.Package + " " + ev.Test
 				failed++
 				fails = append(fails, key)
+				failedTests[ev.Package] = append(failedTests[ev.Package], ev.Test)
 				fmt.Fprint(out, strings.Join(pending[key], ""))
 				delete(pending, key)
 			} else if ev.Package != "" {
 				fails = append(fails, ev.Package)
+				failedPkgs = append(failedPkgs, ev.Package)
 			}
 		case "skip":
 			if ev.Test != "" {
@@ -87,7 +176,7 @@ func run(in io.Reader, out io.Writer, failOnSkip bool) int {
 	}
 	if err := sc.Err(); err != nil {
 		fmt.Fprintln(out, "testreport: read:", err)
-		return 2
+		return 2, nil
 	}
 	sort.Strings(skips)
 	for _, s := range skips {
@@ -98,14 +187,16 @@ func run(in io.Reader, out io.Writer, failOnSkip bool) int {
 	}
 	fmt.Fprintf(out, "%d passed, %d failed, %d skipped\n", passed, failed, skipped)
 	switch {
-	case failed > 0 || len(fails) > 0 || buildFailed:
-		return 1
+	case buildFailed || timedOut:
+		return 1, nil
+	case failed > 0 || len(fails) > 0:
+		return 1, rerunTargets(failedTests, failedPkgs)
 	case failOnSkip && skipped > 0:
 		fmt.Fprintln(out, "testreport: tests skipped on a machine that the doctor says can run them all")
-		return 1
+		return 1, nil
 	case passed == 0:
 		fmt.Fprintln(out, "testreport: no test ran")
-		return 1
+		return 1, nil
 	}
-	return 0
+	return 0, nil
 }

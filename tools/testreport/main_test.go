@@ -52,3 +52,41 @@ func TestRunFailures(t *testing.T) {
 		t.Errorf("a failing test's output was hidden:\n%s", out.String())
 	}
 }
+
+func TestReportPicksFailedLeavesToRerun(t *testing.T) {
+	in := strings.Join([]string{
+		`{"Action":"pass","Package":"a","Test":"TestOK"}`,
+		`{"Action":"fail","Package":"a","Test":"TestLab/commit-leases lapsed"}`,
+		`{"Action":"pass","Package":"a","Test":"TestLab/restore"}`,
+		`{"Action":"fail","Package":"a","Test":"TestLab"}`,
+		`{"Action":"fail","Package":"a"}`,
+		`{"Action":"fail","Package":"b","Test":"TestRace.x"}`,
+		`{"Action":"fail","Package":"b"}`,
+	}, "\n")
+	var out bytes.Buffer
+	code, rerun := report(strings.NewReader(in), &out, false)
+	want := []rerunTarget{{"a", `^TestLab$/^commit-leases lapsed$`}, {"b", `^TestRace\.x$`}}
+	if code == 0 || len(rerun) != len(want) {
+		t.Fatalf("exit %d, rerun %q; want a failure and %q", code, rerun, want)
+	}
+	for i := range want {
+		if rerun[i] != want[i] {
+			t.Errorf("rerun[%d] = %q, want %q", i, rerun[i], want[i])
+		}
+	}
+}
+
+func TestReportRerunsNothingAfterAFailureOutsideTests(t *testing.T) {
+	for name, in := range map[string]string{
+		"a package failed with no failed test": `{"Action":"fail","Package":"a","Test":"T"}` + "\n" +
+			`{"Action":"fail","Package":"a"}` + "\n" + `{"Action":"fail","Package":"b"}`,
+		"build failed": "# p\n./x.go:1: syntax error\n" + `{"Action":"fail","Package":"p","Test":"T"}`,
+		"timed out": `{"Action":"output","Package":"p","Test":"T","Output":"panic: test timed out after 40m0s\n"}` + "\n" +
+			`{"Action":"fail","Package":"p","Test":"T"}`,
+	} {
+		var out bytes.Buffer
+		if code, rerun := report(strings.NewReader(in), &out, false); code == 0 || rerun != nil {
+			t.Errorf("%s: exit %d, rerun %q; want a failure and nothing to rerun", name, code, rerun)
+		}
+	}
+}
