@@ -61,6 +61,31 @@ func run(in io.Reader, out io.Writer, failOnSkip bool) int {
 	return code
 }
 
+// assertionLine is how testing prints t.Error and t.Fatal: indented
+// "file_test.go:LINE: message".
+var assertionLine = regexp.MustCompile(`^\s+\S+_test\.go:\d+: `)
+
+// assertions returns up to the last 5 assertion lines of a test's output,
+// each cut to 400 bytes.
+func assertions(output []string) []string {
+	var lines []string
+	for _, chunk := range output {
+		for _, l := range strings.Split(chunk, "\n") {
+			if assertionLine.MatchString(l) {
+				l = strings.TrimSpace(l)
+				if len(l) > 400 {
+					l = l[:400] + "…"
+				}
+				lines = append(lines, l)
+			}
+		}
+	}
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return lines
+}
+
 // rerunTarget is one failed test to run again: its package and a -run
 // pattern matching it alone.
 type rerunTarget struct{ pkg, pattern string }
@@ -114,6 +139,7 @@ func report(in io.Reader, out io.Writer, failOnSkip bool) (int, []rerunTarget) {
 	var passed, failed, skipped int
 	var skips, fails, failedPkgs []string
 	failedTests := map[string][]string{}
+	why := map[string][]string{} // a failed test's own assertion lines
 	buildFailed, timedOut := false, false
 	// A test's output is shown only if it fails (or, for a skip, its last
 	// line, which says why): passing tests stay quiet, as without -v.
@@ -152,6 +178,7 @@ func report(in io.Reader, out io.Writer, failOnSkip bool) (int, []rerunTarget) {
 				failed++
 				fails = append(fails, key)
 				failedTests[ev.Package] = append(failedTests[ev.Package], ev.Test)
+				why[key] = assertions(pending[key])
 				fmt.Fprint(out, strings.Join(pending[key], ""))
 				delete(pending, key)
 			} else if ev.Package != "" {
@@ -182,8 +209,13 @@ func report(in io.Reader, out io.Writer, failOnSkip bool) (int, []rerunTarget) {
 	for _, s := range skips {
 		fmt.Fprintln(out, "skipped:", s)
 	}
+	// The summary repeats each failure's assertions: a long test's log can
+	// push them out of a CI excerpt.
 	for _, f := range fails {
 		fmt.Fprintln(out, "failed:", f)
+		for _, l := range why[f] {
+			fmt.Fprintln(out, "    >", l)
+		}
 	}
 	fmt.Fprintf(out, "%d passed, %d failed, %d skipped\n", passed, failed, skipped)
 	switch {

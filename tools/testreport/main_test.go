@@ -90,3 +90,19 @@ func TestReportRerunsNothingAfterAFailureOutsideTests(t *testing.T) {
 		}
 	}
 }
+
+func TestSummaryRepeatsTheAssertions(t *testing.T) {
+	in := strings.Join([]string{
+		`{"Action":"output","Package":"p","Test":"TestX","Output":"=== RUN   TestX\n"}`,
+		`{"Action":"output","Package":"p","Test":"TestX","Output":"    logger.go:146: 2026-12-03T13:16:18Z\tINFO\tstep\n"}`,
+		`{"Action":"output","Package":"p","Test":"TestX","Output":"    x_test.go:42: recovered: reverted, want migrated\n"}`,
+		`{"Action":"output","Package":"p","Test":"TestX","Output":"--- FAIL: TestX (1.00s)\n"}`,
+		`{"Action":"fail","Package":"p","Test":"TestX"}`,
+	}, "\n")
+	var out bytes.Buffer
+	report(strings.NewReader(in), &out, false)
+	summary := out.String()[strings.Index(out.String(), "failed: p TestX"):]
+	if !strings.Contains(summary, "    > x_test.go:42: recovered: reverted, want migrated\n") || strings.Contains(summary, "logger.go") {
+		t.Errorf("summary without the assertion, or with log lines:\n%s", summary)
+	}
+}
