@@ -162,11 +162,12 @@ func (c *runConfig) validate() error {
 	if c.LearnQuarantine < 0 || c.LearnQuarantine > 24*time.Hour {
 		return fmt.Errorf("learn_quarantine (--learn-quarantine): %v is outside 0..24h", c.LearnQuarantine)
 	}
-	if !(c.LearnRate > 0) || c.LearnRate > 1e6 {
-		return fmt.Errorf("learn_rate (--learn-rate): %v epochs a minute is outside (0, 1e6]", c.LearnRate)
+	// 0 takes the default, as in bags.OnlineConfig.
+	if !(c.LearnRate >= 0) || c.LearnRate > 1e6 {
+		return fmt.Errorf("learn_rate (--learn-rate): %v epochs a minute is outside 0..1e6 (0: the default)", c.LearnRate)
 	}
-	if c.LearnQueue < 1 || c.LearnQueue > bags.MaxQuarantineQueue {
-		return fmt.Errorf("learn_queue (--learn-queue): %d is outside 1..%d", c.LearnQueue, bags.MaxQuarantineQueue)
+	if c.LearnQueue < 0 || c.LearnQueue > bags.MaxQuarantineQueue {
+		return fmt.Errorf("learn_queue (--learn-queue): %d is outside 0..%d (0: the default)", c.LearnQueue, bags.MaxQuarantineQueue)
 	}
 	if c.LearnMax < c.LearnFor || c.LearnMax > 30*24*time.Hour {
 		return fmt.Errorf("learn_max (--learn-max): %v is not between learn_for (%v) and 720h", c.LearnMax, c.LearnFor)

@@ -161,7 +161,7 @@ func TestDaemonRunServesEventsMetricsAndTop(t *testing.T) {
 func TestRunConfigRejectsGarbage(t *testing.T) {
 	base := runConfig{Window: 10, Epoch: 1000, MaxContainers: 8, RingSize: 1 << 20, LearnEpochs: 1, Threshold: 10,
 		FalseAlarmsPerDay: 1, LearnMax: time.Minute, Events: []string{"stdout"}, EventsMaxSize: 1 << 20, EventsKeep: 1, Listen: "127.0.0.1:9464",
-		Control: "/run/escape-sensor/control.sock", Namespace: "escape", LearnRate: 6, LearnQueue: 64}
+		Control: "/run/escape-sensor/control.sock", Namespace: "escape"}
 	if err := base.validate(); err != nil {
 		t.Fatalf("the valid base is refused: %v", err)
 	}
@@ -180,9 +180,9 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		func(c *runConfig) { c.RingSize = 3 << 20 },
 		func(c *runConfig) { c.Flush = -time.Second },
 		func(c *runConfig) { c.LearnQuarantine = -time.Second },
-		func(c *runConfig) { c.LearnRate = 0 },
+		func(c *runConfig) { c.LearnRate = -1 },
 		func(c *runConfig) { c.LearnRate = math.NaN() },
-		func(c *runConfig) { c.LearnQueue = 0 },
+		func(c *runConfig) { c.LearnQueue = -1 },
 		func(c *runConfig) { c.LearnQueue = bags.MaxQuarantineQueue + 1 },
 	} {
 		c := base
