@@ -82,6 +82,7 @@ type GuardStats struct {
 	Taught      uint64 // epochs taught after their quarantine
 	TaughtBags  uint64 // bags those epochs added to the database
 	Voided      uint64 // epochs dropped from quarantine by an anomaly
+	Cooling     uint64 // clean epochs refused for following an anomaly too closely
 	Overflow    uint64 // epochs pushed out of a full quarantine
 	Anomalies   uint64 // anomalies seen (each voids the quarantine)
 }
@@ -91,7 +92,10 @@ type GuardStats struct {
 // waits in a bounded quarantine and teaches the profile only once
 // Quarantine has passed with no anomaly of the identity meanwhile: an
 // anomaly voids every epoch still waiting, since the quiet epochs before an
-// attack's loud step are most likely its own quiet steps. A token bucket
+// attack's loud step are most likely its own quiet steps. Symmetrically,
+// an epoch scored less than Quarantine after an anomaly is refused: the
+// quiet tail of a loud step (the epoch its last calls share with normal
+// ones) must not teach the step's bags. A token bucket
 // bounds how many epochs a minute may enter quarantine, so a patient
 // attacker cannot teach faster than Rate whatever its epoch rate.
 //
@@ -105,7 +109,9 @@ type Guard struct {
 	n      int // entries in use
 	tokens float64
 	refill time.Time // when tokens were last refilled
-	stats  GuardStats
+	// lastAnomaly is when the last anomaly was seen (zero: none).
+	lastAnomaly time.Time
+	stats       GuardStats
 }
 
 type quarantined struct {
@@ -155,6 +161,10 @@ func (g *Guard) Offer(e Epoch, now time.Time) bool {
 		return false
 	}
 	g.stats.Offered++
+	if !g.lastAnomaly.IsZero() && now.Sub(g.lastAnomaly) < g.cfg.Quarantine {
+		g.stats.Cooling++
+		return false
+	}
 	if !g.take(now) {
 		g.stats.Limited++
 		return false
@@ -178,8 +188,12 @@ func (g *Guard) Offer(e Epoch, now time.Time) bool {
 	return true
 }
 
-// Anomaly voids every epoch in quarantine; it returns how many.
-func (g *Guard) Anomaly() int {
+// Anomaly, seen at now, voids every epoch in quarantine and refuses the
+// epochs of the next Quarantine; it returns how many it voided.
+func (g *Guard) Anomaly(now time.Time) int {
+	if g.lastAnomaly.IsZero() || now.After(g.lastAnomaly) {
+		g.lastAnomaly = now
+	}
 	dropped := g.n
 	g.stats.Anomalies++
 	g.stats.Voided += uint64(dropped)
@@ -212,7 +226,7 @@ func (g *Guard) Release(now time.Time, p *Profile) (int, error) {
 // Reset forgets the quarantine and refills the bucket (a retrain).
 func (g *Guard) Reset() {
 	g.head, g.n = 0, 0
-	g.tokens, g.refill = float64(g.cfg.Burst), time.Time{}
+	g.tokens, g.refill, g.lastAnomaly = float64(g.cfg.Burst), time.Time{}, time.Time{}
 }
 
 // Teach learns one epoch after the learning phase (online learning): as

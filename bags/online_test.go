@@ -69,14 +69,14 @@ func TestGuardTeachesAfterTheQuarantine(t *testing.T) {
 	}
 }
 
-// An anomaly voids every epoch still in quarantine, and only those: one
-// offered after it teaches as usual.
+// An anomaly voids every epoch still in quarantine, refuses those of the
+// next quarantine, and no more: one offered later teaches as usual.
 func TestGuardAnomalyVoidsTheQuarantine(t *testing.T) {
 	p, normal, novel, t0 := guardFixture(t)
 	g := mustGuard(t, OnlineConfig{Quarantine: time.Minute, Rate: 600})
 	g.Offer(novel, t0)
 	g.Offer(normal, t0.Add(time.Second))
-	if dropped := g.Anomaly(); dropped != 2 {
+	if dropped := g.Anomaly(t0.Add(2 * time.Second)); dropped != 2 {
 		t.Fatalf("anomaly dropped %d epochs, want the 2 in quarantine", dropped)
 	}
 	if n, _ := g.Release(t0.Add(time.Hour), p); n != 0 {
@@ -85,12 +85,19 @@ func TestGuardAnomalyVoidsTheQuarantine(t *testing.T) {
 	if p.Detect(novel).NewBags == 0 {
 		t.Fatal("an epoch followed by an anomaly was learned")
 	}
-	after := t0.Add(2 * time.Second)
-	g.Offer(novel, after)
+	// The anomaly's quiet tail, within a quarantine after it, is refused;
+	// an epoch a quarantine later teaches as usual.
+	if g.Offer(novel, t0.Add(time.Minute+time.Second)) {
+		t.Error("an epoch 59 s after the anomaly entered quarantine")
+	}
+	after := t0.Add(time.Minute + 2*time.Second)
+	if !g.Offer(novel, after) {
+		t.Fatal("an epoch a quarantine after the anomaly was refused")
+	}
 	if n, _ := g.Release(after.Add(time.Minute), p); n != 1 || p.Detect(novel).NewBags != 0 {
 		t.Fatalf("an epoch offered after the anomaly: taught %d, unseen bags %d", n, p.Detect(novel).NewBags)
 	}
-	if st := g.Stats(); st.Voided != 2 || st.Anomalies != 1 || st.Taught != 1 {
+	if st := g.Stats(); st.Voided != 2 || st.Anomalies != 1 || st.Taught != 1 || st.Cooling != 1 {
 		t.Errorf("stats %+v", st)
 	}
 }
@@ -210,7 +217,7 @@ func BenchmarkOnlineEpoch(b *testing.B) {
 		v := s.Score(e)
 		c1 := time.Now()
 		if v.Anomalous {
-			g.Anomaly()
+			g.Anomaly(now)
 		} else {
 			g.Offer(e, now)
 		}

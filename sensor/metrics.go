@@ -15,7 +15,7 @@ type Metrics struct {
 	calls, epochs, windows, mismatches, anomalies, degraded, drops, lost *prometheus.Desc
 	dbBags, watched, runTime, runCount, dict, collisions                 *prometheus.Desc
 	intervened, intervenedAnomalies, ignoredLabels                       *prometheus.Desc
-	taught, voided, overflow, limited, quarantined                       *prometheus.Desc
+	taught, voided, cooling, overflow, limited, quarantined              *prometheus.Desc
 }
 
 // NewMetrics returns a collector; progs names the programs to report.
@@ -38,6 +38,8 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 			"Marked epochs whose mismatches exceeded the threshold (emitted as warnings; not in anomalous_epochs_total).", lbl),
 		taught: d("online_taught_epochs_total", "Epochs online learning taught the profile after their quarantine.", lbl),
 		voided: d("online_voided_epochs_total", "Epochs in online-learning quarantine dropped because an anomaly followed.", lbl),
+		cooling: d("online_cooling_epochs_total",
+			"Clean epochs refused by online learning for coming less than a quarantine after an anomaly.", lbl),
 		overflow: d("online_overflow_epochs_total",
 			"Epochs pushed out of a full online-learning quarantine (a flood), never taught.", lbl),
 		limited:     d("online_limited_epochs_total", "Clean epochs refused by the online-learning rate limit.", lbl),
@@ -57,7 +59,7 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 func (x *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{x.calls, x.epochs, x.windows, x.mismatches, x.anomalies, x.degraded,
 		x.drops, x.lost, x.dbBags, x.watched, x.runTime, x.runCount, x.dict, x.collisions, x.intervened,
-		x.intervenedAnomalies, x.ignoredLabels, x.taught, x.voided, x.overflow, x.limited, x.quarantined} {
+		x.intervenedAnomalies, x.ignoredLabels, x.taught, x.voided, x.cooling, x.overflow, x.limited, x.quarantined} {
 		ch <- d
 	}
 }
@@ -85,6 +87,7 @@ func (x *Metrics) Collect(ch chan<- prometheus.Metric) {
 			g := r.Guard
 			counter(x.taught, float64(g.Taught), l...)
 			counter(x.voided, float64(g.Voided), l...)
+			counter(x.cooling, float64(g.Cooling), l...)
 			counter(x.overflow, float64(g.Overflow), l...)
 			counter(x.limited, float64(g.Limited), l...)
 			ch <- prometheus.MustNewConstMetric(x.quarantined, prometheus.GaugeValue, float64(g.Quarantined), l...)

@@ -58,7 +58,8 @@ func (m *Monitor) guardFor(c Container) (*bags.Guard, error) {
 }
 
 // onlineLocked runs t's online learning on one scored epoch: an anomaly
-// voids the quarantine, a clean epoch (not degraded, not overlapping one of
+// voids the quarantine (and refuses the epochs that follow it closely), a
+// clean epoch (not degraded, not overlapping one of
 // ESCAPE's interventions) is offered to it, and what has served its
 // quarantine is taught. It returns the epochs taught.
 func (m *Monitor) onlineLocked(t *tracked, e bags.Epoch, anomalous, marked bool, now time.Time) int {
@@ -71,7 +72,7 @@ func (m *Monitor) onlineLocked(t *tracked, e bags.Epoch, anomalous, marked bool,
 		// A marked anomaly (CRIU's parasite) voids it too: an attacker
 		// whose loud step coincides with a checkpoint must not be let
 		// off.
-		if n := g.Anomaly(); n > 0 {
+		if n := g.Anomaly(now); n > 0 {
 			m.log.Debug("anomaly voids the online-learning quarantine", zap.String("identity", t.identity), zap.Int("epochs", n))
 		}
 	case !marked && !e.Degraded:

@@ -81,7 +81,7 @@ func slowAttackRun(base []byte, thr float64, rule string, held []Trace, normal [
 		case v.Anomalous:
 			run.Alarms++
 			if g != nil {
-				g.Anomaly()
+				g.Anomaly(now)
 			}
 		case g == nil:
 			if _, err := p.Teach(e); err != nil {
