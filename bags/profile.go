@@ -180,33 +180,7 @@ func (p *Profile) Train(e Epoch) (TrainResult, error) {
 		return res, nil
 	}
 	var learned uint64
-	p.ids = p.ids[:0]
-	for _, bc := range e.Bags {
-		p.ids = append(p.ids, NoBag)
-		if bc.Count == 0 {
-			continue
-		}
-		learned += uint64(bc.Count)
-		h := hashBag(&bc.Bag)
-		if s := p.db.find(h, &bc.Bag); s != nil {
-			s.val = satAdd(s.val, bc.Count)
-			p.ids[len(p.ids)-1] = s.idx
-			continue
-		}
-		if p.db.len() >= p.cfg.maxBags {
-			res.Overflow++
-			p.stats.OverflowBags++
-			p.stats.OverflowWindows += uint64(bc.Count)
-			continue
-		}
-		s, _ := p.db.upsert(h, &bc.Bag)
-		s.val = bc.Count
-		p.ids[len(p.ids)-1] = s.idx
-		res.NewBags++
-	}
-	if p.seq != nil {
-		p.seq.learn(e.Order, p.ids, p.cfg.maxBags)
-	}
+	res.NewBags, res.Overflow, learned = p.learnLocked(&e)
 	res.Bags = p.db.len()
 	if learned == 0 {
 		return res, nil // an empty epoch says nothing about convergence
@@ -226,6 +200,41 @@ func (p *Profile) Train(e Epoch) (TrainResult, error) {
 			zap.Int("stable_epochs", p.stable))
 	}
 	return res, nil
+}
+
+// learnLocked adds e's bags to the database (a known bag's frequency rises
+// by its window count, a new one enters with it, unless the cap is reached)
+// and its bag sequence to the sequence model. It returns the bags added,
+// those dropped by the cap and the windows learned.
+func (p *Profile) learnLocked(e *Epoch) (added, overflow int, learned uint64) {
+	p.ids = p.ids[:0]
+	for _, bc := range e.Bags {
+		p.ids = append(p.ids, NoBag)
+		if bc.Count == 0 {
+			continue
+		}
+		learned += uint64(bc.Count)
+		h := hashBag(&bc.Bag)
+		if s := p.db.find(h, &bc.Bag); s != nil {
+			s.val = satAdd(s.val, bc.Count)
+			p.ids[len(p.ids)-1] = s.idx
+			continue
+		}
+		if p.db.len() >= p.cfg.maxBags {
+			overflow++
+			p.stats.OverflowBags++
+			p.stats.OverflowWindows += uint64(bc.Count)
+			continue
+		}
+		s, _ := p.db.upsert(h, &bc.Bag)
+		s.val = bc.Count
+		p.ids[len(p.ids)-1] = s.idx
+		added++
+	}
+	if p.seq != nil {
+		p.seq.learn(e.Order, p.ids, p.cfg.maxBags)
+	}
+	return added, overflow, learned
 }
 
 // Detect scores one epoch against the database. Bags of the wrong window

@@ -3,6 +3,7 @@ package sensor
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -24,4 +25,9 @@ func (p *Probe) MarkOf(tid int) (slot, gen uint32, ok bool, err error) {
 		return 0, 0, false, fmt.Errorf("mark of thread %d: %w", tid, err)
 	}
 	return m.Slot, m.Gen, true, nil
+}
+
+// WithOnlineSaveEvery spaces the saves that online learning causes.
+func WithOnlineSaveEvery(d time.Duration) MonitorOption {
+	return func(c *monitorConfig) { c.onlineSaveEvery = d }
 }

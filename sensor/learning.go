@@ -51,7 +51,11 @@ func (m *Monitor) trackedLocked(c Container) (*tracked, error) {
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
-	t := &tracked{identity: id, last: c}
+	guard, err := m.guardFor(c)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	t := &tracked{identity: id, last: c, guard: guard}
 	opts := m.profileOptions(id, rule)
 	if path := m.profilePath(id); path != "" {
 		p, err := bags.LoadFile(path, opts[:len(opts)-1]...) // the file says whether it has a sequence model
@@ -204,6 +208,10 @@ func (m *Monitor) Retrain(identity string) error {
 		t.cal, _ = bags.NewCalibrator(m.cfg.calibration)
 	}
 	t.learned, t.learnSince, t.trained = 0, time.Time{}, false
+	if t.guard != nil {
+		t.guard.Reset() // what waits was scored by the old profile
+	}
+	t.taughtUnsaved = false
 	if t.state != StateGone {
 		t.state = StateLearning
 	}

@@ -15,6 +15,7 @@ type Metrics struct {
 	calls, epochs, windows, mismatches, anomalies, degraded, drops, lost *prometheus.Desc
 	dbBags, watched, runTime, runCount, dict, collisions                 *prometheus.Desc
 	intervened, intervenedAnomalies, ignoredLabels                       *prometheus.Desc
+	taught, voided, cooling, overflow, limited, quarantined              *prometheus.Desc
 }
 
 // NewMetrics returns a collector; progs names the programs to report.
@@ -35,12 +36,20 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 		intervened: d("intervention_epochs_total", "Epochs marked as overlapping ESCAPE's own checkpoint, restore or restart of the container.", lbl),
 		intervenedAnomalies: d("intervention_anomalies_total",
 			"Marked epochs whose mismatches exceeded the threshold (emitted as warnings; not in anomalous_epochs_total).", lbl),
-		dbBags:     d("profile_bags", "Distinct bags in the container's profile.", lbl),
-		watched:    d("watched_containers", "Cgroups watched in the kernel.", nil),
-		runTime:    d("bpf_run_time_seconds_total", "Kernel-measured run time of the BPF program.", []string{"program"}),
-		runCount:   d("bpf_run_count_total", "Kernel-measured runs of the BPF program.", []string{"program"}),
-		dict:       d("bag_dictionary", "Distinct bags the sensor learned from the kernel (all containers).", nil),
-		collisions: d("hash_collisions_total", "Bag hashes seen with two different bags.", nil),
+		taught: d("online_taught_epochs_total", "Epochs online learning taught the profile after their quarantine.", lbl),
+		voided: d("online_voided_epochs_total", "Epochs in online-learning quarantine dropped because an anomaly followed.", lbl),
+		cooling: d("online_cooling_epochs_total",
+			"Clean epochs refused by online learning for coming less than a quarantine after an anomaly.", lbl),
+		overflow: d("online_overflow_epochs_total",
+			"Epochs pushed out of a full online-learning quarantine (a flood), never taught.", lbl),
+		limited:     d("online_limited_epochs_total", "Clean epochs refused by the online-learning rate limit.", lbl),
+		quarantined: d("online_quarantined_epochs", "Epochs waiting in online-learning quarantine.", lbl),
+		dbBags:      d("profile_bags", "Distinct bags in the container's profile.", lbl),
+		watched:     d("watched_containers", "Cgroups watched in the kernel.", nil),
+		runTime:     d("bpf_run_time_seconds_total", "Kernel-measured run time of the BPF program.", []string{"program"}),
+		runCount:    d("bpf_run_count_total", "Kernel-measured runs of the BPF program.", []string{"program"}),
+		dict:        d("bag_dictionary", "Distinct bags the sensor learned from the kernel (all containers).", nil),
+		collisions:  d("hash_collisions_total", "Bag hashes seen with two different bags.", nil),
 		ignoredLabels: d("identity_labels_ignored_total",
 			"Containers watched whose escape.identity label was ignored: outside the agent's own containerd namespace, a label may not name an identity.", nil),
 	}
@@ -50,7 +59,7 @@ func NewMetrics(m *Monitor, progs map[string]*ebpf.Program) *Metrics {
 func (x *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{x.calls, x.epochs, x.windows, x.mismatches, x.anomalies, x.degraded,
 		x.drops, x.lost, x.dbBags, x.watched, x.runTime, x.runCount, x.dict, x.collisions, x.intervened,
-		x.intervenedAnomalies, x.ignoredLabels} {
+		x.intervenedAnomalies, x.ignoredLabels, x.taught, x.voided, x.cooling, x.overflow, x.limited, x.quarantined} {
 		ch <- d
 	}
 }
@@ -74,6 +83,15 @@ func (x *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(x.intervened, float64(s.Intervened), l...)
 		counter(x.intervenedAnomalies, float64(s.IntervenedAnomalies), l...)
 		ch <- prometheus.MustNewConstMetric(x.dbBags, prometheus.GaugeValue, float64(r.Database), l...)
+		if r.Online {
+			g := r.Guard
+			counter(x.taught, float64(g.Taught), l...)
+			counter(x.voided, float64(g.Voided), l...)
+			counter(x.cooling, float64(g.Cooling), l...)
+			counter(x.overflow, float64(g.Overflow), l...)
+			counter(x.limited, float64(g.Limited), l...)
+			ch <- prometheus.MustNewConstMetric(x.quarantined, prometheus.GaugeValue, float64(g.Quarantined), l...)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(x.watched, prometheus.GaugeValue, float64(x.m.probe.Watched()))
 	dict, coll := x.m.DictStats()

@@ -87,9 +87,15 @@ type tracked struct {
 	// learn_for counts from it. Zero until then.
 	learnSince time.Time
 	trained    bool // learning is over: detection from the next epoch on
-	state      string
-	cur        *watch // the cgroup being watched now, nil when gone
-	stats      ContainerStats
+	// guard is the identity's online learning after its learning phase,
+	// nil when off; taughtUnsaved says it changed the profile since
+	// taughtSaved, the last save it caused.
+	guard         *bags.Guard
+	taughtUnsaved bool
+	taughtSaved   time.Time
+	state         string
+	cur           *watch // the cgroup being watched now, nil when gone
+	stats         ContainerStats
 }
 
 // ContainerStats are an identity's cumulative counters.
@@ -118,7 +124,12 @@ type monitorConfig struct {
 	profileDir  string
 	reporter    events.Sink
 	ivs         Interventions
-	log         *zap.Logger
+	online      bool
+	onlineCfg   bags.OnlineConfig
+	// onlineSaveEvery spaces the saves online learning causes (a test
+	// shortens it).
+	onlineSaveEvery time.Duration
+	log             *zap.Logger
 }
 
 // Interventions says whether an epoch of container id (its containerd id)
@@ -202,7 +213,8 @@ func WithMonitorLogger(l *zap.Logger) MonitorOption { return func(c *monitorConf
 
 // NewMonitor returns a monitor over a loaded probe, emitting to sink.
 func NewMonitor(p *Probe, sink events.Sink, opts ...MonitorOption) (*Monitor, error) {
-	cfg := monitorConfig{learnEpochs: 30, learnMax: DefaultLearnMax, rule: bags.RuleBoSC, log: zap.NewNop()}
+	cfg := monitorConfig{learnEpochs: 30, learnMax: DefaultLearnMax, rule: bags.RuleBoSC, onlineSaveEvery: defaultOnlineSaveEvery,
+		log: zap.NewNop()}
 	cfg.host, _ = os.Hostname()
 	for _, o := range opts {
 		o(&cfg)
@@ -225,6 +237,9 @@ func NewMonitor(p *Probe, sink events.Sink, opts ...MonitorOption) (*Monitor, er
 		return nil, fmt.Errorf("monitor: threshold %v: want a finite number >= 0", cfg.threshold)
 	}
 	if _, err := bags.NewCalibrator(cfg.calibration); err != nil {
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	if err := cfg.onlineCfg.Validate(); err != nil {
 		return nil, fmt.Errorf("monitor: %w", err)
 	}
 	if cfg.profileDir != "" {
@@ -325,12 +340,19 @@ func (m *Monitor) profilePath(identity string) string {
 }
 
 func (m *Monitor) save(t *tracked) error {
-	path := m.profilePath(t.identity)
+	m.mu.Lock()
+	p := t.profile
+	m.mu.Unlock()
+	return m.saveProfile(t.identity, p)
+}
+
+func (m *Monitor) saveProfile(identity string, p *bags.Profile) error {
+	path := m.profilePath(identity)
 	if path == "" {
 		return nil
 	}
-	if err := t.profile.SaveFile(path); err != nil {
-		return fmt.Errorf("save profile of %s: %w", t.identity, err)
+	if err := p.SaveFile(path); err != nil {
+		return fmt.Errorf("save profile of %s: %w", identity, err)
 	}
 	return nil
 }

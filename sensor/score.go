@@ -82,6 +82,7 @@ func (m *Monitor) handle(e Epoch) {
 			t.state = StateAnomalous
 			ep.Unseen = evidence(t.profile, e.Bags)
 		}
+		m.onlineLocked(t, e.Bags, anomalous, mark != nil, now)
 	}
 	if e.Bags.Degraded {
 		st.Degraded++
@@ -133,6 +134,7 @@ func (m *Monitor) handle(e Epoch) {
 	if e.Final {
 		m.emit(ctx, events.TypeUnwatched, events.SevInfo, c, nil, nil, "")
 	}
+	m.saveTaught(t, now)
 }
 
 // intervention is the mark of an epoch of container id spanning [from,
@@ -187,6 +189,10 @@ type Row struct {
 	Scorer    string
 	Threshold float64
 	Stats     ContainerStats
+	// Online says the identity learns online after its learning phase;
+	// Guard is then its poisoning guard's counters.
+	Online bool
+	Guard  bags.GuardStats
 }
 
 // Rows snapshots every identity the monitor knows. Calls include the open
@@ -206,6 +212,9 @@ func (m *Monitor) Rows() []Row {
 			Image: t.last.Image, CgroupID: t.last.CgroupID, State: t.state, Epoch: t.stats.LastSeq,
 			Database: t.profile.Stats().Bags, Learned: t.learned, Scorer: t.scorer.Rule(), Threshold: t.scorer.Threshold(),
 			Stats: live})
+		if t.guard != nil {
+			rows[len(rows)-1].Online, rows[len(rows)-1].Guard = true, t.guard.Stats()
+		}
 	}
 	return rows
 }

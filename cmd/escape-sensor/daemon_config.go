@@ -40,7 +40,16 @@ type runConfig struct {
 	// scorer's unit instead of the calibrated one: an explicit override.
 	Threshold         float64 `yaml:"threshold"`
 	FalseAlarmsPerDay float64 `yaml:"false_alarms_per_day"`
-	EpochEvents       bool    `yaml:"epoch_events"`
+	// LearnOnline keeps identities learning after their learning phase,
+	// behind the poisoning guard (a container's escape.learn-online label
+	// wins): a clean epoch teaches after LearnQuarantine if no anomaly
+	// came meanwhile, at most LearnRate epochs a minute, with at most
+	// LearnQueue epochs waiting per identity.
+	LearnOnline     bool          `yaml:"learn_online"`
+	LearnQuarantine time.Duration `yaml:"learn_quarantine"`
+	LearnRate       float64       `yaml:"learn_rate"`
+	LearnQueue      int           `yaml:"learn_queue"`
+	EpochEvents     bool          `yaml:"epoch_events"`
 	// InterventionSettle is how long after the agent's checkpoint, restore
 	// or restart ends an epoch that begins is still marked as overlapping
 	// it.
@@ -150,6 +159,16 @@ func (c *runConfig) validate() error {
 	if !(c.FalseAlarmsPerDay > 0) || c.FalseAlarmsPerDay > 1e6 {
 		return fmt.Errorf("false_alarms_per_day (--false-alarms-per-day): %v is outside (0, 1e6]", c.FalseAlarmsPerDay)
 	}
+	if c.LearnQuarantine < 0 || c.LearnQuarantine > 24*time.Hour {
+		return fmt.Errorf("learn_quarantine (--learn-quarantine): %v is outside 0..24h", c.LearnQuarantine)
+	}
+	// 0 takes the default, as in bags.OnlineConfig.
+	if !(c.LearnRate >= 0) || c.LearnRate > 1e6 {
+		return fmt.Errorf("learn_rate (--learn-rate): %v epochs a minute is outside 0..1e6 (0: the default)", c.LearnRate)
+	}
+	if c.LearnQueue < 0 || c.LearnQueue > bags.MaxQuarantineQueue {
+		return fmt.Errorf("learn_queue (--learn-queue): %d is outside 0..%d (0: the default)", c.LearnQueue, bags.MaxQuarantineQueue)
+	}
 	if c.LearnMax < c.LearnFor || c.LearnMax > 30*24*time.Hour {
 		return fmt.Errorf("learn_max (--learn-max): %v is not between learn_for (%v) and 720h", c.LearnMax, c.LearnFor)
 	}
@@ -241,6 +260,10 @@ func (c *runConfig) scoringOptions() []sensor.MonitorOption {
 	if c.Threshold > 0 {
 		opts = append(opts, sensor.WithThreshold(c.Threshold))
 	}
+	// A quarantine of 0 is honoured as such (teach at the next epoch):
+	// bags.OnlineConfig would read it as "default", so it is 1 ns.
+	opts = append(opts, sensor.WithOnlineLearning(c.LearnOnline, bags.OnlineConfig{
+		Quarantine: max(c.LearnQuarantine, time.Nanosecond), Rate: c.LearnRate, Queue: c.LearnQueue}))
 	return opts
 }
 

@@ -86,6 +86,10 @@ learn_epochs).`,
 	f.StringVar(&c.Scorer, "scorer", "", "default scoring rule, bosc (the papers') or lm; a container's label escape.scorer wins (default lm, or bosc when --threshold is set)")
 	f.Float64Var(&c.Threshold, "threshold", 0, "override: every identity's threshold in its scorer's unit (bosc: mismatches per epoch, lm: nats); 0 calibrates each container")
 	f.Float64Var(&c.FalseAlarmsPerDay, "false-alarms-per-day", bags.DefaultFalseAlarmsPerDay, "calibration target: false alarms per 24 h of a container's epochs")
+	f.BoolVar(&c.LearnOnline, "learn-online", false, "keep learning after the learning phase, behind the poisoning guard (a container's label escape.learn-online=on|off wins)")
+	f.DurationVar(&c.LearnQuarantine, "learn-quarantine", bags.DefaultQuarantine, "online learning: a clean epoch teaches only this long after it was scored, and only if no anomaly of its identity came meanwhile")
+	f.Float64Var(&c.LearnRate, "learn-rate", bags.DefaultTeachRate, "online learning: epochs a minute that may enter quarantine (token bucket), hence at most teach")
+	f.IntVar(&c.LearnQueue, "learn-queue", bags.DefaultQuarantineQueue, "online learning: epochs in quarantine per identity; beyond, the oldest is dropped and counted")
 	f.BoolVar(&c.EpochEvents, "epoch-events", false, "emit a summary event for every epoch")
 	f.DurationVar(&c.InterventionSettle, "intervention-settle", intervene.DefaultSettle,
 		"mark epochs beginning this long after the agent's checkpoint, restore or restart as overlapping it")

@@ -7,6 +7,7 @@ import (
 	"github.com/escape-mtd/escape/bags"
 	"github.com/escape-mtd/escape/sensor/control"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -178,6 +179,11 @@ func TestRunConfigRejectsGarbage(t *testing.T) {
 		func(c *runConfig) { c.Epoch = 5 },
 		func(c *runConfig) { c.RingSize = 3 << 20 },
 		func(c *runConfig) { c.Flush = -time.Second },
+		func(c *runConfig) { c.LearnQuarantine = -time.Second },
+		func(c *runConfig) { c.LearnRate = -1 },
+		func(c *runConfig) { c.LearnRate = math.NaN() },
+		func(c *runConfig) { c.LearnQueue = -1 },
+		func(c *runConfig) { c.LearnQueue = bags.MaxQuarantineQueue + 1 },
 	} {
 		c := base
 		mod(&c)

@@ -9,7 +9,7 @@ import (
 // addOfflineCommands registers train, detect, eval and profile (owned by the
 // bags work): the BoSC engine over recorded or third-party traces.
 func addOfflineCommands(root *cobra.Command) {
-	root.AddCommand(newTrainCmd(), newDetectCmd(), newEvalCmd(), newProfileCmd())
+	root.AddCommand(newTrainCmd(), newDetectCmd(), newEvalCmd(), newEvalOnlineCmd(), newProfileCmd())
 }
 
 // offlineLogger logs to stderr so that stdout carries only results.
