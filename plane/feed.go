@@ -215,7 +215,7 @@ func (p *Plane) runFeed(ctx context.Context) {
 			continue
 		}
 		// Not cancelled by shutdown: the action it starts must finish.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+		actx, cancel := p.actionContext(ctx)
 		d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
 		cancel()
 		switch {
@@ -257,6 +257,7 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 	if err != nil {
 		return Decision{}, err
 	}
+	p.pods.note(id, ev.Container.Pod)
 	unlock, err := p.lock(ctx, id)
 	if err != nil {
 		return Decision{}, err
