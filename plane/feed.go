@@ -219,6 +219,9 @@ func (p *Plane) runFeed(ctx context.Context) {
 		d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
 		cancel()
 		switch {
+		case errors.Is(err, ErrNotLeader):
+			// A follower reads the agents' streams too; the leader acts.
+			p.log.Debug("sensor event left to the leader", zap.String("sensor", ev.Sensor), zap.Error(err))
 		case errors.Is(err, ErrUnbound):
 			p.log.Warn("sensor event for a container the plane did not place", zap.String("sensor", ev.Sensor),
 				zap.String("type", ev.Type), zap.Error(err))

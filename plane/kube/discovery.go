@@ -24,6 +24,8 @@ type Discovery struct {
 	selector string
 	log      *zap.Logger
 	resync   time.Duration
+	// syncTimeout bounds the wait for the first list of the nodes.
+	syncTimeout time.Duration
 }
 
 // DiscoveryOption tunes a Discovery.
@@ -42,7 +44,7 @@ func WithDiscoveryLogger(l *zap.Logger) DiscoveryOption { return func(d *Discove
 // NewDiscovery makes a Discovery that gives each new inventory to set
 // (plane.SetHosts).
 func NewDiscovery(cs kubernetes.Interface, set func([]plane.HostConfig) error, opts ...DiscoveryOption) (*Discovery, error) {
-	d := &Discovery{cs: cs, set: set, port: 7443, log: zap.NewNop(), resync: 10 * time.Minute}
+	d := &Discovery{cs: cs, set: set, port: 7443, log: zap.NewNop(), resync: 10 * time.Minute, syncTimeout: 2 * time.Minute}
 	for _, o := range opts {
 		o(d)
 	}
@@ -72,9 +74,11 @@ func (d *Discovery) Start(ctx context.Context) error {
 		return fmt.Errorf("node informer: %w", err)
 	}
 	f.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+	sctx, cancel := context.WithTimeout(ctx, d.syncTimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(sctx.Done(), inf.Informer().HasSynced) {
 		f.Shutdown()
-		return fmt.Errorf("node informer: %w", context.Cause(ctx))
+		return fmt.Errorf("node informer: no list of the nodes within %v: %w", d.syncTimeout, context.Cause(sctx))
 	}
 	var last []plane.HostConfig
 	var lastErrs string
