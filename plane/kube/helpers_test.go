@@ -14,6 +14,7 @@ import (
 	"github.com/escape-mtd/escape/internal/mtls"
 	"github.com/escape-mtd/escape/plane"
 	"github.com/escape-mtd/escape/plane/kube"
+	"github.com/escape-mtd/escape/sensor/events"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
 )
 
@@ -85,4 +86,8 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func podRef(p *corev1.Pod) events.Pod {
+	return events.Pod{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID)}
 }
