@@ -81,6 +81,7 @@ func (d *Discovery) Start(ctx context.Context) error {
 		return fmt.Errorf("node informer: no list of the nodes within %v: %w", d.syncTimeout, context.Cause(sctx))
 	}
 	var last []plane.HostConfig
+	synced := false // last was set once
 	var lastErrs string
 	refresh := func() {
 		nodes, err := inf.Lister().List(labels.Everything())
@@ -93,16 +94,15 @@ func (d *Discovery) Start(ctx context.Context) error {
 			d.log.Warn("nodes left out of the inventory", zap.Errors("reasons", errs))
 			lastErrs = msg
 		}
-		if last != nil && reflect.DeepEqual(hosts, last) {
+		if synced && reflect.DeepEqual(hosts, last) {
 			return
 		}
 		if err := d.set(hosts); err != nil {
+			// Tried again on the next change of a node, or the resync.
 			d.log.Error("inventory from the nodes", zap.Error(err))
+			return
 		}
-		last = append([]plane.HostConfig{}, hosts...)
-		if last == nil {
-			last = []plane.HostConfig{}
-		}
+		last, synced = append([]plane.HostConfig{}, hosts...), true
 	}
 	refresh()
 	go func() {
