@@ -22,7 +22,7 @@ func TestKubernetesKey(t *testing.T) {
 		"no hosts, no kubernetes": {"", "at least one host"},
 		"both": {"  hosts: [{name: h1, agent: '198.18.0.11:7443'}]\n  kubernetes: {enabled: true}\n",
 			"must be empty with kubernetes.enabled"},
-		"timings": {"  kubernetes: {enabled: true, lease_duration: 5s, renew_deadline: 10s}\n", "lease_duration 5s > renew_deadline 10s"},
+		"timings":             {"  kubernetes: {enabled: true, lease_duration: 5s, renew_deadline: 10s}\n", "lease_duration 5s > renew_deadline 10s"},
 		"relative kubeconfig": {"  kubernetes: {enabled: true, kubeconfig: kube.conf}\n", "kubernetes.kubeconfig"},
 		"lease name":          {"  kubernetes: {enabled: true, lease: Bad_Name}\n", "kubernetes.lease"},
 		"port":                {"  kubernetes: {enabled: true, agent_port: 70000}\n", "kubernetes.agent_port"},
