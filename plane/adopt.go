@@ -83,8 +83,11 @@ func (c adoptedCandidate) key() string {
 // AdoptRound runs one adoption round (Run runs them on the interval).
 func (p *Plane) AdoptRound(ctx context.Context) AdoptReport {
 	var rep AdoptReport
+	if p.mayAct() != nil {
+		return rep // a follower adopts nothing: the leader does
+	}
 	listed := map[string][]migrate.Spec{}
-	for _, hc := range p.cfg.Hosts {
+	for _, hc := range p.hosts.configs() {
 		h, ok := p.hosts.Host(hc.Name)
 		lister, can := h.(adoptLister)
 		if !ok || !can {
@@ -102,7 +105,7 @@ func (p *Plane) AdoptRound(ctx context.Context) AdoptReport {
 		listed[hc.Name] = found
 	}
 	var cands []adoptedCandidate
-	for _, hc := range p.cfg.Hosts {
+	for _, hc := range p.hosts.configs() {
 		for _, s := range listed[hc.Name] {
 			if s.Adopted != nil {
 				cands = append(cands, adoptedCandidate{host: hc.Name, spec: s})

@@ -1,7 +1,6 @@
 package plane
 
 import (
-	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -11,26 +10,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
-
-// hostSet is the plane's links to the hosts' agents.
-type hostSet struct {
-	m   map[string]migrate.Host
-	tls *mtls.Source
-}
-
-// Host implements migrate.Hosts.
-func (s *hostSet) Host(name string) (migrate.Host, bool) {
-	h, ok := s.m[name]
-	return h, ok
-}
-
-func (s *hostSet) close() error {
-	var errs []error
-	for _, h := range s.m {
-		errs = append(errs, h.Close())
-	}
-	return errors.Join(errs...)
-}
 
 // hostDialer opens the link to one host's agent.
 type hostDialer struct {
@@ -56,7 +35,7 @@ func WithHostLinks(f func(HostConfig) (migrate.Host, error)) Option {
 // connectHosts prepares a link to every configured host: mutual TLS with
 // the plane's certificate, expecting each agent's own identity.
 func (p *Plane) connectHosts() (*hostSet, error) {
-	s := &hostSet{m: map[string]migrate.Host{}}
+	s := &hostSet{m: map[string]migrate.Host{}, cfgs: map[string]HostConfig{}, dial: p.dial.links}
 	if p.dial.links == nil {
 		src, err := mtls.NewSource(mtls.Files{CA: p.cfg.TLS.CA, Cert: p.cfg.TLS.Cert, Key: p.cfg.TLS.Key}, mtls.WithLogger(p.log.Named("tls")), mtls.WithMetrics(p.dial.tlsReg))
 		if err != nil {
@@ -66,24 +45,17 @@ func (p *Plane) connectHosts() (*hostSet, error) {
 			return nil, fmt.Errorf("plane certificate %s: names %s, want the plane role", p.cfg.TLS.Cert, id)
 		}
 		s.tls = src
-	}
-	for _, h := range p.cfg.Hosts {
-		var link migrate.Host
-		var err error
-		if p.dial.links != nil {
-			link, err = p.dial.links(h)
-		} else {
-			link, err = agentapi.NewClient(h.Name, h.Agent,
-				agentapi.WithClientCredentials(s.tls.ClientCredentials(mtls.Identity{Role: mtls.RoleAgent, Name: h.Name})),
+		s.dial = func(h HostConfig) (migrate.Host, error) {
+			return agentapi.NewClient(h.Name, h.Agent,
+				agentapi.WithClientCredentials(src.ClientCredentials(mtls.Identity{Role: mtls.RoleAgent, Name: h.Name})),
 				agentapi.WithDialer(p.dial.dialer), agentapi.WithClientLogger(p.log.Named("agent").With(zap.String("host", h.Name))),
-				agentapi.WithDialOptions(grpc.WithChainUnaryInterceptor(mtls.UnaryClientInterceptor(s.tls)),
-					grpc.WithChainStreamInterceptor(mtls.StreamClientInterceptor(s.tls))))
+				agentapi.WithDialOptions(grpc.WithChainUnaryInterceptor(mtls.UnaryClientInterceptor(src)),
+					grpc.WithChainStreamInterceptor(mtls.StreamClientInterceptor(src))))
 		}
-		if err != nil {
-			_ = s.close()
-			return nil, fmt.Errorf("host %s: %w", h.Name, err)
-		}
-		s.m[h.Name] = link
+	}
+	if _, _, _, err := s.set(p.cfg.Hosts); err != nil {
+		_ = s.close()
+		return nil, err
 	}
 	return s, nil
 }

@@ -131,6 +131,14 @@ func (a *API) Handler() http.Handler {
 			writeErr(w, http.StatusForbidden, fmt.Errorf("forbidden: %w", err))
 			return
 		}
+		if r.Method != http.MethodGet {
+			// A follower acts on nothing: the caller asks the leader.
+			if err := a.p.mayAct(); err != nil {
+				a.p.event(AuditEvent{Kind: "action", Actor: c.actor, Outcome: "refused", Action: route, Reasons: []string{err.Error()}})
+				writeErr(w, http.StatusServiceUnavailable, err)
+				return
+			}
+		}
 		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
 	})
 }
@@ -141,7 +149,7 @@ func (a *API) Handler() http.Handler {
 // for it.
 func (a *API) actionContext(r *http.Request) (context.Context, func()) {
 	a.p.actions.Add(1)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), actionTimeout)
+	ctx, cancel := a.p.actionContext(r.Context())
 	return ctx, func() { cancel(); a.p.actions.Done() }
 }
 
@@ -187,6 +195,8 @@ func codeFor(err error) int {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, ErrNotLeader):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrStaleReport), errors.Is(err, ErrNotSafe), errors.Is(err, ErrNoCheckpoint),
 		errors.Is(err, ErrIneligible), errors.Is(err, model.ErrNoEligibleHost):
 		return http.StatusConflict

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -105,6 +104,9 @@ type Config struct {
 	// Adopt is how the plane takes under protection the containers users
 	// started themselves (adopt.go).
 	Adopt AdoptConfig `yaml:"adopt"`
+	// Kubernetes makes the cluster's nodes the hosts, with a Lease and
+	// Events (kubeconfig.go); the hosts key must then be empty.
+	Kubernetes KubeConfig `yaml:"kubernetes"`
 }
 
 // AdoptConfig tunes adoption: every Interval the plane asks each agent for
@@ -169,6 +171,7 @@ func DefaultConfig() Config {
 		NetworkLock:     "nftables",
 		LazyRestoreFrom: fmt.Sprintf("%dMiB", migrate.DefaultLazyFrom>>20),
 		Adopt:           AdoptConfig{Interval: Duration(10 * time.Second)},
+		Kubernetes:      DefaultKubeConfig(),
 	}
 }
 
@@ -244,22 +247,21 @@ func (c Config) Validate() error {
 	if d := time.Duration(c.Adopt.Interval); !c.Adopt.Off && (d < time.Second || d > 10*time.Minute) {
 		errs = append(errs, fmt.Errorf("adopt.interval: %v is outside 1s..10m", d))
 	}
-	if len(c.Hosts) == 0 {
+	switch {
+	case c.Kubernetes.Enabled && len(c.Hosts) > 0:
+		errs = append(errs, errors.New("hosts: must be empty with kubernetes.enabled: the hosts are the cluster's nodes"))
+	case !c.Kubernetes.Enabled && len(c.Hosts) == 0:
 		errs = append(errs, errors.New("hosts: at least one host is required"))
 	}
+	if err := c.Kubernetes.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := ValidateHosts(c.Hosts); err != nil {
+		errs = append(errs, err)
+	}
 	names := map[string]bool{}
-	for i, h := range c.Hosts {
-		key := fmt.Sprintf("hosts[%d]", i)
-		if err := validHostName(h.Name); err != nil {
-			errs = append(errs, fmt.Errorf("%s: name: %w", key, err))
-		}
-		if names[h.Name] {
-			errs = append(errs, fmt.Errorf("%s: host %q listed twice", key, h.Name))
-		}
+	for _, h := range c.Hosts {
 		names[h.Name] = true
-		if _, _, err := net.SplitHostPort(h.Agent); err != nil {
-			errs = append(errs, fmt.Errorf("%s (%s): agent: %q: want host:port such as 198.18.0.11:7443", key, h.Name, h.Agent))
-		}
 	}
 	if c.NetworkLock != "nftables" && c.NetworkLock != "iptables" {
 		errs = append(errs, fmt.Errorf("criu_network_lock: %q: want nftables or iptables", c.NetworkLock))
@@ -276,7 +278,7 @@ func (c Config) Validate() error {
 		if err := cc.validate(c.Defaults); err != nil {
 			errs = append(errs, fmt.Errorf("%s (%s): %w", key, cc.ID, err))
 		}
-		if cc.Host != "" && !names[cc.Host] {
+		if cc.Host != "" && !names[cc.Host] && !c.Kubernetes.Enabled {
 			errs = append(errs, fmt.Errorf("%s (%s): host: %q is not in hosts", key, cc.ID, cc.Host))
 		}
 		if seen[cc.ID] {

@@ -62,7 +62,7 @@ func (p *Plane) pickHost() (string, error) {
 		load[c.Host]++
 	}
 	best := ""
-	for _, h := range p.cfg.Hosts {
+	for _, h := range p.hosts.configs() {
 		hr, err := p.store.Host(h.Name)
 		if err != nil {
 			return "", err
@@ -169,7 +169,7 @@ func (p *Plane) Remove(ctx context.Context, id, actor string) error {
 			return p.releaseByOperator(ctx, c, actor)
 		}
 		var errs []error
-		for _, hc := range p.cfg.Hosts {
+		for _, hc := range p.hosts.configs() {
 			h, _ := p.hosts.Host(hc.Name)
 			if _, err := h.Remove(ctx, id); err != nil {
 				errs = append(errs, err)
@@ -208,8 +208,9 @@ func (p *Plane) Remove(ctx context.Context, id, actor string) error {
 func (p *Plane) firstGeneration(ctx context.Context, id string) uint64 {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	seen := make(chan uint64, len(p.cfg.Hosts))
-	for _, hc := range p.cfg.Hosts {
+	hosts := p.hosts.configs()
+	seen := make(chan uint64, len(hosts))
+	for _, hc := range hosts {
 		go func() {
 			h, err := p.Host(hc.Name)
 			if err != nil {
@@ -225,7 +226,7 @@ func (p *Plane) firstGeneration(ctx context.Context, id string) uint64 {
 		}()
 	}
 	gen := uint64(1)
-	for range p.cfg.Hosts {
+	for range hosts {
 		if g := <-seen; g >= gen {
 			gen = g + 1
 		}

@@ -216,10 +216,13 @@ func (p *Plane) runFeed(ctx context.Context) {
 			continue
 		}
 		// Not cancelled by shutdown: the action it starts must finish.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+		actx, cancel := p.actionContext(ctx)
 		d, err := p.HandleSensorEvent(actx, ev, "sensor "+ev.Sensor)
 		cancel()
 		switch {
+		case errors.Is(err, ErrNotLeader):
+			// A follower reads the agents' streams too; the leader acts.
+			p.log.Debug("sensor event left to the leader", zap.String("sensor", ev.Sensor), zap.Error(err))
 		case errors.Is(err, ErrUnbound):
 			p.log.Warn("sensor event for a container the plane did not place", zap.String("sensor", ev.Sensor),
 				zap.String("type", ev.Type), zap.Error(err))
@@ -258,6 +261,7 @@ func (p *Plane) HandleSensorEvent(ctx context.Context, ev events.Event, actor st
 	if err != nil {
 		return Decision{}, err
 	}
+	p.pods.note(id, ev.Container.Pod)
 	unlock, err := p.lock(ctx, id)
 	if err != nil {
 		return Decision{}, err

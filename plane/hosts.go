@@ -16,6 +16,9 @@ import (
 // Flag marks a host compromised (or clean again). A compromised host is
 // never chosen as a destination.
 func (p *Plane) Flag(host string, compromised bool, reason, actor string) (HostRecord, error) {
+	if err := p.mayAct(); err != nil {
+		return HostRecord{}, fmt.Errorf("flag: %w", err)
+	}
 	if _, ok := p.hostConfig(host); !ok {
 		return HostRecord{}, fmt.Errorf("flag: unknown host %q", host)
 	}
@@ -36,6 +39,9 @@ func (p *Plane) Flag(host string, compromised bool, reason, actor string) (HostR
 // Drain marks a host draining (no new placements or migrations onto it)
 // and migrates every container off it; stateless ones are replicated.
 func (p *Plane) Drain(ctx context.Context, host, actor string) ([]Decision, error) {
+	if err := p.mayAct(); err != nil {
+		return nil, fmt.Errorf("drain: %w", err)
+	}
 	if _, ok := p.hostConfig(host); !ok {
 		return nil, fmt.Errorf("drain: unknown host %q", host)
 	}
@@ -99,6 +105,9 @@ func (p *Plane) withLock(ctx context.Context, id string, fn func(ContainerRecord
 
 // Undrain lets a host receive containers again.
 func (p *Plane) Undrain(host, actor string) error {
+	if err := p.mayAct(); err != nil {
+		return fmt.Errorf("undrain: %w", err)
+	}
 	if _, ok := p.hostConfig(host); !ok {
 		return fmt.Errorf("undrain: unknown host %q", host)
 	}

@@ -129,7 +129,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.feedLost.Collect(ch)
 	m.feedRefused.Collect(ch)
 	perHost := map[string]int{}
-	for _, h := range m.p.cfg.Hosts {
+	for _, h := range m.p.hosts.configs() {
 		perHost[h.Name] = 0
 		if hr, err := m.p.store.Host(h.Name); err == nil {
 			v := 0.0

@@ -33,12 +33,16 @@ type Plane struct {
 	migOpts []migrate.Option
 	dial    hostDialer
 
-	mu      sync.Mutex
-	locks   map[string]chan struct{}
-	infos   map[string]hostInfoEntry
-	feed    sensorFeed
-	metrics metricsOnce
-	adopt   adoptState // under mu
+	mu       sync.Mutex
+	locks    map[string]chan struct{}
+	infos    map[string]hostInfoEntry
+	feed     sensorFeed
+	metrics  metricsOnce
+	adopt    adoptState // under mu
+	pods     podCache
+	lead     leadership
+	follower bool
+	sink     func(AuditEvent)
 	// actions is what actions under way hold, so that Close waits for
 	// them: an action once accepted runs to a settled state whatever its
 	// caller does.
@@ -73,6 +77,9 @@ func New(cfg Config, opts ...Option) (*Plane, error) {
 	p := &Plane{cfg: cfg, log: zap.NewNop(), now: time.Now, locks: map[string]chan struct{}{}}
 	for _, o := range opts {
 		o(p)
+	}
+	if !p.follower {
+		p.lead.begin("")
 	}
 	p.defaults = cfg.Defaults.Apply(DefaultPolicy())
 	var err error
@@ -141,17 +148,14 @@ func (p *Plane) Host(name string) (migrate.Host, error) {
 	return h, nil
 }
 
-func (p *Plane) hostConfig(name string) (HostConfig, bool) {
-	for _, h := range p.cfg.Hosts {
-		if h.Name == name {
-			return h, true
-		}
-	}
-	return HostConfig{}, false
-}
+func (p *Plane) hostConfig(name string) (HostConfig, bool) { return p.hosts.config(name) }
 
-// lock serialises operations on one container.
+// lock serialises operations on one container, and admits them only
+// while this replica leads.
 func (p *Plane) lock(ctx context.Context, id string) (func(), error) {
+	if err := p.mayAct(); err != nil {
+		return nil, err
+	}
 	p.mu.Lock()
 	ch, ok := p.locks[id]
 	if !ok {
@@ -161,6 +165,10 @@ func (p *Plane) lock(ctx context.Context, id string) (func(), error) {
 	p.mu.Unlock()
 	select {
 	case ch <- struct{}{}:
+		if err := p.mayAct(); err != nil { // the lease was lost while it waited
+			<-ch
+			return nil, err
+		}
 		return func() { <-ch }, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("container %s is busy: %w", id, ctx.Err())
@@ -171,6 +179,9 @@ func (p *Plane) event(ev AuditEvent) {
 	NewMetrics(p).observe(ev)
 	if err := p.audit.Log(ev); err != nil {
 		p.log.Error("audit log", zap.Error(err), zap.Any("event", ev))
+	}
+	if p.sink != nil {
+		p.sink(ev)
 	}
 }
 
@@ -264,7 +275,7 @@ func (p *Plane) reconcile(ctx context.Context) error {
 		var running []string
 		statuses := map[string]migrate.ContainerStatus{}
 		unreachable := 0
-		for _, h := range p.cfg.Hosts {
+		for _, h := range p.hosts.configs() {
 			host, _ := p.hosts.Host(h.Name)
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			st, err := host.Status(sctx, c.Spec.ID)

@@ -231,8 +231,9 @@ func (p *Plane) rollbackDecision(ctx context.Context, id string, d Decision, act
 
 // chooseDest asks the model for the best destination away from source.
 func (p *Plane) chooseDest(source string) (string, []string, error) {
-	infos := make([]model.HostInfo, 0, len(p.cfg.Hosts))
-	for _, h := range p.cfg.Hosts {
+	hosts := p.hosts.configs()
+	infos := make([]model.HostInfo, 0, len(hosts))
+	for _, h := range hosts {
 		hr, err := p.store.Host(h.Name)
 		if err != nil {
 			return "", nil, err
@@ -411,13 +412,19 @@ func (p *Plane) replicateLocked(ctx context.Context, c ContainerRecord, dest str
 func (p *Plane) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for _, hc := range p.cfg.Hosts {
-		h, _ := p.hosts.Host(hc.Name)
-		if src, ok := h.(eventSource); ok {
-			wg.Add(1)
-			go func() { defer wg.Done(); p.subscribe(ctx, hc.Name, src) }()
+	// Every host's stream, and those of hosts the inventory gains later;
+	// a host that leaves it has its stream stopped.
+	stopFollowing := p.hosts.follow(func(name string, h migrate.Host) context.CancelFunc {
+		src, ok := h.(eventSource)
+		if !ok {
+			return func() {}
 		}
-	}
+		hctx, cancel := context.WithCancel(ctx)
+		wg.Add(1)
+		go func() { defer wg.Done(); p.subscribe(hctx, name, src) }()
+		return cancel
+	})
+	defer stopFollowing()
 	wg.Add(1)
 	go func() { defer wg.Done(); p.runFeed(ctx) }()
 	wg.Add(1)
@@ -454,7 +461,7 @@ func (p *Plane) settleMigrations(ctx context.Context) {
 		if err != nil {
 			continue // busy: the next round
 		}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+		actx, cancel := p.actionContext(ctx)
 		res, err := p.mig.RecoverOne(actx, rec)
 		cancel()
 		ev := AuditEvent{Kind: "action", Action: "settle-migration", Container: rec.Spec.ID, Outcome: string(res.Outcome),
@@ -502,7 +509,7 @@ func (p *Plane) checkpointDue(ctx context.Context) {
 		if err != nil {
 			continue // busy: try on the next tick
 		}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actionTimeout)
+		actx, cancel := p.actionContext(ctx)
 		_, err = p.checkpointLocked(actx, c.Spec.ID, false, "plane")
 		cancel()
 		if err != nil {

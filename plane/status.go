@@ -45,11 +45,16 @@ type Status struct {
 	Containers []ContainerStatus `json:"containers"`
 	Hosts      []HostStatus      `json:"hosts"`
 	Migrations []migrate.Record  `json:"migrations"`
+	// Leading says whether this replica acts; Leader names the one that
+	// does (empty for a plane alone, or not known yet).
+	Leading bool   `json:"leading"`
+	Leader  string `json:"leader,omitempty"`
 }
 
 // Status reports containers, hosts and unsettled migrations.
 func (p *Plane) Status(ctx context.Context) (Status, error) {
 	var st Status
+	st.Leading, st.Leader = p.Leader()
 	cs, err := p.store.Containers()
 	if err != nil {
 		return st, err
@@ -77,7 +82,7 @@ func (p *Plane) Status(ctx context.Context) (Status, error) {
 		cst.Rollbacks, _ = p.store.Rollbacks(c.Spec.ID, p.now().Add(-c.Policy.RollbackWindow))
 		st.Containers = append(st.Containers, cst)
 	}
-	for _, h := range p.cfg.Hosts {
+	for _, h := range p.hosts.configs() {
 		hr, err := p.store.Host(h.Name)
 		if err != nil {
 			return st, err

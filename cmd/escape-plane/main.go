@@ -109,7 +109,16 @@ taking work, lets an action under way finish, and exits.`,
 
 func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
-	p, err := plane.New(cfg, plane.WithLogger(log), plane.WithTLSMetrics(reg))
+	opts := []plane.Option{plane.WithLogger(log), plane.WithTLSMetrics(reg)}
+	var k8s *onKubernetes
+	if cfg.Kubernetes.Enabled {
+		var err error
+		if k8s, err = newOnKubernetes(cfg.Kubernetes, log); err != nil {
+			return err
+		}
+		opts = append(opts, k8s.options()...)
+	}
+	p, err := plane.New(cfg, opts...)
 	if err != nil {
 		return err
 	}
@@ -163,12 +172,18 @@ func serve(ctx context.Context, cfg plane.Config, log *zap.Logger) error {
 			return srv.Shutdown(sctx)
 		})
 	}
-	if err := p.Start(gctx); err != nil {
+	if k8s != nil {
+		// A follower serves its status at once; the replica that gains
+		// the Lease settles the previous run's work then (plane.Lead).
+		if err := k8s.run(gctx, g, p); err != nil {
+			return err
+		}
+	} else if err := p.Start(gctx); err != nil {
 		log.Error("start: some work could not be settled", zap.Error(err))
 	}
 	started.Store(true)
 	log.Info("plane serving", zap.String("socket", cfg.Socket), zap.String("api", cfg.API), zap.String("listen", cfg.Listen),
-		zap.Int("hosts", len(cfg.Hosts)), zap.String("version", version))
+		zap.Int("hosts", len(p.Hosts())), zap.Bool("kubernetes", k8s != nil), zap.String("version", version))
 	api := plane.NewAPI(p)
 	g.Go(func() error { return api.Serve(gctx, l) })
 	if tl != nil {
