@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"strconv"
 
 	"github.com/escape-mtd/escape/bags/syscalls"
 )
@@ -166,21 +165,22 @@ func (s *StraceReader) parse(line []byte) (Event, bool, error) {
 }
 
 // parseStraceTime parses -t/-tt (HH:MM:SS[.us], ns since midnight) and -ttt
-// (seconds.us since the epoch) stamps.
+// (seconds.us since the epoch) stamps, without allocating.
 func parseStraceTime(w []byte) (int64, bool) {
 	var secs int64
 	if bytes.Count(w, []byte(":")) == 2 {
-		parts := bytes.SplitN(w, []byte(":"), 3)
-		h, e1 := strconv.ParseUint(string(parts[0]), 10, 8)
-		m, e2 := strconv.ParseUint(string(parts[1]), 10, 8)
-		if e1 != nil || e2 != nil || h > 23 || m > 59 {
+		i := bytes.IndexByte(w, ':')
+		j := i + 1 + bytes.IndexByte(w[i+1:], ':')
+		h, ok1 := decimal(w[:i], 8)
+		m, ok2 := decimal(w[i+1:j], 8)
+		if !ok1 || !ok2 || h > 23 || m > 59 {
 			return 0, false
 		}
-		secs, w = int64(h*3600+m*60), parts[2]
+		secs, w = int64(h*3600+m*60), w[j+1:]
 	}
 	whole, frac, _ := bytes.Cut(w, []byte("."))
-	sec, err := strconv.ParseUint(string(whole), 10, 40)
-	if err != nil || len(frac) > 9 || (len(frac) > 0 && !allDigits(frac)) {
+	sec, ok := decimal(whole, 40)
+	if !ok || len(frac) > 9 || (len(frac) > 0 && !allDigits(frac)) {
 		return 0, false
 	}
 	ns := int64(0)
@@ -191,4 +191,24 @@ func parseStraceTime(w []byte) (int64, bool) {
 		}
 	}
 	return (secs+int64(sec))*1e9 + ns, true
+}
+
+// decimal is strconv.ParseUint(b, 10, bits) without the string: digits
+// only, at least one, any number of leading zeros, no overflow of bits.
+func decimal(b []byte, bits uint) (uint64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (1<<bits-1-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	return v, true
 }

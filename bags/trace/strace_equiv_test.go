@@ -29,6 +29,8 @@ var straceEquivSeeds = []string{
 	"\t\t  <... read resumed>) = 1\n---\n--\n+++ exited\n++\n<..\nstrace: Process 1 attached\nstrace:x\n",
 	"1 \n\r\n\n \t \n",
 	"1\t2\tread(0) = 0\n",
+	"7 0000000000000000000000012:00:00 read(\n7 24:00:00 read(\n7 23:60:00 read(\n7 1:2:3:4 read(\n7 255:00:00 read(\n7 256:0:0 read(\n",
+	"7 1099511627775.5 read(\n7 1099511627776 read(\n00000000000000000000000001099511627775 read(\n7 12::00 read(\n7 1:00: read(\n7 1. read(\n7 1.x read(\n7 1.0123456789 read(\n",
 }
 
 // drainAll reads r to its end or first error, with the events before it.

@@ -79,7 +79,7 @@ func (s *legacyStraceReader) parse(line []byte) (Event, bool, error) {
 	}
 	// Optional timestamp: HH:MM:SS[.frac] or seconds.frac.
 	if w, rest := legacyWord(b); len(w) > 0 && w[0] >= '0' && w[0] <= '9' && len(rest) > 0 {
-		ts, ok := parseStraceTime(w)
+		ts, ok := legacyParseStraceTime(w)
 		if !ok {
 			return ev, false, fmt.Errorf("line %d: bad timestamp %q: %w", s.l.line, w, ErrSyntax)
 		}
@@ -104,4 +104,32 @@ func (s *legacyStraceReader) parse(line []byte) (Event, bool, error) {
 	}
 	ev.Nr = nr
 	return ev, true, nil
+}
+
+// parseStraceTime parses -t/-tt (HH:MM:SS[.us], ns since midnight) and -ttt
+// (seconds.us since the epoch) stamps.
+func legacyParseStraceTime(w []byte) (int64, bool) {
+	var secs int64
+	if bytes.Count(w, []byte(":")) == 2 {
+		parts := bytes.SplitN(w, []byte(":"), 3)
+		h, e1 := strconv.ParseUint(string(parts[0]), 10, 8)
+		m, e2 := strconv.ParseUint(string(parts[1]), 10, 8)
+		if e1 != nil || e2 != nil || h > 23 || m > 59 {
+			return 0, false
+		}
+		secs, w = int64(h*3600+m*60), parts[2]
+	}
+	whole, frac, _ := bytes.Cut(w, []byte("."))
+	sec, err := strconv.ParseUint(string(whole), 10, 40)
+	if err != nil || len(frac) > 9 || (len(frac) > 0 && !legacyAllDigits(frac)) {
+		return 0, false
+	}
+	ns := int64(0)
+	for i := 0; i < 9; i++ {
+		ns *= 10
+		if i < len(frac) {
+			ns += int64(frac[i] - '0')
+		}
+	}
+	return (secs+int64(sec))*1e9 + ns, true
 }
