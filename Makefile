@@ -13,7 +13,7 @@ TESTFLAGS ?= -count=1 -p 1 -timeout 40m
 SHELL := /bin/bash
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: all build deps kube-bins generate test test-unit bench bench-go bench-sensor bench-plane bench-plane-compare fuzz lab-up lab-down lab-status demo doctor clean k8s-schemas image
+.PHONY: all build deps kube-bins generate test test-unit bench bench-go bench-sensor bench-plane bench-plane-compare bench-rhids fuzz lab-up lab-down lab-status demo doctor clean k8s-schemas image
 
 all: build
 
@@ -72,10 +72,15 @@ fuzz:
 	done
 
 ## bench: the benchmarks behind BENCHMARKS.md (results in out/)
-bench: deps build bench-go bench-sensor
+bench: deps build bench-go bench-sensor bench-rhids
 bench-go:
 	@mkdir -p out
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bags/... ./model/... | tee out/bench-go.txt
+## bench-rhids: offline train against the BoSC authors' rhids (java) on a strace -f trace the bench
+## records itself; RHIDS is the folder holding classifier.jar (default: ../shared/tools/rhids)
+bench-rhids: build
+	@mkdir -p out
+	$(GO) run ./tools/bench/rhidsbench $(if $(RHIDS),--rhids $(RHIDS)) --out out/bench-rhids.md
 ## bench-sensor: syscall overhead, cases (a)-(g) in one run, plus redis throughput on the lab;
 ## then the cost on process creation (fork, exec, wait: the fork hook and cold caches)
 bench-sensor: deps build

@@ -64,6 +64,13 @@ func BenchmarkParseStrace(b *testing.B) {
 	benchRead(b, data, func(r io.Reader) Reader { return NewStraceReader(r) })
 }
 
+// BenchmarkParseStraceLegacy is the parser before the byte scanner, on the
+// same input, for a side-by-side figure.
+func BenchmarkParseStraceLegacy(b *testing.B) {
+	data := bytes.Repeat([]byte(straceSample), 20000)
+	benchRead(b, data, func(r io.Reader) Reader { return newLegacyStraceReader(r) })
+}
+
 func BenchmarkParseRecording(b *testing.B) {
 	var buf bytes.Buffer
 	w, _ := NewWriter(&buf, Meta{Arch: syscalls.X86_64}, WithTimestamps(true), WithTIDs(true))

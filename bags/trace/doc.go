@@ -12,4 +12,11 @@
 // ErrChecksum, ErrFormat) otherwise. Events read before an error stay valid:
 // nothing already read is lost. No reader's memory grows with its input
 // except through the events the caller keeps.
+//
+// The strace reader is on the offline train path, where text parsing used to
+// dominate: it scans each line once, converting the pid while it scans it and
+// hashing the call name on the way to its '(' for a lookup in a read-only
+// per-arch index, and never looks at the arguments. A Prefetcher runs any
+// Reader ahead in its own goroutine, in bounded blocks and in exact order,
+// so that parsing overlaps with bagging and training.
 package trace

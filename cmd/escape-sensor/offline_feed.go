@@ -37,6 +37,10 @@ func feed(ctx context.Context, r trace.Reader, x *bags.Windower, tm timing, fn f
 	if err := tm.validate(); err != nil {
 		return err
 	}
+	// Parsing overlaps with bagging and training: a text trace's parse costs
+	// about as much as what is done with its events.
+	pf := trace.NewPrefetcher(ctx, r)
+	defer pf.Close()
 	x.Reset()
 	first := int64(0)       // the trace's first stamp
 	epochStart := int64(-1) // the current epoch's first stamp; -1: no call in it yet
@@ -52,7 +56,7 @@ func feed(ctx context.Context, r trace.Reader, x *bags.Windower, tm timing, fn f
 		if i&0xFFFF == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		ev, err := r.Next()
+		ev, err := pf.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
