@@ -60,7 +60,7 @@ func runMain(ctx context.Context, args []string) error {
 	dir := fs.String("scenarios", filepath.Join(root, "tools", "scenarios"), "folder of the scenarios")
 	out := fs.String("out", filepath.Join(root, "out", "scenarios"), "folder for the table, recordings and logs")
 	sensorBin := fs.String("sensor", filepath.Join(root, "bin", "escape-sensor"), "escape-sensor binary (make build)")
-	normal := fs.Duration("normal", 2*time.Minute, "normal phase per scenario, before the attack (the issue asks for 1h per service in all)")
+	normal := fs.Duration("normal", 3*time.Minute, "normal phase per scenario, before the attack (the issue asks for 1h per service in all)")
 	post := fs.Duration("post", 5*time.Second, "normal load recorded after the attack")
 	only := fs.String("only", "", "comma-separated scenario names (default: all)")
 	replayOnly := fs.Bool("replay-only", false, "score the recordings already in -out again, without running anything")
@@ -78,7 +78,12 @@ func runMain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, _ := zap.NewDevelopment()
+	logCfg := zap.NewDevelopmentConfig()
+	logCfg.DisableStacktrace = true
+	log, err := logCfg.Build()
+	if err != nil {
+		return err
+	}
 	defer log.Sync()
 	self, err := os.Executable()
 	if err != nil {

@@ -118,7 +118,22 @@ func (c *cgroup) close() error {
 // proc is a started script, in its own process group.
 type proc struct {
 	cmd  *exec.Cmd
-	done chan error
+	done chan struct{} // closed when it exited, err then set
+	err  error
+}
+
+func (p *proc) wait() error {
+	<-p.done
+	return p.err
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (p *proc) stop() error {
@@ -126,7 +141,7 @@ func (p *proc) stop() error {
 		return nil
 	}
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	err := <-p.done
+	err := p.wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return nil // killed on purpose
@@ -177,8 +192,11 @@ func (r *runner) start(ctx context.Context, where place, argv ...string) (*proc,
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", strings.Join(argv, " "), err)
 	}
-	p := &proc{cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
 	return p, nil
 }
 
@@ -200,6 +218,13 @@ func waitFor(ctx context.Context, within time.Duration, what string, cond func()
 
 // RunLive runs scenario s: service, recording, normal load, attack.
 func RunLive(ctx context.Context, s *Scenario, cfg LiveConfig) (live *Live, err error) {
+	// The scripts run in the service's state folder: every path absolute.
+	if cfg.Root, err = filepath.Abs(cfg.Root); err != nil {
+		return nil, err
+	}
+	if cfg.Out, err = filepath.Abs(cfg.Out); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("output directory: %w", err)
 	}
@@ -224,11 +249,11 @@ func RunLive(ctx context.Context, s *Scenario, cfg LiveConfig) (live *Live, err 
 	if err := chownTo(r.work, s.User); err != nil {
 		return nil, err
 	}
-	if r.ns, err = newNetns(ctx, "escscn-"+s.Name); err != nil {
+	if r.ns, err = newNetns(ctx, fmt.Sprintf("escscn-%s-%d", s.Name, os.Getpid())); err != nil {
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, r.ns.close()) }()
-	if r.cg, err = newCgroup(s.Name); err != nil {
+	if r.cg, err = newCgroup(fmt.Sprintf("%s-%d", s.Name, os.Getpid())); err != nil {
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, r.cg.close()) }()
@@ -239,7 +264,7 @@ func RunLive(ctx context.Context, s *Scenario, cfg LiveConfig) (live *Live, err 
 		if err != nil {
 			return nil, err
 		}
-		if err := <-p.done; err != nil {
+		if err := p.wait(); err != nil {
 			return nil, fmt.Errorf("%s: %w (see %s)", setup, err, logf.Name())
 		}
 	}
@@ -287,9 +312,15 @@ func RunLive(ctx context.Context, s *Scenario, cfg LiveConfig) (live *Live, err 
 	}
 	defer func() { err = errors.Join(err, svc.stop()) }()
 	err = waitFor(ctx, 90*time.Second, s.Service+" ready", func() bool {
+		if svc.exited() {
+			return true
+		}
 		p, err := r.start(ctx, asClient, "sh", filepath.Join(svcDir, "ready.sh"))
-		return err == nil && <-p.done == nil
+		return err == nil && p.wait() == nil
 	})
+	if err == nil && svc.exited() {
+		err = fmt.Errorf("%s exited before it was ready: %v (see %s)", s.Service, svc.err, logf.Name())
+	}
 	if err != nil {
 		return nil, errors.Join(err, stopRecorder())
 	}
@@ -315,7 +346,7 @@ func RunLive(ctx context.Context, s *Scenario, cfg LiveConfig) (live *Live, err 
 		cancel()
 		return nil, errors.Join(err, stopRecorder())
 	}
-	live.AttackErr = <-atk.done
+	live.AttackErr = atk.wait()
 	live.AttackEnd = time.Now().UnixNano()
 	cancel()
 	time.Sleep(cfg.Post) // normal load after the attack, so its last epoch closes as live

@@ -127,6 +127,10 @@ func ParseScenario(data []byte, dir string) (*Scenario, error) {
 // LoadScenarios reads every <root>/*/scenario.yaml, in name order; only, if
 // not empty, selects scenarios by name.
 func LoadScenarios(root string, only []string) ([]*Scenario, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("scenarios folder: %w", err)
+	}
 	paths, err := filepath.Glob(filepath.Join(root, "*", "scenario.yaml"))
 	if err != nil {
 		return nil, fmt.Errorf("list scenarios in %s: %w", root, err)

@@ -3,7 +3,7 @@
 set -e
 export PATH=/usr/lib/postgresql/15/bin:$PATH
 echo postgres-admin-pass > "$SCN_WORK/pwfile"
-initdb -q -D "$SCN_WORK/pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile="$SCN_WORK/pwfile" >/dev/null
+initdb -D "$SCN_WORK/pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile="$SCN_WORK/pwfile" >/dev/null
 cat >> "$SCN_WORK/pgdata/postgresql.conf" <<CONF
 listen_addresses = '$SCN_IP'
 unix_socket_directories = '$SCN_WORK'
