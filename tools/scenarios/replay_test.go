@@ -44,8 +44,8 @@ func TestReplaySynthetic(t *testing.T) {
 			t.Errorf("%s: %+v: want detected within 3 s (an epoch is 2 s here), no false alarm", name, r)
 		}
 	}
-	table := RenderTable([]Outcome{{Scenario: "syn", Service: "s", Covers: []string{"miner"}, Replay: rp, Expect: Expect{Scorer: scorerLM}}}, DefaultReplay())
-	if !strings.Contains(table, "| syn | s | miner | **detected") {
+	table := RenderTable([]Outcome{{Scenario: "syn", Service: "s", Covers: []string{"miner"}, Replay: rp, Expect: Expect{Scorer: scorerLM, Within: Duration(3 * time.Second)}}}, DefaultReplay())
+	if !strings.Contains(table, "| syn | s | miner | lm within 3s: met | **detected") {
 		t.Errorf("table:\n%s", table)
 	}
 	short, start := synthetic(20*time.Second, 5*time.Second, 500)

@@ -9,11 +9,11 @@ import (
 // RenderTable is the scenario × scorer table and the run's details.
 func RenderTable(outcomes []Outcome, cfg ReplayConfig) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| scenario | service | covers | %s |\n", strings.Join(scorerNames(), " | "))
-	fmt.Fprintf(&b, "|---|---|---|%s\n", strings.Repeat("---|", len(scorerNames())))
+	fmt.Fprintf(&b, "| scenario | service | covers | expected | %s |\n", strings.Join(scorerNames(), " | "))
+	fmt.Fprintf(&b, "|---|---|---|---|%s\n", strings.Repeat("---|", len(scorerNames())))
 	var normal time.Duration
 	for _, o := range outcomes {
-		fmt.Fprintf(&b, "| %s | %s | %s |", o.Scenario, o.Service, strings.Join(o.Covers, ", "))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |", o.Scenario, o.Service, strings.Join(o.Covers, ", "), expectation(o))
 		for _, name := range scorerNames() {
 			b.WriteString(" " + cell(o, name) + " |")
 		}
@@ -73,3 +73,17 @@ func cell(o Outcome, scorer string) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// expectation says whether the scenario's expected scorer caught the attack
+// within the expected latency.
+func expectation(o Outcome) string {
+	want := fmt.Sprintf("%s within %v", o.Expect.Scorer, time.Duration(o.Expect.Within))
+	if o.Replay == nil {
+		return want + ": not run"
+	}
+	r, ok := o.Replay.Result(o.Expect.Scorer)
+	if ok && r.Detected && r.Latency <= time.Duration(o.Expect.Within) {
+		return want + ": met"
+	}
+	return want + ": **NOT met**"
+}
