@@ -21,12 +21,13 @@ PREFIX=${ESCAPE_PREFIX:-/opt/escape}
 APTDIR=$PREFIX/apt
 STAMP=$PREFIX/.deps-ok
 # Bump when this script's result changes, so installed machines re-run it.
-STAMP_VERSION=4
+STAMP_VERSION=5
 
 # systemd: systemd-analyze, which verifies deploy/systemd's units in the tests
 # (already present on any Debian host booted with systemd).
 BOOKWORM_PKGS=(clang llvm libbpf-dev bpftool iptables runc bpftrace strace
-  iproute2 util-linux busybox-static tmux redis-tools curl systemd containernetworking-plugins)
+  iproute2 util-linux busybox-static tmux redis-tools curl systemd containernetworking-plugins
+  postgresql nginx-light python3 openjdk-17-jre-headless)
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 die() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }

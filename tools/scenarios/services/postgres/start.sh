@@ -1,0 +1,1 @@
+exec /usr/lib/postgresql/15/bin/postgres -D "$SCN_WORK/pgdata"

@@ -1,0 +1,1 @@
+[ "$(redis-cli -h "$SCN_IP" ping 2>/dev/null)" = PONG ]

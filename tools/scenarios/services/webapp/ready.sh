@@ -1,0 +1,1 @@
+curl -sf -m 2 "http://$SCN_IP:8080/" >/dev/null
