@@ -16,9 +16,14 @@ import (
 // bringing it up if it is not, as Ensure does for the plain lab. The
 // first use on a machine builds the Kubernetes binaries into their cache
 // (about 6 minutes with a cold Go build cache; make test builds them
-// beforehand with make kube-bins). Under -short it skips.
+// beforehand with make kube-bins). Under -short it skips. Inside a host
+// (InHost's child) it returns the inventory the parent handed over.
 func Kubernetes(t testing.TB) *lab.Inventory {
 	t.Helper()
+	if Child() != "" {
+		// Inside a host (InHost): the parent brought the node up.
+		return childInventory(t)
+	}
 	if testing.Short() {
 		t.Skip("needs the lab's Kubernetes: not run with -short")
 	}

@@ -1,0 +1,256 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+
+	"github.com/escape-mtd/escape/tools/lab"
+	"github.com/escape-mtd/escape/tools/lab/labtest"
+)
+
+// The lab test runs inside h1, the lab's Kubernetes node, as the node agent
+// would: it reaches the kubelet at h1's address, the API server, and h1's
+// containerd, and sees the kubelet's checkpoint directory.
+
+const insideKubeletCheckpoints = "/var/lib/kubelet/checkpoints"
+
+// kubectl runs kubectl inside the node's host (the child already is there)
+// as the lab's admin.
+func kubectl(t testing.TB, inv *lab.Inventory, stdin string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(inv.Kubernetes.BinDir, "kubectl"),
+		append([]string{"--kubeconfig", lab.InsideKubeconfig, "--cache-dir", t.TempDir()}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func mustKubectl(t testing.TB, inv *lab.Inventory, stdin string, args ...string) string {
+	t.Helper()
+	out, err := kubectl(t, inv, stdin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// agentRBAC is what the node agent needs (deploy/kubernetes grants the
+// same to the DaemonSet's service account): the kubelet's checkpoint
+// subresource, and pods, to replace them. "nobody" has no role at all.
+const agentRBAC = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: escape-ckpt-agent, namespace: default}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: escape-ckpt-nobody, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: escape-ckpt-agent}
+rules:
+- apiGroups: [""]
+  resources: ["nodes/checkpoint"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "create", "delete"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: escape-ckpt-agent}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: escape-ckpt-agent}
+subjects:
+- {kind: ServiceAccount, name: escape-ckpt-agent, namespace: default}
+`
+
+func redisPod(name string) string {
+	return `apiVersion: v1
+kind: Pod
+metadata: {name: ` + name + `, namespace: default, labels: {app: ` + name + `}}
+spec:
+  containers:
+  - name: redis
+    image: escape.local/redis:latest
+    imagePullPolicy: Never
+    command: ["/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no", "--save", ""]
+`
+}
+
+func redisCLI(t testing.TB, inv *lab.Inventory, pod string, args ...string) string {
+	t.Helper()
+	return mustKubectl(t, inv, "", append([]string{"exec", pod, "--", "/usr/bin/redis-cli"}, args...)...)
+}
+
+// credentials writes a token of service account sa to a file.
+func credentials(t testing.TB, inv *lab.Inventory, sa string) Credentials {
+	t.Helper()
+	tok := mustKubectl(t, inv, "", "create", "token", sa, "--duration", "1h")
+	p := filepath.Join(t.TempDir(), sa+".token")
+	if err := os.WriteFile(p, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return Credentials{TokenFile: p, CAFile: lab.InsideKubeDir + "/pki/ca.crt"}
+}
+
+// TestKubernetesPodCheckpointAndReplace checkpoints a redis pod through the
+// kubelet's API, keeps the archive as the pod's safe checkpoint, changes
+// the pod's state, and replaces the pod with one restored from the
+// checkpoint: the replacement runs with the checkpointed state, the kubelet
+// leaves it alone (no restart), and the old pod is gone. It also checks the
+// refusals: a caller without nodes/checkpoint, a pod that does not exist, a
+// corrupt archive, each leaving everything as it was.
+func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
+	inv := labtest.Kubernetes(t)
+	if !labtest.InHost(t, inv, inv.Kubernetes.Host) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	h, _ := inv.Host(inv.Kubernetes.Host)
+	mustKubectl(t, inv, agentRBAC, "apply", "-f", "-")
+	agent := credentials(t, inv, "escape-ckpt-agent")
+	nobody := credentials(t, inv, "escape-ckpt-nobody")
+
+	name := fmt.Sprintf("ckpt-redis-%04x", rand.IntN(1<<16))
+	mustKubectl(t, inv, redisPod(name), "apply", "-f", "-")
+	t.Cleanup(func() {
+		_, _ = kubectl(t, inv, "", "delete", "pod", "-l", "app="+name, "--ignore-not-found", "--wait=false")
+	})
+	mustKubectl(t, inv, "", "wait", "--for=condition=Ready", "pod/"+name, "--timeout=120s")
+	if got := redisCLI(t, inv, name, "SET", "state", "safe"); got != "OK" {
+		t.Fatalf("redis SET: %q", got)
+	}
+
+	endpoint := "https://" + h.IP.String() + ":10250"
+	kubelet, err := NewKubelet(endpoint, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := PodContainer{Namespace: "default", Pod: name, Container: "redis"}
+
+	// Refused: a caller without nodes/checkpoint, and a pod that is not there.
+	deny, err := NewKubelet(endpoint, nobody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deny.Checkpoint(ctx, pc.Namespace, pc.Pod, pc.Container, time.Minute); !errors.Is(err, ErrForbidden) {
+		t.Errorf("checkpoint without nodes/checkpoint: want ErrForbidden, got %v", err)
+	}
+	if _, err := kubelet.Checkpoint(ctx, "default", name+"-absent", "redis", time.Minute); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("checkpoint of a pod that does not exist: want a not-found error, got %v", err)
+	}
+
+	started := time.Now()
+	archive, err := kubelet.Checkpoint(ctx, pc.Namespace, pc.Pod, pc.Container, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubelet checkpoint took %v: %s", time.Since(started).Round(time.Millisecond), archive)
+	if filepath.Dir(archive) != insideKubeletCheckpoints || !strings.HasPrefix(filepath.Base(archive), "checkpoint-"+name+"_default-redis-") {
+		t.Errorf("archive %s is not where and how the kubelet names checkpoints", archive)
+	}
+	store, err := NewStore(filepath.Join(t.TempDir(), "store"), 2, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := store.Keep(pc, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(archive); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the kept archive is still in the kubelet's directory: %v", err)
+	}
+
+	// Refused: a corrupt archive is not kept and nothing kept is lost.
+	corrupt := filepath.Join(insideKubeletCheckpoints, "checkpoint-"+name+"_default-redis-corrupt.tar")
+	if err := os.WriteFile(corrupt, []byte("this is no tar archive, but it is long enough to look like one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(corrupt)
+	if _, err := store.Keep(pc, corrupt); !errors.Is(err, ErrBadArchive) {
+		t.Errorf("keep a corrupt archive: want ErrBadArchive, got %v", err)
+	}
+	if _, err := os.Stat(corrupt); err != nil {
+		t.Errorf("the refused archive was not left where it was: %v", err)
+	}
+	if newest, err := store.Newest(pc); err != nil || newest != kept {
+		t.Errorf("after refusing a corrupt archive the newest is %q (%v), want %q", newest, err, kept)
+	}
+
+	// The pod is compromised: its state changes.
+	if got := redisCLI(t, inv, name, "SET", "state", "compromised"); got != "OK" {
+		t.Fatalf("redis SET: %q", got)
+	}
+
+	c, err := client.New(lab.InsideContainerd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Refused: a replacer whose credential has no pod rights touches nothing.
+	denied, err := NewReplacer(inv.Kubernetes.NodeName, inv.Kubernetes.Server, nobody, c, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := denied.Replace(ctx, pc); !errors.Is(err, ErrForbidden) {
+		t.Errorf("replace without pod rights: want ErrForbidden, got %v", err)
+	}
+	replacer, err := NewReplacer(inv.Kubernetes.NodeName, inv.Kubernetes.Server, agent, c, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replacer.Replace(ctx, PodContainer{Namespace: "default", Pod: name + "-absent", Container: "redis"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("replace a pod that does not exist: want ErrNotFound, got %v", err)
+	}
+	if got := redisCLI(t, inv, name, "GET", "state"); got != "compromised" {
+		t.Fatalf("the refusals changed the pod: state %q", got)
+	}
+
+	started = time.Now()
+	repl, err := replacer.Replace(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("replace (image, create, running, delete) took %v: %s", time.Since(started).Round(time.Millisecond), repl)
+	if got := redisCLI(t, inv, repl, "GET", "state"); got != "safe" {
+		t.Errorf("the replacement's state is %q, want the checkpointed %q", got, "safe")
+	}
+	if got := mustKubectl(t, inv, "", "get", "pod", repl, "-o", `jsonpath={.metadata.annotations.escape\.mtd/restored-from}`); got != name {
+		t.Errorf("the replacement says it was restored from %q, want %q", got, name)
+	}
+	// The old pod is deleted through the API server.
+	if _, err := kubectl(t, inv, "", "wait", "--for=delete", "pod/"+name, "--timeout=120s"); err != nil {
+		t.Errorf("the compromised pod is not gone: %v", err)
+	}
+	// The kubelet does not fight the replacement: it keeps running, never
+	// restarted, for a while (a fought container restarts within seconds).
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(time.Second) {
+		st := mustKubectl(t, inv, "", "get", "pod", repl, "-o", `jsonpath={.status.phase} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}`)
+		if st != "Running 0 true" {
+			t.Fatalf("the replacement is %q, want Running, 0 restarts, ready", st)
+		}
+	}
+	if got := redisCLI(t, inv, repl, "GET", "state"); got != "safe" {
+		t.Errorf("after 15 s the replacement's state is %q, want %q", got, "safe")
+	}
+}
