@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
@@ -53,35 +54,25 @@ func mustKubectl(t testing.TB, inv *lab.Inventory, stdin string, args ...string)
 	return out
 }
 
-// agentRBAC is what the node agent needs (deploy/kubernetes grants the
-// same to the DaemonSet's service account): the kubelet's checkpoint
-// subresource, and pods, to replace them. "nobody" has no role at all.
-const agentRBAC = `apiVersion: v1
+// testAccounts are the agent's service account (the DaemonSet's, which
+// deploy/kubernetes/pod-actions/rbac.yaml authorises) and one with no
+// role at all.
+const testAccounts = `apiVersion: v1
+kind: Namespace
+metadata: {name: escape-system}
+---
+apiVersion: v1
 kind: ServiceAccount
-metadata: {name: escape-ckpt-agent, namespace: default}
+metadata: {name: escape-sensor, namespace: escape-system}
 ---
 apiVersion: v1
 kind: ServiceAccount
 metadata: {name: escape-ckpt-nobody, namespace: default}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: escape-ckpt-agent}
-rules:
-- apiGroups: [""]
-  resources: ["nodes/checkpoint"]
-  verbs: ["create"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "create", "delete"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: escape-ckpt-agent}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: escape-ckpt-agent}
-subjects:
-- {kind: ServiceAccount, name: escape-ckpt-agent, namespace: default}
 `
+
+// envPodActionsRBAC hands the child the repository's RBAC manifest (the
+// repository is not visible inside the host).
+const envPodActionsRBAC = "ESCAPE_TEST_POD_ACTIONS_RBAC"
 
 func redisPod(name string) string {
 	return `apiVersion: v1
@@ -101,10 +92,10 @@ func redisCLI(t testing.TB, inv *lab.Inventory, pod string, args ...string) stri
 	return mustKubectl(t, inv, "", append([]string{"exec", pod, "--", "/usr/bin/redis-cli"}, args...)...)
 }
 
-// credentials writes a token of service account sa to a file.
-func credentials(t testing.TB, inv *lab.Inventory, sa string) Credentials {
+// credentials writes a token of service account sa (in namespace ns) to a file.
+func credentials(t testing.TB, inv *lab.Inventory, ns, sa string) Credentials {
 	t.Helper()
-	tok := mustKubectl(t, inv, "", "create", "token", sa, "--duration", "1h")
+	tok := mustKubectl(t, inv, "", "create", "token", "-n", ns, sa, "--duration", "1h")
 	p := filepath.Join(t.TempDir(), sa+".token")
 	if err := os.WriteFile(p, []byte(tok), 0o600); err != nil {
 		t.Fatal(err)
@@ -121,15 +112,21 @@ func credentials(t testing.TB, inv *lab.Inventory, sa string) Credentials {
 // corrupt archive, each leaving everything as it was.
 func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
 	inv := labtest.Kubernetes(t)
-	if !labtest.InHost(t, inv, inv.Kubernetes.Host) {
+	if labtest.Child() == "" {
+		rbac, err := os.ReadFile("../../deploy/kubernetes/pod-actions/rbac.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		labtest.InHost(t, inv, inv.Kubernetes.Host, envPodActionsRBAC+"="+string(rbac))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	h, _ := inv.Host(inv.Kubernetes.Host)
-	mustKubectl(t, inv, agentRBAC, "apply", "-f", "-")
-	agent := credentials(t, inv, "escape-ckpt-agent")
-	nobody := credentials(t, inv, "escape-ckpt-nobody")
+	mustKubectl(t, inv, testAccounts, "apply", "-f", "-")
+	mustKubectl(t, inv, os.Getenv(envPodActionsRBAC), "apply", "-f", "-")
+	agent := credentials(t, inv, "escape-system", "escape-sensor")
+	nobody := credentials(t, inv, "default", "escape-ckpt-nobody")
 
 	name := fmt.Sprintf("ckpt-redis-%04x", rand.IntN(1<<16))
 	mustKubectl(t, inv, redisPod(name), "apply", "-f", "-")
@@ -206,7 +203,14 @@ func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
+	t.Cleanup(func() {
+		// The pods first, then the images they run from.
+		if _, err := kubectl(t, inv, "", "delete", "pod", "-l", "app="+name, "--ignore-not-found", "--wait", "--timeout=2m"); err != nil {
+			t.Errorf("clean up the test's pods: %v", err)
+		}
+		removeCheckpointImages(t, c)
+	})
 	// Refused: a replacer whose credential has no pod rights touches nothing.
 	denied, err := NewReplacer(inv.Kubernetes.NodeName, inv.Kubernetes.Server, nobody, c, store)
 	if err != nil {
@@ -219,6 +223,7 @@ func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer replacer.Close()
 	if _, err := replacer.Replace(ctx, PodContainer{Namespace: "default", Pod: name + "-absent", Container: "redis"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("replace a pod that does not exist: want ErrNotFound, got %v", err)
 	}
@@ -252,5 +257,40 @@ func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
 	}
 	if got := redisCLI(t, inv, repl, "GET", "state"); got != "safe" {
 		t.Errorf("after 15 s the replacement's state is %q, want %q", got, "safe")
+	}
+
+	// The kubelet restarts the replacement's container the way it always
+	// does, from the pod's image: the checkpoint, restored again.
+	_, _ = kubectl(t, inv, "", "exec", repl, "--", "/usr/bin/redis-cli", "SHUTDOWN", "NOSAVE")
+	var st string
+	for end := time.Now().Add(2 * time.Minute); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		st = mustKubectl(t, inv, "", "get", "pod", repl, "-o", `jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}`)
+		if st == "1 true" {
+			break
+		}
+	}
+	if st != "1 true" {
+		t.Fatalf("after its process exited the replacement is %q, want restarted once and ready", st)
+	}
+	if got := redisCLI(t, inv, repl, "GET", "state"); got != "safe" {
+		t.Errorf("the kubelet's restart of the replacement has state %q, want the checkpointed %q", got, "safe")
+	}
+}
+
+// removeCheckpointImages removes the checkpoint images the test made, and
+// the base-image names the restores pulled from the mirror.
+func removeCheckpointImages(t testing.TB, c *client.Client) {
+	ctx := namespaces.WithNamespace(context.Background(), CRINamespace)
+	imgs, err := c.ImageService().List(ctx)
+	if err != nil {
+		t.Errorf("list images to clean up: %v", err)
+		return
+	}
+	for _, img := range imgs {
+		if strings.HasPrefix(img.Name, "escape.local/checkpoint/") || strings.Contains(img.Name, "/"+mirrorRepo+"@") {
+			if err := c.ImageService().Delete(ctx, img.Name); err != nil {
+				t.Errorf("clean up image %s: %v", img.Name, err)
+			}
+		}
 	}
 }

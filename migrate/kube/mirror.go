@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -35,9 +36,9 @@ const mirrorRepo = "escape-checkpoint-base"
 // are already local, so only the manifests cross loopback.
 type mirror struct {
 	cs      content.Store
+	mu      sync.Mutex
 	allowed map[digest.Digest]ocispec.Descriptor
 	srv     *http.Server
-	ln      net.Listener
 }
 
 // mirrorRef is the reference under which the mirror at addr serves dgst.
@@ -79,12 +80,8 @@ func baseImageTarget(ctx context.Context, c *client.Client, info ArchiveInfo) (o
 func startMirror(ctx context.Context, c *client.Client, addr string, roots ...ocispec.Descriptor) (*mirror, error) {
 	ctx = namespaces.WithNamespace(ctx, CRINamespace)
 	m := &mirror{cs: c.ContentStore(), allowed: map[digest.Digest]ocispec.Descriptor{}}
-	collect := images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-		m.allowed[desc.Digest] = desc
-		return images.Children(ctx, m.cs, desc)
-	})
-	if err := images.Walk(ctx, collect, roots...); err != nil {
-		return nil, fmt.Errorf("checkpoint base mirror: walk images: %w", err)
+	if err := m.allow(ctx, roots...); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -94,10 +91,27 @@ func startMirror(ctx context.Context, c *client.Client, addr string, roots ...oc
 		ln.Close()
 		return nil, fmt.Errorf("checkpoint base mirror: %s is not a loopback address", addr)
 	}
-	m.ln = ln
 	m.srv = &http.Server{Handler: m.handler(namespaces.WithNamespace(context.WithoutCancel(ctx), CRINamespace)), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = m.srv.Serve(ln) }()
 	return m, nil
+}
+
+// allow adds the content reachable from roots to what the mirror serves.
+func (m *mirror) allow(ctx context.Context, roots ...ocispec.Descriptor) error {
+	found := map[digest.Digest]ocispec.Descriptor{}
+	collect := images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		found[desc.Digest] = desc
+		return images.Children(ctx, m.cs, desc)
+	})
+	if err := images.Walk(namespaces.WithNamespace(ctx, CRINamespace), collect, roots...); err != nil {
+		return fmt.Errorf("checkpoint base mirror: walk images: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for d, desc := range found {
+		m.allowed[d] = desc
+	}
+	return nil
 }
 
 func (m *mirror) stop() { _ = m.srv.Close() }
@@ -119,7 +133,9 @@ func (m *mirror) handler(ctx context.Context) http.Handler {
 			return
 		}
 		dgst, err := digest.Parse(ref)
+		m.mu.Lock()
 		desc, known := m.allowed[dgst]
+		m.mu.Unlock()
 		if err != nil || !known {
 			http.NotFound(w, r)
 			return

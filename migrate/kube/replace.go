@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
 )
 
@@ -37,6 +39,9 @@ type Replacer struct {
 	mirrorAddr string
 	log        *zap.Logger
 	wait       time.Duration
+
+	mu     sync.Mutex
+	mirror *mirror // started by the first Replace, until Close
 }
 
 // ReplacerOption configures a Replacer.
@@ -137,12 +142,10 @@ func (r *Replacer) Replace(ctx context.Context, pc PodContainer) (string, error)
 	if err != nil {
 		return fail(err)
 	}
-	mirror, err := startMirror(ctx, r.containerd, r.mirrorAddr, base)
-	if err != nil {
+	if err := r.serveBase(ctx, base); err != nil {
 		_ = RemoveCheckpointImage(context.WithoutCancel(ctx), r.containerd, ref)
 		return fail(err)
 	}
-	defer mirror.stop()
 
 	name := replacementName(pc.Pod, stamp)
 	body, err := replacementPod(old, pc.Container, name, ref, r.node)
@@ -162,6 +165,36 @@ func (r *Replacer) Replace(ctx context.Context, pc PodContainer) (string, error)
 	}
 	r.log.Info("compromised pod deleted", zap.String("pod", pc.String()), zap.String("replacement", name))
 	return name, nil
+}
+
+// serveBase has the mirror serve base, starting it on first use. It stays
+// up until Close: the kubelet restarts a replacement's container by
+// creating it again from the checkpoint image, and each such restore pulls
+// the base image again.
+func (r *Replacer) serveBase(ctx context.Context, base ocispec.Descriptor) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mirror != nil {
+		return r.mirror.allow(ctx, base)
+	}
+	m, err := startMirror(ctx, r.containerd, r.mirrorAddr, base)
+	if err != nil {
+		return err
+	}
+	r.mirror = m
+	return nil
+}
+
+// Close stops the base-image mirror. Replacement pods keep running; a
+// restart of their containers fails to create until a Replacer runs again.
+func (r *Replacer) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mirror != nil {
+		r.mirror.stop()
+		r.mirror = nil
+	}
+	return nil
 }
 
 // replacementName is the pod's name with a suffix, within 63 characters
