@@ -9,6 +9,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/escape-mtd/escape/migrate"
 )
 
 // The files of a CRI checkpoint archive (containerd's CheckpointContainer;
@@ -47,7 +49,7 @@ type ArchiveInfo struct {
 }
 
 // ErrBadArchive is wrapped by every refusal of ParseArchive.
-var ErrBadArchive = errors.New("not a restorable checkpoint archive")
+var ErrBadArchive = migrate.ErrBadCheckpoint
 
 // ParseArchive reads a checkpoint archive (an uncompressed tar) and checks
 // that it holds what a CRI restore reads: config.dump and spec.dump as JSON,

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/escape-mtd/escape/migrate"
 )
 
 // Credentials are how the agent talks to the kubelet and the API server:
@@ -26,10 +27,11 @@ type Credentials struct {
 
 // ErrForbidden is wrapped when the kubelet or the API server refuses the
 // caller (401/403): the credential lacks nodes/checkpoint or pod rights.
-var ErrForbidden = errors.New("not authorised")
+var ErrForbidden = migrate.ErrPodForbidden
 
-// ErrNotFound is wrapped when the pod or container does not exist.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is wrapped when the pod, the container or a safe checkpoint
+// of it does not exist.
+var ErrNotFound = migrate.ErrPodNotFound
 
 // apiClient is an HTTPS client with the credentials' CA and token.
 type apiClient struct {

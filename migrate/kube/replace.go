@@ -15,13 +15,15 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
+
+	"github.com/escape-mtd/escape/migrate"
 )
 
 // ErrOwned is wrapped when a pod has a controller (ReplicaSet, StatefulSet,
 // Job, DaemonSet...): its controller would count a bare replacement as a
 // surplus replica and delete one of the two, or recreate the deleted pod
 // from its template, so Replace refuses and leaves the pod as it is.
-var ErrOwned = errors.New("pod has a controller")
+var ErrOwned = migrate.ErrPodOwned
 
 // Annotations Replace puts on the replacement pod.
 const (
