@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/escape-mtd/escape/migrate"
 	"github.com/escape-mtd/escape/tools/lab"
 	"github.com/escape-mtd/escape/tools/lab/labtest"
 )
@@ -292,5 +293,93 @@ func removeCheckpointImages(t testing.TB, c *client.Client) {
 				t.Errorf("clean up image %s: %v", img.Name, err)
 			}
 		}
+	}
+}
+
+// TestKubernetesPodActionsThroughTheAgent asks h1's real agent (the lab's
+// escape-sensor, with a kubernetes section in its settings), over mutual
+// TLS as the plane, to checkpoint a redis pod and then to replace it: the
+// plane's path to the pod actions, end to end.
+func TestKubernetesPodActionsThroughTheAgent(t *testing.T) {
+	inv := labtest.Kubernetes(t)
+	k := inv.Kubernetes
+	h, _ := inv.Host(k.Host)
+	rbac, err := os.ReadFile("../../deploy/kubernetes/pod-actions/rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	labtest.Kubectl(t, inv, testAccounts, "apply", "-f", "-")
+	labtest.Kubectl(t, inv, string(rbac), "apply", "-f", "-")
+	tok := strings.TrimSpace(labtest.Kubectl(t, inv, "", "create", "token", "-n", "escape-system", "escape-sensor", "--duration", "1h"))
+	name := fmt.Sprintf("agent-redis-%04x", rand.IntN(1<<16))
+	tokDir := filepath.Join(h.Dir, "state", "tests")
+	if err := os.MkdirAll(tokDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(tokDir, name+".token")
+	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(tokFile) })
+	labtest.AgentSettings(t, inv, h.Name, func(agent map[string]any) {
+		agent["kubernetes"] = map[string]any{
+			"kubelet":    "https://" + h.IP.String() + ":10250",
+			"api_server": k.Server,
+			"token_file": filepath.Join(labtest.TestsDir, name+".token"),
+			"ca_file":    lab.InsideKubeDir + "/pki/ca.crt",
+		}
+	})
+	c, err := client.New(h.Containerd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	t.Cleanup(func() {
+		if _, err := labtest.KubectlErr(inv, "", "delete", "pod", "-l", "app="+name, "--ignore-not-found", "--wait", "--timeout=2m"); err != nil {
+			t.Errorf("clean up the test's pods: %v", err)
+		}
+		removeCheckpointImages(t, c)
+	})
+	labtest.Kubectl(t, inv, redisPod(name), "apply", "-f", "-")
+	labtest.Kubectl(t, inv, "", "wait", "--for=condition=Ready", "pod/"+name, "--timeout=120s")
+	cli := func(pod string, args ...string) string {
+		return strings.TrimSpace(labtest.Kubectl(t, inv, "", append([]string{"exec", pod, "--", "/usr/bin/redis-cli"}, args...)...))
+	}
+	if got := cli(name, "SET", "state", "safe"); got != "OK" {
+		t.Fatalf("redis SET: %q", got)
+	}
+
+	agent := labtest.AgentClient(t, inv, h.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	pod := migrate.Pod{Namespace: "default", Name: name, Container: "redis"}
+	if _, err := agent.CheckpointPod(ctx, migrate.Pod{Namespace: "default", Name: name + "-absent", Container: "redis"}); err == nil {
+		t.Error("the agent checkpointed a pod that does not exist")
+	}
+	if _, err := agent.ReplacePod(ctx, migrate.Pod{Namespace: "default", Name: name + "-absent", Container: "redis"}); !errors.Is(err, migrate.ErrPodNotFound) {
+		t.Errorf("replace a pod that does not exist, through the agent: want ErrPodNotFound, got %v", err)
+	}
+	ck, err := agent.CheckpointPod(ctx, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.Bytes <= 0 || ck.CheckpointedAt.IsZero() || !strings.HasPrefix(ck.Archive, "/") {
+		t.Errorf("checkpoint %+v", ck)
+	}
+	if got := cli(name, "SET", "state", "compromised"); got != "OK" {
+		t.Fatalf("redis SET: %q", got)
+	}
+	repl, err := agent.ReplacePod(ctx, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cli(repl, "GET", "state"); got != "safe" {
+		t.Errorf("the replacement's state is %q, want the checkpointed %q", got, "safe")
+	}
+	if _, err := labtest.KubectlErr(inv, "", "wait", "--for=delete", "pod/"+name, "--timeout=120s"); err != nil {
+		t.Errorf("the compromised pod is not gone: %v", err)
+	}
+	if st := strings.TrimSpace(labtest.Kubectl(t, inv, "", "get", "pod", repl, "-o", `jsonpath={.status.phase} {.status.containerStatuses[0].restartCount}`)); st != "Running 0" {
+		t.Errorf("the replacement is %q, want Running with no restart", st)
 	}
 }
