@@ -13,12 +13,18 @@
 //     containerd's k8s.io namespace: an index annotated with
 //     org.criu.checkpoint.container.name, which containerd's CRI (since
 //     PR 10365, in 2.1) restores at CreateContainer instead of starting.
+//     That restore pulls the container's base image by reference, without
+//     pull secrets or the CRI's registry settings; the image points that
+//     reference at a read-only registry on the node's loopback over the
+//     node's own content (mirror.go), so the restore needs no registry.
 //   - Replace creates, through the API server, a bare replacement pod from
 //     the old pod's spec with the checkpointed container's image set to the
 //     checkpoint image, pinned to this node (the image exists only here),
 //     waits until it runs, and only then deletes the compromised pod through
 //     the API server. Pods owned by a controller are refused (docs/kubernetes.md
 //     says why).
+//   - Agent ties the three together for the node agent (migrate.PodHost),
+//     which the plane reaches over plane/agentapi.
 //
 // docs/kubernetes.md weighs this path against pod-level checkpointing
 // (KEP-5823) and a RuntimeClass shim (zeropod), and states its limits.
