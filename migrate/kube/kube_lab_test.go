@@ -1,9 +1,11 @@
 package kube
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -232,6 +234,46 @@ func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
 		t.Fatalf("the refusals changed the pod: state %q", got)
 	}
 
+	// Refused: an archive that rotted in the store after it was kept is
+	// refused before anything is made of it.
+	rotten := filepath.Join(t.TempDir(), "rotten.tar")
+	if err := os.WriteFile(rotten, []byte("rotten"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ImportCheckpointImage(ctx, c, rotten, "escape.local/checkpoint/default/rotten:1", "redis", DefaultMirrorAddr); !errors.Is(err, ErrBadArchive) {
+		t.Errorf("image of a rotten archive: want ErrBadArchive, got %v", err)
+	}
+	if _, err := c.ImageService().Get(namespaces.WithNamespace(ctx, CRINamespace), "escape.local/checkpoint/default/rotten:1"); err == nil {
+		t.Error("a rotten archive became an image")
+	}
+	// A checkpoint whose CRIU images do not restore: the replacement never
+	// runs, so it is deleted, and the compromised pod is left as it was
+	// (the plane then alerts, and decides).
+	broken := brokenCRIUArchive(t, kept)
+	brokenStore, err := NewStore(filepath.Join(t.TempDir(), "broken"), 1, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := brokenStore.Keep(pc, broken); err != nil {
+		t.Fatal(err)
+	}
+	failing, err := NewReplacer(inv.Kubernetes.NodeName, inv.Kubernetes.Server, agent, c, brokenStore, WithRunningWait(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := failing.Replace(ctx, pc); err == nil || !strings.Contains(err.Error(), "did not run from the checkpoint") || !strings.Contains(err.Error(), "criu") {
+		t.Errorf("replace from a checkpoint that does not restore: want CRIU's failure, got %v", err)
+	} else {
+		t.Logf("refused as it should be: %.300s", err)
+	}
+	_ = failing.Close()
+	if pods := mustKubectl(t, inv, "", "get", "pods", "-l", "app="+name, "-o", "jsonpath={.items[*].metadata.name}"); pods != name {
+		t.Errorf("after a failed replacement the pods are %q, want only %q", pods, name)
+	}
+	if got := redisCLI(t, inv, name, "GET", "state"); got != "compromised" {
+		t.Fatalf("a failed replacement changed the pod: state %q", got)
+	}
+
 	started = time.Now()
 	repl, err := replacer.Replace(ctx, pc)
 	if err != nil {
@@ -276,6 +318,51 @@ func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
 	if got := redisCLI(t, inv, repl, "GET", "state"); got != "safe" {
 		t.Errorf("the kubelet's restart of the replacement has state %q, want the checkpointed %q", got, "safe")
 	}
+}
+
+// brokenCRIUArchive is a copy of the archive at src whose CRIU images are
+// garbage: whole enough to be kept, impossible to restore.
+func brokenCRIUArchive(t testing.TB, src string) string {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	dst := filepath.Join(t.TempDir(), "broken.tar")
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	tr, tw := tar.NewReader(in), tar.NewWriter(out)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(hdr.Name, "checkpoint/") && strings.HasSuffix(hdr.Name, ".img") {
+			body = []byte("not a CRIU image")
+			hdr.Size = int64(len(body))
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
 
 // removeCheckpointImages removes the checkpoint images the test made, and

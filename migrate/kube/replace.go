@@ -98,7 +98,18 @@ type pod struct {
 			Ready        bool   `json:"ready"`
 			State        struct {
 				Running *struct{} `json:"running"`
+				Waiting *struct {
+					Reason  string `json:"reason"`
+					Message string `json:"message"`
+				} `json:"waiting"`
 			} `json:"state"`
+			LastState struct {
+				Terminated *struct {
+					Reason   string `json:"reason"`
+					Message  string `json:"message"`
+					ExitCode int    `json:"exitCode"`
+				} `json:"terminated"`
+			} `json:"lastState"`
 		} `json:"containerStatuses"`
 	} `json:"status"`
 }
@@ -159,7 +170,7 @@ func (r *Replacer) Replace(ctx context.Context, pc PodContainer) (string, error)
 	}
 	r.log.Info("replacement pod created", zap.String("pod", pc.String()), zap.String("replacement", name), zap.String("image", ref))
 	if err := r.waitRunning(ctx, pc.Namespace, name, pc.Container); err != nil {
-		derr := r.api.do(context.WithoutCancel(ctx), http.MethodDelete, podPath(pc.Namespace, name), nil, nil)
+		derr := r.deleteAndWait(context.WithoutCancel(ctx), pc.Namespace, name)
 		return fail(errors.Join(fmt.Errorf("the replacement %s did not run from the checkpoint: %w", name, err), derr))
 	}
 	if err := r.api.do(ctx, http.MethodDelete, podPath(pc.Namespace, pc.Pod), nil, nil); err != nil && !errors.Is(err, ErrNotFound) {
@@ -241,6 +252,33 @@ func replacementPod(old *pod, container, name, ref, node string) ([]byte, error)
 	})
 }
 
+// deleteAndWait deletes a pod through the API server and waits (a
+// minute at most) until the API server no longer has it, so that a failed
+// replacement leaves nothing behind.
+func (r *Replacer) deleteAndWait(ctx context.Context, ns, name string) error {
+	if err := r.api.do(ctx, http.MethodDelete, podPath(ns, name), nil, nil); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		_, err := r.getPod(ctx, ns, name)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pod %s/%s still there after its deletion: %w (last: %v)", ns, name, ctx.Err(), err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// restoreFailed are the kubelet's reasons for a container that could not
+// be created or started (for a checkpoint image: the restore failed).
+var restoreFailed = map[string]bool{"CreateContainerError": true, "RunContainerError": true, "StartError": true,
+	"CrashLoopBackOff": true, "CreateContainerConfigError": true, "ErrImageNeverPull": true}
+
 // waitRunning polls until the pod's container runs, ready, or r.wait passes.
 func (r *Replacer) waitRunning(ctx context.Context, ns, name, container string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.wait)
@@ -251,8 +289,19 @@ func (r *Replacer) waitRunning(ctx context.Context, ns, name, container string) 
 		if err == nil {
 			last = p.Status.Phase
 			for _, cs := range p.Status.ContainerStatuses {
-				if cs.Name == container && cs.State.Running != nil && cs.Ready {
+				if cs.Name != container {
+					continue
+				}
+				if cs.State.Running != nil && cs.Ready {
 					return nil
+				}
+				// The restore failed, and the kubelet is retrying it: say
+				// why now rather than when the bound runs out.
+				if w := cs.State.Waiting; w != nil && restoreFailed[w.Reason] {
+					return fmt.Errorf("%s: %s", w.Reason, w.Message)
+				}
+				if term := cs.LastState.Terminated; term != nil {
+					return fmt.Errorf("its container ended (%s, exit %d): %s", term.Reason, term.ExitCode, term.Message)
 				}
 			}
 		} else {
