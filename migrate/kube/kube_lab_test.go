@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,33 +27,17 @@ import (
 
 const insideKubeletCheckpoints = "/var/lib/kubelet/checkpoints"
 
-// kubectl runs kubectl inside the node's host (the child already is there)
-// as the lab's admin.
+// kubectl runs kubectl as the lab's admin (labtest.KubectlErr), its
+// output trimmed.
 func kubectl(t testing.TB, inv *lab.Inventory, stdin string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(inv.Kubernetes.BinDir, "kubectl"),
-		append([]string{"--kubeconfig", lab.InsideKubeconfig, "--cache-dir", t.TempDir()}, args...)...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(string(out)), nil
+	out, err := labtest.KubectlErr(inv, stdin, args...)
+	return strings.TrimSpace(out), err
 }
 
 func mustKubectl(t testing.TB, inv *lab.Inventory, stdin string, args ...string) string {
 	t.Helper()
-	out, err := kubectl(t, inv, stdin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return strings.TrimSpace(labtest.Kubectl(t, inv, stdin, args...))
 }
 
 // testAccounts are the agent's service account (the DaemonSet's, which
