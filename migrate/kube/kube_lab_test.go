@@ -192,6 +192,11 @@ func TestKubernetesPodCheckpointAndReplace(t *testing.T) {
 	if got := redisCLI(t, inv, name, "GET", "state"); got != "compromised" {
 		t.Fatalf("a failed replacement changed the pod: state %q", got)
 	}
+	// containerd leaks the restore's view mount when a restore fails before
+	// CRIU runs (docs/kubernetes.md); one that fails in CRIU must leave none.
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err != nil || strings.Contains(string(mi), " /tmp/checkpoint") {
+		t.Errorf("a failed restore left a mount of containerd's in the host's /tmp (%v)", err)
+	}
 
 	started = time.Now()
 	repl, err := replacer.Replace(ctx, pc)
