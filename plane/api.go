@@ -120,6 +120,8 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/flag", a.flag)
 	mux.HandleFunc("POST /v1/deploy", a.deploy)
 	mux.HandleFunc("POST /v1/remove", a.remove)
+	mux.HandleFunc("POST /v1/pods/checkpoint", a.checkpointPod)
+	mux.HandleFunc("POST /v1/pods/replace", a.replacePod)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		route := r.Method + " " + r.URL.Path
 		c, err := who(r)

@@ -61,6 +61,8 @@ type agentConfig struct {
 	Adopt struct {
 		Namespaces []string `yaml:"namespaces"`
 	} `yaml:"adopt"`
+	// Kubernetes turns on the pod actions (agent_kube.go).
+	Kubernetes *kubeAgentConfig `yaml:"kubernetes"`
 }
 
 func defaultAgentConfig() agentConfig {
@@ -169,14 +171,25 @@ func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agenta
 		}
 		return agentapi.Caller{Role: agentapi.Role(id.Role), Name: id.Name}, nil
 	}
-	srv, err := agentapi.NewServer(n,
+	closeKube := func() error { return nil }
+	var podOpts []agentapi.ServerOption
+	if a.Kubernetes != nil {
+		pods, closePods, err := startKubeAgent(c.Host, c.Containerd, a.State, a.Kubernetes, log)
+		if err != nil {
+			_ = n.Close()
+			return nil, err
+		}
+		closeKube, podOpts = closePods, []agentapi.ServerOption{agentapi.WithPods(pods)}
+	}
+	srv, err := agentapi.NewServer(n, append(podOpts,
 		agentapi.WithServerCredentials(src.ServerCredentials(mtls.RolePlane, mtls.RoleAgent)),
 		agentapi.WithCaller(caller), agentapi.WithOutbox(outbox), agentapi.WithServerLogger(log),
 		// The certificate is checked again on every call: one that expires
 		// mid-run stops being trusted on a kept-alive connection too.
 		agentapi.WithGRPCOptions(grpc.ChainUnaryInterceptor(mtls.UnaryServerInterceptor(src, nil)),
-			grpc.ChainStreamInterceptor(mtls.StreamServerInterceptor(src, nil))))
+			grpc.ChainStreamInterceptor(mtls.StreamServerInterceptor(src, nil))))...)
 	if err != nil {
+		_ = closeKube()
 		_ = n.Close()
 		return nil, err
 	}
@@ -185,6 +198,7 @@ func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agenta
 	lc.SetMultipathTCP(false)
 	l, err := lc.Listen(ctx, "tcp", a.Listen)
 	if err != nil {
+		_ = closeKube()
 		_ = n.Close()
 		return nil, fmt.Errorf("agent: listen %s: %w", a.Listen, err)
 	}
@@ -192,6 +206,7 @@ func startAgent(ctx context.Context, c *runConfig, a agentConfig, outbox *agenta
 		zap.String("shared", a.Shared))
 	return func(ctx context.Context) error {
 		defer n.Close()
+		defer closeKube()
 		return srv.Serve(ctx, l)
 	}, nil
 }

@@ -30,6 +30,11 @@ var sentinels = []struct {
 	// (deadline.go): an answer, and nothing done. Without the reason, a
 	// DeadlineExceeded stays ErrUnreachable below.
 	{migrate.ErrRequestExpired, codes.DeadlineExceeded, "REQUEST_EXPIRED"},
+	// Pod actions (pods.go).
+	{migrate.ErrPodOwned, codes.FailedPrecondition, "POD_OWNED"},
+	{migrate.ErrPodNotFound, codes.NotFound, "POD_NOT_FOUND"},
+	{migrate.ErrPodForbidden, codes.PermissionDenied, "POD_FORBIDDEN"},
+	{migrate.ErrBadCheckpoint, codes.DataLoss, "BAD_CHECKPOINT"},
 }
 
 // errInvalid marks an error in the request itself.

@@ -197,6 +197,7 @@ type agentOpts struct {
 	srcOpts []mtls.SourceOption
 	outbox  *Outbox
 	files   *mtls.Files
+	pods    migrate.PodHost
 }
 
 func caller(ctx context.Context) (Caller, error) {
@@ -225,6 +226,9 @@ func startAgent(t testing.TB, p *pki, id mtls.Identity, o agentOpts) *testAgent 
 	}
 	if o.outbox != nil {
 		opts = append(opts, WithOutbox(o.outbox))
+	}
+	if o.pods != nil {
+		opts = append(opts, WithPods(o.pods))
 	}
 	srv, err := NewServer(host, opts...)
 	if err != nil {

@@ -49,6 +49,7 @@ type CallerFunc func(ctx context.Context) (Caller, error)
 type Server struct {
 	agentpb.UnimplementedAgentServer
 	local  Local
+	pods   migrate.PodHost
 	outbox *Outbox
 	caller CallerFunc
 	creds  credentials.TransportCredentials

@@ -2797,6 +2797,173 @@ func (x *LeaseReply) GetState() *LeaseState {
 	return nil
 }
 
+type PodRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod           string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	Container     string                 `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodRef) Reset() {
+	*x = PodRef{}
+	mi := &file_agent_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodRef) ProtoMessage() {}
+
+func (x *PodRef) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
+func (*PodRef) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PodRef) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PodRef) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *PodRef) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+type PodCheckpointReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The archive as the agent keeps it, its size, and when CRIU dumped it
+	// (RFC 3339).
+	Archive        string `protobuf:"bytes,1,opt,name=archive,proto3" json:"archive,omitempty"`
+	Bytes          int64  `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	CheckpointedAt string `protobuf:"bytes,3,opt,name=checkpointed_at,json=checkpointedAt,proto3" json:"checkpointed_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PodCheckpointReply) Reset() {
+	*x = PodCheckpointReply{}
+	mi := &file_agent_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodCheckpointReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodCheckpointReply) ProtoMessage() {}
+
+func (x *PodCheckpointReply) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodCheckpointReply.ProtoReflect.Descriptor instead.
+func (*PodCheckpointReply) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PodCheckpointReply) GetArchive() string {
+	if x != nil {
+		return x.Archive
+	}
+	return ""
+}
+
+func (x *PodCheckpointReply) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *PodCheckpointReply) GetCheckpointedAt() string {
+	if x != nil {
+		return x.CheckpointedAt
+	}
+	return ""
+}
+
+type PodReplaceReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replacement pod's name, in the same namespace.
+	Replacement   string `protobuf:"bytes,1,opt,name=replacement,proto3" json:"replacement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodReplaceReply) Reset() {
+	*x = PodReplaceReply{}
+	mi := &file_agent_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodReplaceReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodReplaceReply) ProtoMessage() {}
+
+func (x *PodReplaceReply) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodReplaceReply.ProtoReflect.Descriptor instead.
+func (*PodReplaceReply) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *PodReplaceReply) GetReplacement() string {
+	if x != nil {
+		return x.Replacement
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -3013,7 +3180,17 @@ const file_agent_proto_rawDesc = "" +
 	"\x05lease\x18\x02 \x01(\v2\x16.escape.agent.v1.LeaseR\x05lease\"?\n" +
 	"\n" +
 	"LeaseReply\x121\n" +
-	"\x05state\x18\x01 \x01(\v2\x1b.escape.agent.v1.LeaseStateR\x05state2\xeb\x10\n" +
+	"\x05state\x18\x01 \x01(\v2\x1b.escape.agent.v1.LeaseStateR\x05state\"V\n" +
+	"\x06PodRef\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x1c\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"m\n" +
+	"\x12PodCheckpointReply\x12\x18\n" +
+	"\aarchive\x18\x01 \x01(\tR\aarchive\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12'\n" +
+	"\x0fcheckpointed_at\x18\x03 \x01(\tR\x0echeckpointedAt\"3\n" +
+	"\x0fPodReplaceReply\x12 \n" +
+	"\vreplacement\x18\x01 \x01(\tR\vreplacement2\x83\x12\n" +
 	"\x05Agent\x12C\n" +
 	"\x05Hello\x12\x1d.escape.agent.v1.HelloRequest\x1a\x1b.escape.agent.v1.HelloReply\x12D\n" +
 	"\x06Events\x12\x19.escape.agent.v1.EventAck\x1a\x1b.escape.agent.v1.EventBatch(\x010\x01\x12I\n" +
@@ -3045,7 +3222,10 @@ const file_agent_proto_rawDesc = "" +
 	"\tSetGuards\x12\x1d.escape.agent.v1.GuardRequest\x1a\x1a.escape.agent.v1.StepReply\x12X\n" +
 	"\fNetworkLocks\x12$.escape.agent.v1.NetworkLocksRequest\x1a\".escape.agent.v1.NetworkLocksReply\x12C\n" +
 	"\x05Lease\x12\x1d.escape.agent.v1.LeaseRequest\x1a\x1b.escape.agent.v1.LeaseReply\x12O\n" +
-	"\tAdoptable\x12!.escape.agent.v1.AdoptableRequest\x1a\x1f.escape.agent.v1.AdoptableReplyB=Z;github.com/escape-mtd/escape/plane/agentapi/agentpb;agentpbb\x06proto3"
+	"\tAdoptable\x12!.escape.agent.v1.AdoptableRequest\x1a\x1f.escape.agent.v1.AdoptableReply\x12M\n" +
+	"\rCheckpointPod\x12\x17.escape.agent.v1.PodRef\x1a#.escape.agent.v1.PodCheckpointReply\x12G\n" +
+	"\n" +
+	"ReplacePod\x12\x17.escape.agent.v1.PodRef\x1a .escape.agent.v1.PodReplaceReplyB=Z;github.com/escape-mtd/escape/plane/agentapi/agentpb;agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -3059,7 +3239,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_agent_proto_goTypes = []any{
 	(*HelloRequest)(nil),        // 0: escape.agent.v1.HelloRequest
 	(*HelloReply)(nil),          // 1: escape.agent.v1.HelloReply
@@ -3107,11 +3287,14 @@ var file_agent_proto_goTypes = []any{
 	(*NetworkLocksReply)(nil),   // 43: escape.agent.v1.NetworkLocksReply
 	(*LeaseRequest)(nil),        // 44: escape.agent.v1.LeaseRequest
 	(*LeaseReply)(nil),          // 45: escape.agent.v1.LeaseReply
-	nil,                         // 46: escape.agent.v1.Spec.LabelsEntry
+	(*PodRef)(nil),              // 46: escape.agent.v1.PodRef
+	(*PodCheckpointReply)(nil),  // 47: escape.agent.v1.PodCheckpointReply
+	(*PodReplaceReply)(nil),     // 48: escape.agent.v1.PodReplaceReply
+	nil,                         // 49: escape.agent.v1.Spec.LabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: escape.agent.v1.EventBatch.events:type_name -> escape.agent.v1.Event
-	46, // 1: escape.agent.v1.Spec.labels:type_name -> escape.agent.v1.Spec.LabelsEntry
+	49, // 1: escape.agent.v1.Spec.labels:type_name -> escape.agent.v1.Spec.LabelsEntry
 	6,  // 2: escape.agent.v1.Spec.adopted:type_name -> escape.agent.v1.Adopted
 	5,  // 3: escape.agent.v1.AdoptableReply.containers:type_name -> escape.agent.v1.Spec
 	5,  // 4: escape.agent.v1.SpecRequest.spec:type_name -> escape.agent.v1.Spec
@@ -3158,37 +3341,41 @@ var file_agent_proto_depIdxs = []int32{
 	42, // 45: escape.agent.v1.Agent.NetworkLocks:input_type -> escape.agent.v1.NetworkLocksRequest
 	44, // 46: escape.agent.v1.Agent.Lease:input_type -> escape.agent.v1.LeaseRequest
 	7,  // 47: escape.agent.v1.Agent.Adoptable:input_type -> escape.agent.v1.AdoptableRequest
-	1,  // 48: escape.agent.v1.Agent.Hello:output_type -> escape.agent.v1.HelloReply
-	3,  // 49: escape.agent.v1.Agent.Events:output_type -> escape.agent.v1.EventBatch
-	13, // 50: escape.agent.v1.Agent.Status:output_type -> escape.agent.v1.ContainerStatus
-	14, // 51: escape.agent.v1.Agent.Start:output_type -> escape.agent.v1.StepReply
-	14, // 52: escape.agent.v1.Agent.Restart:output_type -> escape.agent.v1.StepReply
-	14, // 53: escape.agent.v1.Agent.Kill:output_type -> escape.agent.v1.StepReply
-	14, // 54: escape.agent.v1.Agent.Remove:output_type -> escape.agent.v1.StepReply
-	18, // 55: escape.agent.v1.Agent.Checkpoint:output_type -> escape.agent.v1.CheckpointReply
-	20, // 56: escape.agent.v1.Agent.Restore:output_type -> escape.agent.v1.RestoreReply
-	14, // 57: escape.agent.v1.Agent.Stage:output_type -> escape.agent.v1.StepReply
-	20, // 58: escape.agent.v1.Agent.StartStaged:output_type -> escape.agent.v1.RestoreReply
-	24, // 59: escape.agent.v1.Agent.VerifyImage:output_type -> escape.agent.v1.VerifyImageReply
-	14, // 60: escape.agent.v1.Agent.DropImage:output_type -> escape.agent.v1.StepReply
-	27, // 61: escape.agent.v1.Agent.EnsureImage:output_type -> escape.agent.v1.EnsureImageReply
-	29, // 62: escape.agent.v1.Agent.Offer:output_type -> escape.agent.v1.OfferReply
-	31, // 63: escape.agent.v1.Agent.Fetch:output_type -> escape.agent.v1.FetchReply
-	33, // 64: escape.agent.v1.Agent.Transfer:output_type -> escape.agent.v1.Chunk
-	14, // 65: escape.agent.v1.Agent.PrepareNetwork:output_type -> escape.agent.v1.StepReply
-	14, // 66: escape.agent.v1.Agent.RemoveNetwork:output_type -> escape.agent.v1.StepReply
-	14, // 67: escape.agent.v1.Agent.ReleaseAddress:output_type -> escape.agent.v1.StepReply
-	14, // 68: escape.agent.v1.Agent.ClaimAddress:output_type -> escape.agent.v1.StepReply
-	14, // 69: escape.agent.v1.Agent.Announce:output_type -> escape.agent.v1.StepReply
-	39, // 70: escape.agent.v1.Agent.Probe:output_type -> escape.agent.v1.ProbeReply
-	40, // 71: escape.agent.v1.Agent.StartSentry:output_type -> escape.agent.v1.SentryRef
-	39, // 72: escape.agent.v1.Agent.StopSentry:output_type -> escape.agent.v1.ProbeReply
-	14, // 73: escape.agent.v1.Agent.SetGuards:output_type -> escape.agent.v1.StepReply
-	43, // 74: escape.agent.v1.Agent.NetworkLocks:output_type -> escape.agent.v1.NetworkLocksReply
-	45, // 75: escape.agent.v1.Agent.Lease:output_type -> escape.agent.v1.LeaseReply
-	8,  // 76: escape.agent.v1.Agent.Adoptable:output_type -> escape.agent.v1.AdoptableReply
-	48, // [48:77] is the sub-list for method output_type
-	19, // [19:48] is the sub-list for method input_type
+	46, // 48: escape.agent.v1.Agent.CheckpointPod:input_type -> escape.agent.v1.PodRef
+	46, // 49: escape.agent.v1.Agent.ReplacePod:input_type -> escape.agent.v1.PodRef
+	1,  // 50: escape.agent.v1.Agent.Hello:output_type -> escape.agent.v1.HelloReply
+	3,  // 51: escape.agent.v1.Agent.Events:output_type -> escape.agent.v1.EventBatch
+	13, // 52: escape.agent.v1.Agent.Status:output_type -> escape.agent.v1.ContainerStatus
+	14, // 53: escape.agent.v1.Agent.Start:output_type -> escape.agent.v1.StepReply
+	14, // 54: escape.agent.v1.Agent.Restart:output_type -> escape.agent.v1.StepReply
+	14, // 55: escape.agent.v1.Agent.Kill:output_type -> escape.agent.v1.StepReply
+	14, // 56: escape.agent.v1.Agent.Remove:output_type -> escape.agent.v1.StepReply
+	18, // 57: escape.agent.v1.Agent.Checkpoint:output_type -> escape.agent.v1.CheckpointReply
+	20, // 58: escape.agent.v1.Agent.Restore:output_type -> escape.agent.v1.RestoreReply
+	14, // 59: escape.agent.v1.Agent.Stage:output_type -> escape.agent.v1.StepReply
+	20, // 60: escape.agent.v1.Agent.StartStaged:output_type -> escape.agent.v1.RestoreReply
+	24, // 61: escape.agent.v1.Agent.VerifyImage:output_type -> escape.agent.v1.VerifyImageReply
+	14, // 62: escape.agent.v1.Agent.DropImage:output_type -> escape.agent.v1.StepReply
+	27, // 63: escape.agent.v1.Agent.EnsureImage:output_type -> escape.agent.v1.EnsureImageReply
+	29, // 64: escape.agent.v1.Agent.Offer:output_type -> escape.agent.v1.OfferReply
+	31, // 65: escape.agent.v1.Agent.Fetch:output_type -> escape.agent.v1.FetchReply
+	33, // 66: escape.agent.v1.Agent.Transfer:output_type -> escape.agent.v1.Chunk
+	14, // 67: escape.agent.v1.Agent.PrepareNetwork:output_type -> escape.agent.v1.StepReply
+	14, // 68: escape.agent.v1.Agent.RemoveNetwork:output_type -> escape.agent.v1.StepReply
+	14, // 69: escape.agent.v1.Agent.ReleaseAddress:output_type -> escape.agent.v1.StepReply
+	14, // 70: escape.agent.v1.Agent.ClaimAddress:output_type -> escape.agent.v1.StepReply
+	14, // 71: escape.agent.v1.Agent.Announce:output_type -> escape.agent.v1.StepReply
+	39, // 72: escape.agent.v1.Agent.Probe:output_type -> escape.agent.v1.ProbeReply
+	40, // 73: escape.agent.v1.Agent.StartSentry:output_type -> escape.agent.v1.SentryRef
+	39, // 74: escape.agent.v1.Agent.StopSentry:output_type -> escape.agent.v1.ProbeReply
+	14, // 75: escape.agent.v1.Agent.SetGuards:output_type -> escape.agent.v1.StepReply
+	43, // 76: escape.agent.v1.Agent.NetworkLocks:output_type -> escape.agent.v1.NetworkLocksReply
+	45, // 77: escape.agent.v1.Agent.Lease:output_type -> escape.agent.v1.LeaseReply
+	8,  // 78: escape.agent.v1.Agent.Adoptable:output_type -> escape.agent.v1.AdoptableReply
+	47, // 79: escape.agent.v1.Agent.CheckpointPod:output_type -> escape.agent.v1.PodCheckpointReply
+	48, // 80: escape.agent.v1.Agent.ReplacePod:output_type -> escape.agent.v1.PodReplaceReply
+	50, // [50:81] is the sub-list for method output_type
+	19, // [19:50] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -3205,7 +3392,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

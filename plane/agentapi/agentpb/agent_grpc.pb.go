@@ -59,6 +59,8 @@ const (
 	Agent_NetworkLocks_FullMethodName   = "/escape.agent.v1.Agent/NetworkLocks"
 	Agent_Lease_FullMethodName          = "/escape.agent.v1.Agent/Lease"
 	Agent_Adoptable_FullMethodName      = "/escape.agent.v1.Agent/Adoptable"
+	Agent_CheckpointPod_FullMethodName  = "/escape.agent.v1.Agent/CheckpointPod"
+	Agent_ReplacePod_FullMethodName     = "/escape.agent.v1.Agent/ReplacePod"
 )
 
 // AgentClient is the client API for Agent service.
@@ -102,6 +104,12 @@ type AgentClient interface {
 	// they can move or be rolled back in place (at most 64 of them, each OCI
 	// spec at most 48 KiB; more is an error).
 	Adoptable(ctx context.Context, in *AdoptableRequest, opts ...grpc.CallOption) (*AdoptableReply, error)
+	// Kubernetes pods of the agent's node (migrate/kube): checkpoint a pod's
+	// container through the kubelet's checkpoint API and keep the archive as
+	// its newest safe checkpoint; replace a compromised pod, through the API
+	// server, with a pod restored from that checkpoint.
+	CheckpointPod(ctx context.Context, in *PodRef, opts ...grpc.CallOption) (*PodCheckpointReply, error)
+	ReplacePod(ctx context.Context, in *PodRef, opts ...grpc.CallOption) (*PodReplaceReply, error)
 }
 
 type agentClient struct {
@@ -414,6 +422,26 @@ func (c *agentClient) Adoptable(ctx context.Context, in *AdoptableRequest, opts 
 	return out, nil
 }
 
+func (c *agentClient) CheckpointPod(ctx context.Context, in *PodRef, opts ...grpc.CallOption) (*PodCheckpointReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PodCheckpointReply)
+	err := c.cc.Invoke(ctx, Agent_CheckpointPod_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) ReplacePod(ctx context.Context, in *PodRef, opts ...grpc.CallOption) (*PodReplaceReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PodReplaceReply)
+	err := c.cc.Invoke(ctx, Agent_ReplacePod_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -455,6 +483,12 @@ type AgentServer interface {
 	// they can move or be rolled back in place (at most 64 of them, each OCI
 	// spec at most 48 KiB; more is an error).
 	Adoptable(context.Context, *AdoptableRequest) (*AdoptableReply, error)
+	// Kubernetes pods of the agent's node (migrate/kube): checkpoint a pod's
+	// container through the kubelet's checkpoint API and keep the archive as
+	// its newest safe checkpoint; replace a compromised pod, through the API
+	// server, with a pod restored from that checkpoint.
+	CheckpointPod(context.Context, *PodRef) (*PodCheckpointReply, error)
+	ReplacePod(context.Context, *PodRef) (*PodReplaceReply, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -551,6 +585,12 @@ func (UnimplementedAgentServer) Lease(context.Context, *LeaseRequest) (*LeaseRep
 }
 func (UnimplementedAgentServer) Adoptable(context.Context, *AdoptableRequest) (*AdoptableReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Adoptable not implemented")
+}
+func (UnimplementedAgentServer) CheckpointPod(context.Context, *PodRef) (*PodCheckpointReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckpointPod not implemented")
+}
+func (UnimplementedAgentServer) ReplacePod(context.Context, *PodRef) (*PodReplaceReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplacePod not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -1077,6 +1117,42 @@ func _Agent_Adoptable_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_CheckpointPod_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PodRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).CheckpointPod(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_CheckpointPod_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).CheckpointPod(ctx, req.(*PodRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_ReplacePod_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PodRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ReplacePod(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ReplacePod_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ReplacePod(ctx, req.(*PodRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1191,6 +1267,14 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Adoptable",
 			Handler:    _Agent_Adoptable_Handler,
+		},
+		{
+			MethodName: "CheckpointPod",
+			Handler:    _Agent_CheckpointPod_Handler,
+		},
+		{
+			MethodName: "ReplacePod",
+			Handler:    _Agent_ReplacePod_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

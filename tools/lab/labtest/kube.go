@@ -3,6 +3,8 @@ package labtest
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +18,14 @@ import (
 // bringing it up if it is not, as Ensure does for the plain lab. The
 // first use on a machine builds the Kubernetes binaries into their cache
 // (about 6 minutes with a cold Go build cache; make test builds them
-// beforehand with make kube-bins). Under -short it skips.
+// beforehand with make kube-bins). Under -short it skips. Inside a host
+// (InHost's child) it returns the inventory the parent handed over.
 func Kubernetes(t testing.TB) *lab.Inventory {
 	t.Helper()
+	if Child() != "" {
+		// Inside a host (InHost): the parent brought the node up.
+		return childInventory(t)
+	}
 	if testing.Short() {
 		t.Skip("needs the lab's Kubernetes: not run with -short")
 	}
@@ -62,11 +69,18 @@ func Kubectl(t testing.TB, inv *lab.Inventory, stdin string, args ...string) str
 	return out
 }
 
-// KubectlErr is Kubectl returning kubectl's failure instead of failing a test.
+// KubectlErr is Kubectl returning kubectl's failure instead of failing a
+// test. Both work in the parent and inside the node's host.
 func KubectlErr(inv *lab.Inventory, stdin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := lab.Kubectl(ctx, inv, args...)
+	if k := inv.Kubernetes; k != nil && Child() == k.Host {
+		// Inside the node's host already (InHost's child): kubectl runs
+		// here, its discovery cache in the host's private /run.
+		cmd = exec.CommandContext(ctx, filepath.Join(k.BinDir, "kubectl"),
+			append([]string{"--kubeconfig", lab.InsideKubeconfig, "--cache-dir", "/run/kubectl-cache"}, args...)...)
+	}
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
