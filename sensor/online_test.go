@@ -47,15 +47,7 @@ func TestMonitorLearnsOnlineAfterTheQuarantineUnlessAnAnomalyFollows(t *testing.
 	if err := mon.Add(ctx, ctr); err != nil {
 		t.Fatal(err)
 	}
-	row := func() sensor.Row {
-		for _, r := range mon.Rows() {
-			if r.Identity == "test/c1" {
-				return r
-			}
-		}
-		t.Fatal("no row for test/c1")
-		return sensor.Row{}
-	}
+	row := func() sensor.Row { return rowOf(t, mon, "test/c1") }
 	// runEpochs runs seq and returns the epochs it closed.
 	runEpochs := func(seq []int, repeat int) []events.Event {
 		before := len(epochsOf(t, out))

@@ -30,15 +30,7 @@ func TestMonitorCalibratedLMFlagsAnUnusualWorkload(t *testing.T) {
 	if err := mon.Add(ctx, ctr); err != nil {
 		t.Fatal(err)
 	}
-	row := func() sensor.Row {
-		for _, r := range mon.Rows() {
-			if r.Identity == "test/c1" {
-				return r
-			}
-		}
-		t.Fatal("no row for test/c1")
-		return sensor.Row{}
-	}
+	row := func() sensor.Row { return rowOf(t, mon, "test/c1") }
 	// Normal: processes that each run the 9-call loop 100 times (9
 	// epochs of 100 calls), until learning is over.
 	runs := 0
@@ -170,4 +162,16 @@ func TestMonitorResumesAProfileSavedMidLearning(t *testing.T) {
 			t.Errorf("reloaded profile: state %s with %d epochs learned, want learning on", r.State, r.Learned)
 		}
 	}
+}
+
+// rowOf is the monitor's row of identity; the test fails without one.
+func rowOf(t *testing.T, mon *sensor.Monitor, identity string) sensor.Row {
+	t.Helper()
+	for _, r := range mon.Rows() {
+		if r.Identity == identity {
+			return r
+		}
+	}
+	t.Fatalf("no row for %s", identity)
+	return sensor.Row{}
 }

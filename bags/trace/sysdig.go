@@ -116,21 +116,11 @@ func (s *SysdigReader) parse(line []byte) (Event, bool, error) {
 	return Event{Nr: nr, TID: uint32(tid), TS: int64(ts)}, true, nil
 }
 
-// atou parses an unsigned decimal of at most bits bits without allocating.
+// atou parses an unsigned decimal of at most bits bits, and of at most 20
+// digits, without allocating.
 func atou(b []byte, bits uint) (uint64, bool) {
-	if len(b) == 0 || len(b) > 20 {
+	if len(b) > 20 {
 		return 0, false
 	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if v > (1<<bits-1-d)/10 {
-			return 0, false
-		}
-		v = v*10 + d
-	}
-	return v, true
+	return decimal(b, bits)
 }
