@@ -76,8 +76,19 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing from bookworm: ${missing[*]}"
   apt-get update -q >/dev/null || die "apt-get update failed: is Debian's archive reachable?"
+  # The scenarios start nginx and postgresql themselves, in namespaces of
+  # their own; their packages must not start them on the host (nginx would
+  # listen on every address). Debian's policy-rc.d says so for the install,
+  # unless the host already has one.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# make deps: no service starts while ESCAPE installs packages\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
+  if trap -p EXIT | grep -q policy; then rm -f "$policy"; trap - EXIT; fi
 fi
 
 # 2. a private apt configuration that reaches Debian unstable.
